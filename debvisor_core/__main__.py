@@ -1,0 +1,3 @@
+from debvisor_core.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""`debvisor audit`: show and verify the audit log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from .. import audit, hookimpl
+from ..commands import json_option, pass_ctx
+from ..context import Context
+from ..errors import BadInput
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Show and verify the tamper-evident audit log (a hash chain of JSON lines).
+
+    \b
+    Example:
+      debvisor audit show --since 2h
+      debvisor audit verify
+    """
+
+
+def _since(value: str | None) -> str | None:
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        t = time.time() - int(value[:-1]) * units[value[-1]]
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    try:
+        time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S" if "T" in value else "%Y-%m-%d")
+    except ValueError:
+        raise BadInput(f"--since {value!r}: use a duration like 30m, 2h, 7d or a date "
+                       "like 2026-11-25 or 2026-11-25T10:00:00") from None
+    return value
+
+
+@audit_group.command("show")
+@click.option("--since", help="Only events after this: 30m, 2h, 7d, or an ISO date/time.")
+@click.option("--limit", default=50, show_default=True, help="At most this many (newest).")
+@json_option
+@pass_ctx
+def show(ctx: Context, since: str | None, limit: int) -> None:
+    """Show recent audit events.
+
+    \b
+    Example:
+      debvisor audit show --since 1d --json
+    """
+    cutoff = _since(since)
+    events = [e for e in audit.read(audit.log_path(ctx)) if not cutoff or e.get("time", "") >= cutoff]
+    events = events[-limit:]
+
+    def human(rows: list[dict[str, Any]]) -> None:
+        for e in rows:
+            user = e.get("user", {})
+            who = user.get("name", "?") + (f" (sudo {user['sudo_user']})" if user.get("sudo_user") else "")
+            what = " ".join(x for x in (e.get("plugin"), e.get("action")) if x) or "-"
+            op = f" op={e['operation']}" if e.get("operation") else ""
+            print(f"{e.get('time')} {e.get('host')} {who} {what} -> {e.get('result')}{op}")
+        if not rows:
+            print("no audit events")
+
+    ctx.emit(events, human)
+
+
+@audit_group.command("verify")
+@json_option
+@pass_ctx
+def verify(ctx: Context) -> None:
+    """Check the hash chain; exit 1 naming the first bad line if it was tampered with.
+
+    \b
+    Example:
+      debvisor audit verify && echo intact
+    """
+    path = audit.log_path(ctx)
+    ok, msg, n = audit.verify(path)
+    ctx.emit({"ok": ok, "message": msg, "lines": n, "path": str(path)},
+             f"{path}: {msg}" if ok else f"{path}: TAMPERED — {msg}")
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+@hookimpl
+def debvisor_commands() -> click.Command:
+    return audit_group

@@ -1,0 +1,139 @@
+"""The `debvisor` command: a root click group whose words resolve lazily to plugins.
+
+``debvisor --help`` imports click and reads the plugin cache; it imports no plugin,
+no pluggy and no importlib.metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__, log
+from .builtin import BUILTIN_COMMANDS
+from .errors import EXIT_FAILED, DebvisorError
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_HOST_KEY = "debvisor.host"
+
+
+def _host(ctx: click.Context) -> Any:
+    root = ctx.find_root()
+    host = root.meta.get(_HOST_KEY)
+    if host is None:
+        from .plugins import PluginHost
+
+        host = root.meta[_HOST_KEY] = PluginHost()
+    return host
+
+
+class RootGroup(click.Group):
+    """Resolves ``debvisor WORD`` to a built-in or plugin command only when typed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_host(ctx).words())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _host(ctx).command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from . import discovery
+
+        rows = [(w, h) for w, (_, h) in sorted(BUILTIN_COMMANDS.items())]
+        plugins = []
+        for entry in discovery.installed():
+            if entry.name in BUILTIN_COMMANDS or discovery.blocked_reason(entry.name):
+                continue
+            plugins.append((entry.name, entry.summary or f"from {entry.dist}"))
+        with formatter.section("Core commands"):
+            formatter.write_dl(rows)
+        if plugins:
+            with formatter.section("Plugin commands"):
+                formatter.write_dl(plugins)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DebvisorError as exc:
+            log.error(exc.message)
+            if exc.hint:
+                log.info(exc.hint)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
+            log.error(f"internal error: {type(exc).__name__}: {exc}")
+            if log.verbose():
+                traceback.print_exc()
+            else:
+                log.info("run with --verbose for the traceback")
+            ctx.exit(EXIT_FAILED)
+
+
+EPILOG = """\b
+Examples:
+  debvisor plugins list            installed plugins and their status
+  debvisor health --json           every plugin's health checks as JSON
+  debvisor ops list                recent operations (journal)
+  debvisor hv list --filter running
+\b
+Shell completion (bash):  eval "$(_DEBVISOR_COMPLETE=bash_source debvisor)"
+Exit codes: 0 ok, 1 failed, 2 bad input, 3 preflight refused,
+            4 failed and rolled back, 5 rollback incomplete."""
+
+
+@click.group(cls=RootGroup, context_settings=CONTEXT_SETTINGS, epilog=EPILOG)
+@click.option("--json", "json_", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Add [DEBUG] lines (retry policies, timings).")
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Also append log lines here.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="Config file (default $DEBVISOR_CONFIG or /etc/debvisor/debvisor.toml).")
+@click.option("-y", "--yes", is_flag=True, help="Answer yes to confirmations (for scripts).")
+@click.version_option(__version__, prog_name="debvisor")
+@click.pass_context
+def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | None,
+               config_file: str | None, yes: bool) -> None:
+    """DebVisor operations toolkit: one command to run a DebVisor hypervisor cluster.
+
+    Every state change is an operation: preflight, plan, confirmation, journalled
+    steps with undo, verification and an audit event. Add --dry-run to see the plan,
+    --check to run only the preflight, --rollback to undo the last run.
+    """
+    from .context import Context
+
+    try:
+        log.configure(verbose=verbose, log_file=log_file)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot open {log_file}: {exc.strerror}",
+                                 param_hint="--log-file") from None
+    dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file)
+    dctx._host = _host(ctx)
+    ctx.obj = dctx
+
+
+_GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes"}
+_GLOBAL_VALUED = {"--log-file", "--config"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point of `debvisor`."""
+    main_group.main(args=argv, prog_name="debvisor")
+
+
+def alias_main(word: str, prog: str) -> None:
+    """Run ``debvisor WORD …`` under another name (``hvctl list`` = ``debvisor hv list``)."""
+    args = sys.argv[1:]
+    lead: list[str] = []
+    while args and (args[0] in _GLOBAL_FLAGS or args[0] in _GLOBAL_VALUED):
+        lead.append(args.pop(0))
+        if lead[-1] in _GLOBAL_VALUED and args:
+            lead.append(args.pop(0))
+    os.environ.setdefault("DEBVISOR_ALIAS", prog)
+    main_group.main(args=[*lead, word, *args], prog_name=prog)

@@ -1,0 +1,97 @@
+"""The per-invocation context every command and hook receives."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import config as _config
+from .config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import PluginHost
+
+
+@dataclass
+class OpOptions:
+    """How an operation command was asked to run."""
+
+    dry_run: bool = False
+    check: bool = False
+    force_maintenance: bool = False
+    rollback: bool = False
+
+
+@dataclass
+class Context:
+    """Global options, config, paths and the plugin host of one `debvisor` run."""
+
+    json: bool = False
+    verbose: bool = False
+    yes: bool = False
+    config_file: str | None = None
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    plugin: str | None = None
+    action: str | None = None
+    op_options: OpOptions = field(default_factory=OpOptions)
+    _config: Config | None = None
+    _host: PluginHost | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            path = _config.config_path(self.config_file)
+            explicit = bool(self.config_file or os.environ.get("DEBVISOR_CONFIG"))
+            self._config = _config.load(path, explicit=explicit)
+        return self._config
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One plugin's config table (empty if absent)."""
+        return self.config.section(name)
+
+    @property
+    def state_dir(self) -> Path:
+        return _config.state_dir()
+
+    @property
+    def log_dir(self) -> Path:
+        return _config.log_dir()
+
+    def plugin_state(self, plugin: str) -> Path:
+        """A plugin's own state directory (created, mode 0700)."""
+        path = self.state_dir / "plugins" / plugin
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    @property
+    def host(self) -> PluginHost:
+        if self._host is None:
+            from .plugins import PluginHost
+
+            self._host = PluginHost()
+        return self._host
+
+    @property
+    def hook(self) -> Any:
+        """pluggy's hook relay with every plugin loaded."""
+        return self.host.hook
+
+    @property
+    def interactive(self) -> bool:
+        return sys.stdin.isatty() and not os.environ.get("CI")
+
+    def emit(self, data: Any, human: Any = None) -> None:
+        """Print ``data`` as one JSON document with --json, else call ``human(data)``
+        (or print ``human`` if it is a string)."""
+        from .output import emit
+
+        emit(self, data, human)
+
+    def audit(self, result: str, **details: Any) -> None:
+        """Record one audit event for a state-changing command that is not an operation."""
+        from .audit import record
+
+        record(self, result=result, details=details)

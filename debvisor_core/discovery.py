@@ -1,0 +1,114 @@
+"""List installed plugins without importing them.
+
+Entry points of the group ``debvisor.plugins`` are read once with importlib.metadata
+and cached (name, module, distribution, version, summary) in a small tab-separated
+file keyed by the mtimes of ``sys.path``: installing or removing a distribution
+changes its site-packages directory and so the key. A cache hit costs a few
+``stat`` calls and no ``importlib.metadata`` import (which alone costs about 3×
+``python -c pass``), which keeps ``debvisor --help`` fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ENTRY_POINT_GROUP
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """An installed plugin as its entry point declares it."""
+
+    name: str
+    module: str
+    dist: str
+    version: str
+    summary: str
+
+
+def _cache_file() -> Path | None:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if base.startswith("~"):
+        return None
+    return Path(base, "debvisor", "plugins.tsv")
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256(sys.executable.encode())
+    for entry in sys.path:
+        try:
+            mtime = os.stat(entry or ".").st_mtime_ns
+        except OSError:
+            mtime = -1
+        h.update(f"{entry}\0{mtime}\0".encode())
+    return h.hexdigest()
+
+
+def _scan() -> list[PluginEntry]:
+    from importlib.metadata import entry_points
+
+    found: dict[str, PluginEntry] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        meta = dist.metadata if dist is not None else None
+        found.setdefault(
+            ep.name,
+            PluginEntry(
+                name=ep.name,
+                module=ep.value,
+                dist=(meta["Name"] if meta else "") or "",
+                version=(dist.version if dist is not None else "") or "",
+                summary=((meta["Summary"] if meta else "") or "").replace("\t", " "),
+            ),
+        )
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def installed() -> list[PluginEntry]:
+    """Every installed plugin (cached; see the module docstring)."""
+    key = _fingerprint()
+    cache = _cache_file()
+    if cache is not None:
+        try:
+            lines = cache.read_text().splitlines()
+            if lines and lines[0] == key:
+                return [PluginEntry(*line.split("\t")) for line in lines[1:] if line]
+        except (OSError, TypeError):
+            pass
+    entries = _scan()
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+            body = "".join(
+                "\t".join((e.name, e.module, e.dist, e.version, e.summary)) + "\n" for e in entries
+            )
+            tmp.write_text(f"{key}\n{body}")
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return entries
+
+
+def selection() -> tuple[set[str] | None, set[str]]:
+    """(allowlist or None, blocklist) from DEBVISOR_PLUGINS / DEBVISOR_DISABLE_PLUGINS."""
+
+    def names(var: str) -> set[str]:
+        return {n.strip() for n in os.environ.get(var, "").split(",") if n.strip()}
+
+    allow = names("DEBVISOR_PLUGINS") if "DEBVISOR_PLUGINS" in os.environ else None
+    return allow, names("DEBVISOR_DISABLE_PLUGINS")
+
+
+def blocked_reason(name: str) -> str | None:
+    """Why plugin ``name`` is not to be loaded, or None if it may load."""
+    allow, deny = selection()
+    if name in deny:
+        return "disabled by DEBVISOR_DISABLE_PLUGINS"
+    if allow is not None and name not in allow:
+        return "not in DEBVISOR_PLUGINS"
+    return None

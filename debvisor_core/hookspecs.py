@@ -1,0 +1,134 @@
+# mypy: disable-error-code="empty-body"
+"""Every hook a DebVisor plugin can implement: the plugin API.
+
+Implement a hook with ``@debvisor_core.hookimpl`` on a function of the same name in
+the module your entry point names. ``docs/plugins.md`` documents each hook with an
+example; a test fails when a hook here has no entry there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import PROJECT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from contextlib import AbstractContextManager
+
+    import click
+
+    from .bundle import DiagnosticsBundle
+    from .context import Context
+    from .engine import Finding, Operation, Step
+    from .health import HealthCheck
+    from .lab import LabService
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+@hookspec
+def debvisor_commands() -> click.Command | list[click.Command]:
+    """Return the plugin's click group, named after its entry point (its word).
+
+    Called only when the plugin's word is typed (``debvisor WORD …``) or when every
+    command is listed (``--help`` of each command, completion).
+    """
+
+
+@hookspec
+def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
+    """Inspect an operation before it runs; return findings.
+
+    A finding with ``level="error"`` refuses the operation (exit 3) unless the
+    operator overrides it where the finding allows (``--force-maintenance``).
+    Runs for ``--check``, ``--dry-run`` and real runs.
+    """
+
+
+@hookspec(firstresult=True)
+def debvisor_execute(ctx: Context, op: Operation, step: Step, prior: dict[str, Any]) -> Any:
+    """Apply one step and return its undo record (a JSON-able dict).
+
+    The core's implementation calls ``step.apply(ctx, prior)``. Implement it with
+    ``@hookimpl(wrapper=True)`` to wrap every step: timing, progress, fault
+    injection. ``prior`` is what ``step.snapshot(ctx)`` captured before the apply.
+    """
+
+
+@hookspec(firstresult=True)
+def debvisor_rollback(ctx: Context, op: Operation, step: Step, record: dict[str, Any]) -> Any:
+    """Undo one applied step from its journalled record.
+
+    The core's implementation calls ``step.undo(ctx, record)``. Wrap it
+    (``wrapper=True``) to observe or delay undo; the engine, not the hook chain,
+    decides what to undo and in which order.
+    """
+
+
+@hookspec
+def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
+    """Contribute steps to another plugin's operation (join, upgrade, register…).
+
+    Look at ``op.kind`` and ``op.params`` and return steps to add, or nothing. Each
+    step class's ``ORDER`` places it: the owner's steps have order 50, so 10 runs before
+    them and 90 after.
+    """
+
+
+@hookspec
+def debvisor_health(ctx: Context) -> list[HealthCheck] | None:
+    """Return health checks; ``debvisor health`` runs all of them concurrently.
+
+    Each check has a name, a callable ``fn(ctx) -> CheckResult`` and a timeout.
+    """
+
+
+@hookspec
+def debvisor_audit(ctx: Context, event: dict[str, Any]) -> None:
+    """Receive every audit event (a sink): the file hash chain is the core's own.
+
+    Raise to signal that the sink failed; the core's file sink failing refuses
+    state-changing commands, other sinks only warn.
+    """
+
+
+@hookspec
+def debvisor_lab_services() -> list[LabService] | None:
+    """Return real services to start locally for ``debvisor lab up`` and the tests."""
+
+
+@hookspec
+def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
+    """Add files and command outputs to ``debvisor health --collect-diagnostics``.
+
+    Use ``bundle.add_file(path)``, ``bundle.add_text(name, text)`` and
+    ``bundle.add_command(name, argv)``; secrets must not be added.
+    """
+
+
+@hookspec(firstresult=True)
+def debvisor_cluster_lock(
+    ctx: Context, op: Operation, names: list[str]
+) -> AbstractContextManager[Any] | None:
+    """Return a context manager that holds a cluster-wide lock for ``names``.
+
+    The first plugin that returns one wins (the Ceph plugin uses a RADOS lock). The
+    node-local flock is always taken as well.
+    """
+
+
+@hookspec
+def debvisor_vm_registered(ctx: Context, vm: dict[str, Any]) -> list[Step] | None:
+    """A VM is being registered in the inventory (``hv register``): return steps to add.
+
+    ``vm`` has ``name``, ``node``, ``owner``, ``role``, ``tags`` and ``addresses``.
+    The steps run inside the registration operation (and are undone with it): the
+    DNS plugin adds the VM's record this way.
+    """
+
+
+@hookspec
+def debvisor_vm_unregistered(ctx: Context, vm: dict[str, Any]) -> list[Step] | None:
+    """A VM is being removed from the inventory (``hv unregister``): return steps to add."""

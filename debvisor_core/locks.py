@@ -1,0 +1,73 @@
+"""Operation locks: a node-local flock per lock name, plus an optional cluster-wide
+lock that a plugin provides through the ``debvisor_cluster_lock`` hook."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import log
+from .errors import PreflightRefused
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
+    from .engine import Operation
+
+
+def _lock_path(state_dir: Path, name: str) -> Path:
+    d = state_dir / "locks"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".lock")
+
+
+@contextlib.contextmanager
+def node_lock(state_dir: Path, names: list[str], *, wait: float = 30.0) -> Iterator[None]:
+    """Hold exclusive flocks on every name (sorted, to avoid deadlock)."""
+    fds: list[int] = []
+    try:
+        for name in sorted(set(names)):
+            path = _lock_path(state_dir, name)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fds.append(fd)
+            deadline = time.monotonic() + wait
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    if time.monotonic() > deadline:
+                        raise PreflightRefused(
+                            f"lock {name!r} is held by pid {holder or '?'}; another operation "
+                            "is running (see `debvisor ops list`)"
+                        ) from None
+                    if not told:
+                        log.info(f"waiting for lock {name!r} held by pid {holder or '?'}")
+                        told = True
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def hold(ctx: Context, op: Operation, names: list[str]) -> Iterator[None]:
+    """The node-local lock, then the cluster lock if a plugin provides one."""
+    with node_lock(ctx.state_dir, names):
+        cluster = ctx.hook.debvisor_cluster_lock(ctx=ctx, op=op, names=names)
+        if cluster is None:
+            yield
+        else:
+            log.debug(f"cluster lock {names} via {type(cluster).__name__}")
+            with cluster:
+                yield

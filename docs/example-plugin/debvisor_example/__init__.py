@@ -1,0 +1,1 @@
+"""DebVisor example site plugin (see docs/plugins.md)."""

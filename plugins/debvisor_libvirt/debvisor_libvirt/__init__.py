@@ -1,0 +1,1 @@
+"""DebVisor hypervisor plugin: libvirt/QEMU nodes, guests and live migration."""

@@ -116,6 +116,8 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
     dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file)
     dctx._host = _host(ctx)
     ctx.obj = dctx
+    if not ctx.resilient_parsing:
+        dctx.config  # noqa: B018 - a bad config file is one clear error, before any work
 
 
 _GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes"}

@@ -38,8 +38,10 @@ def _cache_file() -> Path | None:
 
 
 def _fingerprint() -> str:
+    # sys.path[0] is the script's directory or the cwd: leave it out, so that the
+    # cache survives `python -m`, `python -c` and a change of directory.
     h = hashlib.sha256(sys.executable.encode())
-    for entry in sys.path:
+    for entry in sys.path[1:]:
         try:
             mtime = os.stat(entry or ".").st_mtime_ns
         except OSError:

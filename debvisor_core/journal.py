@@ -227,4 +227,5 @@ def load(path: Path) -> OpState:
 
 def all_ops(state_dir: Path) -> list[OpState]:
     """Every journalled operation, newest first."""
-    return [load(p) for p in sorted(ops_dir(state_dir).glob("*.jsonl"), reverse=True)]
+    found = [load(p) for p in ops_dir(state_dir).glob("*.jsonl")]
+    return sorted(found, key=lambda o: (o.started, o.id), reverse=True)

@@ -27,8 +27,11 @@ def _lock_path(state_dir: Path, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def node_lock(state_dir: Path, names: list[str], *, wait: float = 30.0) -> Iterator[None]:
-    """Hold exclusive flocks on every name (sorted, to avoid deadlock)."""
+def node_lock(state_dir: Path, names: list[str], *, wait: float | None = None) -> Iterator[None]:
+    """Hold exclusive flocks on every name (sorted, to avoid deadlock), waiting up to
+    ``wait`` seconds ($DEBVISOR_LOCK_WAIT, default 30) for each."""
+    if wait is None:
+        wait = float(os.environ.get("DEBVISOR_LOCK_WAIT", "30"))
     fds: list[int] = []
     try:
         for name in sorted(set(names)):

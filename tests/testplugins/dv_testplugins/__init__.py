@@ -1,0 +1,1 @@
+"""Test plugins for DebVisor's own suite."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -71,6 +70,8 @@ class RootGroup(click.Group):
         except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
             log.error(f"internal error: {type(exc).__name__}: {exc}")
             if log.verbose():
+                import traceback
+
                 traceback.print_exc()
             else:
                 log.info("run with --verbose for the traceback")

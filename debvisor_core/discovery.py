@@ -10,17 +10,15 @@ changes its site-packages directory and so the key. A cache hit costs a few
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import ENTRY_POINT_GROUP
 
 
-@dataclass(frozen=True)
-class PluginEntry:
+class PluginEntry(NamedTuple):
     """An installed plugin as its entry point declares it."""
 
     name: str
@@ -38,16 +36,18 @@ def _cache_file() -> Path | None:
 
 
 def _fingerprint() -> str:
-    # sys.path[0] is the script's directory or the cwd: leave it out, so that the
-    # cache survives `python -m`, `python -c` and a change of directory.
-    h = hashlib.sha256(sys.executable.encode())
+    """The interpreter and each sys.path entry with its mtime, as one line.
+
+    sys.path[0] is the script's directory or the cwd: it is left out, so that the
+    cache survives `python -m`, `python -c` and a change of directory."""
+    parts = [sys.executable]
     for entry in sys.path[1:]:
         try:
             mtime = os.stat(entry or ".").st_mtime_ns
         except OSError:
             mtime = -1
-        h.update(f"{entry}\0{mtime}\0".encode())
-    return h.hexdigest()
+        parts.append(f"{entry}={mtime}")
+    return repr("\0".join(parts))
 
 
 def _scan() -> list[PluginEntry]:

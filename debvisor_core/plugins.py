@@ -111,7 +111,11 @@ class PluginHost:
         fn = getattr(module, "debvisor_commands", None) if module else None
         if fn is None:
             return None
-        result = fn()
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            self._fail(name, f"{type(exc).__name__}: {exc}")
+            return None
         cmds = result if isinstance(result, list) else [result]
         cmd = next((c for c in cmds if c.name == name), cmds[0] if cmds else None)
         if cmd is not None and not isinstance(cmd, click.Command):

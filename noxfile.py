@@ -1,0 +1,51 @@
+"""nox sessions: tests, lint, typecheck, bench.
+
+They run in the environment nox itself runs in (`scripts/dev` creates it:
+.venv with the core, every plugin and Debian's rados/libvirt bindings), because
+those bindings are not on PyPI and cannot be installed into a fresh nox venv.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+ROOT = Path(__file__).parent
+PY = sys.executable
+
+
+def _packages() -> list[str]:
+    return ["debvisor_core", "docs/example-plugin/debvisor_example",
+            *sorted(str(p) for p in ROOT.glob("plugins/*/debvisor_*") if p.is_dir())]
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """The whole test suite: the core's and every plugin's (with the lab's real services)."""
+    session.run(PY, "-m", "pytest", "-q", "-rs", *(session.posargs or []))
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """ruff over everything."""
+    session.run(PY, "-m", "ruff", "check", ".")
+
+
+@nox.session(python=False)
+def typecheck(session: nox.Session) -> None:
+    """mypy over the core and every plugin."""
+    for pkg in _packages():
+        session.run(PY, "-m", "mypy", pkg)
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each prints its figures and the ratio against its peer tool."""
+    scripts = [ROOT / "bench" / "bench_startup.py", *sorted(ROOT.glob("plugins/*/bench/bench_*.py"))]
+    for script in scripts:
+        session.log(f"== {script.relative_to(ROOT)}")
+        session.run(PY, str(script), *session.posargs)

@@ -125,9 +125,19 @@ _GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes"}
 _GLOBAL_VALUED = {"--log-file", "--config"}
 
 
+def _lift_verbose(args: list[str]) -> list[str]:
+    """Accept --verbose anywhere before `--` (``hvctl migrate vm1 node2 --verbose``)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--verbose" not in args[:end]:
+        return args
+    head = [a for a in args[:end] if a != "--verbose"]
+    return ["--verbose", *head, *args[end:]]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of `debvisor`."""
-    main_group.main(args=argv, prog_name="debvisor")
+    main_group.main(args=_lift_verbose(list(sys.argv[1:] if argv is None else argv)),
+                    prog_name="debvisor")
 
 
 def alias_main(word: str, prog: str) -> None:
@@ -139,4 +149,4 @@ def alias_main(word: str, prog: str) -> None:
         if lead[-1] in _GLOBAL_VALUED and args:
             lead.append(args.pop(0))
     os.environ.setdefault("DEBVISOR_ALIAS", prog)
-    main_group.main(args=[*lead, word, *args], prog_name=prog)
+    main_group.main(args=_lift_verbose([*lead, word, *args]), prog_name=prog)

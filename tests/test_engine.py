@@ -172,3 +172,32 @@ def test_bad_input_exit_2_nothing_changed(dv: Runner, dv_state: StateDir, prior:
     res = add(dv, "bad name", "t")
     assert res.code == 2 and res.stderr.strip().startswith("[ERROR] note name 'bad name'")
     assert notes(dv_state) == prior and ops(dv) == before
+
+
+def test_contributed_step_runs_after_owner_steps_and_is_undone(
+        dv: Runner, dv_state: StateDir, prior: dict[str, str], tmp_path: Path, dv_fault) -> None:
+    marker = tmp_path / "marker"
+    res = add(dv, "fresh", "t", "--dry-run", env={"DV_CONTRIB": str(marker)})
+    assert f"3. write marker {marker}" in res.stdout
+    assert add(dv, "fresh", "t", env={"DV_CONTRIB": str(marker)}).code == 0
+    assert marker.read_text() == "marked"
+    dv_fault("Marker:after")
+    res = add(dv, "fresh2", "t", env={"DV_CONTRIB": str(marker)})
+    assert res.code == 4 and not marker.exists() and "fresh2" not in notes(dv_state)
+
+
+def test_preflight_findings_from_other_plugins(dv: Runner, dv_state: StateDir, prior: dict[str, str]) -> None:
+    res = add(dv, "fresh", "t", env={"DV_PREFLIGHT": "error"})
+    assert res.code == 3 and "[ERROR] preflight: contrib says error [contrib]" in res.stderr
+    assert notes(dv_state) == prior
+    res = add(dv, "fresh", "t", env={"DV_PREFLIGHT": "warn"})
+    assert res.code == 0 and "[WARN] preflight: contrib says warn" in res.stderr
+
+
+def test_cluster_lock_is_held_around_the_steps(dv: Runner, dv_state: StateDir, prior: dict[str, str],
+                                               tmp_path: Path) -> None:
+    log = tmp_path / "cluster-lock.log"
+    res = add(dv, "fresh", "t", "--verbose", env={"DV_CLUSTER_LOCK_FILE": str(log)})
+    assert res.code == 0
+    assert log.read_text() == "acquire example.note-add\nrelease example.note-add\n"
+    assert "[DEBUG] cluster lock ['example.note-add']" in res.stderr

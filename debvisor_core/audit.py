@@ -162,8 +162,10 @@ def _command() -> tuple[str | None, str | None]:
     c = click.get_current_context(silent=True)
     if c is None:
         return None, None
-    words = c.command_path.split()[1:]
+    words = c.command_path.split()
     if os.environ.get("DEBVISOR_ALIAS") and words and words[0] == os.environ["DEBVISOR_ALIAS"]:
+        words[0] = os.environ.get("DEBVISOR_ALIAS_WORD", words[0])  # `hvctl x` is `debvisor hv x`
+    else:
         words = words[1:]
     return (words[0] if words else None), (" ".join(words[1:]) or None)
 

@@ -39,6 +39,13 @@ class RootGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return _host(ctx).command(cmd_name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        alias = os.environ.get("DEBVISOR_ALIAS")
+        if alias and not ctx.info_name and name == os.environ.get("DEBVISOR_ALIAS_WORD"):
+            name = alias  # usage lines read `hvctl list`, not `hvctl hv list`
+        return name, cmd, rest
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         from . import discovery
 
@@ -148,5 +155,6 @@ def alias_main(word: str, prog: str) -> None:
         lead.append(args.pop(0))
         if lead[-1] in _GLOBAL_VALUED and args:
             lead.append(args.pop(0))
-    os.environ.setdefault("DEBVISOR_ALIAS", prog)
-    main_group.main(args=_lift_verbose([*lead, word, *args]), prog_name=prog)
+    os.environ["DEBVISOR_ALIAS"] = prog
+    os.environ["DEBVISOR_ALIAS_WORD"] = word
+    main_group.main(args=_lift_verbose([*lead, word, *args]), prog_name="")

@@ -168,3 +168,17 @@ def test_completion_script_is_generated() -> None:
 def test_version_and_short_help(dv: Runner, argv: list[str]) -> None:
     res = dv(*argv)
     assert res.code == 0 and res.stdout
+
+
+ALIAS = "from debvisor_core.cli import alias_main; alias_main('example', 'exctl')"
+
+
+def test_alias_script_runs_the_plugin_word(dv: Runner, dv_state: object, site_plugins: object) -> None:
+    """`exctl note add …` is `debvisor example note add …`: usage, options, audit."""
+    prog = [sys.executable, "-c", ALIAS]
+    res = dv("note", "add", "--help", prog=prog)
+    assert res.code == 0 and res.stdout.startswith("Usage: exctl note add [OPTIONS] NAME TEXT")
+    res = dv("--json", "note", "add", "a", "b", "--yes", "--verbose", prog=prog)
+    assert res.code == 0 and res.json["status"] == "succeeded" and "[DEBUG]" in res.stderr
+    ev = json.loads(dv("audit", "show", "--json").stdout)[-1]
+    assert (ev["plugin"], ev["action"]) == ("example", "note add")

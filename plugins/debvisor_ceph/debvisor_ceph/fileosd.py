@@ -56,9 +56,7 @@ def connect(
         cluster.shutdown()
 
 
-def mon_command(
-    cluster: Any, prefix: str, *, inbuf: bytes = b"", timeout: int = 30, **args: Any
-) -> str:
+def mon_command(cluster: Any, prefix: str, *, inbuf: bytes = b"", timeout: int = 30, **args: Any) -> str:
     """Run a mon command (``args`` use Ceph's argument names); return its output text."""
     cmd = {"prefix": prefix, **args}
     ret, out, err = cluster.mon_command(json.dumps(cmd), inbuf, timeout=timeout)
@@ -158,7 +156,7 @@ def _mkfs(
         "--osd-objectstore", "bluestore", "--bluestore-block-path", str(block),
         "--bluestore-block-create", "true", "--bluestore-block-size", str(size),
     ]  # fmt: skip
-    res = subprocess.run(  # argument list, no shell
+    res = subprocess.run(  # noqa: S603 - argument list, no shell
         argv, capture_output=True, text=True, timeout=timeout, env={**os.environ}
     )
     if res.returncode != 0:
@@ -169,7 +167,9 @@ def _mkfs(
 
 
 def _purge(cluster: Any, osd_id: int) -> None:
-    mon_command(cluster, "osd purge", id=osd_id, yes_i_really_mean_it=True)
+    # `osd purge` is a mgr command (safe-to-destroy check first) that forwards `osd purge-actual`
+    # to the mons; the mon command removes the CRUSH entry, the cephx key and the OSD id.
+    mon_command(cluster, "osd purge-actual", id=osd_id, yes_i_really_mean_it=True)
 
 
 def purge_osd(

@@ -106,6 +106,7 @@ osd fast shutdown = false
 osd crush update on start = false
 osd memory target = 939524096
 osd class update on start = false
+debug rocksdb = 1/5
 
 [client]
 admin socket =
@@ -154,6 +155,9 @@ def _fragment(p: _Paths) -> dict[str, Any]:
             "conf": str(p.conf),
             "keyring": str(p.admin_keyring),
             "client": "client.admin",
+            "host": HOST,
+            "provisioner": "file",
+            "file_dir": str(p.root / "join"),
             "lab": {"dir": str(p.root)},
         }
     }
@@ -194,7 +198,7 @@ def _osd_info(cluster: Any) -> tuple[int, dict[int, dict[str, Any]]]:
 
 
 def _wait_osds_up(
-    p: _Paths, pids: dict[int, int], since: int = 0, timeout: float = START_TIMEOUT
+    p: _Paths, pids: dict[int, int | None], since: int = 0, timeout: float = START_TIMEOUT
 ) -> None:
     """Wait until each OSD in ``pids`` is up in an osdmap epoch newer than ``since``."""
     with _connect(p) as cluster:
@@ -223,7 +227,7 @@ def _wait_mon(p: _Paths, pid: int, timeout: float = START_TIMEOUT) -> None:
         try:
             with _connect(p, timeout=5) as cluster:
                 return bool(mon_json(cluster, "quorum_status", timeout=5).get("quorum"))
-        except Exception:  # not ready yet
+        except Exception:  # noqa: BLE001 - not ready yet
             return False
 
     wait_for(quorum, timeout=timeout, what="ceph-mon", log=p.out(f"mon.{MON_ID}"), pid=pid)
@@ -238,6 +242,12 @@ def _check_ports_free() -> None:
             )
 
 
+def _write_conf(p: _Paths, fsid: str) -> None:
+    p.conf.write_text(
+        CONF_TEMPLATE.format(fsid=fsid, mon_addrs=MON_ADDRS, mon_id=MON_ID, dir=p.root, block_size=BLOCK_SIZE)
+    )
+
+
 # --- bootstrap -----------------------------------------------------------------
 
 
@@ -249,11 +259,7 @@ def _bootstrap(p: _Paths) -> None:
     for d in ("log", "run", "crash", "pids", "blocks", "osd", "mon", "mgr"):
         (p.root / d).mkdir(parents=True, exist_ok=True)
     fsid = str(uuid.uuid4())
-    p.conf.write_text(
-        CONF_TEMPLATE.format(
-            fsid=fsid, mon_addrs=MON_ADDRS, mon_id=MON_ID, dir=p.root, block_size=BLOCK_SIZE
-        )
-    )
+    _write_conf(p, fsid)
     auth = ["ceph-authtool", "-C"]
     run([*auth, str(p.mon_keyring), "--gen-key", "-n", "mon.", "--cap", "mon", "allow *"])
     run([*auth, str(p.admin_keyring), "--gen-key", "-n", "client.admin",
@@ -286,7 +292,7 @@ def _bootstrap(p: _Paths) -> None:
 
     with ThreadPoolExecutor(NUM_OSDS) as pool:
         osds = dict(pool.map(make_osd, range(NUM_OSDS)))
-    _wait_osds_up(p, osds)
+    _wait_osds_up(p, dict(osds))
     _wait_mgr(p, mgr_pid)
     p.state.write_text(json.dumps({"fsid": fsid, "osds": sorted(osds)}) + "\n")
 
@@ -305,6 +311,7 @@ def start(lctx: LabContext) -> dict[str, Any]:
         return _fragment(p)
     if mon_pid is None:
         stop(lctx)  # daemons whose pidfiles were lost
+        _write_conf(p, json.loads(p.state.read_text())["fsid"])  # pick up template changes
         _check_ports_free()
         mon_pid = _start_mon(p)
     _wait_mon(p, mon_pid)
@@ -313,9 +320,9 @@ def start(lctx: LabContext) -> dict[str, Any]:
         epoch = _osd_info(cluster)[0]
     missing = [i for i in p.osd_ids() if read_pid(p.pidfile(f"osd.{i}")) is None]
     pids = {i: _spawn_osd(p, i) for i in missing}
-    _wait_osds_up(p, pids, since=epoch)
+    _wait_osds_up(p, dict(pids), since=epoch)
     # OSDs already running: only wait for them to be up (they may be booting).
-    running = {i: read_pid(p.pidfile(f"osd.{i}")) or 0 for i in p.osd_ids() if i not in pids}
+    running = {i: read_pid(p.pidfile(f"osd.{i}")) for i in p.osd_ids() if i not in pids}
     _wait_osds_up(p, running, since=0)
     _wait_mgr(p, mgr_pid)
     return _fragment(p)
@@ -338,16 +345,32 @@ def _daemon_pids(p: _Paths) -> dict[str, list[int]]:
     return found
 
 
+def _terminate(pids: list[int], timeout: float = 30.0) -> None:
+    """SIGTERM ``pids`` once (Ceph's SIGTERM handler is one-shot: a second one kills the
+    daemon mid-shutdown), wait for them to exit, SIGKILL whatever is left after ``timeout``."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        return not any(alive(pid) for pid in pids)
+
+    with contextlib.suppress(LabError):
+        wait_for(gone, timeout=timeout, what="ceph daemons stopping")
+    for pid in pids:
+        if alive(pid):
+            stop_pid(pid, timeout=0, group=False)
+
+
 def stop(lctx: LabContext) -> None:
     """Stop all daemons cleanly (OSDs, then mgr, then mon); keep the data for a fast restart."""
     p = _Paths(lctx.dir)
     daemons = _daemon_pids(p)
-    for pid in daemons["ceph-osd"]:  # signal all OSDs first so they shut down in parallel
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
     for prog in ("ceph-osd", "ceph-mgr", "ceph-mon"):
-        for pid in daemons[prog]:
-            stop_pid(pid, timeout=30, group=False)
+        _terminate(daemons[prog])
     if p.pids.exists():
         for f in p.pids.glob("*.pid"):
             stop_pidfile(f)
@@ -377,7 +400,7 @@ def status(lctx: LabContext) -> dict[str, Any]:
                 out["osds_up"] = int(st.get("num_up_osds", 0))
                 out["osds_in"] = int(st.get("num_in_osds", 0))
                 out["health"] = mon_json(cluster, "health", timeout=5).get("status")
-        except Exception as exc:  # status must not raise
+        except Exception as exc:  # noqa: BLE001 - status must not raise
             out["error"] = str(exc)
     return out
 
@@ -419,7 +442,7 @@ def stop_osd(
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if this process spawned it
         else:
-            stop_pid(pid, timeout=30, group=False)
+            _terminate([pid])
         pidfile.unlink(missing_ok=True)
     if wait_down:
         wait_osd_down(lctx, osd_id, timeout=timeout)

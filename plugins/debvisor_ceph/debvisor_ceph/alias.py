@@ -1,0 +1,10 @@
+"""`cephctl`: the operators' alias for `debvisor ceph`."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Run `debvisor ceph ARGS…` under the name `cephctl`."""
+    from debvisor_core.cli import alias_main
+
+    alias_main("ceph", "cephctl")

@@ -1,0 +1,100 @@
+"""Entry point of the `ceph` plugin: hook implementations only (rados is imported lazily)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from debvisor_core import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from debvisor_core.bundle import DiagnosticsBundle
+    from debvisor_core.context import Context
+    from debvisor_core.engine import Finding, Operation, Step
+    from debvisor_core.health import HealthCheck
+    from debvisor_core.lab import LabService
+
+
+@hookimpl
+def debvisor_commands() -> click.Command:
+    from .cli import ceph
+
+    return ceph
+
+
+@hookimpl
+def debvisor_lab_services() -> list[LabService]:
+    from .lab import services
+
+    return services()
+
+
+@hookimpl
+def debvisor_health(ctx: Context) -> list[HealthCheck]:
+    from .health import checks
+
+    return checks(ctx)
+
+
+# Operation kinds that get noout around them (see README "Contract for upgrades").
+UPGRADE_KINDS = ("cluster.upgrade", "node.upgrade")
+
+
+@hookimpl
+def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
+    """Contribute `noout` set (ORDER 10) / unset (ORDER 90) to cluster upgrade operations, when
+    this node has a Ceph config and the operation does not pass ``params["ceph_noout"] = False``."""
+    if op.kind not in UPGRADE_KINDS or op.params.get("ceph_noout") is False:
+        return None
+    from .client import Settings
+
+    if not Settings.from_ctx(ctx).configured():
+        return None
+    from .steps import UpgradeNoout, UpgradeNooutRelease
+
+    reason = f"debvisor {op.kind}: {op.title}"
+    return [UpgradeNoout("noout", True, reason), UpgradeNooutRelease(reason)]
+
+
+@hookimpl
+def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
+    """Before `ceph.join`: keyring present, mons reachable, cluster not in HEALTH_ERR."""
+    if op.kind != "ceph.join":
+        return None
+    from pathlib import Path
+
+    from debvisor_core.engine import Finding
+
+    from .client import Settings, session
+
+    s = Settings.from_ctx(ctx)
+    if not Path(s.keyring).is_file():
+        return [Finding("error", f"Ceph keyring {s.keyring} is missing", "ceph")]
+    try:
+        with session(ctx) as c:
+            status = c.mon("health").get("status")
+    except Exception as exc:  # noqa: BLE001 - reported as a finding
+        return [Finding("error", f"Ceph mons are not reachable: {getattr(exc, 'message', exc)}", "ceph")]
+    if status == "HEALTH_ERR":
+        return [Finding("error", "Ceph is HEALTH_ERR (see `debvisor ceph alerts`)", "ceph",
+                        override="force_maintenance")]
+    if status != "HEALTH_OK":
+        return [Finding("warn", f"Ceph is {status}", "ceph")]
+    return []
+
+
+@hookimpl
+def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
+    import json
+
+    from .client import Settings, session
+
+    if not Settings.from_ctx(ctx).configured():
+        return
+    try:
+        with session(ctx) as c:
+            bundle.add_text("ceph/report.json", json.dumps(c.mon("report"), indent=1))
+            bundle.add_text("ceph/health-detail.json", json.dumps(c.mon("health", detail="detail"), indent=1))
+    except Exception as exc:  # noqa: BLE001 - diagnostics never fail the bundle
+        bundle.add_text("ceph/error.txt", f"{getattr(exc, 'message', exc)}\n")

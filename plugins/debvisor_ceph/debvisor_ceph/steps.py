@@ -1,0 +1,224 @@
+"""Steps that change the cluster: OSD flags (noout), upmap items, reweights, pg_num.
+
+Each step connects on its own (steps are rebuilt from the journal by later processes)
+and undoes exactly what it changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from debvisor_core.context import Context
+from debvisor_core.engine import Step
+from debvisor_core.errors import StepFailed
+
+from .client import session
+
+REASON_KEY = "debvisor/noout-reason"
+
+
+def _flags(ctx: Context) -> set[str]:
+    with session(ctx) as c:
+        return set(c.mon("osd dump").get("flags_set") or [])
+
+
+@dataclass
+class OsdFlag(Step):
+    """Set or unset a cluster-wide OSD flag (noout, norebalance…); undo restores it."""
+
+    NAME = "OsdFlag"
+    flag: str
+    value: bool
+    reason: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{'set' if self.value else 'unset'} the Ceph {self.flag} flag{why}"
+
+    def check(self, ctx: Context) -> None:
+        _flags(ctx)  # mons reachable
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        with session(ctx) as c:
+            was = self.flag in set(c.mon("osd dump").get("flags_set") or [])
+            reason = _get_reason(c) if self.flag == "noout" else None
+        return {"was_set": was, "old_reason": reason}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        with session(ctx) as c:
+            c.mon_do("osd set" if self.value else "osd unset", key=self.flag)
+            if self.flag == "noout":
+                _set_reason(c, self.reason if self.value else None)
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        if (self.flag in _flags(ctx)) != self.value:
+            raise StepFailed(f"the {self.flag} flag did not {'get set' if self.value else 'clear'}")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        with session(ctx) as c:
+            c.mon_do("osd set" if record["was_set"] else "osd unset", key=self.flag)
+            if self.flag == "noout":
+                _set_reason(c, record.get("old_reason"))
+
+
+def _get_reason(c: Any) -> str | None:
+    ret, out, _ = c._run("mon", "config-key get", {"key": REASON_KEY}, allow=(-2,), fmt=False)
+    return out if ret == 0 else None
+
+
+def _set_reason(c: Any, reason: str | None) -> None:
+    if reason:
+        c.mon_do("config-key set", key=REASON_KEY, val=reason)
+    else:
+        c._run("mon", "config-key rm", {"key": REASON_KEY}, allow=(-2,), fmt=False)
+
+
+@dataclass
+class UpgradeNoout(OsdFlag):
+    """Contributed to cluster upgrades: noout before the owner's steps (ORDER 10)."""
+
+    NAME = "CephNooutSet"
+    ORDER = 10
+
+
+@dataclass
+class UpgradeNooutRelease(Step):
+    """Contributed to cluster upgrades: unset noout after the owner's steps (ORDER 90),
+    unless it was already set before the upgrade began (then it stays)."""
+
+    NAME = "CephNooutUnset"
+    ORDER = 90
+    reason: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        return "unset the Ceph noout flag set for this upgrade"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        with session(ctx) as c:
+            return {"reason": _get_reason(c)}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        if prior.get("reason") != self.reason:  # someone else's noout: leave it
+            return {"unset": False}
+        with session(ctx) as c:
+            c.mon_do("osd unset", key="noout")
+            _set_reason(c, None)
+        return {"unset": True}
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        if record.get("unset"):
+            with session(ctx) as c:
+                c.mon_do("osd set", key="noout")
+                _set_reason(c, record.get("reason"))
+
+
+def _upmap_items(c: Any, pgid: str) -> list[list[int]]:
+    for u in c.mon("osd dump").get("pg_upmap_items", []):
+        if u["pgid"] == pgid:
+            return [[m["from"], m["to"]] for m in u.get("mappings", [])]
+    return []
+
+
+def _set_upmap(c: Any, pgid: str, maps: list[list[int]]) -> None:
+    if maps:
+        c.mon_do("osd pg-upmap-items", pgid=pgid, id=[x for m in maps for x in m])
+    else:
+        c._run("mon", "osd rm-pg-upmap-items", {"pgid": pgid}, fmt=False)
+
+
+@dataclass
+class PgUpmap(Step):
+    """Map one replica of a PG from one OSD to another (pg-upmap-items); undo restores the
+    PG's previous upmap items."""
+
+    pgid: str
+    mappings: list[list[int]]
+    src: int
+    dst: int
+
+    def describe(self, ctx: Context) -> str:
+        return f"move a replica of PG {self.pgid} from osd.{self.src} to osd.{self.dst} (upmap)"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        with session(ctx) as c:
+            return {"old": _upmap_items(c, self.pgid)}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        with session(ctx) as c:
+            _set_upmap(c, self.pgid, self.mappings)
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        with session(ctx) as c:
+            if _upmap_items(c, self.pgid) != self.mappings:
+                raise StepFailed(f"the upmap of PG {self.pgid} was not accepted by the mons")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        with session(ctx) as c:
+            _set_upmap(c, self.pgid, record["old"])
+
+
+@dataclass
+class OsdReweight(Step):
+    """Set an OSD's reweight (0..1); undo restores the old value."""
+
+    osd: int
+    reweight: float
+
+    def describe(self, ctx: Context) -> str:
+        return f"reweight osd.{self.osd} to {self.reweight}"
+
+    def _current(self, c: Any) -> float:
+        for o in c.mon("osd dump").get("osds", []):
+            if int(o["osd"]) == self.osd:
+                return float(o["weight"])
+        raise StepFailed(f"osd.{self.osd} does not exist")
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        with session(ctx) as c:
+            return {"old": self._current(c)}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        with session(ctx) as c:
+            c.mon_do("osd reweight", id=self.osd, weight=float(self.reweight))
+        return {}
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        with session(ctx) as c:
+            c.mon_do("osd reweight", id=self.osd, weight=float(record["old"]))
+
+
+@dataclass
+class PoolPgNum(Step):
+    """Set a pool's pg_num; undo sets the old value back (Ceph merges PGs again)."""
+
+    pool: str
+    pg_num: int
+
+    def describe(self, ctx: Context) -> str:
+        return f"set pg_num of pool {self.pool} to {self.pg_num}"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        with session(ctx) as c:
+            return {"old": int(c.mon("osd pool get", pool=self.pool, var="pg_num")["pg_num"])}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        with session(ctx) as c:
+            c.mon_do("osd pool set", pool=self.pool, var="pg_num", val=str(self.pg_num))
+        return {}
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        with session(ctx) as c:
+            c.mon_do("osd pool set", pool=self.pool, var="pg_num", val=str(record["old"]))
+
+
+def wait(pred: Any, timeout: float, what: str, every: float = 0.5) -> None:
+    """Poll ``pred`` until true or raise StepFailed naming ``what``."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise StepFailed(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)

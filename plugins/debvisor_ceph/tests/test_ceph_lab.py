@@ -1,0 +1,271 @@
+"""The `ceph` commands against the real lab cluster (1 mon, 1 mgr, 3 file-backed OSDs)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from debvisor_ceph.fileosd import connect, mon_command, mon_json
+
+from debvisor_core.engine import Step
+from debvisor_core.errors import RolledBack, StepFailed
+from debvisor_core.lab.process import wait_for
+
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+POOL = "dvtest"
+
+
+@pytest.fixture(scope="session")
+def ceph_lab(dv_lab: Any) -> dict[str, Any]:
+    """The lab cluster with a pool `dvtest` (application rbd) holding 20 MiB."""
+    path = dv_lab.require("ceph")
+    sec = tomllib.loads(path.read_text())["ceph"]
+    with connect(sec["conf"], sec["keyring"]) as c:
+        pools = [p["poolname"] for p in mon_json(c, "osd lspools")]
+        if POOL not in pools:
+            mon_command(c, "osd pool create", pool=POOL, pg_num=32, pgp_num=32)
+            mon_command(c, "osd pool application enable", pool=POOL, app="rbd")
+        io = c.open_ioctx(POOL)
+        for i in range(20):
+            io.write_full(f"obj{i}", b"x" * (1 << 20))
+        io.close()
+
+        def reported() -> bool:  # the mgr's PG stats lag the writes by a few seconds
+            df = mon_json(c, "df")
+            st = next((p["stats"] for p in df["pools"] if p["name"] == POOL), {"stored": 0})
+            pgs = mon_json(c, "status")["pgmap"]["pgs_by_state"]
+            return st["stored"] >= 20 * 1024**2 and all(s["state_name"] == "active+clean" for s in pgs)
+
+        wait_for(reported, timeout=60, what=f"stats of pool {POOL}")
+    return {"config": path, **sec}
+
+
+@pytest.fixture
+def cdv(dv: Any, dv_state: Any, ceph_lab: dict[str, Any]) -> Any:
+    """`dv` pointed at the lab cluster."""
+    dv_state.config({}, base=ceph_lab["config"])
+    return dv
+
+
+def _lctx(ceph_lab: dict[str, Any]) -> Any:
+    from debvisor_core.lab import LabContext
+
+    d = Path(ceph_lab["lab"]["dir"])
+    return LabContext(dir=d, lab_dir=d.parent)
+
+
+def _osd_dump(ceph_lab: dict[str, Any]) -> dict[str, Any]:
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        return dict(mon_json(c, "osd dump"))
+
+
+def test_status_json(cdv: Any) -> None:
+    res = cdv("ceph", "status", "--json")
+    assert res.code == 0, res
+    s = res.json
+    assert s["mons"]["in_quorum"] == 1 and s["osds"]["total"] >= 3
+    assert s["pgs"]["total"] >= 33 and s["usage"]["stored_bytes"] >= 20 * 1024**2
+    assert s["health"] in ("HEALTH_OK", "HEALTH_WARN")
+    human = cdv("ceph", "status")
+    assert "in quorum" in human.stdout and "pgs:" in human.stdout
+
+
+def test_alias_and_osd_list(cdv: Any) -> None:
+    res = cdv("osd", "list", "--json", prog=[str(Path(__import__("sys").executable).parent / "cephctl")])
+    assert res.code == 0, res
+    rows = {o["id"]: o for o in res.json["osds"]}
+    assert {0, 1, 2} <= set(rows) and all(rows[i]["host"] == "lab-node1" for i in (0, 1, 2))
+    assert rows[0]["class"] == "hdd" and rows[0]["size_bytes"] == 2 * 1024**3
+    assert sum(r["pgs"] for r in rows.values()) >= 33  # device_health_metrics + dvtest
+
+
+def test_pool_capacity_records_samples(cdv: Any, dv_state: Any) -> None:
+    res = cdv("ceph", "pool", "capacity", "--json", "--growth", "100MiB/day")
+    assert res.code == 0, res
+    pool = next(p for p in res.json["pools"] if p["pool"] == POOL)
+    assert pool["size"] == 1 and pool["stored_bytes"] >= 20 * 1024**2 and pool["max_avail_bytes"] > 0
+    assert pool["days_to_full"] == pytest.approx(pool["max_avail_bytes"] / (100 * 1024**2), abs=0.1)
+    assert pool["autoscale"] is not None and pool["autoscale"]["mode"] == "off"
+    samples = dv_state.path / "plugins" / "ceph" / "capacity-samples.jsonl"
+    first = json.loads(samples.read_text().splitlines()[0])
+    # an older sample with less data → a measured growth rate
+    older = {"t": first["t"] - 86400, "stored": {POOL: first["stored"][POOL] - 10 * 1024**2}}
+    samples.write_text(json.dumps(older) + "\n" + samples.read_text())
+    res = cdv("ceph", "pool", "capacity", "--json")
+    pool = next(p for p in res.json["pools"] if p["pool"] == POOL)
+    assert pool["growth_source"] == "measured"
+    assert pool["growth_bytes_per_day"] == pytest.approx(10 * 1024**2, rel=0.05)
+    bad = cdv("ceph", "pool", "capacity", "--growth", "soon")
+    assert bad.code == 2 and "growth rate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_pg_balance_apply_and_rollback(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    res = cdv("ceph", "pg", "balance", "--json")
+    assert res.code == 0, res
+    r = res.json
+    assert r["pgs_per_osd"]["max"] >= r["pgs_per_osd"]["min"] > 0
+    assert r["balancer"]["mode"] == "upmap"
+    ups = [x for x in r["recommendations"] if x["kind"] == "upmap"]
+    if not ups:
+        pytest.skip("the lab's PGs happen to be perfectly balanced")
+    applied = cdv("ceph", "pg", "balance", "--apply", "--yes", "--json")
+    assert applied.code == 0, applied
+    items = {u["pgid"] for u in _osd_dump(ceph_lab)["pg_upmap_items"]}
+    assert {x["pgid"] for x in ups} <= items
+    back = cdv("ceph", "pg", "balance", "--rollback", "--yes")
+    assert back.code == 0, back
+    assert not {x["pgid"] for x in ups} & {u["pgid"] for u in _osd_dump(ceph_lab)["pg_upmap_items"]}
+
+
+def test_noout_round_trip(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    res = cdv("ceph", "noout", "set", "--reason", "test window", "--yes")
+    assert res.code == 0, res
+    try:
+        assert "noout" in _osd_dump(ceph_lab)["flags_set"]
+        al = cdv("ceph", "alerts", "--json").json
+        assert any(a["code"] == "OSDMAP_FLAGS" and "noout" in a["hint"] for a in al["alerts"])
+        again = cdv("ceph", "noout", "set", "--yes")
+        assert again.code == 0 and "already set" in again.stdout
+    finally:
+        undo = cdv("ceph", "noout", "set", "--rollback", "--yes")
+    assert undo.code == 0, undo
+    assert "noout" not in _osd_dump(ceph_lab)["flags_set"]
+
+
+def test_killed_osd_alerts_and_recovery(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    from debvisor_ceph import lab
+
+    lctx = _lctx(ceph_lab)
+    lab.stop_osd(lctx, 2, kill=True, wait_down=True)
+    try:
+        al = cdv("ceph", "alerts", "--json")
+        assert al.code == 0, al
+        down = next(a for a in al.json["alerts"] if a["code"] == "OSD_DOWN")
+        assert any("osd.2" in line for line in down["detail"]) and "start" in down["hint"]
+        sug = cdv("ceph", "osd", "list", "--json").json["suggestions"]
+        assert any(s["osd"] == 2 and s["kind"] == "down" and "ceph osd out 2" in s["commands"] for s in sug)
+        health = cdv("health", "--json").json
+        chk = next(c for c in health["checks"] if c["name"] == "ceph.osds_down")
+        assert chk["status"] == "warn" and "OSD_DOWN" in chk["summary"]
+        stop = cdv("ceph", "osd", "ok-to-stop", "0", "--json")
+        assert stop.code == 1 and stop.json["ok_to_stop"] is False
+    finally:
+        lab.start_osd(lctx, 2)
+    assert not any(s["osd"] == 2 for s in cdv("ceph", "osd", "list", "--json").json["suggestions"])
+    st = cdv("ceph", "status", "--json").json
+    assert st["osds"]["up"] == st["osds"]["total"]
+
+
+def test_maintenance_plan_and_ok_to_stop(cdv: Any) -> None:
+    res = cdv("ceph", "maintenance-plan", "lab-node1", "--json")
+    assert res.code == 0, res
+    p = res.json
+    assert p["osds"][:3] == [0, 1, 2] and p["flags"] == ["noout"]
+    assert p["can_stop_together"] is False and p["pgs_inactive"] > 0  # size-1 pools
+    assert p["ceph_ok_to_stop"] is False
+    bad = cdv("ceph", "maintenance-plan", "nosuchnode")
+    assert bad.code == 2 and "no CRUSH host" in bad.stderr
+    host = cdv("ceph", "osd", "ok-to-stop", "--host", "lab-node1", "--json")
+    assert host.code == 1 and host.json["osds"][:3] == [0, 1, 2]
+
+
+def test_join_auto_says_already_joined(cdv: Any) -> None:
+    res = cdv("ceph", "join", "--devices", "auto", "--json")
+    assert res.code == 0, res
+    assert res.json["status"] == "already-joined" and res.json["osds"][:3] == [0, 1, 2]
+
+
+@pytest.fixture
+def no_new_osds(ceph_lab: dict[str, Any]) -> Iterator[None]:
+    before = {o["osd"] for o in _osd_dump(ceph_lab)["osds"]}
+    yield
+    after = {o["osd"] for o in _osd_dump(ceph_lab)["osds"]}
+    assert after == before, "a joined OSD was left behind"
+
+
+def test_join_file_osd_and_rollback(cdv: Any, ceph_lab: dict[str, Any], no_new_osds: None) -> None:
+    res = cdv("ceph", "join", "--devices", "file:1G", "--class", "ssd", "--initial-weight", "0", "--yes",
+              "--json")
+    assert res.code == 0, res
+    (osd_id,) = res.json["result"]["osds"]
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        tree = mon_json(c, "osd tree")
+        node = next(n for n in tree["nodes"] if n["id"] == osd_id)
+        host = next(n for n in tree["nodes"] if n["type"] == "host" and osd_id in n.get("children", []))
+        assert host["name"] == "lab-node1" and node["device_class"] == "ssd"
+        assert node["crush_weight"] == 0 and node["status"] == "up"
+    back = cdv("ceph", "join", "--rollback", "--yes")
+    assert back.code == 0, back
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        assert osd_id not in mon_json(c, "osd ls")
+        assert f"osd.{osd_id}" not in {e["entity"] for e in mon_json(c, "auth ls")["auth_dump"]}
+    assert not any(Path(ceph_lab["file_dir"], "osd").iterdir())
+
+
+def test_join_fault_rolls_back(cdv: Any, dv_fault: Any, ceph_lab: dict[str, Any], no_new_osds: None) -> None:
+    dv_fault("StartOsd:after")
+    res = cdv("ceph", "join", "--devices", "file:1G", "--initial-weight", "0", "--yes")
+    assert res.code == 4, res
+    assert "every applied step was undone" in res.stderr
+    assert not any(Path(ceph_lab["file_dir"], "osd").iterdir())
+    assert not list(Path(ceph_lab["file_dir"], "blocks").iterdir())
+
+
+def test_join_bad_input(cdv: Any) -> None:
+    res = cdv("ceph", "join", "--devices", "/dev/sda", "--yes")
+    assert res.code == 2 and "file:SIZE" in res.stderr
+    res = cdv("ceph", "join", "--devices", "file:1G", "--weight", "1", "--initial-weight", "0", "--yes")
+    assert res.code == 2 and "not both" in res.stderr
+
+
+def test_health_and_rados_missing(cdv: Any, tmp_path: Path) -> None:
+    h = cdv("health", "--json").json
+    names = {c["name"]: c for c in h["checks"] if c["plugin"] == "ceph"}
+    assert set(names) == {"ceph.cluster", "ceph.nearfull", "ceph.osds_down", "ceph.clock_skew"}
+    assert names["ceph.clock_skew"]["status"] == "ok"
+    # python-rados absent: one clear line, exit 2, no traceback
+    (tmp_path / "rados.py").write_text("raise ImportError('no rados here')\n")
+    res = cdv("ceph", "status", env={"PYTHONPATH": str(tmp_path)})
+    assert res.code == 2 and "python3-rados" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@dataclass
+class UpgradeWork(Step):
+    """Stands in for an upgrade plugin's own step: records whether noout was set while it ran."""
+
+    conf: str
+    keyring: str
+    fail: bool = False
+
+    def apply(self, ctx: Any, prior: dict[str, Any]) -> dict[str, Any]:
+        with connect(self.conf, self.keyring) as c:
+            flags = mon_json(c, "osd dump")["flags_set"]
+        if "noout" not in flags:
+            raise StepFailed("noout was not set before the upgrade step")
+        if self.fail:
+            raise StepFailed("upgrade failed on purpose")
+        return {}
+
+
+def test_noout_contributed_to_cluster_upgrade(dv_state: Any, ceph_lab: dict[str, Any]) -> None:
+    from debvisor_core.context import Context
+    from debvisor_core.engine import Operation, run
+
+    dv_state.config({}, base=ceph_lab["config"])
+    work = UpgradeWork(ceph_lab["conf"], ceph_lab["keyring"])
+    op = Operation(kind="cluster.upgrade", title="upgrade test", steps=[work])
+    res = run(Context(yes=True), op)
+    assert res.status == "succeeded"
+    assert [s["name"] for s in res.steps] == ["CephNooutSet", "UpgradeWork", "CephNooutUnset"]
+    assert "noout" not in _osd_dump(ceph_lab)["flags_set"]
+    failing = Operation(kind="cluster.upgrade", title="failing upgrade",
+                        steps=[UpgradeWork(ceph_lab["conf"], ceph_lab["keyring"], fail=True)])
+    with pytest.raises(RolledBack):
+        run(Context(yes=True), failing)
+    assert "noout" not in _osd_dump(ceph_lab)["flags_set"]

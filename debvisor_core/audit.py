@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import log
 from .errors import DebvisorError
+from .identity import who
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
@@ -145,17 +146,6 @@ def unwritable_reason(ctx: Context) -> str | None:
     return None
 
 
-def _who() -> dict[str, Any]:
-    import pwd
-
-    uid = os.getuid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    return {"uid": uid, "name": name, "sudo_user": os.environ.get("SUDO_USER")}
-
-
 def _command() -> tuple[str | None, str | None]:
     import click
 
@@ -177,7 +167,7 @@ def record(ctx: Context, *, result: str, op_id: str | None = None,
     event = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": socket.gethostname(),
-        "user": _who(),
+        "user": who(),
         "argv": ctx.argv,
         "plugin": plugin,
         "action": action,

@@ -29,6 +29,7 @@ from .errors import (
     RolledBack,
     StepFailed,
 )
+from .identity import operator
 
 
 class Step:
@@ -165,17 +166,6 @@ def _sigterm_as_failure() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _user() -> str:
-    import pwd
-
-    try:
-        name = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        name = str(os.getuid())
-    sudo = os.environ.get("SUDO_USER")
-    return f"{name} (sudo by {sudo})" if sudo else name
-
-
 # -- preflight ---------------------------------------------------------------
 def preflight(ctx: Context, op: Operation) -> list[Finding]:
     from . import audit
@@ -275,7 +265,7 @@ def run(ctx: Context, op: Operation) -> OpResult:
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.create(ctx.state_dir, op.id, {
             "kind": op.kind, "title": op.title, "params": op.params, "locks": op.lock_names,
-            "user": _user(), "pid": os.getpid(), "argv": ctx.argv, "rollback_of": op.rollback_of,
+            "user": operator(), "pid": os.getpid(), "argv": ctx.argv, "rollback_of": op.rollback_of,
             "steps": [s.to_json(ctx) for s in op.steps],
         })
         log.info(f"operation {op.id}: {op.title}")
@@ -442,7 +432,7 @@ def rollback_op(ctx: Context, op_id: str) -> OpResult:
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.open_existing(ctx.state_dir, st.id)
         try:
-            j.append("rollback", reason="requested", pid=os.getpid(), user=_user())
+            j.append("rollback", reason="requested", pid=os.getpid(), user=operator())
             failures = _undo_steps(ctx, op, j, pending)
             new_status = "rollback-incomplete" if failures else "rolled-back"
             j.append("finished", status=new_status, error=st.error)
@@ -484,7 +474,7 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.open_existing(ctx.state_dir, st.id)
         try:
-            j.append("resumed", pid=os.getpid(), user=_user(), step=first)
+            j.append("resumed", pid=os.getpid(), user=operator(), step=first)
             inflight = st.steps[first] if first < len(st.steps) else None
             if inflight is not None and inflight.status in ("in-flight", "applied"):
                 rec = inflight.record if inflight.status == "applied" else {

@@ -63,10 +63,10 @@ def enable(ctx: Context, reason: str) -> None:
     problem = unwritable_reason(ctx)
     if problem:
         raise PreflightRefused(problem)
-    import pwd
+    from ..identity import operator
 
     rec = {"enabled": True, "reason": reason, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "by": pwd.getpwuid(os.getuid()).pw_name, "sudo_user": os.environ.get("SUDO_USER")}
+           "by": operator()}
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     tmp = _path(ctx).with_suffix(".tmp")
     tmp.write_text(json.dumps(rec))

@@ -1,9 +1,10 @@
 """Lab service: two libvirtd nodes in network namespaces, plus a tiny bootable guest.
 
 Each node (``node1``, ``node2``) is a foreground ``libvirtd`` in its own network namespace
-(``dvlab-nodeN``) and its own mount/UTS namespace, where private directories of the lab are
-bind-mounted over ``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``,
-``/var/log/libvirt`` and ``/var/cache/libvirt``. The namespaces are joined by a veth pair
+(``dvlXXXX-nodeN``, XXXX derived from the lab dir so two labs never share a namespace) and
+its own mount/UTS namespace, where private directories of the lab are bind-mounted over
+``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
+``/var/cache/libvirt``. The namespaces are joined by a veth pair
 (10.77.0.1/24 - 10.77.0.2/24) that carries live migration. The CLI, in the root namespace,
 reaches each node through its UNIX socket (``qemu+unix:///system?socket=...``).
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 NODES: dict[str, str] = {"node1": "10.77.0.1", "node2": "10.77.0.2"}
 """Lab node name -> its address on the migration veth (a /24)."""
-NS_PREFIX = "dvlab-"
+NS_PREFIX = "dvl"
 CACHE_DIR = Path(os.environ.get("DEBVISOR_LAB_CACHE", "/var/cache/debvisor-lab"))
 """Kernel and initramfs cache, reused across runs (``DEBVISOR_LAB_CACHE`` overrides)."""
 BUSYBOX = Path("/bin/busybox")
@@ -95,13 +96,13 @@ def ensure_kernel(cache: Path = CACHE_DIR) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     pkg = _kernel_package()
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        res = subprocess.run(
+        res = subprocess.run(  # noqa: S603 - argument list
             ["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True, timeout=600
         )
         debs = list(Path(tmp).glob("*.deb"))
         if res.returncode != 0 or not debs:
             raise LabError(f"apt-get download {pkg} failed: {res.stderr.strip()[-300:]}")
-        with subprocess.Popen(
+        with subprocess.Popen(  # noqa: S603 - argument list
             ["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE
         ) as proc:
             assert proc.stdout is not None
@@ -187,12 +188,15 @@ def guest_xml(
     vnc: bool = True,
     console_log: str | Path | None = None,
     cmdline: str = "console=ttyS0 quiet",
+    disk: str | Path | None = None,
+    vnc_password: str | None = None,
 ) -> str:
     """Domain XML of a diskless TCG guest booted from ``kernel``/``initrd``.
 
     Serial console on a pty (``virDomain.openConsole``); with ``console_log`` the serial
     output is also appended to that file (any node can write it: same host). VNC listens
-    on the node's 127.0.0.1.
+    on the node's 127.0.0.1. ``disk`` attaches a qcow2 image (see :func:`make_disk`) so
+    that internal snapshots work (QEMU stores the VM state in it).
     """
     dom = ET.Element("domain", type="qemu")
     ET.SubElement(dom, "name").text = name
@@ -210,6 +214,11 @@ def guest_xml(
     ET.SubElement(dev, "emulator").text = shutil.which("qemu-system-x86_64") or (
         "/usr/bin/qemu-system-x86_64"
     )
+    if disk is not None:
+        d = ET.SubElement(dev, "disk", type="file", device="disk")
+        ET.SubElement(d, "driver", name="qemu", type="qcow2")
+        ET.SubElement(d, "source", file=str(disk))
+        ET.SubElement(d, "target", dev="vda", bus="virtio")
     serial = ET.SubElement(dev, "serial", type="pty")
     if console_log is not None:
         ET.SubElement(serial, "log", file=str(console_log), append="on")
@@ -217,6 +226,8 @@ def guest_xml(
     ET.SubElement(ET.SubElement(dev, "console", type="pty"), "target", type="serial", port="0")
     if vnc:
         gfx = ET.SubElement(dev, "graphics", type="vnc", port="-1", autoport="yes")
+        if vnc_password:
+            gfx.set("passwd", vnc_password)
         ET.SubElement(gfx, "listen", type="address", address="127.0.0.1")
         ET.SubElement(ET.SubElement(dev, "video"), "model", type="vga")
     ET.SubElement(dev, "memballoon", model="none")
@@ -233,16 +244,24 @@ def define_guest(
     vnc: bool = True,
     start: bool = True,
     console_log: str | Path | None = None,
+    disk: str | Path | None = None,
+    vnc_password: str | None = None,
 ) -> libvirt.virDomain:
     """Define (persistently) the :func:`guest_xml` guest on ``conn`` and start it."""
     xml = guest_xml(
         name, memory_mib=memory_mib, kernel=kernel, initrd=initrd, vnc=vnc,
-        console_log=console_log,
+        console_log=console_log, disk=disk, vnc_password=vnc_password,
     )
     dom = conn.defineXML(xml)
     if start:
         dom.create()
     return dom
+
+
+def make_disk(path: str | Path, size_mib: int = 64) -> Path:
+    """Create an empty qcow2 image at ``path`` (for guests that need internal snapshots)."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{int(size_mib)}M"])
+    return Path(path)
 
 
 def live_migrate(
@@ -283,8 +302,10 @@ def wait_console(console_log: str | Path, text: str = READY_LINE, *, timeout: fl
 # --- nodes --------------------------------------------------------------------------------
 
 
-def _ns(name: str) -> str:
-    return NS_PREFIX + name
+def _ns(lctx: LabContext, name: str) -> str:
+    """The network namespace of node ``name`` (unique per lab dir)."""
+    tag = hashlib.sha256(str(lctx.dir.resolve()).encode()).hexdigest()[:4]
+    return f"{NS_PREFIX}{tag}-{name}"
 
 
 def socket_path(lctx: LabContext, name: str) -> Path:
@@ -301,7 +322,12 @@ def _fragment(lctx: LabContext) -> dict[str, Any]:
     return {
         "hv": {
             "nodes": {
-                name: {"uri": node_uri(lctx, name), "migration_address": addr}
+                name: {
+                    "uri": node_uri(lctx, name),
+                    "migration_address": addr,
+                    "netns": _ns(lctx, name),
+                    "shared_storage": [str(lctx.lab_dir)],
+                }
                 for name, addr in NODES.items()
             },
             "guest": {"kernel": str(ensure_kernel()), "initrd": str(ensure_initrd())},
@@ -320,7 +346,7 @@ def _sock_ready(path: Path) -> bool:
 
 def _node_up(lctx: LabContext, name: str) -> bool:
     return (
-        netns.exists(_ns(name))
+        netns.exists(_ns(lctx, name))
         and read_pid(lctx.dir / name / "daemon.pid") is not None
         and _sock_ready(socket_path(lctx, name))
     )
@@ -403,9 +429,9 @@ def start(lctx: LabContext) -> dict[str, Any]:
     for name in NODES:
         if len(str(socket_path(lctx, name))) > 107:
             raise LabError(f"lab dir too deep for a UNIX socket path: {socket_path(lctx, name)}")
-        netns.create(_ns(name))
+        netns.create(_ns(lctx, name))
     (a, addr_a), (b, addr_b) = NODES.items()
-    netns.veth(_ns(a), f"dvl-{a}", f"{addr_a}/24", _ns(b), f"dvl-{b}", f"{addr_b}/24")
+    netns.veth(_ns(lctx, a), f"dvl-{a}", f"{addr_a}/24", _ns(lctx, b), f"dvl-{b}", f"{addr_b}/24")
     for target in _BINDS.values():  # mount points; /run/libvirt may not exist yet
         if not os.path.isdir(target):
             os.makedirs(target)
@@ -420,7 +446,7 @@ def start(lctx: LabContext) -> dict[str, Any]:
                 ["unshare", "--mount", "--uts", "--", "/bin/sh", str(wrapper), str(node), name],
                 pidfile=node / "daemon.pid",
                 log=node / "libvirtd.log",
-                netns=_ns(name),
+                netns=_ns(lctx, name),
             )
             sock = socket_path(lctx, name)
             wait_for(partial(_sock_ready, sock), timeout=30, what=f"libvirtd {name}",
@@ -436,7 +462,7 @@ def start(lctx: LabContext) -> dict[str, Any]:
 def stop_nodes(lctx: LabContext) -> None:
     """Stop libvirtd and every process (QEMU) in each node namespace, then delete them."""
     for name in NODES:
-        node, ns = lctx.dir / name, _ns(name)
+        node, ns = lctx.dir / name, _ns(lctx, name)
         stop_pidfile(node / "daemon.pid")
         if netns.exists(ns):
             for pid in netns.pids_in(ns):
@@ -450,7 +476,7 @@ def stop_nodes(lctx: LabContext) -> None:
                 os.rmdir(target)
         created.unlink()
     deadline = time.monotonic() + 5
-    while any(netns.exists(_ns(n)) for n in NODES) and time.monotonic() < deadline:
+    while any(netns.exists(_ns(lctx, n)) for n in NODES) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -461,7 +487,7 @@ def status(lctx: LabContext) -> dict[str, Any]:
             "running": _node_up(lctx, name),
             "pid": read_pid(lctx.dir / name / "daemon.pid"),
             "uri": node_uri(lctx, name),
-            "namespace": _ns(name),
+            "namespace": _ns(lctx, name),
         }
         for name in NODES
     }
@@ -478,6 +504,6 @@ def services() -> list[LabService]:
             status=status,
             needs=["libvirtd", "qemu-system-x86_64", "ip", "unshare"],
             root=True,
-            description="two libvirtd nodes (netns dvlab-node1/2, veth 10.77.0.0/24), TCG guests",
+            description="two libvirtd nodes (netns dvlXXXX-node1/2, veth 10.77.0.0/24), TCG guests",
         )
     ]

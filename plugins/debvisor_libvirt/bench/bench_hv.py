@@ -1,0 +1,115 @@
+"""Benchmarks of the hv plugin on the real lab (two libvirtd nodes, QEMU/TCG guests).
+
+1. A 256 MiB guest live migration with `hvctl migrate` (throttled so progress is
+   observable): total time, downtime, ETA error at 50 % progress; peer: `virsh migrate
+   --live` of the same guest at the same bandwidth, as a time ratio.
+2. `hvctl list` across 2 nodes with 50 domains each, against `virsh list --all` run once
+   per node (sum), as a ratio (median of 5 runs each).
+
+Run: /work/main/.venv/bin/python plugins/debvisor_libvirt/bench/bench_hv.py  (root)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+BANDWIDTH_MIB = 16
+VM = "benchmig"
+
+
+def sh(argv: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    if check and res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}… failed ({res.returncode}):\n{res.stderr}")
+    return res
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    sh(argv, env)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    from debvisor_libvirt import lab
+    from debvisor_libvirt.nodes import lv
+
+    libvirt = lv()
+    bindir = Path(sys.executable).parent
+    debvisor, hvctl = str(bindir / "debvisor"), str(bindir / "hvctl")
+    lab_dir = Path(tempfile.mkdtemp(prefix="dvlb-", dir="/tmp"))
+    env = {**os.environ, "DEBVISOR_LAB_DIR": str(lab_dir),
+           "DEBVISOR_STATE_DIR": str(lab_dir / "state"), "DEBVISOR_PLUGINS": "hv"}
+    env.pop("DEBVISOR_CONFIG", None)
+    sh([debvisor, "lab", "up", "libvirt"], env)
+    try:
+        env["DEBVISOR_CONFIG"] = str(lab_dir / "debvisor.toml")
+        cfg = tomllib.loads((lab_dir / "debvisor.toml").read_text())["hv"]
+        uris = {n: v["uri"] for n, v in cfg["nodes"].items()}
+        conns = {n: libvirt.open(u) for n, u in uris.items()}
+        g = cfg["guest"]
+        fig: dict[str, Any] = {}
+
+        # 1. migration of a 256 MiB guest
+        log = lab_dir / f"{VM}.log"
+        lab.define_guest(conns["node1"], VM, memory_mib=256, kernel=g["kernel"],
+                         initrd=g["initrd"], console_log=log)
+        lab.wait_console(log, timeout=120)
+        res = sh([hvctl, "--json", "migrate", VM, "node2", "--bandwidth",
+                  f"{BANDWIDTH_MIB}MiB/s", "--yes"], env)
+        mig = json.loads(res.stdout)["result"]["migration"]
+        at50 = next((p for p in mig["progress"] if p["pct"] >= 50 and p["eta_s"] is not None),
+                    None)
+        fig["hv_migrate_total_s"] = mig["total_s"]
+        fig["hv_migrate_downtime_ms"] = mig["downtime_ms"]
+        fig["hv_migrate_avg_rate_mib_s"] = round(mig["avg_rate_bps"] / 2**20, 2)
+        if at50:
+            actual = mig["total_s"] - at50["t"]
+            fig["eta_at_50pct_s"] = round(at50["eta_s"], 2)
+            fig["actual_remaining_at_50pct_s"] = round(actual, 2)
+            fig["eta_error_at_50pct_s"] = round(at50["eta_s"] - actual, 2)
+            fig["eta_error_at_50pct_rel"] = round((at50["eta_s"] - actual) / actual, 3)
+        # peer: virsh migrate back at the same bandwidth
+        t = time.perf_counter()
+        sh(["virsh", "-c", uris["node2"], "migrate", "--live", "--persistent",
+            "--undefinesource", VM, uris["node1"], "tcp://10.77.0.1",
+            "--bandwidth", str(BANDWIDTH_MIB)], env)
+        fig["virsh_migrate_total_s"] = round(time.perf_counter() - t, 3)
+        fig["migrate_time_ratio_hv_vs_virsh"] = round(
+            fig["hv_migrate_total_s"] / fig["virsh_migrate_total_s"], 3)
+        dom = conns["node1"].lookupByName(VM)
+        dom.destroy()
+        dom.undefine()
+
+        # 2. list across 2 nodes x 50 domains
+        for n, c in conns.items():
+            for i in range(50):
+                c.defineXML(lab.guest_xml(f"bl-{n}-{i:02d}", kernel=g["kernel"],
+                                          initrd=g["initrd"], vnc=False))
+        sh([hvctl, "list"], env)  # warm caches
+        hv_runs = [timed([hvctl, "list"], env) for _ in range(5)]
+        virsh_runs = [sum(timed(["virsh", "-c", u, "list", "--all"], env) for u in uris.values())
+                      for _ in range(5)]
+        fig["hv_list_100_domains_s"] = round(statistics.median(hv_runs), 3)
+        fig["virsh_list_all_per_node_sum_s"] = round(statistics.median(virsh_runs), 3)
+        fig["list_ratio_hv_vs_virsh"] = round(fig["hv_list_100_domains_s"]
+                                              / fig["virsh_list_all_per_node_sum_s"], 2)
+        for k, v in fig.items():
+            print(f"{k}: {v}")
+        print(json.dumps(fig))
+    finally:
+        sh([debvisor, "lab", "down", "libvirt"],
+           {k: v for k, v in env.items() if k != "DEBVISOR_CONFIG"}, check=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""`hvctl`: the operators' alias for `debvisor hv`."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Run `debvisor hv ARGS…` under the name `hvctl`."""
+    from debvisor_core.cli import alias_main
+
+    alias_main("hv", "hvctl")

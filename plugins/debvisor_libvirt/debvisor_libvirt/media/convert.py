@@ -1,0 +1,498 @@
+"""Verified, resumable disk image conversion (`debvisor hv convert`).
+
+`qemu-img convert` cannot resume, so it is run once per segment (default 64 MiB): the
+source and the target are both opened through QEMU's `raw` driver with `offset`/`size`
+layered over the real format (`--image-opts` / `--target-image-opts`, `-n`,
+`--target-is-zero`), so qemu-img itself copies the segment, skipping holes, with
+`-t none -W`. While it writes, worker threads hash the source segment; when it has
+exited (flushed), `qemu-img map` tells where the segment's data landed in the target
+and the threads read it back (``O_DIRECT``) and hash it while qemu-img writes the next
+segment. A segment whose per-block digests match is checkpointed in a state file next
+to the target; `--resume` continues after the last one. On success the result is
+checked (`qemu-img check`), renamed to DST, and the checksum stored next to it
+(DST.sha256-tree or DST.sha256).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from debvisor_core import log
+from debvisor_core.errors import BadInput, DebvisorError
+from debvisor_core.output import Progress, human_bytes
+
+from .extents import DIRECT_FORMATS, GuestReader, Piece, blocks, map_extents
+from .hashing import TREE_BLOCK, ResumableSha256, block_digest, zero_digest
+from .nbd import NBDError
+
+FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx")
+CHECKABLE = {"qcow2", "vdi", "vhdx", "vmdk"}
+CHECKSUMS = ("sha256-tree", "sha256")
+STATE_VERSION = 2
+MiB = 1 << 20
+
+
+@dataclass
+class ImageInfo:
+    path: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    external: bool = False  # a backing file or an external data file
+
+
+def image_info(path: str) -> ImageInfo:
+    """What `qemu-img info` says about ``path`` (format detected by QEMU)."""
+    res = subprocess.run(  # noqa: S603 - argument list
+        ["qemu-img", "info", "--output=json", "-U", path],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if res.returncode != 0:
+        msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "unreadable"
+        raise BadInput(f"cannot read image {path}: {msg.removeprefix('qemu-img: ')}")
+    data = json.loads(res.stdout)
+    spec = data.get("format-specific", {}).get("data", {})
+    external = bool(data.get("backing-filename") or spec.get("data-file"))
+    return ImageInfo(path, data["format"], int(data["virtual-size"]), int(data.get("actual-size", 0)),
+                     external)
+
+
+@dataclass
+class Plan:
+    """A checked conversion request (everything validated before work starts)."""
+
+    src: str
+    dst: str
+    fmt: str
+    src_format: str
+    size: int
+    compress: bool = False
+    checksum: str = "sha256-tree"
+    segment: int = 64 * MiB
+    cache: str = "writeback"
+    aio: str = "threads"
+    resume: bool = False
+    src_mtime_ns: int = 0
+    src_direct: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tmp(self) -> Path:
+        d = Path(self.dst)
+        return d.with_name(f".{d.name}.partial")
+
+    @property
+    def state_path(self) -> Path:
+        d = Path(self.dst)
+        return d.with_name(f".{d.name}.convert-state.json")
+
+    @property
+    def checksum_path(self) -> Path:
+        return Path(f"{self.dst}.{self.checksum}")
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed."""
+        return {"version": STATE_VERSION, "src": os.path.abspath(self.src), "src_format": self.src_format,
+                "size": self.size, "src_mtime_ns": self.src_mtime_ns, "fmt": self.fmt,
+                "compress": self.compress, "checksum": self.checksum, "segment": self.segment}
+
+
+def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool, resume: bool,
+            checksum: str = "sha256-tree", segment_mib: int = 64, cache: str = "writeback",
+            aio: str = "threads") -> Plan:
+    """Validate everything (bad input → BadInput) and return the plan."""
+    if not os.path.exists(src):
+        raise BadInput(f"source image {src} does not exist")
+    if not os.path.isfile(src) and not Path(src).is_block_device():
+        raise BadInput(f"source {src} is not a file or block device")
+    if fmt is not None and fmt not in FORMATS:
+        raise BadInput(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
+    info = image_info(src)
+    target_fmt = fmt or info.format
+    if target_fmt not in FORMATS:
+        raise BadInput(f"source format {info.format} cannot be written: pass -O with one of "
+                       f"{', '.join(FORMATS)}")
+    if compress and target_fmt != "qcow2":
+        raise BadInput("--compress needs -O qcow2")
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise BadInput("source and destination are the same file")
+    if checksum not in CHECKSUMS:
+        raise BadInput(f"unknown checksum {checksum!r}: use one of {', '.join(CHECKSUMS)}")
+    if segment_mib < 1:
+        raise BadInput("--segment must be at least 1 (MiB)")
+    if aio == "native" and cache not in ("none", "directsync"):
+        raise BadInput("--aio native needs --cache none or directsync; use --aio threads")
+    dst_dir = Path(dst).resolve().parent
+    if not dst_dir.is_dir():
+        raise BadInput(f"destination directory {dst_dir} does not exist")
+    plan = Plan(src, dst, target_fmt, info.format, info.virtual_size, compress, checksum,
+                segment_mib * MiB, cache, aio, resume, os.stat(src).st_mtime_ns,
+                info.format in DIRECT_FORMATS and not info.external)
+    if os.path.exists(dst) and not force:
+        raise BadInput(f"{dst} already exists: pass --force to replace it")
+    state = load_state(plan)
+    if resume and state is not None and state.get("identity") != plan.identity():
+        raise BadInput(f"cannot resume: the checkpoint in {plan.state_path} is for a different "
+                       "source or options; run without --resume to start over")
+    if not resume and plan.tmp.exists():
+        log.info(f"discarding an earlier unfinished conversion ({plan.tmp.name}); "
+                 "use --resume to continue one instead")
+    need = _space_needed(info, plan, state if resume else None)
+    st = os.statvfs(dst_dir)
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise BadInput(f"not enough free space in {dst_dir}: the image needs about "
+                       f"{human_bytes(need)}, {human_bytes(free)} free")
+    return plan
+
+
+def _space_needed(info: ImageInfo, plan: Plan, state: dict[str, Any] | None) -> int:
+    data = info.actual_size or info.virtual_size
+    if info.format == "raw" and os.path.isfile(info.path):
+        data = os.stat(info.path).st_blocks * 512  # allocated bytes of a sparse raw file
+    need = min(data, info.virtual_size) + 16 * MiB
+    if state is not None and plan.tmp.exists():
+        need -= os.stat(plan.tmp).st_blocks * 512
+    return max(need, 0)
+
+
+def load_state(plan: Plan) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(plan.state_path.read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+class _Sums:
+    """The running checksum of one conversion, saved in every checkpoint (the result is
+    compared with the source byte for byte, so one checksum serves both).
+
+    sha256-tree: the outer sha256 over the block digests; sha256: the running sha256.
+    """
+
+    def __init__(self, checksum: str, state: dict[str, Any] | None = None) -> None:
+        self.checksum = checksum
+        saved = (state or {}).get("sums") or {}
+        self.src = ResumableSha256(bytes.fromhex(saved["src"]) if saved.get("src") else None)
+        self.dst = ResumableSha256(bytes.fromhex(saved["dst"]) if saved.get("dst") else None)
+
+    def to_state(self) -> dict[str, str | None]:
+        s1, s2 = self.src.state(), self.dst.state()
+        return {"src": s1.hex() if s1 else None, "dst": s2.hex() if s2 else None}
+
+
+def _save_state(plan: Plan, done: int, sums: dict[str, str | None]) -> None:
+    data = {"identity": plan.identity(), "tmp": str(plan.tmp), "done": done, "sums": sums,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    fd, tmp = tempfile.mkstemp(dir=plan.state_path.parent, prefix=plan.state_path.name)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, plan.state_path)
+
+
+def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)  # noqa: S603
+    if res.returncode not in ok:
+        raise DebvisorError(f"{what} failed: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+def _create_target(plan: Plan) -> None:
+    plan.tmp.unlink(missing_ok=True)
+    argv = ["qemu-img", "create", "-q", "-f", plan.fmt]
+    if plan.fmt == "qcow2":
+        argv += ["-o", "compat=1.1"]
+    _run([*argv, str(plan.tmp), str(plan.size)], "qemu-img create")
+    got = image_info(str(plan.tmp)).virtual_size
+    if got < plan.size:
+        raise DebvisorError(f"{plan.fmt} cannot hold exactly {plan.size} bytes (got {got})")
+
+
+def _esc(value: str) -> str:
+    return value.replace(",", ",,")
+
+
+def _window_opts(fmt: str, path: str, offset: int, size: int, *, protocol: str,
+                 extra: str = "", compress: bool = False) -> str:
+    """`raw` driver with offset/size over the real format: a window of the guest-visible bytes."""
+    proto = f"driver={protocol},filename={_esc(path)}{extra}"
+    inner = proto if fmt == "raw" else f"driver={fmt},{_prefix('file.', proto)}"
+    if compress:
+        inner = f"driver=compress,{_prefix('file.', inner)}"
+    return f"driver=raw,offset={offset},size={size},{_prefix('file.', inner)}"
+
+
+def _prefix(prefix: str, opts: str) -> str:
+    """Prefix every key of an option string (values may contain doubled commas)."""
+    parts, cur, i = [], "", 0
+    while i < len(opts):
+        if opts[i] == "," and opts[i + 1:i + 2] == ",":
+            cur += ",,"
+            i += 2
+            continue
+        if opts[i] == ",":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += opts[i]
+        i += 1
+    parts.append(cur)
+    return ",".join(prefix + p for p in parts)
+
+
+class _Writer:
+    """One `qemu-img convert -n` of one segment, in its own process group (Ctrl-C is ours)
+    and killed if we die (``setpriv --pdeathsig``), so no writer outlives a killed run."""
+
+    def __init__(self, plan: Plan, offset: int, size: int) -> None:
+        src_proto = "host_device" if Path(plan.src).is_block_device() else "file"
+        src = _window_opts(plan.src_format, os.path.abspath(plan.src), offset, size, protocol=src_proto)
+        extra = f",aio={plan.aio}" if plan.aio != "threads" else ""
+        dst = _window_opts(plan.fmt, str(plan.tmp), offset, size, protocol="file", extra=extra,
+                           compress=plan.compress)
+        # --target-is-zero: the target is fresh, and every earlier (possibly killed) writer of
+        # it copied the same source to the same place, never writing where the source is zero.
+        # writeback: QEMU writes through the page cache and does not flush (-t unsafe); DebVisor
+        # fdatasyncs the image before each checkpoint instead (one flush, not qcow2's many).
+        cache = "unsafe" if plan.cache == "writeback" else plan.cache
+        argv = ["qemu-img", "convert", "-n", "--target-is-zero", "-W", "-m", "16", "-t", cache,
+                "-T", "writeback", "--image-opts", src, "--target-image-opts", dst]
+        if shutil.which("setpriv"):
+            argv = ["setpriv", "--pdeathsig", "KILL", *argv]
+        self.proc = subprocess.Popen(  # noqa: S603 - argument list
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            process_group=0,
+        )
+
+    def wait(self) -> None:
+        _, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise DebvisorError(f"qemu-img convert failed: {err.decode(errors='replace').strip()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.communicate()
+
+
+def convert(plan: Plan) -> dict[str, Any]:
+    """Run (or resume) the conversion; return a summary with the verified checksum."""
+    state = load_state(plan) if plan.resume else None
+    if state is not None and not Path(state.get("tmp", "")).exists():
+        state = None
+    done = 0
+    if state is not None and ResumableSha256.available() and (state.get("sums") or {}).get("src"):
+        done = int(state["done"])
+        sums = _Sums(plan.checksum, state)
+        log.info(f"resuming at {human_bytes(done)} of {human_bytes(plan.size)} "
+                 f"({100 * done // max(plan.size, 1)}%)")
+        if plan.fmt == "qcow2":  # a writer killed mid-segment may have leaked clusters; after a
+            # power loss (QEMU's ordering flushes are replaced by our checkpoint syncs) refcounts
+            # of unverified segments may be wrong: both are repaired before writing again
+            _run(["qemu-img", "check", "-q", "-r", "all", "-f", "qcow2", str(plan.tmp)],
+                 "qemu-img check -r all of the partial result", ok=(0, 3))
+    else:
+        if plan.resume:
+            log.info("no usable checkpoint: starting from the beginning")
+        sums = _Sums(plan.checksum)
+        _create_target(plan)
+        _save_state(plan, 0, sums.to_state())
+    started = time.monotonic()
+    _copy(plan, done, sums)
+    digest = sums.src.hexdigest()  # every block of the result was compared with the source's
+    if plan.fmt in CHECKABLE:
+        _run(["qemu-img", "check", "-q", "-f", plan.fmt, str(plan.tmp)], "qemu-img check of the result")
+    fd = os.open(plan.tmp, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    os.replace(plan.tmp, plan.dst)
+    name = Path(plan.dst).name
+    how = ("qemu-img convert -O raw {n} x.raw && sha256sum x.raw" if plan.checksum == "sha256" else
+           "sha256 over the sha256 digests of its 1 MiB blocks (see MEDIA.md)")
+    plan.checksum_path.write_text(
+        f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
+        f"# check: {how.format(n=name)}\n{digest}  {name}\n")
+    plan.state_path.unlink(missing_ok=True)
+    dfd = os.open(Path(plan.dst).resolve().parent, os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+    return {"source": plan.src, "source_format": plan.src_format, "destination": plan.dst,
+            "format": plan.fmt, "compressed": plan.compress, "virtual_size": plan.size,
+            "checksum": plan.checksum, plan.checksum: digest, "checksum_file": str(plan.checksum_path),
+            "resumed_from": done, "copied_bytes": plan.size - done,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+Job = tuple[int, int, list[Piece], list[Piece]]  # block start, length, source and result pieces
+
+
+class _Mismatch(Exception):
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _Verifier:
+    """Reads each block of source and result, compares them byte for byte (memcmp, no GIL)
+    and hashes it once: the checksum of identical content is the checksum of both."""
+
+    def __init__(self, src: GuestReader, dst: GuestReader, plain: ResumableSha256 | None) -> None:
+        self.src, self.dst, self.plain = src, dst, plain
+        self.pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dv-verify")
+
+    def submit(self, jobs: list[Job]) -> Callable[[], list[bytes]]:
+        """Start verifying ``jobs``; the returned call waits for the block digests (sha256: one
+        item, the running state after them; the blocks are hashed in order in one thread)."""
+        if self.plain is not None:
+            fut = self.pool.submit(self._plain, jobs)
+            return lambda: [fut.result()]
+        futs = [self.pool.submit(self._digest, j) for j in jobs]
+        return lambda: [f.result() for f in futs]
+
+    def _block(self, job: Job) -> memoryview | None:
+        start, blen, sp, dp = job
+        a = self.src.read_block(blen, start, sp) if sp else None
+        b = self.dst.read_block(blen, start, dp) if dp else None
+        if a is None and b is None:
+            return None
+        if not same(a, b, blen):
+            raise _Mismatch(start)
+        return a if a is not None else b
+
+    def _digest(self, job: Job) -> bytes:
+        data = self._block(job)
+        return zero_digest(job[1]) if data is None else block_digest(data)
+
+    def _plain(self, jobs: list[Job]) -> bytes:
+        assert self.plain is not None
+        for job in jobs:
+            data = self._block(job)
+            self.plain.update(ZEROS[:job[1]] if data is None else data)
+        return self.plain.state() or b""
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_ZBUF = ctypes.create_string_buffer(TREE_BLOCK)
+ZEROS = memoryview(_ZBUF).cast("B")
+
+
+@cache
+def _memcmp() -> Any:
+    fn = ctypes.CDLL(None).memcmp
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return fn
+
+
+def same(a: memoryview | None, b: memoryview | None, n: int) -> bool:
+    """``a == b`` over n bytes (None: zeros) with libc memcmp, which runs without the GIL."""
+    def addr(v: memoryview | None) -> int:
+        if v is None:
+            return ctypes.addressof(_ZBUF)
+        return ctypes.addressof(ctypes.c_char.from_buffer(v))
+    return int(_memcmp()(addr(a), addr(b), n)) == 0
+
+
+def _copy(plan: Plan, done: int, sums: _Sums) -> None:
+    """Copy [done, size) segment by segment, checkpointing after each verified segment."""
+    sockdir = Path(tempfile.mkdtemp(prefix="dv-convert-"))
+    plain = plan.checksum == "sha256"
+    src_r = GuestReader(plan.src, plan.src_format, odirect=False, sockdir=sockdir, name="src")
+    dst_r = GuestReader(str(plan.tmp), plan.fmt, odirect=plan.cache in ("none", "directsync"),
+                        sockdir=sockdir, name="dst")
+    verifier = _Verifier(src_r, dst_r, sums.src if plain else None)
+    writer: _Writer | None = None
+    pending: tuple[int, int, Callable[[], list[bytes]]] | None = None
+    verified = done
+    syncer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dv-sync")
+    sync_fd = os.open(plan.tmp, os.O_RDONLY)
+    synced: list[cf.Future[None]] = []
+
+    def checkpoint(upto: int, saved: dict[str, str | None]) -> None:
+        """Record a verified segment once it is on disk (in order: one thread)."""
+        if plan.cache != "unsafe":
+            os.fdatasync(sync_fd)
+        _save_state(plan, upto, saved)
+
+    try:
+        src_ext = map_extents(plan.src, plan.src_format, done, plan.size - done, plan.src_direct) \
+            if done < plan.size else []
+        label = f"convert {Path(plan.src).name} -> {Path(plan.dst).name}"
+        with Progress(label) as progress:
+            progress.update(done, plan.size)
+
+            def verify() -> None:
+                nonlocal pending, verified
+                if pending is None:
+                    return
+                off, n, wait = pending
+                pending = None
+                try:
+                    digests = wait()
+                except _Mismatch as exc:
+                    raise DebvisorError(
+                        f"verification failed: the result differs from the source in the block at "
+                        f"offset {exc.offset}; the partial result stays in {plan.tmp}") from None
+                if plain:  # the running state after this segment
+                    saved = {"src": digests[0].hex() or None, "dst": None}
+                else:
+                    for d in digests:
+                        sums.src.update(d)
+                    saved = sums.to_state()
+                verified = off + n
+                synced.append(syncer.submit(checkpoint, verified, saved))
+                progress.update(verified, plan.size)
+
+            for off in range(done, plan.size, plan.segment):
+                n = min(plan.segment, plan.size - off)
+                writer = _Writer(plan, off, n)
+                verify()  # the previous segment is verified while qemu-img writes this one
+                writer.wait()
+                writer = None
+                dst_ext = map_extents(str(plan.tmp), plan.fmt, off, n, plan.fmt in DIRECT_FORMATS)
+                jobs = [(b, blen, sp, dp) for (b, blen, sp), (_, _, dp)
+                        in zip(blocks(src_ext, off, n), blocks(dst_ext, off, n), strict=True)]
+                pending = (off, n, verifier.submit(jobs))
+                if any(not e.zero and e.offset is None for e in dst_ext):
+                    verify()  # read through qemu-nbd: finish before the next writer opens the image
+                    dst_r.reset_nbd()
+            verify()
+        for f in synced:
+            f.result()
+    except KeyboardInterrupt:
+        log.warn(f"interrupted at {human_bytes(verified)} of {human_bytes(plan.size)}: run the same "
+                 "command with --resume to continue")
+        raise
+    except NBDError as exc:
+        raise DebvisorError(f"conversion failed after offset {verified}: {exc}") from exc
+    finally:
+        if writer is not None:
+            writer.stop()
+        verifier.close()
+        syncer.shutdown(wait=True)  # checkpoints of verified segments still count
+        os.close(sync_fd)
+        src_r.close()
+        dst_r.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    d = asdict(plan)
+    d.update(tmp=str(plan.tmp), state=str(plan.state_path))
+    return d

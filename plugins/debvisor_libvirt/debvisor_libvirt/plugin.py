@@ -1,0 +1,55 @@
+"""Entry point of the `hv` plugin: hook implementations only (libvirt is imported lazily)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from debvisor_core import hookimpl
+
+if TYPE_CHECKING:
+    import click
+
+    from debvisor_core.bundle import DiagnosticsBundle
+    from debvisor_core.context import Context
+    from debvisor_core.engine import Finding, Operation
+    from debvisor_core.health import HealthCheck
+    from debvisor_core.lab import LabService
+
+
+@hookimpl
+def debvisor_commands() -> click.Command:
+    from .cli import hv
+
+    return hv
+
+
+@hookimpl
+def debvisor_health(ctx: Context) -> list[HealthCheck]:
+    from .health import checks
+
+    return checks(ctx)
+
+
+@hookimpl
+def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
+    if op.kind != "hv.migrate":
+        return None
+    from .migrate import preflight
+
+    return preflight(ctx, op)
+
+
+@hookimpl
+def debvisor_lab_services() -> list[LabService]:
+    from .lab import services
+
+    return services()
+
+
+@hookimpl
+def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
+    from .nodes import nodes
+
+    for n in nodes(ctx).values():
+        bundle.add_command(f"hv-virsh-list-{n.name}", ["virsh", "-c", n.uri, "list", "--all"])
+        bundle.add_command(f"hv-virsh-nodeinfo-{n.name}", ["virsh", "-c", n.uri, "nodeinfo"])

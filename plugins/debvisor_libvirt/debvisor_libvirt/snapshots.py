@@ -1,0 +1,175 @@
+"""`hv snapshot VM create|list|revert|delete [NAME]` as undoable steps.
+
+Rolling back a create deletes the snapshot; a revert first takes a safety snapshot
+(``safety-…``) and its undo reverts to that.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core.context import Context
+from debvisor_core.engine import Step
+from debvisor_core.errors import BadInput, StepFailed
+
+from .nodes import connect, lv, node
+
+if TYPE_CHECKING:
+    import libvirt
+
+
+def domain(ctx: Context, node_name: str, vm: str) -> libvirt.virDomain:
+    """Look up ``vm`` on ``node_name`` (StepFailed if it is gone)."""
+    libvirt = lv()
+    conn = connect(node(ctx, node_name))
+    try:
+        return conn.lookupByName(vm)
+    except libvirt.libvirtError as exc:
+        raise StepFailed(f"VM {vm} is not on node {node_name}: {exc.get_error_message()}") from None
+
+
+def default_name(prefix: str = "dv") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _names(dom: libvirt.virDomain) -> list[str]:
+    return [s.getName() for s in dom.listAllSnapshots(0)]
+
+
+def _create(dom: libvirt.virDomain, name: str, description: str) -> None:
+    root = ET.Element("domainsnapshot")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "description").text = description
+    dom.snapshotCreateXML(ET.tostring(root, encoding="unicode"), 0)
+
+
+def _delete(dom: libvirt.virDomain, name: str) -> None:
+    libvirt = lv()
+    try:
+        dom.snapshotLookupByName(name, 0).delete(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            raise
+
+
+def list_snapshots(dom: libvirt.virDomain) -> list[dict[str, Any]]:
+    libvirt = lv()
+    try:
+        current = dom.snapshotCurrent(0).getName() if dom.hasCurrentSnapshot(0) else None
+    except libvirt.libvirtError:
+        current = None
+    out = []
+    for s in dom.listAllSnapshots(0):
+        root = ET.fromstring(s.getXMLDesc(0))
+        created = root.findtext("creationTime")
+        out.append({
+            "name": s.getName(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(created)))
+            if created else None,
+            "state": root.findtext("state"),
+            "description": root.findtext("description"),
+            "current": s.getName() == current,
+        })
+    out.sort(key=lambda r: r["created"] or "")
+    return out
+
+
+@dataclass
+class CreateSnapshot(Step):
+    """Take snapshot NAME of VM (undo: delete it)."""
+
+    node: str
+    vm: str
+    name: str
+    description: str = "taken by debvisor hv snapshot"
+
+    def describe(self, ctx: Context) -> str:
+        return f"create snapshot {self.name!r} of {self.vm} on {self.node}"
+
+    def check(self, ctx: Context) -> None:
+        if self.name in _names(domain(ctx, self.node, self.vm)):
+            raise StepFailed(f"VM {self.vm} already has a snapshot named {self.name!r}")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        _create(domain(ctx, self.node, self.vm), self.name, self.description)
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        if self.name not in _names(domain(ctx, self.node, self.vm)):
+            raise StepFailed(f"snapshot {self.name!r} of {self.vm} is not listed after creation")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        _delete(domain(ctx, self.node, self.vm), self.name)
+
+
+@dataclass
+class RevertSnapshot(Step):
+    """Revert VM to snapshot NAME (undo: revert to the safety snapshot taken before)."""
+
+    node: str
+    vm: str
+    name: str
+    safety: str
+
+    def describe(self, ctx: Context) -> str:
+        return f"revert {self.vm} to snapshot {self.name!r}"
+
+    def check(self, ctx: Context) -> None:
+        if self.name not in _names(domain(ctx, self.node, self.vm)):
+            raise StepFailed(f"VM {self.vm} has no snapshot named {self.name!r}")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        dom = domain(ctx, self.node, self.vm)
+        dom.revertToSnapshot(dom.snapshotLookupByName(self.name, 0), 0)
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        dom = domain(ctx, self.node, self.vm)
+        if not dom.hasCurrentSnapshot(0) or dom.snapshotCurrent(0).getName() != self.name:
+            raise StepFailed(f"{self.vm}'s current snapshot is not {self.name!r} after the revert")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        dom = domain(ctx, self.node, self.vm)
+        dom.revertToSnapshot(dom.snapshotLookupByName(self.safety, 0), 0)
+
+
+@dataclass
+class DeleteSnapshot(Step):
+    """Delete snapshot NAME (cannot be undone once applied: it is destructive)."""
+
+    node: str
+    vm: str
+    name: str
+    DESTRUCTIVE = True
+
+    def describe(self, ctx: Context) -> str:
+        return f"delete snapshot {self.name!r} of {self.vm} (irreversible)"
+
+    def check(self, ctx: Context) -> None:
+        if self.name not in _names(domain(ctx, self.node, self.vm)):
+            raise StepFailed(f"VM {self.vm} has no snapshot named {self.name!r}")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        _delete(domain(ctx, self.node, self.vm), self.name)
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        if self.name in _names(domain(ctx, self.node, self.vm)):
+            raise StepFailed(f"snapshot {self.name!r} of {self.vm} still exists")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        from debvisor_core import log
+
+        if self.name not in _names(domain(ctx, self.node, self.vm)):
+            log.warn(f"snapshot {self.name!r} of {self.vm} was deleted and cannot be restored")
+
+
+def check_snapshot_name(name: str) -> str:
+    from .nodes import VM_NAME_RE
+
+    if not VM_NAME_RE.fullmatch(name):
+        raise BadInput(f"bad snapshot name {name!r}: use letters, digits, '.', '_', '+' or '-'")
+    return name

@@ -1,0 +1,246 @@
+"""`debvisor hv convert`: results checked with qemu-img compare/info and checksums of the raw bytes
+computed here independently (sha256, and sha256-tree as MEDIA.md defines it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not (shutil.which("qemu-img") and shutil.which("qemu-nbd")),
+                                reason="qemu-utils (qemu-img, qemu-nbd) is not installed")
+MiB = 1 << 20
+
+
+def make_raw(path: Path, size: int, seed: int = 1) -> str:
+    """A sparse raw image: random data, a hole, text, zeros written out; returns its sha256."""
+    rnd = hashlib.sha256(str(seed).encode()).digest()
+    with open(path, "wb") as f:
+        f.truncate(size)
+        pos = 0
+        while pos < size:
+            block = os.urandom(min(3 * MiB, size - pos))
+            f.seek(pos)
+            f.write(block)
+            pos += 5 * MiB  # leaves 2 MiB holes between data
+        f.seek(size - 4096)
+        f.write(rnd * 128)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(path: Path, size: int) -> str:
+    """sha256-tree as documented: sha256 over the sha256 of each 1 MiB block of the raw bytes."""
+    outer = hashlib.sha256()
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            block = f.read(min(MiB, size - pos))
+            outer.update(hashlib.sha256(block).digest())
+            pos += len(block)
+    return outer.hexdigest()
+
+
+def qemu_info(path: Path) -> dict:
+    return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                                     check=True, text=True).stdout)
+
+
+def identical(a: Path, b: Path) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
+
+
+def leftovers(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def src_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    d = tmp_path_factory.mktemp("conv")
+    src = d / "src.raw"
+    return src, make_raw(src, 40 * MiB + 64 * 1024)
+
+
+@pytest.mark.parametrize("cache", ["writeback", "none"])
+def test_raw_to_qcow2_verified(dv, tmp_path: Path, src_image: tuple[Path, str], cache: str) -> None:
+    src, digest = src_image
+    dst = tmp_path / "out.qcow2"
+    res = dv("hv", "convert", src, dst, "-O", "qcow2", "--json", "--segment", "8", "--cache", cache)
+    assert res.code == 0, res
+    tree = tree_digest(src, src.stat().st_size)
+    assert res.json["checksum"] == "sha256-tree" and res.json["sha256-tree"] == tree
+    assert res.json["source_format"] == "raw"
+    assert qemu_info(dst)["format"] == "qcow2"
+    assert identical(src, dst)
+    assert tree in (tmp_path / "out.qcow2.sha256-tree").read_text()
+    assert leftovers(tmp_path) == []
+    plain = dv("hv", "convert", src, tmp_path / "plain.qcow2", "--checksum", "sha256", "--json")
+    assert plain.code == 0, plain
+    assert plain.json["sha256"] == digest and digest in (tmp_path / "plain.qcow2.sha256").read_text()
+    again = dv("hv", "convert", src, dst, "-O", "qcow2")
+    assert again.code == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize("fmt,extra", [("vmdk", []), ("vdi", []), ("vhdx", []), ("qcow2", ["--compress"])])
+def test_formats_and_detected_source(dv, tmp_path: Path, src_image: tuple[Path, str], fmt: str,
+                                     extra: list[str]) -> None:
+    src, digest = src_image
+    mid = tmp_path / f"mid.{fmt}"
+    res = dv("hv", "convert", src, mid, "-O", fmt, *extra, "--json")
+    assert res.code == 0, res
+    assert qemu_info(mid)["format"] == fmt and identical(src, mid)
+    if extra:  # compressible data takes far less room than in the source
+        text = tmp_path / "text.raw"
+        text.write_bytes(b"DebVisor compressible line of text\n" * (8 * MiB // 35))
+        packed = tmp_path / "text.qcow2"
+        assert dv("hv", "convert", text, packed, "-O", "qcow2", "--compress").code == 0
+        assert qemu_info(packed)["actual-size"] < text.stat().st_size // 4 and identical(text, packed)
+    back = tmp_path / "back.raw"  # the format of `mid` is detected, not given
+    res = dv("hv", "convert", mid, back, "-O", "raw", "--json", "--checksum", "sha256")
+    assert res.code == 0, res
+    assert res.json["source_format"] == fmt and res.json["sha256"] == digest
+    with open(back, "rb") as f:
+        assert hashlib.sha256(f.read(src.stat().st_size)).hexdigest() == digest
+
+
+def test_bad_input_is_refused_before_work(dv, tmp_path: Path, src_image: tuple[Path, str]) -> None:
+    src, _ = src_image
+    tmp_path = tmp_path / "work"
+    tmp_path.mkdir()
+    res = dv("hv", "convert", tmp_path / "nope.raw", tmp_path / "o.qcow2")
+    assert res.code == 2 and "does not exist" in res.stderr
+    res = dv("hv", "convert", src, tmp_path / "o.img", "-O", "qed")
+    assert res.code == 2
+    res = dv("hv", "convert", src, tmp_path / "o.vmdk", "-O", "vmdk", "--compress")
+    assert res.code == 2 and "--compress needs -O qcow2" in res.stderr
+    res = dv("hv", "convert", src, tmp_path / "missing-dir" / "o.qcow2")
+    assert res.code == 2 and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_not_enough_space(dv, tmp_path: Path, src_image: tuple[Path, str]) -> None:
+    src, _ = src_image
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        res = dv("hv", "convert", src, mnt / "o.qcow2", "-O", "qcow2")
+        assert res.code == 2 and "not enough free space" in res.stderr
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def _wait_for_progress(state: Path, proc: subprocess.Popen, at_least: int, timeout: float = 60) -> int:
+    """Poll the checkpoint file until the copy passed ``at_least`` bytes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            done = json.loads(state.read_text())["done"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        if done >= at_least:
+            return int(done)
+        time.sleep(0.005)
+    raise AssertionError("the conversion made no progress")
+
+
+@pytest.mark.parametrize("sig,checksum", [(signal.SIGKILL, "sha256-tree"), (signal.SIGINT, "sha256")])
+def test_interrupted_conversion_resumes(dv, tmp_path: Path, sig: signal.Signals, checksum: str) -> None:
+    src = tmp_path / "big.raw"
+    digest = make_raw(src, 160 * MiB, seed=2)
+    if checksum == "sha256-tree":
+        digest = tree_digest(src, 160 * MiB)
+    dst = tmp_path / "big.qcow2"
+    state = tmp_path / ".big.qcow2.convert-state.json"
+    # small segments: many checkpoints, so the kill lands mid-copy
+    args = ["hv", "convert", src, dst, "-O", "qcow2", "--segment", "4", "--checksum", checksum]
+    proc = dv.popen(*args)
+    _wait_for_progress(state, proc, 40 * MiB)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the conversion finished before the signal arrived")
+    assert not dst.exists(), "a half-written image sits under DST's name"
+    assert (tmp_path / ".big.qcow2.partial").exists()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "--resume" in err
+    checkpoint = json.loads(state.read_text())["done"]
+    assert 0 < checkpoint < 160 * MiB
+    res = dv(*args, "--resume", "--json")
+    assert res.code == 0, res
+    assert res.json["resumed_from"] == checkpoint
+    assert res.json["copied_bytes"] == 160 * MiB - checkpoint
+    assert res.json[checksum] == digest and identical(src, dst)
+    assert leftovers(tmp_path) == []
+
+
+def test_resume_refuses_changed_source(dv, tmp_path: Path) -> None:
+    src = tmp_path / "s.raw"
+    make_raw(src, 24 * MiB, seed=3)
+    dst = tmp_path / "s.qcow2"
+    proc = dv.popen("hv", "convert", src, dst, "-O", "qcow2", "--segment", "4")
+    _wait_for_progress(tmp_path / ".s.qcow2.convert-state.json", proc, 4 * MiB)
+    proc.kill()
+    proc.communicate(timeout=60)
+    if dst.exists():
+        pytest.skip("the conversion finished before the kill")
+    with open(src, "r+b") as f:
+        f.write(b"changed")
+    res = dv("hv", "convert", src, dst, "-O", "qcow2", "--segment", "4", "--resume")
+    assert res.code == 2 and "cannot resume" in res.stderr
+
+
+def test_verification_catches_a_differing_block(tmp_path: Path) -> None:
+    """The read-back check compares real bytes: one changed byte is found in its block; a hole
+    and written-out zeros count as equal."""
+    from debvisor_libvirt.media.convert import _Mismatch, _Verifier
+    from debvisor_libvirt.media.extents import GuestReader, blocks, map_extents
+
+    a, b = tmp_path / "a.raw", tmp_path / "b.raw"
+    data = os.urandom(2 * MiB)
+    for p in (a, b):
+        with open(p, "wb") as f:
+            f.truncate(8 * MiB)
+            f.write(data)
+    with open(b, "r+b") as f:
+        f.seek(4 * MiB)
+        f.write(bytes(MiB))  # zeros written out where a has a hole
+    size = 8 * MiB
+
+    def check() -> list[bytes]:
+        ra = GuestReader(str(a), "raw", odirect=False, sockdir=tmp_path, name="a")
+        rb = GuestReader(str(b), "raw", odirect=False, sockdir=tmp_path, name="b")
+        v = _Verifier(ra, rb, None)
+        try:
+            jobs = [(o, n, sp, dp) for (o, n, sp), (_, _, dp) in
+                    zip(blocks(map_extents(str(a), "raw", 0, size, True), 0, size),
+                        blocks(map_extents(str(b), "raw", 0, size, True), 0, size), strict=True)]
+            return v.submit(jobs)()
+        finally:
+            v.close()
+            ra.close()
+            rb.close()
+
+    digests = check()
+    assert len(digests) == 8 and digests[4] == hashlib.sha256(bytes(MiB)).digest()
+    assert digests[1] == hashlib.sha256(data[MiB:]).digest()
+    with open(b, "r+b") as f:
+        f.seek(MiB + 12345)
+        f.write(bytes([data[MiB + 12345] ^ 1]))
+    with pytest.raises(_Mismatch) as exc:
+        check()
+    assert exc.value.offset == MiB

@@ -1,0 +1,142 @@
+"""Live migration between the lab's two real libvirtd nodes (QEMU/TCG guests).
+
+One guest is shared by the whole module (booting and migrating on TCG is slow); each test
+leaves it running somewhere and the next one starts from wherever it is.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from debvisor_libvirt import lab
+
+VM = "hvmig"
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+
+
+@pytest.fixture(scope="module")
+def guest(hv_lab: Any) -> Iterator[Path]:
+    hv_lab.remove(VM)
+    log = hv_lab.guest(VM, "node1")
+    yield log
+    hv_lab.remove(VM)
+
+
+def _other(node: str) -> str:
+    return "node2" if node == "node1" else "node1"
+
+
+def _beats_after(log: Path, n: int, timeout: float = 20) -> None:
+    """The guest prints new heartbeats (it is alive, not just 'running')."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if max(lab.console_heartbeats(log), default=0) > n + 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no new heartbeat after #{n} in {timeout}s")
+
+
+def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    check = dv("hv", "migrate", VM, dst, "--check")
+    assert check.code == 0, check
+    assert "downtime ~" in check.stderr and "(limit 300 ms)" in check.stderr
+    beat = max(lab.console_heartbeats(guest))
+    res = dv("--json", "hv", "migrate", VM, dst, "--yes")
+    assert res.code == 0, res
+    out = res.json
+    assert out["status"] == "succeeded"
+    mig = out["result"]["migration"]
+    assert (mig["source"], mig["target"]) == (src, dst)
+    assert mig["downtime_ms"] is not None and mig["downtime_ms"] < 300
+    assert hv_env.where(VM) == [dst]
+    assert VM not in [d.name() for d in hv_env.conn(src).listAllDomains()]  # undefined there
+    _beats_after(guest, beat)
+    listed = dv("--json", "hv", "list", "--filter", "running")
+    assert {(v["name"], v["node"]) for v in listed.json["vms"]} >= {(VM, dst)}
+    back = dv("hv", "migrate", VM, src, "--yes")
+    assert back.code == 0, back
+    assert f"{VM} now runs on {src}" in back.stdout
+    assert hv_env.where(VM) == [src]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+
+
+def test_bandwidth_is_respected(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    res = dv("--json", "hv", "migrate", VM, dst, "--bandwidth", "64Mbps", "--yes")
+    assert res.code == 0, res
+    mig = res.json["result"]["migration"]
+    limit = 8 * 1024 * 1024  # 64 Mbit/s = 7.6 MiB/s -> libvirt's whole MiB/s: 8
+    assert res.json["steps"][0]["description"].count("bandwidth 8 MiB/s") == 1
+    assert 0.5 * limit < mig["avg_rate_bps"] <= 1.1 * limit, mig["avg_rate_bps"]
+    samples = [p["bps"] for p in mig["progress"] if p["bps"]]
+    assert samples and max(samples) <= 1.1 * limit
+    assert hv_env.where(VM) == [dst]
+
+
+def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    proc = dv.popen("hv", "migrate", VM, dst, "--bandwidth", "2MiB/s", "--yes")
+    dom = hv_env.conn(src).lookupByName(VM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the migration is really under way
+        info = dom.jobInfo()
+        if info[0] != 0 and info[4] > 2 * 1024 * 1024:  # type, processed bytes
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the migration job never started")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err
+    assert "aborting the migration" in err and "interrupted" in err, err
+    assert hv_env.where(VM) == [src]
+    assert VM not in [d.name() for d in hv_env.conn(dst).listAllDomains()]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+
+
+def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    res = dv("hv", "migrate", VM, _other(src), "--bandwidth", "1MiB/s", "--timeout", "2s",
+             "--yes")
+    assert res.code == 4, res
+    assert f"did not finish within 2s; aborted, it still runs on {src}" in res.stderr
+    assert hv_env.where(VM) == [src]
+
+
+def test_failure_after_switchover_migrates_back(dv: Any, dv_fault: Any, hv_env: Any,
+                                                 guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    dv_fault("MigrateVM:after")
+    res = dv("hv", "migrate", VM, dst, "--yes")
+    assert res.code == 4, res
+    assert f"migrating {VM} back to {src}" in res.stderr
+    assert "every applied step was undone" in res.stderr
+    assert hv_env.where(VM) == [src]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+
+
+def test_precheck_refuses_name_clash(dv: Any, hv_env: Any, guest: Path,
+                                     guest_factory: Any) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    from debvisor_libvirt.lab import guest_xml
+
+    g = hv_env.config["hv"]["guest"]
+    hv_env.conn(dst).defineXML(guest_xml(VM, kernel=g["kernel"], initrd=g["initrd"]))
+    try:
+        res = dv("hv", "migrate", VM, dst, "--check")
+        assert res.code == 3, res
+        assert f"{dst} already has a domain named {VM}" in res.stderr
+    finally:
+        hv_env.conn(dst).lookupByName(VM).undefine()

@@ -12,6 +12,7 @@ from debvisor_core.commands import json_option, operation_options, pass_ctx
 from debvisor_core.context import Context
 from debvisor_core.engine import Operation, execute
 from debvisor_core.errors import BadInput
+from debvisor_core.identity import operator
 
 from .nodes import Cluster, check_vm_name
 
@@ -512,7 +513,7 @@ def ticket_use(ctx: Context, token: str, vm: str | None) -> None:
     if res["status"] != "valid" or not tickets.consume(ctx, claims):
         status = res["status"] if res["status"] != "valid" else "used"
         ctx.audit("refused", what="console ticket use", vm=claims.get("vm"), status=status,
-                  requester=tickets.requester(), ticket_id=claims.get("jti"))
+                  requester=operator(), ticket_id=claims.get("jti"))
         raise BadInput(f"ticket {status}: {res.get('reason', 'ticket was already used')}")
     password = sec.token_urlsafe(6)[:8]  # VNC passwords are at most 8 characters
     with Cluster(ctx) as cluster:
@@ -525,7 +526,7 @@ def ticket_use(ctx: Context, token: str, vm: str | None) -> None:
         vnc = [g for g in devices(dom.XMLDesc(0)).graphics if g["type"] == "vnc"]
         endpoint = vnc_endpoint(node_name, cluster.nodes[node_name].uri, vnc[0])
     ctx.audit("used", what="console ticket", vm=claims["vm"], node=node_name,
-              requester=tickets.requester(), issued_by=claims["by"],
+              requester=operator(), issued_by=claims["by"],
               ttl=claims["exp"] - claims["iat"], mode=claims["mode"], ticket_id=claims["jti"])
     data = {"vm": claims["vm"], "endpoint": endpoint, "password": password,
             "mode": claims["mode"], "expires": claims["exp"]}

@@ -23,6 +23,7 @@ from typing import Any
 
 from debvisor_core.context import Context
 from debvisor_core.errors import BadInput
+from debvisor_core.identity import operator
 from debvisor_core.secrets import read_secret, write_secret
 
 PREFIX = "dvt1"
@@ -53,21 +54,10 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def requester() -> str:
-    import pwd
-
-    try:
-        name = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        name = str(os.getuid())
-    sudo = os.environ.get("SUDO_USER")
-    return f"{name} (sudo by {sudo})" if sudo else name
-
-
 def create(ctx: Context, vm: str, node: str, ttl: int, mode: str) -> dict[str, Any]:
     now = int(time.time())
     payload = {"vm": vm, "node": node, "mode": mode, "iat": now, "exp": now + ttl,
-               "jti": secrets.token_hex(8), "by": requester()}
+               "jti": secrets.token_hex(8), "by": operator()}
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     sig = _b64(hmac.new(_key(ctx), f"{PREFIX}.{body}".encode(), hashlib.sha256).digest())
     return {"token": f"{PREFIX}.{body}.{sig}", **payload}

@@ -20,6 +20,7 @@ from typing import Any
 import dns.exception
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -181,6 +182,8 @@ def _primary_conf(d: Path, ports: dict[str, int], key: TsigKey) -> str:
         ports["primary"],
         f"""\tnotify explicit;
 \tnotify-delay 0;
+\tnotify-rate 1000;
+\tstartup-notify-rate 1000;
 \tmax-ixfr-ratio unlimited;
 \talso-notify {{ {HOST} port {ports["secondary"]}; }};
 \tallow-transfer {{ key "{key.name}"; }};
@@ -204,6 +207,7 @@ def _secondary_conf(d: Path, ports: dict[str, int], key: TsigKey) -> str:
         "secondary",
         ports["secondary"],
         """\tnotify no;
+\tserial-query-rate 1000;
 \tallow-transfer { none; };
 \tallow-update { none; };
 \tallow-update-forwarding { none; };
@@ -240,7 +244,7 @@ def _query(port: int, zone: str, rdtype: str, timeout: float = 0.5) -> dns.messa
     """An authoritative answer for ``zone``/``rdtype`` from HOST:port, or None."""
     q = dns.message.make_query(zone + ".", rdtype)
     try:
-        r = dns.query.udp(q, HOST, port=port, timeout=timeout)
+        r = dns.query.tcp(q, HOST, port=port, timeout=timeout)  # refused fast while starting
     except (OSError, dns.exception.DNSException):
         return None
     if r.rcode() != dns.rcode.NOERROR or not r.flags & dns.flags.AA or not r.answer:
@@ -263,12 +267,29 @@ def _primary_ready(port: int) -> bool:
     return all(_query(port, z, "DNSKEY") is not None for z in ZONES)
 
 
+def _notify(port: int, zone: str) -> None:
+    """Send a NOTIFY for ``zone`` to HOST:port (from 127.0.0.1, which it takes as the primary)."""
+    m = dns.message.make_query(zone + ".", "SOA")
+    m.set_opcode(dns.opcode.NOTIFY)
+    m.flags = (m.flags | dns.flags.AA) & ~dns.flags.RD
+    with contextlib.suppress(OSError, dns.exception.DNSException):
+        dns.query.udp(m, HOST, port=port, timeout=0.5)
+
+
 def _secondary_ready(ports: dict[str, int]) -> bool:
+    """True once the secondary serves every zone at the primary's serial.
+
+    The primary's start-up NOTIFY may have gone out before the secondary listened, so a
+    lagging zone gets a NOTIFY from here instead of waiting for the SOA refresh timer.
+    """
+    ready = True
     for zone in ZONES:
         serial = soa_serial(ports["secondary"], zone)
         if serial is None or serial != soa_serial(ports["primary"], zone):
-            return False
-    return True
+            ready = False
+            if serial is not None:
+                _notify(ports["secondary"], zone)
+    return ready
 
 
 # --- processes -------------------------------------------------------------------------

@@ -23,9 +23,7 @@ from debvisor_core.errors import BadInput
 if TYPE_CHECKING:  # pragma: no cover
     import dns.tsig
 
-ALGORITHMS = frozenset(
-    {"hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"}
-)
+ALGORITHMS = frozenset({"hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"})
 
 _COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*|#[^\n]*", re.S)
 _KEY = re.compile(r'\bkey\s+"?([A-Za-z0-9._-]+)"?\s*\{(.*?)\}\s*;', re.S)

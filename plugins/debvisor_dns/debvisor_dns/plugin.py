@@ -1,0 +1,87 @@
+"""DebVisor DNS plugin: the hooks. Light on purpose: dnspython is imported only when used."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core import hookimpl, log
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from debvisor_core.context import Context
+    from debvisor_core.engine import Operation, Step
+    from debvisor_core.health import CheckResult, HealthCheck
+    from debvisor_core.lab import LabService
+
+
+@hookimpl
+def debvisor_commands() -> click.Command:
+    from .cli import dns_group
+
+    return dns_group
+
+
+@hookimpl(wrapper=True)
+def debvisor_execute(ctx: Context, op: Operation, step: Step, prior: dict[str, Any]
+                     ) -> Generator[None, Any, Any]:
+    """Let DNS steps report (old/new values, primary, propagation) into op.result."""
+    if getattr(step, "DNS_STEP", False):
+        step.bind(op.result)  # type: ignore[attr-defined]
+    return (yield)
+
+
+def _zones_health(ctx: Context) -> CheckResult:
+    from debvisor_core.health import CheckResult
+
+    from . import checks
+    from .config import parse
+
+    cfg = parse(ctx.section("dns"))
+    if not cfg.zones:
+        return CheckResult.ok("no DNS zones configured")
+    results = [checks.check_zone(cfg, z, settle=1.0) for z in cfg.zones.values()]
+    worst = max((r["status"] for r in results), key=checks.LEVELS.__getitem__)
+    problems = [f"{r['zone']}: {p['message']}" for r in results for p in r["problems"]]
+    summary = "; ".join(problems[:3]) if problems else (
+        f"{len(results)} zone(s): servers answer, serials agree, TSIG works, DNSSEC valid")
+    return CheckResult(worst, summary, {"zones": results})
+
+
+@hookimpl
+def debvisor_health(ctx: Context) -> list[HealthCheck]:
+    from debvisor_core.health import HealthCheck
+
+    return [HealthCheck("dns.zones", _zones_health, timeout=20)]
+
+
+@hookimpl
+def debvisor_lab_services() -> list[LabService]:
+    from .lab import services
+
+    return services()
+
+
+def _vm_steps(ctx: Context, vm: dict[str, Any], delete: bool) -> list[Step]:
+    from .config import parse
+
+    cfg = parse(ctx.section("dns"))
+    if not cfg.vm_zone:
+        log.debug("dns: [dns] vm_zone is not set; no VM record")
+        return []
+    from .plan import vm_steps
+
+    return vm_steps(cfg, vm, delete=delete)
+
+
+@hookimpl
+def debvisor_vm_registered(ctx: Context, vm: dict[str, Any]) -> list[Step]:
+    """Add the VM's A/AAAA (and PTR) record in [dns] vm_zone."""
+    return _vm_steps(ctx, vm, delete=False)
+
+
+@hookimpl
+def debvisor_vm_unregistered(ctx: Context, vm: dict[str, Any]) -> list[Step]:
+    """Delete the VM's A/AAAA (and PTR) records."""
+    return _vm_steps(ctx, vm, delete=True)

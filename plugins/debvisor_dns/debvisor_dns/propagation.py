@@ -1,0 +1,144 @@
+"""Propagation proof: poll every authoritative server until it serves the change.
+
+A server has the change when its SOA serial is not older (RFC 1982) than the one
+the primary had right after the UPDATE, and every changed RRset (values and TTL)
+is what we wrote. Polls back off exponentially (1 ms, x1.5, up to 50 ms; tenacity) up to the
+timeout: no fixed sleeps. In a signed zone every answer is DNSSEC-validated while
+polling, so a tampered answer fails at once instead of looking "not yet there".
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dns.exception
+
+from debvisor_core import log
+from debvisor_core.errors import StepFailed
+
+from . import dnssec, wire
+from .config import DnsConfig, Server, ZoneConfig
+from .records import same, show_state
+
+MIN_WAIT, MAX_WAIT, GROWTH = 0.001, 0.05, 1.5
+
+
+class PropagationTimeout(StepFailed):
+    """Some server did not serve the change before the timeout."""
+
+
+def policy_text(timeout: float) -> str:
+    return (f"poll after {MIN_WAIT * 1000:.0f} ms, each wait x{GROWTH} up to "
+            f"{MAX_WAIT * 1000:.0f} ms, "
+            f"give up after {timeout:g} s")
+
+
+def _check_server(server: Server, zone: ZoneConfig, changes: list[dict[str, Any]],
+                  keys: dnssec.ZoneKeys, target: int | None, timeout: float,
+                  status: dict[str, Any]) -> bool:
+    """One poll of one server: True when it serves every change (Bogus raises)."""
+    r = wire.query(server, zone.name, "SOA", timeout=timeout, dnssec=keys.signed)
+    serial = wire.soa_serial(r, zone.name)
+    status["serial"] = serial
+    if serial is None:
+        status["why"] = "does not answer for the zone"
+        return False
+    if keys.signed:
+        dnssec.validate_answer(keys, r, zone.name, "SOA", str(server))
+    if target is not None and wire.serial_lt(serial, target):
+        status["why"] = f"serves serial {serial} (want {target} or newer)"
+        return False
+    verdict = "valid" if keys.signed else "unsigned"
+    for ch in changes:
+        r = wire.query(server, ch["name"], ch["type"], timeout=timeout, dnssec=keys.signed)
+        got = wire.rrset_state(r, ch["name"], ch["type"])
+        if keys.signed:
+            dnssec.validate_answer(keys, r, ch["name"], ch["type"], str(server))
+        if not same(got, ch["new"]):
+            status["why"] = (f"serves {ch['name']} {ch['type']} {show_state(got)}, not "
+                             f"{show_state(ch['new'])}")
+            return False
+    status["dnssec"] = verdict
+    status.pop("why", None)
+    return True
+
+
+def poll_server(server: Server, zone: ZoneConfig, changes: list[dict[str, Any]],
+          keys: dnssec.ZoneKeys, target: int | None, cfg: DnsConfig, t0: float,
+          deadline: float) -> dict[str, Any]:
+    """Poll one server until it serves ``changes`` or ``deadline``; its status dict."""
+    from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+    status: dict[str, Any] = {"zone": zone.name, "server": str(server)}
+
+    def once() -> bool:
+        left = max(0.05, deadline - time.monotonic())
+        try:
+            return _check_server(server, zone, changes, keys, target, min(cfg.timeout, left),
+                                 status)
+        except (dns.exception.Timeout, OSError) as exc:
+            status["why"] = "timed out" if isinstance(exc, dns.exception.Timeout) else (
+                getattr(exc, "strerror", None) or type(exc).__name__)
+            return False
+
+    retrying = Retrying(
+        retry=retry_if_result(lambda ok: not ok),
+        wait=wait_exponential(multiplier=MIN_WAIT, min=MIN_WAIT, max=MAX_WAIT, exp_base=GROWTH),
+        stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+    )
+    try:
+        retrying(once)
+    except RetryError:
+        status["ok"] = False
+        return status
+    status["polls"] = retrying.statistics.get("attempt_number", 1)
+    status["ok"] = True
+    status["ms"] = round((time.monotonic() - t0) * 1000, 1)
+    return status
+
+
+def await_all(cfg: DnsConfig, changes: list[dict[str, Any]], *, t0: float | None = None,
+              targets: dict[str, int] | None = None, timeout: float | None = None
+              ) -> list[dict[str, Any]]:
+    """Wait until every server of every zone touched serves ``changes``; per-server results.
+
+    Raises :class:`dnssec.Bogus` at the first bogus answer and
+    :class:`PropagationTimeout` when a server is still behind at the timeout.
+    """
+    timeout = timeout or cfg.propagation_timeout
+    t0 = t0 if t0 is not None else time.monotonic()
+    deadline = time.monotonic() + timeout
+    log.debug(f"propagation retry policy: {policy_text(timeout)}")
+    by_zone: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ch in changes:
+        by_zone[ch["zone"]].append(ch)
+    jobs = []
+    for zname, zchanges in by_zone.items():
+        zone = cfg.zone(zname)
+        keys = dnssec.zone_keys(zone, cfg.key(zone).dns_key(), timeout=cfg.timeout,
+                                mode=cfg.dnssec)
+        target = (targets or {}).get(zone.name)
+        for server in dict.fromkeys(zone.all_servers):
+            jobs.append((server, zone, zchanges, keys, target))
+    with ThreadPoolExecutor(max_workers=min(16, len(jobs) or 1)) as pool:
+        futures = [pool.submit(poll_server, *job, cfg, t0, deadline) for job in jobs]
+        results = [f.result() for f in futures]  # a Bogus answer raises here
+    late = [r for r in results if not r["ok"]]
+    for r in results:
+        if r["ok"]:
+            log.info(f"{r['server']} serves the change after {r['ms']:.0f} ms "
+                     f"(serial {r['serial']}, DNSSEC {r['dnssec']})")
+    if late:
+        detail = "; ".join(f"{r['server']} {r.get('why', 'no answer')}" for r in late)
+        raise PropagationTimeout(f"not every authoritative server serves the change after "
+                                 f"{timeout:g} s: {detail}")
+    return results
+
+
+def current_serial(zone: ZoneConfig, server: Server, timeout: float) -> int | None:
+    r = wire.query(server, zone.name, "SOA", timeout=timeout)
+    return wire.soa_serial(r, zone.name)
+

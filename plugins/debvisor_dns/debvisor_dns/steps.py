@@ -1,0 +1,261 @@
+"""The DNS plugin's steps: UPDATE a zone's RRsets, wait for propagation, wait out a TTL.
+
+Steps report what they did into the operation's result (``op.result["dns"]``,
+which the audit event carries): the plugin's ``debvisor_execute`` wrapper binds it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from debvisor_core import log
+from debvisor_core.context import Context
+from debvisor_core.engine import Step
+from debvisor_core.errors import StepFailed
+
+from . import config as dnsconfig
+from .records import describe_change, key, same, show_state
+
+_private: dict[int, dict[str, Any]] = {}  # per operation result: monotonic timings
+
+
+class DnsStep(Step):
+    """Base class: a place to report into the operation's result."""
+
+    DNS_STEP = True
+
+    def bind(self, result: dict[str, Any]) -> None:
+        self._result = result
+
+    def report(self) -> dict[str, Any]:
+        result = getattr(self, "_result", None)
+        if result is None:
+            result = self._result = {}
+        out: dict[str, Any] = result.setdefault("dns", {})
+        return out
+
+    def timing(self) -> dict[str, Any]:
+        return _private.setdefault(id(self.report()), {})
+
+
+def _summary(changes: list[dict[str, Any]], zone: str | None, limit: int = 3) -> str:
+    parts = [describe_change(c, zone) for c in changes[:limit]]
+    if len(changes) > limit:
+        parts.append(f"and {len(changes) - limit} more")
+    return "; ".join(parts)
+
+
+@dataclass
+class UpdateRRsets(DnsStep):
+    """One TSIG-signed UPDATE of one zone, with prerequisites; undo restores the prior RRsets."""
+
+    NAME = "DnsUpdate"
+
+    zone: str
+    changes: list[dict[str, Any]]
+    purpose: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        lead = f"{self.purpose}: " if self.purpose else ""
+        return f"{lead}UPDATE {self.zone.rstrip('.')}: {_summary(self.changes, self.zone)}"
+
+    def _setup(self, ctx: Context) -> tuple[dnsconfig.DnsConfig, dnsconfig.ZoneConfig, Any]:
+        cfg = dnsconfig.load(ctx)
+        zone = cfg.zone(self.zone)
+        return cfg, zone, cfg.key(zone)
+
+    def check(self, ctx: Context) -> None:
+        from . import dnssec, wire
+        from .records import valid_rdata
+
+        cfg, zone, tkey = self._setup(ctx)
+        for ch in self.changes:
+            if not (ch["name"] == zone.name or ch["name"].endswith("." + zone.name)):
+                raise StepFailed(f"{ch['name']} is outside zone {zone.name}")
+            for v in ch["new"]["values"]:
+                if not valid_rdata(ch["type"], v):
+                    raise StepFailed(f"{v!r} is not a valid {ch['type']} value")
+        wire.prove_key(zone, tkey.dns_key(), timeout=cfg.timeout)
+        dnssec.zone_keys(zone, tkey.dns_key(), timeout=cfg.timeout, mode=cfg.dnssec)
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        from . import wire
+
+        cfg, zone, _ = self._setup(ctx)
+        before = {key(ch): wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout)
+                  for ch in self.changes}
+        _, r = wire.ask(zone.primaries, zone.name, "SOA", timeout=cfg.timeout)
+        return {"before": before, "serial": wire.soa_serial(r, zone.name)}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from . import wire
+
+        cfg, zone, tkey = self._setup(ctx)
+        prereq = {key(ch): ch["old"] if ch["old"] is not None else prior["before"][key(ch)]
+                  for ch in self.changes}
+        todo = [ch for ch in self.changes if not same(prereq[key(ch)], ch["new"])]
+        rep = self.report()
+        rep.setdefault("changes", []).extend(
+            {"zone": self.zone, "name": ch["name"], "type": ch["type"],
+             "old": prior["before"][key(ch)], "new": ch["new"]} for ch in self.changes)
+        if not todo:
+            log.info(f"{self.zone}: already as wanted; no UPDATE sent")
+            return {"noop": True}
+        dkey = tkey.dns_key()
+        out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, todo, prereq),
+                               timeout=cfg.update_timeout, key_name=tkey.name)
+        rep.setdefault("attempts", []).extend(out.attempts)
+        if out.rcode != "NOERROR":
+            self._prereq_failed(cfg, zone, todo, out)
+        assert out.server is not None
+        log.info(f"primary {out.server} took the UPDATE of {self.zone.rstrip('.')} "
+                 f"({len(todo)} RRset{'s' if len(todo) != 1 else ''})")
+        rep.setdefault("primaries", {})[self.zone] = str(out.server)
+        self.timing().setdefault("t_update", out.sent_at)
+        return {"primary": str(out.server), "sent": [key(ch) for ch in todo]}
+
+    def _prereq_failed(self, cfg: dnsconfig.DnsConfig, zone: dnsconfig.ZoneConfig,
+                       todo: list[dict[str, Any]], out: Any) -> None:
+        from . import wire
+
+        now = {key(ch): wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout) for ch in todo}
+        timed_out = any(a["result"] == "timed out" for a in out.attempts)
+        if timed_out and all(same(now[key(ch)], ch["new"]) for ch in todo):
+            log.warn("an earlier primary timed out but had applied the UPDATE; accepting it")
+            return
+        moved = [f"{ch['name']} {ch['type']} is now {show_state(now[key(ch)])}" for ch in todo]
+        raise wire.PrerequisiteFailed(
+            f"the records changed since they were read ({out.rcode} from {out.server}): "
+            f"{'; '.join(moved[:3])}; nothing was overwritten — run the command again to "
+            "plan against the current records")
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        """The primary that took the UPDATE serves it (inline signing lags a few ms)."""
+        from . import dnssec, propagation
+
+        if record.get("noop"):
+            return
+        cfg, zone, tkey = self._setup(ctx)
+        sent = set(record.get("sent", []))
+        changes = [{**ch, "zone": self.zone} for ch in self.changes if key(ch) in sent]
+        server = dnsconfig.parse_server(record["primary"], "primary")
+        serial = record.get("serial")
+        target = (serial + 1) % 2**32 if serial is not None else None
+        keys = dnssec.zone_keys(zone, tkey.dns_key(), timeout=cfg.timeout, mode=cfg.dnssec)
+        t0 = time.monotonic()
+        status = propagation.poll_server(server, zone, changes, keys, target, cfg, t0,
+                                         t0 + min(cfg.propagation_timeout, 10.0))
+        if not status["ok"]:
+            raise StepFailed(f"{server} answered NOERROR but does not serve the change: "
+                             f"{status.get('why', 'no answer')}")
+        self.report().setdefault("serials", {})[self.zone] = status["serial"]
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Put back the exact RRsets of the snapshot, unless someone changed them since."""
+        from . import propagation, wire
+
+        cfg, zone, tkey = self._setup(ctx)
+        before = record.get("before", {})
+        restore, conflicts = [], []
+        for ch in self.changes:
+            if key(ch) not in before:
+                continue
+            now = wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout)
+            if same(now, before[key(ch)]):
+                continue
+            if same(now, ch["new"]):
+                restore.append({"zone": self.zone, "name": ch["name"], "type": ch["type"],
+                                "old": ch["new"], "new": before[key(ch)]})
+            else:
+                conflicts.append(f"{ch['name']} {ch['type']} is {show_state(now)}")
+        if conflicts:
+            raise StepFailed("not restoring: changed by someone else since this operation: "
+                             + "; ".join(conflicts))
+        if not restore:
+            return
+        dkey = tkey.dns_key()
+        prereq = {key(ch): ch["old"] for ch in restore}
+        out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, restore, prereq),
+                               timeout=cfg.update_timeout, key_name=tkey.name)
+        if out.rcode != "NOERROR":
+            raise StepFailed(f"not restoring {self.zone}: the records changed while undoing "
+                             f"({out.rcode} from {out.server})")
+        log.info(f"primary {out.server} restored {len(restore)} RRset(s) of "
+                 f"{self.zone.rstrip('.')}: {_summary(restore, self.zone)}")
+        try:
+            propagation.await_all(cfg, restore, t0=out.sent_at)
+        except propagation.PropagationTimeout as exc:
+            log.warn(f"restored on the primary, but {exc.message}")
+
+
+@dataclass
+class AwaitPropagation(DnsStep):
+    """Poll every authoritative server until all serve the changes (DNSSEC-validated)."""
+
+    NAME = "DnsPropagation"
+
+    changes: list[dict[str, Any]]
+    timeout: float | None = None
+
+    def describe(self, ctx: Context) -> str:
+        zones = sorted({c["zone"].rstrip(".") for c in self.changes})
+        n = len(self.changes)
+        return (f"wait until every authoritative server of {', '.join(zones)} serves the "
+                f"{n} change{'s' if n != 1 else ''} (SOA serial and records, DNSSEC-validated)")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from . import propagation
+
+        cfg = dnsconfig.load(ctx)
+        rep = self.report()
+        results = propagation.await_all(cfg, self.changes, t0=self.timing().pop("t_update", None),
+                                        targets=rep.get("serials"), timeout=self.timeout)
+        rep.setdefault("propagation", []).extend(
+            {k: r.get(k) for k in ("zone", "server", "ms", "serial", "dnssec")} for r in results)
+        return {}
+
+
+@dataclass
+class WaitOutTtl(DnsStep):
+    """Wait the old TTL out, so no cache holds the old TTL when the value changes."""
+
+    NAME = "DnsWaitTtl"
+
+    seconds: int
+    names: list[str]
+
+    def describe(self, ctx: Context) -> str:
+        return (f"wait {self.seconds} s (the old TTL of {', '.join(self.names)}) so caches "
+                "expire it before the value changes")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from debvisor_core.output import Progress
+
+        log.info(f"waiting {self.seconds} s for the old TTL of {', '.join(self.names)} to expire "
+                 "in resolver caches")
+        t0 = time.monotonic()
+        deadline = t0 + self.seconds
+        with Progress("waiting out the old TTL", unit="seconds", every=10) as bar:
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, 0.5))
+                bar.update(time.monotonic() - t0, self.seconds)
+        self.report()["waited_ttl_s"] = self.seconds
+        return {}
+
+
+@dataclass
+class VmRecord(UpdateRRsets):
+    """A VM's A/AAAA (and PTR) record, contributed to `hv register` / `hv unregister`."""
+
+    NAME = "DnsVmRecord"
+    ORDER = 90
+
+
+@dataclass
+class VmPropagation(AwaitPropagation):
+    """Propagation of a VM's record, inside the hv operation."""
+
+    NAME = "DnsVmPropagation"
+    ORDER = 91

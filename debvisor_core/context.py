@@ -37,6 +37,8 @@ class Context:
     plugin: str | None = None
     action: str | None = None
     op_options: OpOptions = field(default_factory=OpOptions)
+    #: the operation the engine is running (steps may record results in ``.result``)
+    operation: Any = None
     _config: Config | None = None
     _host: PluginHost | None = None
 

@@ -248,7 +248,9 @@ def run(ctx: Context, op: Operation) -> OpResult:
     if errors:
         res.status, res.error = "refused", errors[0].message
         _emit_failure(ctx, res)
-        raise PreflightRefused(f"preflight refused {op.kind}: {errors[0].message}")
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        raise PreflightRefused(f"preflight refused {op.kind} (the error above{more}); "
+                               "nothing was changed")
     if opts.check:
         res.status = "checked"
         log.info(f"preflight passed for {op.kind}; nothing was changed (--check)")
@@ -262,6 +264,7 @@ def run(ctx: Context, op: Operation) -> OpResult:
 
     op.id = journal.new_id()
     res.id = op.id
+    ctx.operation = op
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.create(ctx.state_dir, op.id, {
             "kind": op.kind, "title": op.title, "params": op.params, "locks": op.lock_names,
@@ -279,6 +282,7 @@ def run(ctx: Context, op: Operation) -> OpResult:
             res.duration_ms = int((time.monotonic() - t0) * 1000)
             audit.record(ctx, result=status, op_id=op.id, duration_ms=res.duration_ms,
                          details={"kind": op.kind, "title": op.title, "error": err,
+                                  "params": op.params, "result": op.result,
                                   "failed_step": failed_at + 1 if failed_at is not None else None})
             _emit_failure(ctx, res)
             if status == "rolled-back":
@@ -420,6 +424,7 @@ def rollback_op(ctx: Context, op_id: str) -> OpResult:
         raise BadInput(f"operation {st.id} is still running in another process")
     pending = _pending_undo(st)
     op = _rebuild(st)
+    ctx.operation = op
     if not ctx.json:
         print(f"Rollback of {st.id}: {st.title}")
         for i, _ in pending:
@@ -462,6 +467,7 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
         raise BadInput(f"operation {st.id} is {st.effective_status}; only an interrupted "
                        "operation can be resumed")
     op = _rebuild(st)
+    ctx.operation = op
     first = next((s.index for s in st.steps if s.status not in ("verified",)), len(st.steps))
     res = OpResult(st.id, st.kind, st.title, "running",
                    [{"name": s.name, "description": s.description,

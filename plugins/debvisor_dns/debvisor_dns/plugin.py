@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from debvisor_core import hookimpl, log
@@ -11,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import click
 
     from debvisor_core.context import Context
-    from debvisor_core.engine import Operation, Step
+    from debvisor_core.engine import Step
     from debvisor_core.health import CheckResult, HealthCheck
     from debvisor_core.lab import LabService
 
@@ -21,15 +20,6 @@ def debvisor_commands() -> click.Command:
     from .cli import dns_group
 
     return dns_group
-
-
-@hookimpl(wrapper=True)
-def debvisor_execute(ctx: Context, op: Operation, step: Step, prior: dict[str, Any]
-                     ) -> Generator[None, Any, Any]:
-    """Let DNS steps report (old/new values, primary, propagation) into op.result."""
-    if getattr(step, "DNS_STEP", False):
-        step.bind(op.result)  # type: ignore[attr-defined]
-    return (yield)
 
 
 def _zones_health(ctx: Context) -> CheckResult:

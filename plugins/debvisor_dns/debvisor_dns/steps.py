@@ -22,22 +22,17 @@ _private: dict[int, dict[str, Any]] = {}  # per operation result: monotonic timi
 
 
 class DnsStep(Step):
-    """Base class: a place to report into the operation's result."""
+    """Base class: reports old/new values, primaries and timings into the running
+    operation's result (``ctx.operation.result["dns"]``)."""
 
-    DNS_STEP = True
-
-    def bind(self, result: dict[str, Any]) -> None:
-        self._result = result
-
-    def report(self) -> dict[str, Any]:
-        result = getattr(self, "_result", None)
-        if result is None:
-            result = self._result = {}
+    def report(self, ctx: Context) -> dict[str, Any]:
+        op = ctx.operation
+        result: dict[str, Any] = op.result if op is not None else self.__dict__.setdefault("_result", {})
         out: dict[str, Any] = result.setdefault("dns", {})
         return out
 
-    def timing(self) -> dict[str, Any]:
-        return _private.setdefault(id(self.report()), {})
+    def timing(self, ctx: Context) -> dict[str, Any]:
+        return _private.setdefault(id(self.report(ctx)), {})
 
 
 def _summary(changes: list[dict[str, Any]], zone: str | None, limit: int = 3) -> str:
@@ -96,7 +91,7 @@ class UpdateRRsets(DnsStep):
         prereq = {key(ch): ch["old"] if ch["old"] is not None else prior["before"][key(ch)]
                   for ch in self.changes}
         todo = [ch for ch in self.changes if not same(prereq[key(ch)], ch["new"])]
-        rep = self.report()
+        rep = self.report(ctx)
         rep.setdefault("changes", []).extend(
             {"zone": self.zone, "name": ch["name"], "type": ch["type"],
              "old": prior["before"][key(ch)], "new": ch["new"]} for ch in self.changes)
@@ -113,7 +108,7 @@ class UpdateRRsets(DnsStep):
         log.info(f"primary {out.server} took the UPDATE of {self.zone.rstrip('.')} "
                  f"({len(todo)} RRset{'s' if len(todo) != 1 else ''})")
         rep.setdefault("primaries", {})[self.zone] = str(out.server)
-        self.timing().setdefault("t_update", out.sent_at)
+        self.timing(ctx).setdefault("t_update", out.sent_at)
         return {"primary": str(out.server), "sent": [key(ch) for ch in todo]}
 
     def _prereq_failed(self, cfg: dnsconfig.DnsConfig, zone: dnsconfig.ZoneConfig,
@@ -150,7 +145,7 @@ class UpdateRRsets(DnsStep):
         if not status["ok"]:
             raise StepFailed(f"{server} answered NOERROR but does not serve the change: "
                              f"{status.get('why', 'no answer')}")
-        self.report().setdefault("serials", {})[self.zone] = status["serial"]
+        self.report(ctx).setdefault("serials", {})[self.zone] = status["serial"]
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         """Put back the exact RRsets of the snapshot, unless someone changed them since."""
@@ -209,8 +204,8 @@ class AwaitPropagation(DnsStep):
         from . import propagation
 
         cfg = dnsconfig.load(ctx)
-        rep = self.report()
-        results = propagation.await_all(cfg, self.changes, t0=self.timing().pop("t_update", None),
+        rep = self.report(ctx)
+        results = propagation.await_all(cfg, self.changes, t0=self.timing(ctx).pop("t_update", None),
                                         targets=rep.get("serials"), timeout=self.timeout)
         rep.setdefault("propagation", []).extend(
             {k: r.get(k) for k in ("zone", "server", "ms", "serial", "dnssec")} for r in results)
@@ -241,7 +236,7 @@ class WaitOutTtl(DnsStep):
             while (left := deadline - time.monotonic()) > 0:
                 time.sleep(min(left, 0.5))
                 bar.update(time.monotonic() - t0, self.seconds)
-        self.report()["waited_ttl_s"] = self.seconds
+        self.report(ctx)["waited_ttl_s"] = self.seconds
         return {}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import tarfile
 import time
@@ -18,7 +19,10 @@ class DiagnosticsBundle:
         self.prefix = prefix
         self.items: list[str] = []
         self._tmp = path.with_name(f".{path.name}.partial")
-        self._tar = tarfile.open(self._tmp, "w:gz")
+        # owner-only: the bundle holds the recent audit log and the (redacted) config
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w:gz")
 
     def add_text(self, name: str, text: str) -> None:
         data = text.encode()
@@ -48,8 +52,10 @@ class DiagnosticsBundle:
 
     def close(self) -> None:
         self._tar.close()
+        self._file.close()
         self._tmp.replace(self.path)
 
     def abort(self) -> None:
         self._tar.close()
+        self._file.close()
         self._tmp.unlink(missing_ok=True)

@@ -61,6 +61,25 @@ class RootGroup(click.Group):
             with formatter.section("Plugin commands"):
                 formatter.write_dl(plugins)
 
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """Like click's, but usage errors are one `[ERROR] …` line (exit 2)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            log.error(f"{exc.format_message()}{where}")
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            log.error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            log.error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

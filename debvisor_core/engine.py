@@ -207,10 +207,16 @@ def _plan(ctx: Context, op: Operation) -> None:
         raise BadInput(f"{op.title}: nothing to do")
 
 
+def _where(f: Finding) -> str:
+    return f" [{f.source}]" if f.source else ""
+
+
 def _print_plan(ctx: Context, op: Operation, findings: list[Finding]) -> None:
+    first_error = next((f for f in findings if f.level == "error"), None)
     for f in findings:
-        {"error": log.error, "warn": log.warn}.get(f.level, log.info)(
-            f"preflight: {f.message}" + (f" [{f.source}]" if f.source else ""))
+        if f is not first_error:  # the first error is the refusal's own message
+            {"error": log.error, "warn": log.warn}.get(f.level, log.info)(
+                f"preflight: {f.message}{_where(f)}")
     if ctx.json:
         return
     print(f"Plan: {op.title}")
@@ -248,9 +254,9 @@ def run(ctx: Context, op: Operation) -> OpResult:
     if errors:
         res.status, res.error = "refused", errors[0].message
         _emit_failure(ctx, res)
-        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
-        raise PreflightRefused(f"preflight refused {op.kind} (the error above{more}); "
-                               "nothing was changed")
+        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+        raise PreflightRefused(f"preflight refused {op.kind}: {errors[0].message}{_where(errors[0])}"
+                               f"{more}; nothing was changed")
     if opts.check:
         res.status = "checked"
         log.info(f"preflight passed for {op.kind}; nothing was changed (--check)")

@@ -11,6 +11,7 @@ status is ``running`` and whose lock is free belongs to an interrupted operation
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import secrets
@@ -86,7 +87,8 @@ def find(state_dir: Path, op_id: str) -> Path:
     exact = base / f"{op_id}.jsonl"
     if exact.exists():
         return exact
-    matches = sorted(base.glob(f"{op_id}*.jsonl")) if op_id and "/" not in op_id else []
+    safe = op_id and "/" not in op_id and "\0" not in op_id
+    matches = sorted(base.glob(f"{glob.escape(op_id)}*.jsonl")) if safe else []
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -15,6 +15,10 @@ def check_owner_only(path: Path, what: str = "secret file") -> None:
         st = path.stat()
     except FileNotFoundError:
         raise BadInput(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise BadInput(f"{what} {path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"{what} {path} is not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         mode = stat.S_IMODE(st.st_mode)
         raise BadInput(
@@ -26,7 +30,10 @@ def read_secret(path: str | Path, what: str = "secret file") -> bytes:
     """Read a secret from an owner-only file."""
     p = Path(path)
     check_owner_only(p, what)
-    return p.read_bytes()
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{what} {p} cannot be read: {exc.strerror}") from None
 
 
 def write_secret(path: str | Path, data: bytes) -> None:

@@ -118,9 +118,13 @@ def test_allowlist_and_blocklist(dv: Runner, site_plugins: object) -> None:
 
 def test_unknown_command_and_bad_option_exit_2(dv: Runner) -> None:
     res = dv("nosuchword")
-    assert res.code == 2 and "No such command" in res.stderr and "Traceback" not in res.stderr
+    assert res.code == 2 and res.stderr == "[ERROR] No such command 'nosuchword'. (see `debvisor --help`)\n"
     res = dv("ops", "show")
-    assert res.code == 2 and "Missing argument" in res.stderr
+    assert res.code == 2
+    assert res.stderr == "[ERROR] Missing argument 'ID'. (see `debvisor ops show --help`)\n"
+    assert dv("ops", "list", "--limit", "0").code == 2
+    res = dv("ops", "show", "2026*")  # an id is not a glob pattern
+    assert res.code == 2 and "no operation '2026*'" in res.stderr
     res = dv("ops", "show", "does-not-exist")
     assert res.code == 2
     assert res.stderr.strip() == "[ERROR] no operation 'does-not-exist'; see `debvisor ops list`"

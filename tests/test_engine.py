@@ -188,7 +188,9 @@ def test_contributed_step_runs_after_owner_steps_and_is_undone(
 
 def test_preflight_findings_from_other_plugins(dv: Runner, dv_state: StateDir, prior: dict[str, str]) -> None:
     res = add(dv, "fresh", "t", env={"DV_PREFLIGHT": "error"})
-    assert res.code == 3 and "[ERROR] preflight: contrib says error [contrib]" in res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[ERROR]")]
+    assert res.code == 3 and errors == [
+        "[ERROR] preflight refused example.note-add: contrib says error [contrib]; nothing was changed"]
     assert notes(dv_state) == prior
     res = add(dv, "fresh", "t", env={"DV_PREFLIGHT": "warn"})
     assert res.code == 0 and "[WARN] preflight: contrib says warn" in res.stderr

@@ -60,6 +60,7 @@ def test_diagnostics_bundle(dv: Runner, dv_state: StateDir, site_plugins: Path, 
         assert json.loads(read("versions.json"))["debvisor-core"]
         assert '"enabled"' in read("audit-recent.jsonl")
         assert "Linux" in read("commands/slow-uname.txt")
+    assert out.stat().st_mode & 0o777 == 0o600  # holds the audit log: owner-only
     res = dv("health", "--collect-diagnostics", str(tmp_path / "nodir" / "x.tar.gz"))
     assert res.code == 2 and "does not exist" in res.stderr
     assert dv("health", "--collect-diagnostics", str(tmp_path / "x.zip")).code == 2

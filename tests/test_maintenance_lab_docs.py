@@ -49,6 +49,7 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(dv: Runner, dv_state: Stat
     assert dv("lab", "up", "example-echo", env=env).code == 0
     assert process.read_pid(tmp_path / "lab" / "example-echo" / "echo.pid") == pid
     assert dv("lab", "env", env=env).stdout.strip() == f"export DEBVISOR_CONFIG={cfg}"
+    assert json.loads(dv("--json", "lab", "env", env=env).stdout) == {"DEBVISOR_CONFIG": str(cfg)}
     assert dv("lab", "up", "nosuch", env=env).code == 2
     assert dv("lab", "down", "example-echo", env=env).code == 0
     assert not process.alive(pid) and not cfg.exists()
@@ -96,3 +97,22 @@ def test_plugin_distributions_declare_entry_points() -> None:
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert core["name"] == "debvisor-core" and core["scripts"]["debvisor"] == "debvisor_core.cli:main"
     assert core["requires-python"] == ">=3.11"
+
+
+def test_secret_files_must_be_owner_only_regular_files(tmp_path: Path) -> None:
+    import pytest
+
+    from debvisor_core.errors import BadInput
+    from debvisor_core.secrets import read_secret, write_secret
+
+    key = tmp_path / "key"
+    write_secret(key, b"s3cret")
+    assert key.stat().st_mode & 0o777 == 0o600 and read_secret(key) == b"s3cret"
+    key.chmod(0o640)
+    with pytest.raises(BadInput, match="readable by others .mode 0640.; run: chmod 600"):
+        read_secret(key)
+    (tmp_path / "dir").mkdir(mode=0o700)
+    with pytest.raises(BadInput, match="is not a regular file"):
+        read_secret(tmp_path / "dir")
+    with pytest.raises(BadInput, match="does not exist"):
+        read_secret(tmp_path / "missing")

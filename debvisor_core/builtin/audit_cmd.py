@@ -41,7 +41,8 @@ def _since(value: str | None) -> str | None:
 
 @audit_group.command("show")
 @click.option("--since", help="Only events after this: 30m, 2h, 7d, or an ISO date/time.")
-@click.option("--limit", default=50, show_default=True, help="At most this many (newest).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="At most this many (newest).")
 @json_option
 @pass_ctx
 def show(ctx: Context, since: str | None, limit: int) -> None:

@@ -37,7 +37,7 @@ def health(ctx: Context, strict: bool, bundle_path: str | None, only: str | None
       debvisor health --json --strict
       debvisor health --collect-diagnostics /tmp/diag.tar.gz
     """
-    if bundle_path and not bundle_path.endswith((".tar.gz", ".tgz")):
+    if bundle_path is not None and not bundle_path.endswith((".tar.gz", ".tgz")):
         raise BadInput("--collect-diagnostics needs a path ending in .tar.gz")
     checks = collect(ctx)
     if only:

@@ -89,6 +89,7 @@ def status(ctx: Context) -> None:
 
 
 @lab.command("env")
+@json_option
 @pass_ctx
 def env(ctx: Context) -> None:
     """Print shell exports that point the CLI at the lab.
@@ -99,7 +100,8 @@ def env(ctx: Context) -> None:
     """
     import shlex
 
-    print(f"export DEBVISOR_CONFIG={shlex.quote(str(manager.config_file(ctx)))}")
+    path = str(manager.config_file(ctx))
+    ctx.emit({"DEBVISOR_CONFIG": path}, f"export DEBVISOR_CONFIG={shlex.quote(path)}")
 
 
 @hookimpl

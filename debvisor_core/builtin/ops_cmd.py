@@ -25,7 +25,8 @@ def ops() -> None:
 
 
 @ops.command("list")
-@click.option("--limit", default=20, show_default=True, help="Show at most this many.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many.")
 @click.option("--status", help="Only operations with this status (e.g. interrupted).")
 @json_option
 @pass_ctx

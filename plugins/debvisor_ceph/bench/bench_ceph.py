@@ -1,7 +1,9 @@
 """Benchmarks of the Ceph plugin (run: .venv/bin/python plugins/debvisor_ceph/bench/bench_ceph.py).
 
 1. `debvisor ceph status --json` vs `ceph -s -f json` on the lab cluster (same run, ratio).
-2. capacity, PG balance and OSD suggestion reports over a recorded dump scaled to 1,000 OSDs
+2. the cluster lock (`[ceph] cluster_lock`): RadosLock acquire+release in process vs
+   `rados lock get` + `rados lock release` (same object, same run, ratio).
+3. capacity, PG balance and OSD suggestion reports over a recorded dump scaled to 1,000 OSDs
    (target: each under 1 s).
 """
 
@@ -53,6 +55,7 @@ def bench_status() -> None:
         timed(ours, env), timed(peer, env)  # warm caches
         a = [timed(ours, env) for _ in range(RUNS)]
         b = [timed(peer, env) for _ in range(RUNS)]
+        bench_lock(env, sec, Path(lab))
     finally:
         if not was_running:
             subprocess.run([str(VENV_BIN / "debvisor"), "lab", "down", "ceph"], capture_output=True, env=env,
@@ -60,6 +63,55 @@ def bench_status() -> None:
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"status: debvisor ceph status --json median {ma * 1000:.0f} ms, ceph -s -f json median "
           f"{mb * 1000:.0f} ms over {RUNS} runs; ratio {ma / mb:.2f} (debvisor/ceph)")
+
+
+def bench_lock(env: dict[str, str], sec: dict[str, str], lab: Path) -> None:
+    """Acquire + release of one cluster lock name: in process (connect included) vs the rados CLI."""
+    import shutil
+
+    from debvisor_ceph.clusterlock import LOCK_NAME, OBJ_PREFIX, LockSettings, RadosLock
+    from debvisor_ceph.fileosd import connect
+
+    from debvisor_core.context import Context
+    from debvisor_core.engine import Operation
+
+    cfg = Path(lab.parent, "bench-lock.toml")
+    text = Path(env["DEBVISOR_CONFIG"]).read_text()
+    cfg.write_text(text.replace("[ceph]\n", "[ceph]\ncluster_lock = true\n", 1))
+    os.environ.update(DEBVISOR_CONFIG=str(cfg), DEBVISOR_STATE_DIR=env["DEBVISOR_STATE_DIR"])
+    ctx = Context()
+    s = LockSettings.from_ctx(ctx)
+    op = Operation(kind="bench.lock", title="bench", steps=[])
+
+    def ours() -> float:
+        t = time.perf_counter()
+        with RadosLock(ctx, op, ["bench"], s):
+            pass
+        return time.perf_counter() - t
+
+    ours()  # creates the pool on first use
+    a = [ours() for _ in range(RUNS)]
+    line = f"cluster lock: acquire+release median {statistics.median(a) * 1000:.1f} ms (connect included)"
+    if shutil.which("rados"):  # the CLI has no release: acquire only, on a fresh object each run
+        base = ["rados", "-c", sec["conf"], "--keyring", sec["keyring"], "-p", s.pool]
+        objs = [f"{OBJ_PREFIX}bench-peer-{os.getpid()}-{i}" for i in range(RUNS)]
+
+        def peer(obj: str) -> float:
+            t = time.perf_counter()
+            subprocess.run([*base, "lock", "get", obj, LOCK_NAME, "--lock-cookie", "bench",
+                            "--lock-duration", "5"], check=True, capture_output=True, timeout=60)
+            return time.perf_counter() - t
+
+        b = [peer(o) for o in objs]
+        with connect(sec["conf"], sec["keyring"]) as c:
+            io = c.open_ioctx(s.pool)
+            for o in objs:
+                io.remove_object(o)
+            io.close()
+        mb = statistics.median(b)
+        line += (f"; `rados lock get` (acquire only) median {mb * 1000:.1f} ms; "
+                 f"ratio {statistics.median(a) / mb:.2f} (debvisor/rados)")
+    print(line)
 
 
 def bench_analysis() -> None:

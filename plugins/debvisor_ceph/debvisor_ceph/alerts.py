@@ -68,9 +68,12 @@ HINTS: dict[str, str] = {
 SEVERITY = {"HEALTH_ERR": "critical", "HEALTH_WARN": "warning"}
 
 
-def alerts(health: dict[str, Any], *, all_details: bool = False, max_lines: int = 5) -> dict[str, Any]:
-    """Critical and warning checks of ``health detail`` with a hint each; muted ones marked."""
+def alerts(health: dict[str, Any], *, all_details: bool = False, max_lines: int = 5,
+           noout: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Critical and warning checks of ``health detail`` with a hint each; muted ones marked.
+    ``noout`` (``{"set", "reason"}``) adds the stored noout reason to the OSDMAP_FLAGS row."""
     rows = []
+    noout = noout or {"set": False, "reason": None}
     for code, c in (health.get("checks") or {}).items():
         lines = [d.get("message", "") for d in c.get("detail", [])]
         shown = lines if all_details else lines[:max_lines]
@@ -81,6 +84,8 @@ def alerts(health: dict[str, Any], *, all_details: bool = False, max_lines: int 
             "detail": shown, "detail_more": len(lines) - len(shown),
             "hint": HINTS.get(code, "see the Ceph health-check reference"), "doc": DOCS + code,
         })
+        if code == "OSDMAP_FLAGS" and noout["set"]:
+            rows[-1]["noout_reason"] = noout["reason"]
     order = {"critical": 0, "warning": 1, "info": 2}
     rows.sort(key=lambda r: (r["muted"], order[r["severity"]], r["code"]))
     return {
@@ -88,4 +93,5 @@ def alerts(health: dict[str, Any], *, all_details: bool = False, max_lines: int 
         "alerts": rows,
         "counts": {k: sum(1 for r in rows if r["severity"] == k and not r["muted"]) for k in order},
         "muted": [m.get("code") for m in health.get("mutes", [])],
+        "noout": noout,
     }

@@ -65,14 +65,23 @@ def status_cmd(ctx: Context) -> None:
       debvisor ceph status
       cephctl status --json
     """
+    from .steps import noout_line, noout_state
+
     with session(ctx) as c:
         st = c.mon("status")
+        noout = noout_state(c, (st.get("health") or {}).get("checks") or {})
     data = analysis.status_summary(st)
+    data["noout"] = noout
+    for chk in data["checks"]:
+        if chk["code"] == "OSDMAP_FLAGS" and noout["set"]:
+            chk["noout_reason"] = noout["reason"]
 
     def human(d: dict[str, Any]) -> None:
         print(f"health:   {d['health']}")
         for chk in d["checks"]:
             print(f"          {chk['code']}: {chk['message']}" + (" (muted)" if chk["muted"] else ""))
+            if "noout_reason" in chk:
+                print(f"            {noout_line(d['noout'])}")
         m, o, u = d["mons"], d["osds"], d["usage"]
         print(f"mons:     {m['in_quorum']}/{m['total']} in quorum ({', '.join(m['quorum'])})")
         print(f"mgr:      {'available' if d['mgr']['available'] else 'NOT available'}")
@@ -367,10 +376,12 @@ def alerts_cmd(ctx: Context, all_: bool) -> None:
       debvisor ceph alerts --all --json
     """
     from .alerts import alerts
+    from .steps import noout_line, noout_state
 
     with session(ctx) as c:
         h = c.mon("health", detail="detail")
-    data = alerts(h, all_details=all_)
+        noout = noout_state(c, h.get("checks") or {})
+    data = alerts(h, all_details=all_, noout=noout)
 
     def human(r: dict[str, Any]) -> None:
         if not r["alerts"]:
@@ -383,6 +394,8 @@ def alerts_cmd(ctx: Context, all_: bool) -> None:
                 print(f"    {line}")
             if a["detail_more"]:
                 print(f"    … {a['detail_more']} more (--all)")
+            if "noout_reason" in a:
+                print(f"    {noout_line(r['noout'])}")
             print(f"    hint: {a['hint']}")
 
     ctx.emit(data, human)

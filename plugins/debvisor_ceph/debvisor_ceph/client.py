@@ -15,6 +15,7 @@ from typing import Any
 
 from debvisor_core.context import Context
 from debvisor_core.errors import BadInput
+from debvisor_core.secrets import check_owner_only
 
 from .fileosd import CephCommandError
 
@@ -39,6 +40,13 @@ def require_rados() -> Any:
     return rados
 
 
+def _timeout(value: Any, ctx: Context) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
+        raise BadInput(f"config {ctx.config.path}: [ceph] timeout must be a whole number of "
+                       f"seconds from 1 to 3600, not {value!r}")
+    return value
+
+
 @dataclass
 class Settings:
     """The `[ceph]` table: conf, keyring, client name, timeout and the join provisioner."""
@@ -58,7 +66,7 @@ class Settings:
             conf=str(sec.get("conf", DEFAULT_CONF)),
             keyring=str(sec.get("keyring", DEFAULT_KEYRING)),
             client=str(sec.get("client", "client.admin")),
-            timeout=int(sec.get("timeout", 10)),
+            timeout=_timeout(sec.get("timeout", 10), ctx),
             provisioner=str(sec.get("provisioner", "ceph-volume")),
             file_dir=str(sec.get("file_dir", "")),
             host=str(sec.get("host", "")),
@@ -117,6 +125,7 @@ def session(ctx: Context, *, timeout: int | None = None) -> Iterator[Cluster]:
         raise BadInput(f"Ceph config {s.conf} does not exist: set `conf` in the [ceph] config table")
     if not Path(s.keyring).exists():
         raise BadInput(f"Ceph keyring {s.keyring} does not exist: set `keyring` in the [ceph] config table")
+    check_owner_only(Path(s.keyring), "Ceph keyring")
     t = timeout or s.timeout
     handle = rados.Rados(conffile=s.conf, name=s.client if s.client.startswith("client.")
                          else f"client.{s.client}",

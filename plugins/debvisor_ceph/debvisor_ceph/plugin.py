@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from debvisor_core import hookimpl
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Any
+
     import click
 
     from debvisor_core.bundle import DiagnosticsBundle
@@ -98,3 +101,13 @@ def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
             bundle.add_text("ceph/health-detail.json", json.dumps(c.mon("health", detail="detail"), indent=1))
     except Exception as exc:  # noqa: BLE001 - diagnostics never fail the bundle
         bundle.add_text("ceph/error.txt", f"{getattr(exc, 'message', exc)}\n")
+
+
+@hookimpl
+def debvisor_cluster_lock(ctx: Context, op: Operation,
+                          names: list[str]) -> AbstractContextManager[Any] | None:
+    """With `[ceph] cluster_lock = true`: an exclusive RADOS lock (with a lease) per lock name,
+    held around the operation's steps (see clusterlock.py and the README)."""
+    from .clusterlock import cluster_lock
+
+    return cluster_lock(ctx, op, names)

@@ -69,6 +69,23 @@ def _get_reason(c: Any) -> str | None:
     return out if ret == 0 else None
 
 
+def noout_state(c: Any, checks: dict[str, Any]) -> dict[str, Any]:
+    """``{"set", "reason"}`` of the noout flag; ``checks`` are the health checks, so the
+    osd dump and config-key reads happen only while OSDMAP_FLAGS is raised."""
+    if "OSDMAP_FLAGS" not in checks:
+        return {"set": False, "reason": None}
+    if "noout" not in set(c.mon("osd dump").get("flags_set") or []):
+        return {"set": False, "reason": None}
+    return {"set": True, "reason": _get_reason(c)}
+
+
+def noout_line(state: dict[str, Any]) -> str:
+    """The human line shown under OSDMAP_FLAGS (status, alerts)."""
+    if state.get("reason"):
+        return f"noout reason: {state['reason']}"
+    return "noout reason: none recorded (set outside `debvisor ceph noout set --reason`)"
+
+
 def _set_reason(c: Any, reason: str | None) -> None:
     if reason:
         c.mon_do("config-key set", key=REASON_KEY, val=reason)

@@ -125,6 +125,17 @@ def test_alerts_hints_and_muted() -> None:
     assert "application enable" in r["alerts"][1]["hint"]
     assert len(alerts(h, all_details=True)["alerts"][1]["detail"]) == 8
     assert r["counts"]["warning"] == 1
+    assert "noout_reason" not in r["alerts"][0] and r["noout"] == {"set": False, "reason": None}
+
+
+def test_alerts_noout_reason() -> None:
+    h = {"status": "HEALTH_WARN", "checks": {"OSDMAP_FLAGS": {
+        "severity": "HEALTH_WARN", "summary": {"message": "noout flag(s) set", "count": 1}, "detail": []}}}
+    r = alerts(h, noout={"set": True, "reason": "rack 2 power work"})
+    assert r["alerts"][0]["noout_reason"] == "rack 2 power work"
+    assert r["noout"] == {"set": True, "reason": "rack 2 power work"}
+    # another flag (e.g. norebalance) raised OSDMAP_FLAGS while noout is unset: no reason row
+    assert "noout_reason" not in alerts(h, noout={"set": False, "reason": None})["alerts"][0]
 
 
 def test_disk_discovery() -> None:

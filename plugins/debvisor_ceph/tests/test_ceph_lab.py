@@ -128,13 +128,32 @@ def test_noout_round_trip(cdv: Any, ceph_lab: dict[str, Any]) -> None:
     try:
         assert "noout" in _osd_dump(ceph_lab)["flags_set"]
         al = cdv("ceph", "alerts", "--json").json
-        assert any(a["code"] == "OSDMAP_FLAGS" and "noout" in a["hint"] for a in al["alerts"])
+        flags = next(a for a in al["alerts"] if a["code"] == "OSDMAP_FLAGS")
+        assert "noout" in flags["hint"] and flags["noout_reason"] == "test window"
+        assert al["noout"] == {"set": True, "reason": "test window"}
+        assert "    noout reason: test window\n" in cdv("ceph", "alerts").stdout
+        st = cdv("ceph", "status", "--json").json
+        assert st["noout"] == {"set": True, "reason": "test window"}
+        assert next(c for c in st["checks"] if c["code"] == "OSDMAP_FLAGS")["noout_reason"] == "test window"
+        human = cdv("ceph", "status").stdout
+        assert "OSDMAP_FLAGS: noout flag(s) set\n            noout reason: test window\n" in human
         again = cdv("ceph", "noout", "set", "--yes")
         assert again.code == 0 and "already set" in again.stdout
     finally:
         undo = cdv("ceph", "noout", "set", "--rollback", "--yes")
     assert undo.code == 0, undo
     assert "noout" not in _osd_dump(ceph_lab)["flags_set"]
+    st = cdv("ceph", "status", "--json").json
+    assert st["noout"] == {"set": False, "reason": None}
+    assert "noout reason" not in cdv("ceph", "alerts").stdout
+    # noout set outside DebVisor: no reason stored, and status says so
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        mon_command(c, "osd set", key="noout")
+        try:
+            assert "noout reason: none recorded" in cdv("ceph", "status").stdout
+            assert cdv("ceph", "alerts", "--json").json["noout"] == {"set": True, "reason": None}
+        finally:
+            mon_command(c, "osd unset", key="noout")
 
 
 def test_killed_osd_alerts_and_recovery(cdv: Any, ceph_lab: dict[str, Any]) -> None:

@@ -1,0 +1,355 @@
+"""The cluster-wide operation lock (``debvisor_cluster_lock``): an exclusive RADOS lock
+with a lease on one object per lock name in the `[ceph] lock_pool` pool.
+
+The engine takes the node-local flock first, then enters :class:`RadosLock`. The lock
+is taken with a lease (``lock_lease`` seconds) that a background thread renews every
+third of the lease, so a SIGKILLed or powered-off node's lock expires by itself. A busy
+lock is retried until ``lock_wait`` runs out, then the operation is refused (exit 3)
+naming the holder: its node, pid, operator and operation, read back with the ``lock``
+object class's ``get_info`` method (python-rados has no ``list_lockers``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core import log
+from debvisor_core.context import Context
+from debvisor_core.errors import BadInput, PreflightRefused
+
+from .client import Settings
+
+if TYPE_CHECKING:
+    from debvisor_core.engine import Operation
+
+LOCK_NAME = "debvisor"  # the cls_lock lock name on every lock object
+OBJ_PREFIX = "lock."  # object name = prefix + DebVisor lock name
+LOCK_FLAG_MAY_RENEW = 1  # cls_lock: re-locking with our own cookie extends the lease
+POLL = 0.2  # seconds between attempts while the lock is busy
+
+
+@dataclass
+class LockSettings:
+    """`[ceph] cluster_lock`, `lock_pool`, `lock_lease` and `lock_wait`."""
+
+    enabled: bool = False
+    pool: str = "debvisor"
+    lease: int = 60
+    wait: float = 30.0
+    node: str = ""
+
+    @classmethod
+    def from_ctx(cls, ctx: Context) -> LockSettings:
+        sec = ctx.section("ceph")
+        enabled = sec.get("cluster_lock", False)
+        if not isinstance(enabled, bool):
+            raise BadInput("[ceph] cluster_lock must be true or false")
+        pool = sec.get("lock_pool", "debvisor")
+        if not isinstance(pool, str) or not pool:
+            raise BadInput("[ceph] lock_pool must be a pool name")
+        lease = sec.get("lock_lease", 60)
+        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
+            raise BadInput("[ceph] lock_lease must be a whole number of seconds, at least 1")
+        wait = sec.get("lock_wait", float(os.environ.get("DEBVISOR_LOCK_WAIT", "30")))
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+            raise BadInput("[ceph] lock_wait must be a number of seconds, 0 or more")
+        node = str(sec.get("host") or socket.gethostname().split(".")[0])
+        return cls(enabled, pool, lease, float(wait), node)
+
+
+@dataclass
+class Holder:
+    """One locker of a lock object, as ``lock get_info`` reports it."""
+
+    entity: str  # e.g. client.4127
+    cookie: str
+    description: str
+    expires: float  # epoch seconds (0: no lease)
+    addr: str
+
+    def info(self) -> dict[str, Any]:
+        """The JSON description DebVisor wrote, or ``{"description": raw}`` for a foreign lock."""
+        try:
+            d = json.loads(self.description)
+        except ValueError:
+            d = None
+        return d if isinstance(d, dict) else {"description": self.description}
+
+    def summary(self, now: float | None = None) -> str:
+        """One line: node, pid, operator, operation, since, lease left, RADOS client."""
+        d = self.info()
+        parts = []
+        if "pid" in d:
+            parts.append(f"pid {d['pid']}")
+        if d.get("user"):
+            parts.append(str(d["user"]))
+        if d.get("op"):
+            parts.append(f"operation {d.get('id') or '?'} {d['op']}: {d.get('title', '')}".rstrip(": "))
+        if d.get("since"):
+            parts.append("since " + time.strftime("%H:%M:%S", time.localtime(float(d["since"]))))
+        if "description" in d:
+            parts.append(repr(d["description"]))
+        if self.expires:
+            left = self.expires - (now or time.time())
+            parts.append(f"lease ends in {max(left, 0):.0f}s")
+        parts.append(f"{self.entity} at {self.addr}")
+        node = d.get("node")
+        return (f"node {node} " if node else "") + "(" + ", ".join(parts) + ")"
+
+
+class _Reader:
+    """Little-endian reader for Ceph's encoding (versioned structs, strings, maps)."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf, self.pos = buf, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.buf):
+            raise ValueError("truncated lock info")
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return int(self.take(1)[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self.take(4))[0])
+
+    def s64(self) -> int:
+        return int(struct.unpack("<q", self.take(8))[0])
+
+    def string(self) -> str:
+        return self.take(self.u32()).decode(errors="replace")
+
+    def start(self) -> int:
+        """ENCODE_START header (version, compat, length); returns the struct's end."""
+        self.take(2)
+        n = self.u32()
+        return self.pos + n
+
+
+ENTITY_TYPES = {1: "mon", 2: "mds", 4: "osd", 8: "client", 16: "mgr"}
+
+
+def _addr(r: _Reader) -> str:
+    """entity_addr_t: the new (marker 1) or legacy (marker 0) encoding, as ip:port/nonce."""
+    if r.u8() == 0:
+        r.take(3)
+        nonce = r.u32()
+        sa = r.take(128)
+    else:
+        end = r.start()
+        r.u32()  # type
+        nonce = r.u32()
+        sa = r.take(r.u32())
+        r.pos = end
+    if len(sa) >= 8 and int.from_bytes(sa[0:2], "little") == socket.AF_INET:
+        ip = socket.inet_ntoa(sa[4:8])
+        return f"{ip}:{int.from_bytes(sa[2:4], 'big')}/{nonce}"
+    if len(sa) >= 24 and int.from_bytes(sa[0:2], "little") == socket.AF_INET6:
+        ip = socket.inet_ntop(socket.AF_INET6, sa[8:24])
+        return f"[{ip}]:{int.from_bytes(sa[2:4], 'big')}/{nonce}"
+    return f"-/{nonce}"
+
+
+def decode_lockers(buf: bytes) -> list[Holder]:
+    """Decode a ``cls_lock_get_info_reply`` (``lock``/``get_info`` output)."""
+    r = _Reader(buf)
+    r.start()
+    holders = []
+    for _ in range(r.u32()):
+        end = r.start()  # locker_id_t
+        etype, num = r.u8(), r.s64()
+        cookie = r.string()
+        r.pos = end
+        end = r.start()  # locker_info_t
+        sec, nsec = r.u32(), r.u32()
+        addr = _addr(r)
+        desc = r.string()
+        r.pos = end
+        holders.append(Holder(f"{ENTITY_TYPES.get(etype, str(etype))}.{num}", cookie, desc,
+                              sec + nsec / 1e9, addr))
+    return holders
+
+
+def _get_info_request(name: str) -> bytes:
+    raw = name.encode()
+    payload = struct.pack("<I", len(raw)) + raw
+    return struct.pack("<BBI", 1, 1, len(payload)) + payload
+
+
+def lockers(ioctx: Any, obj: str) -> list[Holder]:
+    """Who holds the DebVisor lock on ``obj`` now (expired leases are not reported)."""
+    import rados
+
+    try:
+        _ret, out = ioctx.execute(obj, "lock", "get_info", _get_info_request(LOCK_NAME), 65536)
+    except rados.ObjectNotFound:
+        return []
+    return decode_lockers(bytes(out))
+
+
+class RadosLock:
+    """Exclusive RADOS locks on ``lock.NAME`` for every name (sorted), with a renewed lease."""
+
+    def __init__(self, ctx: Context, op: Operation, names: list[str], s: LockSettings) -> None:
+        self.ctx, self.op, self.s = ctx, op, s
+        self.names = sorted(set(names))
+        self.cookie = f"{s.node}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.desc = json.dumps({
+            "node": s.node, "pid": os.getpid(), "user": _operator(), "op": op.kind,
+            "id": op.id, "title": op.title, "since": round(time.time(), 3),
+        }, separators=(",", ":"))
+        self.held: list[str] = []
+        self.handle: Any = None
+        self.ioctx: Any = None
+        self.acquired_ms = 0.0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self.lost: list[str] = []
+
+    # --- enter / exit -----------------------------------------------------------------
+
+    def __enter__(self) -> RadosLock:
+        from .client import require_rados
+
+        rados = require_rados()
+        t0 = time.monotonic()
+        try:
+            self._connect()
+            deadline = time.monotonic() + self.s.wait
+            for name in self.names:
+                self._acquire(name, deadline)
+        except rados.Error as exc:
+            self._release()
+            raise PreflightRefused(f"cannot take the Ceph cluster lock (pool {self.s.pool}): {exc}; "
+                                   "nothing was changed") from None
+        except BaseException:
+            self._release()
+            raise
+        self.acquired_ms = (time.monotonic() - t0) * 1000
+        log.debug(f"cluster lock {', '.join(self.names)} taken in {self.acquired_ms:.0f} ms "
+                  f"(pool {self.s.pool}, lease {self.s.lease}s)")
+        self._renewer = threading.Thread(target=self._renew, name="ceph-lock-renew", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._release()
+
+    # --- internals --------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        from .client import require_rados
+
+        rados = require_rados()
+        c = Settings.from_ctx(self.ctx)
+        self.handle = rados.Rados(conffile=c.conf, name=c.client if c.client.startswith("client.")
+                                  else f"client.{c.client}",
+                                  conf={"keyring": c.keyring, "client_mount_timeout": str(c.timeout),
+                                        "rados_osd_op_timeout": str(c.timeout),
+                                        "rados_mon_op_timeout": str(c.timeout)})
+        self.handle.connect(timeout=c.timeout)
+        self._ensure_pool(rados, c.timeout)
+        self.ioctx = self.handle.open_ioctx(self.s.pool)
+
+    def _ensure_pool(self, rados: Any, timeout: int) -> None:
+        if self.handle.pool_exists(self.s.pool):
+            return
+        log.info(f"creating the Ceph pool {self.s.pool!r} for DebVisor's cluster locks")
+        for cmd in ({"prefix": "osd pool create", "pool": self.s.pool},
+                    {"prefix": "osd pool application enable", "pool": self.s.pool, "app": "debvisor"}):
+            ret, _out, err = self.handle.mon_command(json.dumps(cmd), b"", timeout=timeout)
+            if ret != 0:
+                raise rados.Error(f"{cmd['prefix']} {self.s.pool} failed ({ret}): {err.strip()}")
+
+    def _acquire(self, name: str, deadline: float) -> None:
+        import rados
+
+        obj = OBJ_PREFIX + name
+        told = False
+        while True:
+            try:
+                self.ioctx.lock_exclusive(obj, LOCK_NAME, self.cookie, self.desc, self.s.lease)
+                self.held.append(name)
+                return
+            except rados.ObjectBusy:
+                pass
+            holders = lockers(self.ioctx, obj)
+            who = "; ".join(h.summary() for h in holders) or "a holder that just left"
+            if not holders and time.monotonic() < deadline:
+                continue  # released (or its lease ran out) between the two calls
+            if time.monotonic() >= deadline:
+                raise PreflightRefused(
+                    f"cluster lock {name!r} is held by {who}; another operation is running on the "
+                    f"cluster (waited {self.s.wait:g}s); nothing was changed")
+            if not told:
+                log.info(f"waiting up to {self.s.wait:g}s for cluster lock {name!r} held by {who}")
+                told = True
+            time.sleep(POLL)
+
+    def _renew(self) -> None:
+        import rados
+
+        period = max(self.s.lease / 3, 0.5)
+        while not self._stop.wait(period):
+            for name in list(self.held):
+                try:
+                    self.ioctx.lock_exclusive(OBJ_PREFIX + name, LOCK_NAME, self.cookie, self.desc,
+                                              self.s.lease, LOCK_FLAG_MAY_RENEW)
+                except rados.ObjectBusy:
+                    if name not in self.lost:
+                        self.lost.append(name)
+                        log.error(f"cluster lock {name!r} was lost: its lease ran out and another "
+                                  "node took it")
+                except rados.Error as exc:
+                    log.warn(f"could not renew cluster lock {name!r}: {exc}")
+
+    def _release(self) -> None:
+        import rados
+
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        for name in reversed(self.held):
+            try:
+                self.ioctx.unlock(OBJ_PREFIX + name, LOCK_NAME, self.cookie)
+            except rados.Error as exc:  # expired and taken, or mons gone: the lease ends it
+                log.warn(f"could not release cluster lock {name!r}: {exc}")
+        self.held = []
+        if self.ioctx is not None:
+            self.ioctx.close()
+            self.ioctx = None
+        if self.handle is not None:
+            self.handle.shutdown()
+            self.handle = None
+
+
+def _operator() -> str:
+    from debvisor_core.identity import operator
+
+    return operator()
+
+
+def cluster_lock(ctx: Context, op: Operation, names: list[str]) -> RadosLock | None:
+    """The hook's body: a :class:`RadosLock` when `[ceph] cluster_lock = true`, else None."""
+    s = LockSettings.from_ctx(ctx)
+    if not s.enabled:
+        return None
+    conf = Settings.from_ctx(ctx).conf
+    if not Settings.from_ctx(ctx).configured():
+        log.warn(f"[ceph] cluster_lock is on but {conf} does not exist: only the node-local lock "
+                 "is held")
+        return None
+    return RadosLock(ctx, op, names, s)

@@ -32,10 +32,9 @@ class Entry:
 
 
 def _ttl(text: str, where: str) -> int:
-    try:
-        ttl = int(text)
-    except ValueError:
-        raise BadInput(f"{where}: TTL {text!r} is not a number") from None
+    if not (text.isascii() and text.isdigit()):
+        raise BadInput(f"{where}: TTL {text!r} is not a whole number of seconds")
+    ttl = int(text)
     if not 0 < ttl < 2**31:
         raise BadInput(f"{where}: TTL {ttl} is out of range")
     return ttl
@@ -67,9 +66,13 @@ def _line(words: list[str], where: str, n: int) -> Entry:
 def parse(path: Path) -> list[Entry]:
     """Every entry of a batch file (BadInput naming the file and line on any error)."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise BadInput(f"cannot read batch file {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read batch file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise BadInput(f"batch file {path} is not UTF-8 text (line {line} has a byte that is "
+                       "not UTF-8)") from None
     if text.lstrip().startswith("["):
         return _parse_json(path, text)
     out = []
@@ -86,24 +89,47 @@ def parse(path: Path) -> list[Entry]:
     return out
 
 
+_JSON_KEYS = {"action": str, "name": str, "type": str, "value": str, "ttl": int}
+
+
+def _json_entry(it: object, where: str, n: int) -> Entry:
+    """One JSON entry, with the type of every field checked (bool is not a TTL)."""
+    if not isinstance(it, dict) or "name" not in it:
+        raise BadInput(f"{where}: expected an object with at least a name")
+    for k, v in it.items():
+        kind = _JSON_KEYS.get(k)
+        if kind is None:
+            raise BadInput(f"{where}: unknown key {k!r} (use {', '.join(_JSON_KEYS)})")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+            want = "a whole number" if kind is int else "a string"
+            raise BadInput(f"{where}: {k} must be {want}, not {json.dumps(v)[:40]}")
+    action = (it.get("action") or "update").lower()
+    if action in ("add", "set", "replace"):
+        action = "update"
+    if action not in ("update", "delete"):
+        raise BadInput(f"{where}: unknown action {it['action']!r} (use update or delete)")
+    rdtype = it["type"].upper() if it.get("type") else None
+    if rdtype and rdtype not in TYPES:
+        raise BadInput(f"{where}: type {it['type']!r} is not one of {', '.join(TYPES)}")
+    value, ttl = it.get("value"), it.get("ttl")
+    if action == "delete":
+        if value is not None or ttl is not None:
+            raise BadInput(f"{where}: a delete takes only a name and a type")
+        return Entry("delete", it["name"], rdtype, None, None, n)
+    if value is None:
+        raise BadInput(f"{where}: an update needs a value")
+    return Entry("update", it["name"], rdtype, value,
+                 None if ttl is None else _ttl(str(ttl), where), n)
+
+
 def _parse_json(path: Path, text: str) -> list[Entry]:
     try:
         items = json.loads(text)
     except ValueError as exc:
         raise BadInput(f"batch file {path} is not valid JSON: {exc}") from None
-    out = []
-    for n, it in enumerate(items, 1):
-        where = f"{path}: entry {n}"
-        if not isinstance(it, dict) or "name" not in it:
-            raise BadInput(f"{where}: expected an object with at least a name")
-        words = [str(it.get("action", "update")), str(it["name"])]
-        if it.get("type"):
-            words.append(str(it["type"]))
-        if it.get("value") is not None:
-            words.append(str(it["value"]))
-        if it.get("ttl") is not None:
-            words.append(str(it["ttl"]))
-        out.append(_line(words, where, n))
+    if not isinstance(items, list):
+        raise BadInput(f"batch file {path}: expected a JSON list of changes")
+    out = [_json_entry(it, f"{path}: entry {n}", n) for n, it in enumerate(items, 1)]
     if not out:
         raise BadInput(f"batch file {path} has no changes")
     return out

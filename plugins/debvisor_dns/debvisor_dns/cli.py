@@ -164,7 +164,7 @@ def show(ctx: Context, name: str, rdtype: str | None, zone: str | None) -> None:
     from .records import resolve
 
     cfg = load_config(ctx)
-    z, fqdn = resolve(cfg, name, zone, (rdtype or "A").upper())
+    z, fqdn = resolve(cfg, name, zone, rdtype.upper() if rdtype else None)
     data = checks.show(cfg, z, fqdn, rdtype.upper() if rdtype else None)
     ctx.emit(data, lambda d: print(checks.show_text(d)))
     if not data["agree"]:

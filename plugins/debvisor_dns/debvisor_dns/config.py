@@ -17,6 +17,9 @@ Light module: no dnspython import.
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,58 +143,140 @@ class DnsConfig:
         return key
 
 
-def _num(sec: dict[str, Any], key: str, kind: type) -> Any:
-    value = sec.get(key, DEFAULTS[key])
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"config [dns] {key} must be a number, not {value!r}") from None
-    if out <= 0:
-        raise BadInput(f"config [dns] {key} must be positive")
-    return out
+TTL_MAX = 2**31 - 1  # RFC 2181 section 8
+_ZONE_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
-def _servers(value: Any, where: str) -> list[Server]:
+class _Table:
+    """Typed reads of one config table; every error names the key and the file."""
+
+    def __init__(self, data: dict[str, Any], source: str, prefix: str = "[dns]") -> None:
+        self.data = data
+        self.source = source
+        self.prefix = prefix
+
+    def bad(self, key: str, what: str) -> BadInput:
+        return BadInput(f"config {self.prefix} {key} in {self.source} {what}")
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.data.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.bad(key, f"must be a non-empty string, not {_show(value)}")
+        return value.strip()
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.bad(key, f"must be true or false, not {_show(value)}")
+        return value
+
+    def ttl(self, key: str) -> int:
+        value = self.data.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.bad(key, f"must be a whole number of seconds, not {_show(value)}")
+        if not 0 <= value <= TTL_MAX:
+            raise self.bad(key, f"must be between 0 and {TTL_MAX} seconds, not {value}")
+        return value
+
+    def seconds(self, key: str) -> float:
+        value = self.data.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.bad(key, f"must be a number, not {_show(value)}")
+        if not math.isfinite(value) or value <= 0:
+            raise self.bad(key, f"must be a finite number greater than 0, not {value}")
+        return float(value)
+
+    def zone_name(self, key: str) -> str | None:
+        """An absolute zone name, or None when ``key`` is not set."""
+        value = self.text(key)
+        if value is None:
+            return None
+        if not is_zone_name(value):
+            raise self.bad(key, f"must be a DNS zone name ({ZONE_NAME_RULE}), not {value!r}")
+        return absolute(value)
+
+
+def _show(value: Any) -> str:
+    """A config value for an error message: its TOML type and a short repr."""
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} ({text[:40]}{'…' if len(text) > 40 else ''})"
+
+
+ZONE_NAME_RULE = "dot-separated labels of letters, digits, '-' and '_'"
+
+
+def is_zone_name(name: str) -> bool:
+    """True for a plain zone name (no escapes, no empty labels, at most 253 characters)."""
+    fqdn = absolute(name)
+    return len(fqdn) <= 254 and all(_ZONE_LABEL.match(lab) for lab in fqdn[:-1].split("."))
+
+
+def _servers(t: _Table, key: str) -> list[Server]:
+    value = t.data.get(key)
     if value is None:
         return []
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list):
-        raise BadInput(f"config [dns] {where} must be a list of addresses")
-    return [parse_server(v, where) for v in value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise t.bad(key, "must be a list of addresses (strings such as \"192.0.2.1:53\")")
+    out = []
+    for v in value:
+        try:
+            out.append(parse_server(v, key))
+        except BadInput:
+            raise t.bad(key, f"has {v!r}, which is not an IP address with an optional port "
+                        "(e.g. 192.0.2.1:53)") from None
+    return out
 
 
-def parse(sec: dict[str, Any]) -> DnsConfig:
-    """Validate the ``[dns]`` table (one clear BadInput for the first problem)."""
+def parse(sec: dict[str, Any], source: str | os.PathLike[str] = "the config file") -> DnsConfig:
+    """Validate the ``[dns]`` table (one clear BadInput naming key and file, first problem).
+
+    ``source`` is the config file's path, for the error messages.
+    """
+    from .tsigkey import ALGORITHMS
+
+    src = str(source)
+    t = _Table(sec, src)
     zones_raw = sec.get("zones") or {}
     if not isinstance(zones_raw, dict):
-        raise BadInput("config [dns] zones must be a table of zone tables")
-    key_file = sec.get("tsig_key_file")
+        raise t.bad("zones", "must be a table of zone tables ([dns.zones.\"ZONE\"])")
+    key_file = t.text("tsig_key_file")
     zones: dict[str, ZoneConfig] = {}
     for zname, z in zones_raw.items():
+        zt = _Table(z, src, f'[dns.zones."{zname}"]')
         if not isinstance(z, dict):
-            raise BadInput(f"config [dns.zones.\"{zname}\"] must be a table")
-        where = f'zones."{zname}"'
-        primaries = _servers(z.get("primaries", z.get("primary")), f"{where}.primaries")
+            raise t.bad(f'zones."{zname}"', "must be a table")
+        if not is_zone_name(zname):
+            raise BadInput(f"config {zt.prefix} in {src}: {zname!r} is not a DNS zone name "
+                           f"({ZONE_NAME_RULE})")
+        zone = absolute(zname)
+        primaries = _servers(zt, "primaries" if "primaries" in z else "primary")
         if not primaries:
-            raise BadInput(f"config [dns] {where} lists no primaries")
-        servers = _servers(z.get("servers"), f"{where}.servers")
-        zones[absolute(zname)] = ZoneConfig(absolute(zname), primaries, servers,
-                                            z.get("tsig_key_file", key_file))
-    dnssec = str(sec.get("dnssec", DEFAULTS["dnssec"])).lower()
+            raise zt.bad("primaries", "is missing or empty: list the primary servers")
+        zones[zone] = ZoneConfig(zone, primaries, _servers(zt, "servers"),
+                                 zt.text("tsig_key_file", key_file))
+    dnssec = (t.text("dnssec", DEFAULTS["dnssec"]) or "").lower()
     if dnssec not in ("auto", "require", "off"):
-        raise BadInput("config [dns] dnssec must be auto, require or off")
-    vm_zone = sec.get("vm_zone")
+        raise t.bad("dnssec", f"must be auto, require or off, not {dnssec!r}")
+    algorithm = t.text("algorithm")
+    if algorithm is not None and algorithm.lower() not in ALGORITHMS:
+        raise t.bad("algorithm", f"must be one of {', '.join(sorted(ALGORITHMS))}, "
+                    f"not {algorithm!r}")
     return DnsConfig(
         zones=zones,
-        default_ttl=_num(sec, "default_ttl", int),
-        algorithm=sec.get("algorithm"),
-        vm_zone=absolute(vm_zone) if vm_zone else None,
-        vm_ptr=bool(sec.get("vm_ptr", True)),
-        timeout=_num(sec, "timeout", float),
-        update_timeout=_num(sec, "update_timeout", float),
-        propagation_timeout=_num(sec, "propagation_timeout", float),
-        sig_expiry_warn_days=_num(sec, "sig_expiry_warn_days", float),
+        default_ttl=t.ttl("default_ttl"),
+        algorithm=algorithm,
+        vm_zone=t.zone_name("vm_zone"),
+        vm_ptr=t.flag("vm_ptr", True),
+        timeout=t.seconds("timeout"),
+        update_timeout=t.seconds("update_timeout"),
+        propagation_timeout=t.seconds("propagation_timeout"),
+        sig_expiry_warn_days=t.seconds("sig_expiry_warn_days"),
         dnssec=dnssec,
         raw=sec,
     )
@@ -199,7 +284,7 @@ def parse(sec: dict[str, Any]) -> DnsConfig:
 
 def load(ctx: Context) -> DnsConfig:
     """The ``[dns]`` table of the config in effect; at least one zone is required."""
-    cfg = parse(ctx.section("dns"))
+    cfg = parse(ctx.section("dns"), ctx.config.path)
     if not cfg.zones:
         raise BadInput(f"no DNS zones configured: add [dns.zones.\"ZONE\"] to {ctx.config.path}",
                        hint="`debvisor lab up dns` writes a working example config")

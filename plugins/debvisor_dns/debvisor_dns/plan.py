@@ -133,7 +133,7 @@ def plan_update(cfg: DnsConfig, name: str, value: str, rdtype: str | None, ttl: 
     """`dns update NAME VALUE`: None when the record is already exactly so."""
     rdtype = (rdtype or infer_type(value)).upper()
     zone, fqdn = resolve(cfg, name, zone_opt, rdtype)
-    value = canonical(rdtype, value, zone)
+    value = canonical(rdtype, value, zone, cfg)
     prove_keys(cfg, [zone])
     current = wire.read_all(zone, fqdn, timeout=cfg.timeout)
     _coexistence(fqdn, rdtype, current, zone)
@@ -165,7 +165,7 @@ def plan_update(cfg: DnsConfig, name: str, value: str, rdtype: str | None, ttl: 
 def plan_delete(cfg: DnsConfig, name: str, rdtype: str | None, zone_opt: str | None, *,
                 with_ptr: bool) -> Operation:
     """`dns delete NAME [--type T]`: every RRset of NAME (not SOA/NS) or just TYPE."""
-    zone, fqdn = resolve(cfg, name, zone_opt, (rdtype or "A").upper())
+    zone, fqdn = resolve(cfg, name, zone_opt, rdtype.upper() if rdtype else None)
     prove_keys(cfg, [zone])
     current = wire.read_all(zone, fqdn, timeout=cfg.timeout)
     kinds = [rdtype.upper()] if rdtype else sorted(
@@ -189,10 +189,11 @@ def plan_batch(cfg: DnsConfig, path: Path, zone_opt: str | None) -> Operation | 
     """`dns update --batch FILE`: one UPDATE per zone (chunked), one propagation wait."""
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
     for e in batchfile.parse(path):
-        rdtype = (e.type or ("A" if e.action == "delete" else infer_type(e.value or ""))).upper()
         try:
+            rdtype = (e.type or ("A" if e.action == "delete" else infer_type(e.value or ""))
+                      ).upper()
             zone, fqdn = resolve(cfg, e.name, zone_opt, rdtype)
-            value = canonical(rdtype, e.value or "", zone) if e.action == "update" else None
+            value = canonical(rdtype, e.value or "", zone, cfg) if e.action == "update" else None
         except BadInput as exc:
             raise BadInput(f"{path}:{e.line}: {exc.message}") from None
         k = (fqdn, rdtype)
@@ -232,7 +233,8 @@ def vm_steps(cfg: DnsConfig, vm: dict[str, Any], *, delete: bool) -> list[Step]:
     addresses = [str(a) for a in vm.get("addresses") or []]
     if not name or (not addresses and not delete):
         return []
-    _, fqdn = resolve(cfg, name, zone.name)
+    # A/AAAA owner-name rules for a new record; any existing name may be deleted.
+    _, fqdn = resolve(cfg, name, zone.name, None if delete else address_type(addresses[0])[0])
     changes: list[dict[str, Any]] = []
     if delete:
         for rdtype in ("A", "AAAA"):

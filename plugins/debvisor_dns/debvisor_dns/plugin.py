@@ -28,7 +28,7 @@ def _zones_health(ctx: Context) -> CheckResult:
     from . import checks
     from .config import parse
 
-    cfg = parse(ctx.section("dns"))
+    cfg = parse(ctx.section("dns"), ctx.config.path)
     if not cfg.zones:
         return CheckResult.ok("no DNS zones configured")
     results = [checks.check_zone(cfg, z, settle=1.0) for z in cfg.zones.values()]
@@ -56,7 +56,7 @@ def debvisor_lab_services() -> list[LabService]:
 def _vm_steps(ctx: Context, vm: dict[str, Any], delete: bool) -> list[Step]:
     from .config import parse
 
-    cfg = parse(ctx.section("dns"))
+    cfg = parse(ctx.section("dns"), ctx.config.path)
     if not cfg.vm_zone:
         log.debug("dns: [dns] vm_zone is not set; no VM record")
         return []

@@ -9,8 +9,10 @@ An RRset state is ``{"ttl": int | None, "values": [canonical rdata text, ...]}``
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
+import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -65,13 +67,63 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str = "A"
-            ) -> tuple[ZoneConfig, str]:
-    """(zone, absolute owner name) for NAME as typed.
+# Owner names are checked here, before anything is sent, with the rules BIND applies
+# (check-names): A/AAAA owners are host names (RFC 952/1123: letters, digits and inner
+# hyphens), optionally with a leading "*" wildcard label. Other owners (TXT, CNAME, PTR,
+# or a delete/show without --type) may also use "_" and leading/trailing hyphens, for
+# service labels such as _acme-challenge or _dmarc.
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SERVICE_LABEL = re.compile(r"^[a-z0-9_-]{1,63}$")
+HOST_RULE = "letters, digits and hyphens, a hyphen not first or last"
+SERVICE_RULE = "letters, digits, '-' and '_'"
 
-    A name ending in a dot or in a configured zone is absolute; a single label is
-    relative to ``--zone``, else to ``vm_zone``, else to the only forward zone. For
-    PTR an IP address stands for its reverse name.
+
+def quoted(text: str) -> str:
+    """TEXT in quotes for a message: as typed (backslashes not doubled) when printable."""
+    return f"'{text}'" if text.isprintable() else repr(text)
+
+
+def _label_text(label: bytes) -> str | None:
+    try:
+        return label.decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+
+
+def check_owner(name: dns.name.Name, rdtype: str | None, typed: str) -> None:
+    """BadInput unless every label of ``name`` (below ``zone``) is allowed for ``rdtype``."""
+    host = rdtype in ("A", "AAAA")
+    pattern = _HOST_LABEL if host else _SERVICE_LABEL
+    labels = [_label_text(lab) for lab in name.labels if lab]
+    for i, lab in enumerate(labels):
+        if lab == "*" and i == 0:
+            continue
+        if lab is None or not pattern.match(lab):
+            rule = HOST_RULE if host else SERVICE_RULE
+            what = f"an {rdtype} record" if host else "a record"
+            raise BadInput(f"{quoted(typed)} is not a valid owner name for {what}: each label "
+                           f"has 1 to 63 of {rule}")
+
+
+def _within(name: dns.name.Name, zone: ZoneConfig) -> bool:
+    return name.is_subdomain(dns.name.from_text(zone.name))
+
+
+def _zone_of(cfg: DnsConfig, name: dns.name.Name) -> ZoneConfig | None:
+    """The most specific configured zone containing ``name`` (compared label by label)."""
+    inside = [z for z in cfg.zones.values() if _within(name, z)]
+    return max(inside, key=lambda z: len(dns.name.from_text(z.name)), default=None)
+
+
+def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str | None = None
+            ) -> tuple[ZoneConfig, str]:
+    """(zone, absolute owner name) for NAME as typed; ``rdtype`` None means any type.
+
+    A name ending in a dot, holding a dot, or ending in a configured zone is absolute;
+    a single label is relative to ``--zone``, else to ``vm_zone``, else to the only
+    forward zone. For PTR an IP address stands for its reverse name. The name is parsed
+    with dnspython (escapes included) and must be a subdomain of the zone, compared as
+    DNS names, and its labels must be allowed for the type (``check_owner``).
     """
     text = name.strip()
     if not text:
@@ -79,22 +131,25 @@ def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str = "A"
     if rdtype == "PTR" and _is_ip(text):
         text = dns.reversename.from_address(text).to_text()
     zone = cfg.zone(zone_opt) if zone_opt else None
-    low = text.lower()
-    if low.endswith(".") or cfg.zone_of(absolute(low)) is not None or "." in low.rstrip("."):
-        fqdn = absolute(low)
-    else:
-        if zone is None:
-            zone = _default_zone(cfg, rdtype)
-        fqdn = absolute(f"{low}.{zone.name}")
     try:
-        dns.name.from_text(fqdn)
-    except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel) as exc:
-        raise BadInput(f"{name!r} is not a valid DNS name: {exc}") from None
-    target = zone or cfg.zone_of(fqdn)
-    if target is None or not (fqdn == target.name or fqdn.endswith("." + target.name)):
+        parsed = dns.name.from_text(text, origin=None)
+        if not parsed.is_absolute():
+            if len(parsed) > 1 or _zone_of(cfg, parsed.concatenate(dns.name.root)):
+                parsed = parsed.concatenate(dns.name.root)
+            else:
+                parsed = parsed.derelativize(dns.name.from_text(
+                    (zone or _default_zone(cfg, rdtype or "A")).name))
+    except dns.exception.DNSException as exc:
+        raise BadInput(f"{quoted(name)} is not a valid DNS name: {str(exc).rstrip('.')}"
+                       ) from None
+    fqdn_name = parsed.canonicalize()
+    target = zone or _zone_of(cfg, fqdn_name)
+    fqdn = fqdn_name.to_text()
+    if target is None or not _within(fqdn_name, target):
         where = f"zone {zone.name.rstrip('.')}" if zone else "any configured zone"
         raise BadInput(f"{fqdn} is outside {where}",
                        hint="give a name inside the zone, or a single label with --zone")
+    check_owner(fqdn_name.relativize(dns.name.from_text(target.name)), rdtype, name)
     return target, fqdn
 
 
@@ -107,17 +162,39 @@ def _default_zone(cfg: DnsConfig, rdtype: str) -> ZoneConfig:
     raise BadInput("a single-label name needs --zone (several zones are configured)")
 
 
-_LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+def ptr_origin(cfg: DnsConfig) -> ZoneConfig | None:
+    """The forward zone a single-label PTR value belongs to: ``vm_zone``, else the only
+    forward zone configured; None when that is ambiguous."""
+    if cfg.vm_zone:
+        return cfg.zone(cfg.vm_zone)
+    forward = [z for z in cfg.zones.values() if not z.reverse]
+    return forward[0] if len(forward) == 1 else None
 
 
-def _hostname(value: str, zone: ZoneConfig, what: str) -> str:
+def _hostname(value: str, origin: ZoneConfig | None, what: str) -> str:
+    """VALUE as an absolute target name; a single label is relative to ORIGIN.
+
+    PTR targets are host names (BIND's check-names refuses others); CNAME targets may
+    also hold "_" (e.g. _acme-challenge delegation).
+    """
     v = value.strip().lower()
     if not v or _is_ip(v):
         raise BadInput(f"{what} value {value!r} must be a host name, not an address")
-    labels = v.rstrip(".").split(".")
-    if any(not lab or len(lab) > 63 or set(lab) - _LABEL_CHARS for lab in labels):
-        raise BadInput(f"{what} value {value!r} is not a valid host name")
-    return absolute(v) if "." in v.rstrip(".") or v.endswith(".") else absolute(f"{v}.{zone.name}")
+    body = v[:-1] if v.endswith(".") else v
+    pattern, rule = (_HOST_LABEL, HOST_RULE) if what == "PTR" else (_SERVICE_LABEL, SERVICE_RULE)
+    if len(body) > 253:
+        raise BadInput(f"{what} value {quoted(value[:40])}… is not a valid host name (longer "
+                       "than 253 characters)")
+    if not all(pattern.match(lab) for lab in body.split(".")):
+        raise BadInput(f"{what} value {quoted(value)} is not a valid host name (each label "
+                       f"has 1 to 63 of {rule})")
+    if "." in body or v.endswith("."):
+        return absolute(body)
+    if origin is None:
+        raise BadInput(f"{what} value {value!r} is a single label and it is ambiguous which "
+                       "forward zone it belongs to: give the full name (e.g. "
+                       f"{body}.ZONE.) or set [dns] vm_zone")
+    return absolute(f"{body}.{origin.name}")
 
 
 def _txt(value: str) -> str:
@@ -133,8 +210,12 @@ def _txt(value: str) -> str:
     return " ".join(out)
 
 
-def canonical(rdtype: str, value: str, zone: ZoneConfig) -> str:
-    """The canonical rdata text of VALUE for TYPE, or BadInput."""
+def canonical(rdtype: str, value: str, zone: ZoneConfig, cfg: DnsConfig) -> str:
+    """The canonical rdata text of VALUE for TYPE, or BadInput.
+
+    A single-label CNAME value is relative to the record's ZONE; a single-label PTR
+    value is relative to the forward zone (``ptr_origin``), never to the reverse zone.
+    """
     t = rdtype.upper()
     if t == "A":
         try:
@@ -146,14 +227,19 @@ def canonical(rdtype: str, value: str, zone: ZoneConfig) -> str:
             text = str(ipaddress.IPv6Address(value.strip()))
         except ValueError:
             raise BadInput(f"AAAA value {value!r} is not an IPv6 address") from None
-    elif t in ("CNAME", "PTR"):
+    elif t == "CNAME":
         text = _hostname(value, zone, t)
+    elif t == "PTR":
+        text = _hostname(value, ptr_origin(cfg), t)
     elif t == "TXT":
         text = _txt(value)
     else:
         raise BadInput(f"record type {rdtype} is not supported (use {', '.join(TYPES)})")
-    rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(t), text)
-    return rd.to_text()
+    try:
+        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(t), text)
+    except dns.exception.DNSException as exc:
+        raise BadInput(f"{t} value {value!r} is not valid: {str(exc).rstrip('.')}") from None
+    return str(rd.to_text())
 
 
 def valid_rdata(rdtype: str, text: str) -> bool:

@@ -49,22 +49,58 @@ class TsigKey(NamedTuple):
         return dns.tsig.Key(self.name, self.secret, self.algorithm)
 
 
-def read_tsig_keyfile(path: str | os.PathLike[str]) -> TsigKey:
-    """Parse the first ``key`` clause of a BIND key file; refuse files readable by others."""
-    p = Path(path)
+MAX_KEYFILE = 64 * 1024  # a BIND key file is a few hundred bytes
+
+
+def _read_owner_only(p: Path) -> bytes:
+    """The bytes of the regular, owner-only file ``p``; its mode is checked before reading.
+
+    The file is opened once and checked with ``fstat`` on that descriptor, so what is
+    checked is what is read (no race with a swap of the path). ``O_NONBLOCK`` keeps a
+    FIFO from hanging the command; ``O_NOCTTY`` keeps a terminal device from becoming
+    ours. Nothing of the content appears in any error.
+    """
     try:
-        st = p.stat()
-        text = p.read_text()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise TsigKeyError(f"Cannot read the TSIG key file {p}: {exc.strerror or exc}.") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise TsigKeyError(f"The TSIG key file {p} is not a regular file.")
-    if st.st_mode & 0o077:
-        raise TsigKeyError(
-            f"The TSIG key file {p} is accessible by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); it must be 0600.",
-            hint=f"chmod 600 {p}",
-        )
+        raise TsigKeyError(f"Cannot read the TSIG key file {p}: {exc.strerror or exc}.") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise TsigKeyError(f"The TSIG key file {p} is a directory, not a key file.")
+        if not stat.S_ISREG(st.st_mode):
+            raise TsigKeyError(f"The TSIG key file {p} is not a regular file.")
+        if st.st_mode & 0o077:
+            raise TsigKeyError(
+                f"The TSIG key file {p} is accessible by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); it must be 0600.",
+                hint=f"chmod 600 {p}",
+            )
+        data = b""
+        while len(data) <= MAX_KEYFILE and (chunk := os.read(fd, MAX_KEYFILE + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise TsigKeyError(f"Cannot read the TSIG key file {p}: {exc.strerror or exc}.") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEYFILE:
+        raise TsigKeyError(f"The TSIG key file {p} is larger than {MAX_KEYFILE // 1024} KiB, "
+                           "so it is not a BIND key file.")
+    return data
+
+
+def read_tsig_keyfile(path: str | os.PathLike[str]) -> TsigKey:
+    """Parse the first ``key`` clause of a BIND key file; refuse files readable by others.
+
+    The mode is checked before a byte is read, and no error quotes the file's content.
+    """
+    p = Path(path)
+    data = _read_owner_only(p)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TsigKeyError(f"The TSIG key file {p} is not a text BIND key file (it is not "
+                           "UTF-8); write it with tsig-keygen.") from None
     m = _KEY.search(_COMMENTS.sub(" ", text))
     alg = _ALGORITHM.search(m.group(2)) if m else None
     sec = _SECRET.search(m.group(2)) if m else None

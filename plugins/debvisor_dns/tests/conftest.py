@@ -103,7 +103,7 @@ def dns_lab(dv_lab: Any) -> DnsLab:
 def lab_config(dns_lab: DnsLab, dv_state: Any, monkeypatch: pytest.MonkeyPatch) -> DnsLab:
     """The lab config with short timeouts, as this test's config file; only the dns plugin."""
     monkeypatch.setenv("DEBVISOR_PLUGINS", "dns")
-    dv_state.config({"dns": {"timeout": 0.5, "update_timeout": 1.0, "propagation_timeout": 10}},
+    dv_state.config({"dns": {"timeout": 1.5, "update_timeout": 2.0, "propagation_timeout": 10}},
                     base=dns_lab.config_path)
     return dns_lab
 

@@ -24,7 +24,7 @@ def _one_error(stderr: str) -> str:
 def test_rejected_tsig_key_is_one_clear_error_and_changes_nothing(
         dv: Any, dv_state: Any, lab_config: Any, name: str, which: str, words: str) -> None:
     lab = lab_config
-    dv_state.config({"dns": {"tsig_key_file": lab.dns["lab"][which], "timeout": 0.5}},
+    dv_state.config({"dns": {"tsig_key_file": lab.dns["lab"][which], "timeout": 3}},
                     base=lab.config_path)
     res = dv("dns", "update", name, "10.77.0.70", "--yes")
     assert res.code == 3, res

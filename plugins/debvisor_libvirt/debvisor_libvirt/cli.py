@@ -10,7 +10,7 @@ import click
 
 from debvisor_core.commands import json_option, operation_options, pass_ctx
 from debvisor_core.context import Context
-from debvisor_core.engine import Operation, execute
+from debvisor_core.engine import Operation, Step, execute
 from debvisor_core.errors import BadInput
 from debvisor_core.identity import operator
 
@@ -176,6 +176,8 @@ def snapshot_cmd(ctx: Context, vm: str, action: str, name: str | None, node: str
             return
         if action in ("revert", "delete") and not name:
             raise BadInput(f"`snapshot {vm} {action}` needs the snapshot NAME")
+        if action in ("revert", "delete") and name not in {s["name"] for s in sn.list_snapshots(dom)}:
+            raise BadInput(f"VM {vm} has no snapshot named {name!r} (see `hvctl snapshot {vm} list`)")
     steps: list[Any]
     if action == "create":
         name = name or sn.default_name()
@@ -237,7 +239,7 @@ def migrate_cmd(ctx: Context, vm: str, target: str, bandwidth: str | None, max_d
     from debvisor_core.engine import run
     from debvisor_core.output import emit
 
-    from .migrate import MigrateVM
+    from .migrate import MigrateVM, PrecreateDisks
     from .nodes import node as get_node
     from .units import bandwidth_mib, parse_bandwidth, parse_duration
 
@@ -254,13 +256,18 @@ def migrate_cmd(ctx: Context, vm: str, target: str, bandwidth: str | None, max_d
         raise BadInput(f"{vm} already runs on {target}")
     step = MigrateVM(vm, source, target, bandwidth_mib(bw) if bw else None, downtime_ms,
                      timeout_s, copy_storage, tls)
+    steps: list[Step] = [step]
+    if copy_storage:
+        steps.insert(0, PrecreateDisks(vm, source, target))
     op = Operation(kind="hv.migrate", title=f"migrate {vm} from {source} to {target}",
-                   steps=[step], locks=[f"hv.vm.{vm}"],
+                   steps=steps, locks=[f"hv.vm.{vm}"],
                    params={"vm": vm, "source": source, "target": target, "bandwidth_bps": bw,
                            "max_downtime_ms": downtime_ms, "timeout_s": timeout_s,
                            "copy_storage": copy_storage, "tls": tls})
     step.sink = op.result  # type: ignore[attr-defined]
     res = run(ctx, op)
+    if res.status in ("checked", "dry-run"):
+        res.result = op.result  # the estimate, for --json
     if ctx.json:
         emit(ctx, res.to_dict())
         return

@@ -264,6 +264,16 @@ def make_disk(path: str | Path, size_mib: int = 64) -> Path:
     return Path(path)
 
 
+def node_local_path(lab_dir: str | Path, node: str, path: str | Path) -> Path:
+    """Where ``path`` inside node ``node``'s private directories (``/var/lib/libvirt/...``:
+    storage only that node sees) is, seen from the root namespace of lab ``lab_dir``."""
+    text = str(path)
+    for sub, target in _BINDS.items():
+        if text.startswith(target + "/"):
+            return Path(lab_dir) / "libvirt" / node / sub / text[len(target) + 1:]
+    raise ValueError(f"{text} is not under a private directory of a lab node")
+
+
 def live_migrate(
     dom: libvirt.virDomain, dconn: libvirt.virConnect, address: str
 ) -> libvirt.virDomain:

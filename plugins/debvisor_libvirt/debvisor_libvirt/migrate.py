@@ -8,12 +8,18 @@ memory stream goes straight from QEMU to QEMU over ``tcp://MIGRATION_ADDRESS`` (
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape, quoteattr
 
 from debvisor_core import log
 from debvisor_core.context import Context
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     import libvirt
 
 DEFAULT_LINK = "1Gbps"
+COPY_FORMATS = ("qcow2", "raw")
 SWITCHOVER_OVERHEAD_S = 0.02  # device state + switch-over, measured ~15 ms on the lab
 
 
@@ -81,10 +88,12 @@ def _running(conn: libvirt.virConnect, vm: str) -> bool:
 # --- estimate -------------------------------------------------------------------------------
 
 
-def estimate(mem_bytes: float, dirty_bps: float, bw_bps: float, limit_s: float) -> dict[str, Any]:
-    """Pre-copy model: each pass sends what the guest dirtied during the previous one;
-    QEMU switches over once the rest fits in ``limit_s`` at ``bw_bps``."""
-    t = mem_bytes / bw_bps
+def estimate(mem_bytes: float, dirty_bps: float, bw_bps: float, limit_s: float,
+             share: float = 1.0) -> dict[str, Any]:
+    """Pre-copy model: the first pass sends the non-zero ``share`` of the RAM, each later
+    pass what the guest dirtied during the previous one; QEMU switches over once the rest
+    fits in ``limit_s`` at ``bw_bps``."""
+    t = mem_bytes * share / bw_bps
     total = t
     converges = False
     for _ in range(30):
@@ -97,7 +106,8 @@ def estimate(mem_bytes: float, dirty_bps: float, bw_bps: float, limit_s: float) 
             break
     downtime = t + SWITCHOVER_OVERHEAD_S
     return {"downtime_s": downtime, "total_s": total + t, "converges": converges,
-            "dirty_bps": dirty_bps, "bandwidth_bps": bw_bps, "memory_bytes": mem_bytes}
+            "dirty_bps": dirty_bps, "bandwidth_bps": bw_bps, "memory_bytes": mem_bytes,
+            "nonzero_share": share}
 
 
 def dirty_rate(dom: libvirt.virDomain, seconds: int = 1) -> float | None:
@@ -118,6 +128,29 @@ def dirty_rate(dom: libvirt.virDomain, seconds: int = 1) -> float | None:
     return None
 
 
+def nonzero_share(dom: libvirt.virDomain, mem_bytes: int, samples: int = 256) -> float | None:
+    """The share of the guest's RAM pages that are not all zeros (QEMU sends a zero page
+    as a few header bytes, so only the rest costs bandwidth), from ``samples`` 64 KiB reads
+    of guest-physical memory spread evenly over the RAM below 3 GiB (the part mapped at the
+    same guest-physical addresses on every x86 machine type; ``virDomainMemoryPeek``,
+    ~3 ms each); None if the hypervisor cannot read it."""
+    libvirt = lv()
+    chunk, page = 65536, 4096
+    span = min(mem_bytes, 3 << 30)  # below the PCI hole on every x86 machine type
+    step = max(span // samples, chunk)
+    pages = nonzero = 0
+    zero = bytes(page)
+    try:
+        for off in range(0, span - chunk + 1, step):
+            buf = dom.memoryPeek(off, chunk, libvirt.VIR_MEMORY_PHYSICAL)
+            for i in range(0, len(buf), page):
+                pages += 1
+                nonzero += buf[i:i + page] != zero
+    except (libvirt.libvirtError, AttributeError):
+        return None
+    return nonzero / pages if pages else None
+
+
 # --- preflight ------------------------------------------------------------------------------
 
 
@@ -130,16 +163,24 @@ def _committed_vcpus(conn: libvirt.virConnect) -> int:
     return sum(d.info()[3] for d in conn.listAllDomains(lv().VIR_CONNECT_LIST_DOMAINS_ACTIVE))
 
 
-def storage_findings(ctx: Context, src: Node, dst: Node, dconn: libvirt.virConnect,
-                     xml: str, copy_storage: bool) -> list[Finding]:
+def local_disks(src: Node, dst: Node, dconn: libvirt.virConnect, xml: str) -> list[dict[str, Any]]:
+    """The VM's file/block disks the target cannot see (what ``--copy-storage`` copies):
+    not network/pool volumes, not under a ``shared_storage`` prefix of both nodes, not a
+    volume of the target's storage pools; read-only and shareable disks are never copied."""
     libvirt = lv()
-    out: list[Finding] = []
+    root = ET.fromstring(xml)
+    fmt: dict[str | None, str] = {}
+    for disk in root.iterfind("devices/disk"):
+        tgt, drv = disk.find("target"), disk.find("driver")
+        fmt[None if tgt is None else tgt.get("dev")] = (None if drv is None
+                                                       else drv.get("type")) or "raw"
+    out: list[dict[str, Any]] = []
     for d in devices(xml).disks:
         path = d["source"]
-        if not path or d["device"] in ("cdrom", "floppy") and not path:
-            continue
-        if d["protocol"] or d["type"] in ("network", "volume"):
-            continue  # rbd/iscsi/pool volumes: reachable by design
+        if not path or d["protocol"] or d["type"] in ("network", "volume"):
+            continue  # empty drive, rbd/iscsi/pool volumes: reachable by design
+        if d["readonly"] or d["shareable"] or d["device"] in ("cdrom", "floppy"):
+            continue  # libvirt never copies these; they must exist on the target
         shared = any(path.startswith(p.rstrip("/") + "/") for p in src.shared_storage) and any(
             path.startswith(p.rstrip("/") + "/") for p in dst.shared_storage)
         if not shared:
@@ -148,14 +189,24 @@ def storage_findings(ctx: Context, src: Node, dst: Node, dconn: libvirt.virConne
                 shared = True
             except libvirt.libvirtError:
                 shared = False
-        if shared:
-            continue
-        if copy_storage:
-            out.append(Finding("info", f"disk {d['target']} ({path}) will be copied to {dst.name}",
-                               "hv.migrate"))
+        if not shared:
+            out.append({"target": d["target"], "path": path, "format": fmt.get(d["target"], "raw")})
+    return out
+
+
+def storage_findings(ctx: Context, src: Node, dst: Node, dconn: libvirt.virConnect,
+                     xml: str, copy_storage: bool) -> list[Finding]:
+    out: list[Finding] = []
+    for d in local_disks(src, dst, dconn, xml):
+        where = f"disk {d['target']} ({d['path']})"
+        if not copy_storage:
+            out.append(Finding("error", f"{where} is not visible from {dst.name}; use shared "
+                               "storage or --copy-storage", "hv.migrate"))
+        elif d["format"] not in COPY_FORMATS:
+            out.append(Finding("error", f"{where} is {d['format']}: --copy-storage handles "
+                               f"{' and '.join(COPY_FORMATS)} images", "hv.migrate"))
         else:
-            out.append(Finding("error", f"disk {d['target']} ({path}) is not visible from "
-                               f"{dst.name}; use shared storage or --copy-storage", "hv.migrate"))
+            out.append(Finding("info", f"{where} will be copied to {dst.name}", "hv.migrate"))
     return out
 
 
@@ -209,9 +260,13 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
     bw = float(p.get("bandwidth_bps") or parse_bandwidth(str(cfg.get("link_bandwidth", DEFAULT_LINK))))
     limit = p["max_downtime_ms"] / 1000
     rate = dirty_rate(dom)
-    est = estimate(mem, rate or 0.0, bw, limit)
-    op.result["estimate"] = {**est, "dirty_rate_measured": rate is not None}
-    msg = (f"estimate for {vm} ({mem // MIB} MiB): downtime ~{est['downtime_s'] * 1000:.0f} ms "
+    share = nonzero_share(dom, mem)
+    est = estimate(mem, rate or 0.0, bw, limit, 1.0 if share is None else share)
+    op.result["estimate"] = {**est, "dirty_rate_measured": rate is not None,
+                             "nonzero_share_measured": share is not None}
+    used = "" if share is None else f", {share * 100:.0f} % of it non-zero"
+    msg = (f"estimate for {vm} ({mem // MIB} MiB{used}): downtime "
+           f"~{est['downtime_s'] * 1000:.0f} ms "
            f"(limit {p['max_downtime_ms']} ms), total ~{est['total_s']:.1f} s at {human_rate(bw)}, "
            f"dirty rate {'unknown' if rate is None else human_rate(rate)}")
     if est["downtime_s"] > limit or not est["converges"]:
@@ -232,24 +287,95 @@ def _job(dom: libvirt.virDomain) -> dict[str, Any]:
         return {}
 
 
+def _finish_file(ctx: Context) -> Path:
+    return ctx.plugin_state("hv") / "migration-finish.json"
+
+
+def finish_overhead(ctx: Context, target: str) -> float:
+    """Seconds from the end of the transfer to the end of the migration call, as measured
+    on earlier migrations to ``target`` (smoothed); 0.0 when never measured."""
+    try:
+        return float(json.loads(_finish_file(ctx).read_text()).get(target, 0.0))
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+
+
+def learn_finish_overhead(ctx: Context, target: str, seconds: float) -> None:
+    path = _finish_file(ctx)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    old = data.get(target)
+    data[target] = round(seconds if old is None else 0.5 * old + 0.5 * seconds, 3)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+ZERO_PAGE_COST = 12  # bytes QEMU sends for an all-zero page (header + flag), measured
+
+
+class EtaModel:
+    """ETA of a live migration from jobStats samples.
+
+    What is left to send is the non-zero part of the RAM not yet scanned plus what the
+    guest dirties meanwhile: ETA = remaining non-zero bytes / (rate - dirty rate).
+
+    - First pass: the non-zero bytes still to come are the RAM's non-zero total (the
+      sampled ``share`` x ``memory_total``) minus the normal pages already sent
+      (``memory_normal_bytes``); without a sample, the share of normal pages so far.
+    - Later passes: ``memory_remaining`` is dirty pages only (non-zero).
+    - Rate: ``memory_bps`` smoothed (EWMA); dirty rate: QEMU's ``memory_dirty_rate``
+      (pages/s, known from the second pass) or the pre-migration measurement.
+    - Plus ``finish_s``: libvirt's finish/confirm phases after the transfer (the target
+      resumes the guest, the source QEMU stops), learned from earlier migrations to the
+      same target (:func:`finish_overhead`); 0 when none is known.
+    """
+
+    def __init__(self, share: float | None = None, dirty_bps: float = 0.0,
+                 alpha: float = 0.3, finish_s: float = 0.0) -> None:
+        self.share, self.dirty_prior, self.alpha = share, dirty_bps, alpha
+        self.finish_s = finish_s  # switch-over to command end, learned (finish_overhead)
+        self.bps: float | None = None
+
+    def point(self, s: dict[str, Any]) -> dict[str, Any] | None:
+        """% transferred, rate and ETA from one sample (None before the job starts)."""
+        total = s.get("memory_total") or s.get("data_total")
+        if not total or s.get("type", 0) == 0:
+            return None
+        remaining = s.get("data_remaining", s.get("memory_remaining", 0))
+        mem_remaining = s.get("memory_remaining", remaining)
+        disk_remaining = max(remaining - mem_remaining, 0)  # --copy-storage
+        page = s.get("memory_page_size", 4096)
+        raw_bps = float(s.get("memory_bps") or 0)
+        if raw_bps > 0:
+            self.bps = raw_bps if self.bps is None else (
+                self.alpha * raw_bps + (1 - self.alpha) * self.bps)
+        bps = self.bps or 0.0
+        live_dirty = float(s.get("memory_dirty_rate") or 0) * page
+        iteration = s.get("memory_iteration") or 1
+        dirty = live_dirty if iteration > 1 else max(live_dirty, self.dirty_prior)
+        scanned = max(total - remaining, 1)
+        normal = float(s.get("memory_normal_bytes") or 0)
+        if iteration > 1:
+            to_send = float(mem_remaining)
+        elif self.share is not None:
+            to_send = max(self.share * total - normal, 0.0) + (
+                (1 - self.share) * mem_remaining / page * ZERO_PAGE_COST)
+            to_send = min(to_send, float(mem_remaining))
+        else:  # no sample: assume the rest looks like what was scanned so far
+            to_send = mem_remaining * min(1.0, normal / scanned) if normal else mem_remaining
+        to_send += disk_remaining
+        eta = to_send / (bps - dirty) + self.finish_s if bps > dirty else None
+        return {"pct": 100.0 * scanned / total, "done": scanned, "total": total,
+                "bps": raw_bps, "eta_s": eta, "remaining": remaining,
+                "to_send": int(to_send), "dirty_bps": dirty, "iteration": iteration}
+
+
 def progress_point(s: dict[str, Any]) -> dict[str, Any] | None:
-    """% transferred, rate and ETA from one jobStats sample (None before the job starts)."""
-    total = s.get("memory_total") or s.get("data_total")
-    if not total or s.get("type", 0) == 0:
-        return None
-    remaining = s.get("data_remaining", s.get("memory_remaining", 0))
-    page = s.get("memory_page_size", 4096)
-    bps = float(s.get("memory_bps") or 0)
-    dirty = float(s.get("memory_dirty_rate") or 0) * page
-    scanned = max(total - remaining, 1)
-    # zero pages cost almost nothing: scale the rest by the share of real data seen so far
-    normal = s.get("memory_normal_bytes")
-    share = min(1.0, normal / scanned) if normal and s.get("memory_iteration", 1) <= 1 else 1.0
-    to_send = remaining * share
-    eta = to_send / (bps - dirty) if bps > dirty else None
-    return {"pct": 100.0 * scanned / total, "done": scanned, "total": total, "bps": bps,
-            "eta_s": eta,
-            "remaining": remaining, "dirty_bps": dirty, "iteration": s.get("memory_iteration")}
+    """One sample through a fresh :class:`EtaModel` (no prior knowledge)."""
+    return EtaModel().point(s)
 
 
 @dataclass
@@ -288,7 +414,11 @@ class MigrateVM(Step):
         params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: migration_uri(dst)}
         if self.bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(self.bandwidth_mib)
-        flags = _flags(persistent, self.copy_storage, self.tls)
+        copy = [d["target"] for d in local_disks(src, dst, dconn, dom.XMLDesc(0))] \
+            if self.copy_storage else []
+        if copy:  # only these: shared disks must never be copied onto themselves
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = copy
+        flags = _flags(persistent, bool(copy), self.tls)
         try:
             dom.migrateSetMaxDowntime(int(self.max_downtime_ms), 0)
         except libvirt.libvirtError as exc:
@@ -303,6 +433,12 @@ class MigrateVM(Step):
 
         from debvisor_core.output import Progress
 
+        est = (ctx.operation.result.get("estimate") or {}) if ctx.operation and not back else {}
+        share = est.get("nonzero_share") if est.get("nonzero_share_measured") else None
+        if share is None:
+            share = nonzero_share(dom, memory_kib(dom.XMLDesc(0)) * 1024)
+        model = EtaModel(share, float(est.get("dirty_bps") or 0.0),
+                         finish_s=finish_overhead(ctx, dst.name))
         th = threading.Thread(target=run, daemon=True, name=f"migrate-{self.vm}")
         t0 = time.monotonic()
         samples: list[dict[str, Any]] = []
@@ -312,7 +448,7 @@ class MigrateVM(Step):
             with Progress(label, unit="bytes", every=2.0) as prog:
                 while th.is_alive():
                     th.join(0.25)
-                    point = progress_point(_job(dom)) if th.is_alive() else None
+                    point = model.point(_job(dom)) if th.is_alive() else None
                     if point:
                         point["t"] = round(time.monotonic() - t0, 3)
                         samples.append(point)
@@ -335,12 +471,23 @@ class MigrateVM(Step):
         except libvirt.libvirtError:
             pass
         net_ms = stats.get("time_elapsed_net") or stats.get("time_elapsed") or elapsed * 1000
+        finish = None
+        if stats.get("time_elapsed"):  # job start (~t0) to the end of the transfer
+            finish = max(elapsed - stats["time_elapsed"] / 1000, 0.0)
+            try:
+                learn_finish_overhead(ctx, dst.name, finish)
+            except OSError as exc:
+                log.debug(f"cannot record the finish time: {exc}")
         return {
             "source": src.name, "target": dst.name, "total_s": round(elapsed, 3),
             "downtime_ms": stats.get("downtime"),
             "transferred_bytes": stats.get("memory_processed"),
             "avg_rate_bps": (stats.get("memory_processed") or 0) / max(net_ms / 1000, 1e-3),
             "iterations": stats.get("memory_iteration"),
+            "transfer_s": round(stats["time_elapsed"] / 1000, 3) if stats.get("time_elapsed")
+            else None,
+            "finish_s": None if finish is None else round(finish, 3),
+            "nonzero_share": share,
             "progress": samples[-600:],
         }
 
@@ -406,3 +553,155 @@ class MigrateVM(Step):
         back._migrate(ctx, dst, src, record.get("persistent", True), back=True)
         if not _running(sconn, self.vm):
             raise StepFailed(f"{self.vm} is not running on {self.source} after migrating back")
+
+
+# --- --copy-storage: empty images on the target -----------------------------------------
+
+
+@contextmanager
+def dir_pool(conn: libvirt.virConnect, directory: str, *, build: bool = False,
+             remove_dir: bool = False) -> Iterator[tuple[libvirt.virStoragePool, bool]]:
+    """A started storage pool for ``directory`` on ``conn``: the node's own pool if one has
+    that target path, else a temporary ``dir`` pool that is removed afterwards (the files
+    stay). ``build`` creates a missing directory (yields ``built=True``); ``remove_dir``
+    deletes the (empty) directory when the temporary pool goes."""
+    libvirt = lv()
+    try:
+        own = conn.storagePoolLookupByTargetPath(directory)
+    except libvirt.libvirtError:
+        own = None
+    if own is not None:
+        started = not own.isActive()
+        if started:
+            own.create(0)
+        own.refresh(0)
+        try:
+            yield own, False
+        finally:
+            if started:
+                own.destroy()
+        return
+    name = "dv-migrate-" + hashlib.sha256(directory.encode()).hexdigest()[:12]
+    try:  # a leftover of an interrupted run
+        old = conn.storagePoolLookupByName(name)
+        if old.isActive():
+            old.destroy()
+        old.undefine()
+    except libvirt.libvirtError:
+        pass
+    pool = conn.storagePoolDefineXML(
+        f"<pool type='dir'><name>{name}</name><target><path>{escape(directory)}</path>"
+        "</target></pool>", 0)
+    built = False
+    try:
+        try:
+            pool.create(0)
+        except libvirt.libvirtError:
+            if not build:
+                raise
+            pool.build(0)
+            built = True
+            pool.create(0)
+        yield pool, built
+    finally:
+        if pool.isActive():
+            pool.destroy()
+        if remove_dir:
+            try:
+                pool.delete(0)
+            except libvirt.libvirtError as exc:
+                log.debug(f"rmdir {directory}: {exc.get_error_message()}")
+        pool.undefine()
+
+
+def _vol(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    try:
+        return pool.storageVolLookupByName(name)
+    except lv().libvirtError:
+        return None
+
+
+@dataclass
+class PrecreateDisks(Step):
+    """For ``--copy-storage``: empty images of the VM's node-local disks on the target,
+    same virtual size and format (libvirt 9 creates them only inside a storage pool)."""
+
+    vm: str
+    source: str
+    target: str
+    ORDER = 40
+    NAME = "PrecreateDisks"
+
+    def describe(self, ctx: Context) -> str:
+        return (f"create on {self.target} empty images for {self.vm}'s disks that "
+                f"{self.target} cannot see (same size and format; the migration copies them)")
+
+    def check(self, ctx: Context) -> None:
+        node(ctx, self.source)
+        node(ctx, self.target)
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        """Which disks to create (path, format, size) and which already exist there."""
+        src, dst = node(ctx, self.source), node(ctx, self.target)
+        sconn, dconn = connect(src), connect(dst)
+        dom = sconn.lookupByName(self.vm)
+        disks = []
+        for d in local_disks(src, dst, dconn, dom.XMLDesc(0)):
+            d["capacity"] = int(dom.blockInfo(d["path"])[0])
+            directory, _, name = d["path"].rpartition("/")
+            d["dir"], d["name"] = directory or "/", name
+            disks.append(d)
+        existing: list[str] = []
+        for directory in sorted({d["dir"] for d in disks}):
+            try:
+                with dir_pool(dconn, directory) as (pool, _):
+                    existing += [d["path"] for d in disks
+                                 if d["dir"] == directory and _vol(pool, d["name"]) is not None]
+            except lv().libvirtError:
+                pass  # the directory does not exist there: nothing exists
+        return {"disks": disks, "existing": existing}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        if prior["existing"]:
+            raise StepFailed(f"{self.target} already has {', '.join(prior['existing'])}; "
+                             "remove it there first (or declare the storage shared)")
+        dconn = connect(node(ctx, self.target))
+        built: list[str] = []
+        for directory in sorted({d["dir"] for d in prior["disks"]}):
+            with dir_pool(dconn, directory, build=True) as (pool, was_built):
+                if was_built:
+                    built.append(directory)
+                for d in (d for d in prior["disks"] if d["dir"] == directory):
+                    pool.createXML(
+                        f"<volume><name>{escape(d['name'])}</name>"
+                        f"<capacity unit='bytes'>{d['capacity']}</capacity>"
+                        f"<target><format type={quoteattr(d['format'])}/></target></volume>", 0)
+        return {"built_dirs": built}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        dconn = connect(node(ctx, self.target))
+        for d in record["disks"]:
+            with dir_pool(dconn, d["dir"]) as (pool, _):
+                vol = _vol(pool, d["name"])
+                if vol is None or vol.info()[1] != d["capacity"]:
+                    raise StepFailed(f"{d['path']} was not created on {self.target} with "
+                                     f"{d['capacity']} bytes")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Delete the images this step created (never those that existed before, never
+        while the VM is defined on the target)."""
+        dconn = connect(node(ctx, self.target))
+        if _lookup(dconn, self.vm) is not None:
+            raise StepFailed(f"{self.vm} is still defined on {self.target}; not deleting its "
+                             "disk images there")
+        built = set(record.get("built_dirs", []))
+        for directory in sorted({d["dir"] for d in record.get("disks", [])}):
+            try:
+                with dir_pool(dconn, directory, remove_dir=directory in built) as (pool, _):
+                    for d in record["disks"]:
+                        if d["dir"] == directory and d["path"] not in record["existing"]:
+                            vol = _vol(pool, d["name"])
+                            if vol is not None:
+                                vol.delete(0)
+            except lv().libvirtError as exc:
+                log.debug(f"undo PrecreateDisks {directory}: {exc.get_error_message()}")

@@ -55,27 +55,40 @@ class Node:
 
 def nodes(ctx: Context) -> dict[str, Node]:
     """The configured nodes by name (``local`` -> ``test:///default`` when none)."""
-    raw = ctx.section("hv").get("nodes") or {}
-    if not isinstance(raw, dict):
-        raise BadInput("config [hv] nodes must be a table of node name -> {uri = ...}")
+    from .hvconfig import config_error, string, string_list, table
+
+    raw = table(ctx, "nodes")
     if not raw:
         return {"local": Node("local", DEFAULT_URI)}
     out: dict[str, Node] = {}
     for name, spec in raw.items():
+        where = f"[hv.nodes.{name}]"
         if not NODE_NAME_RE.fullmatch(name):
-            raise BadInput(f"config [hv.nodes]: bad node name {name!r}")
+            raise config_error(ctx, "[hv.nodes]", f"has a bad node name {name!r}")
         if not isinstance(spec, dict) or not isinstance(spec.get("uri"), str):
-            raise BadInput(f"config [hv.nodes.{name}] needs uri = \"qemu+tls://HOST/system\"")
-        shared = spec.get("shared_storage") or []
+            raise config_error(ctx, where, "needs uri = \"qemu+tls://HOST/system\"")
+        ssh = string(ctx, where, spec, "ssh")
+        if ssh is not None:
+            check_ssh_destination(ctx, where, ssh)
         out[name] = Node(
             name=name,
             uri=spec["uri"],
-            migration_address=spec.get("migration_address"),
-            netns=spec.get("netns"),
-            ssh=spec.get("ssh"),
-            shared_storage=tuple(str(p) for p in shared),
+            migration_address=string(ctx, where, spec, "migration_address"),
+            netns=string(ctx, where, spec, "netns"),
+            ssh=ssh,
+            shared_storage=tuple(string_list(ctx, where, spec, "shared_storage")),
         )
     return out
+
+
+def check_ssh_destination(ctx: Context, where: str, dest: str) -> str:
+    """Refuse an ``ssh`` value ssh would read as an option, or that splits into words."""
+    from .hvconfig import config_error
+
+    if dest.startswith("-") or any(c.isspace() for c in dest):
+        raise config_error(ctx, f"{where} ssh", f"must be [USER@]HOST without spaces and not "
+                           f"starting with '-', not {dest!r}")
+    return dest
 
 
 def node(ctx: Context, name: str) -> Node:
@@ -251,12 +264,24 @@ def tcp_connect(n: Node, host: str, port: int, *, timeout: float = 3.0) -> socke
     return sock
 
 
+def ssh_argv(dest: str, argv: list[str]) -> list[str]:
+    """``ssh DEST -- 'QUOTED ARGV'``: ssh hands the remote shell one string, so it is quoted.
+
+    ``dest`` must not look like an option or contain whitespace (checked again here).
+    """
+    import shlex
+
+    if not dest or dest.startswith("-") or any(c.isspace() for c in dest):
+        raise BadInput(f"bad ssh destination {dest!r}: use [USER@]HOST")
+    return ["ssh", "-o", "BatchMode=yes", dest, "--", shlex.join(argv)]
+
+
 def node_command(n: Node, argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` on node ``n`` (locally, in its netns, or over ssh); argument lists only."""
     if n.netns:
         full = ["ip", "netns", "exec", n.netns, *argv]
     elif n.ssh:
-        full = ["ssh", "-o", "BatchMode=yes", n.ssh, "--", *argv]
+        full = ssh_argv(n.ssh, argv)
     elif n.is_local:
         full = list(argv)
     else:

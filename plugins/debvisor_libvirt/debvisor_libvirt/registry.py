@@ -39,9 +39,12 @@ def check_label(value: str, what: str) -> str:
 
 
 def autostart_policy(ctx: Context) -> str:
-    policy = str((ctx.section("hv").get("register") or {}).get("autostart", "enable"))
+    from .hvconfig import config_error, table
+
+    policy = table(ctx, "register").get("autostart", "enable")
     if policy not in POLICIES:
-        raise BadInput(f"config [hv.register] autostart must be one of {', '.join(POLICIES)}")
+        raise config_error(ctx, "[hv.register] autostart",
+                           f"must be one of {', '.join(POLICIES)}, not {policy!r}")
     return policy
 
 

@@ -30,14 +30,20 @@ PREFIX = "dvt1"
 MODES = ("view", "admin")
 
 
+def _configured_key_file(ctx: Context) -> str | None:
+    from .hvconfig import string, table
+
+    return string(ctx, "[hv.tickets]", table(ctx, "tickets"), "key_file")
+
+
 def key_path(ctx: Context) -> Path:
-    configured = (ctx.section("hv").get("tickets") or {}).get("key_file")
+    configured = _configured_key_file(ctx)
     return Path(configured) if configured else ctx.plugin_state("hv") / "ticket.key"
 
 
 def _key(ctx: Context) -> bytes:
     path = key_path(ctx)
-    if not path.exists() and not (ctx.section("hv").get("tickets") or {}).get("key_file"):
+    if not path.exists() and not _configured_key_file(ctx):
         write_secret(path, secrets.token_bytes(32))
         ctx.audit("created", what="hv ticket key", path=str(path))
     key = read_secret(path, "ticket key file").strip()

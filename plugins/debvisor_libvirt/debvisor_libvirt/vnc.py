@@ -30,11 +30,20 @@ NFT_CHAIN = "vnc"
 
 
 def settings(ctx: Context) -> dict[str, Any]:
-    cfg = dict(ctx.section("hv").get("vnc") or {})
-    lo, hi = cfg.get("port_range", [5900, 5999])
-    if not (isinstance(lo, int) and isinstance(hi, int) and 5900 <= lo <= hi <= 65535):
-        raise BadInput("config [hv.vnc] port_range must be [LOW, HIGH] within 5900-65535")
-    cfg["port_range"] = (lo, hi)
+    from .hvconfig import config_error, table
+
+    cfg = dict(table(ctx, "vnc"))
+    pr = cfg.get("port_range", [5900, 5999])
+    ok = (isinstance(pr, list) and len(pr) == 2
+          and all(isinstance(p, int) and not isinstance(p, bool) for p in pr)
+          and 5900 <= pr[0] <= pr[1] <= 65535)
+    if not ok:
+        raise config_error(ctx, "[hv.vnc] port_range",
+                           f"must be [LOW, HIGH] within 5900-65535, not {pr!r}")
+    for key in ("firewall", "require_auth"):
+        if not isinstance(cfg.get(key, False), bool):
+            raise config_error(ctx, f"[hv.vnc] {key}", f"must be true or false, not {cfg[key]!r}")
+    cfg["port_range"] = (pr[0], pr[1])
     return cfg
 
 
@@ -127,11 +136,17 @@ class SetVncTarget(Step):
             raise StepFailed(f"port {self.port} is already used by another VM on {self.node}")
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
+        """The prior VNC graphics without its password: that goes to an owner-only file
+        under the plugin's state dir, named in the record (the journal holds no secret)."""
         libvirt = lv()
         dom = domain(ctx, self.node, self.vm)
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         meta = read_meta(dom, inactive=True)
-        return {"graphics": _graphics_xml(xml), "meta": meta}
+        graphics, passwd = _split_passwd(_graphics_xml(xml))
+        record: dict[str, Any] = {"graphics": graphics, "meta": meta}
+        if passwd is not None:
+            record["passwd_file"] = _stash_passwd(ctx, self.vm, passwd)
+        return record
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         from debvisor_core.secrets import read_secret
@@ -176,9 +191,54 @@ class SetVncTarget(Step):
         for g in devs.findall("graphics[@type='vnc']"):
             devs.remove(g)
         if record.get("graphics"):
-            devs.append(ET.fromstring(record["graphics"]))
+            g = ET.fromstring(record["graphics"])
+            if record.get("passwd_file"):
+                g.set("passwd", _unstash_passwd(ctx, record["passwd_file"]))
+            devs.append(g)
         dom.connect().defineXML(ET.tostring(root, encoding="unicode"))
         write_meta(domain(ctx, self.node, self.vm), record.get("meta"))
+        if record.get("passwd_file"):  # restored: the copy is no longer needed
+            _passwd_path(ctx, record["passwd_file"]).unlink(missing_ok=True)
+
+
+_PASSWD_DIR = "vnc-prior-passwd"
+
+
+def _split_passwd(graphics: str | None) -> tuple[str | None, str | None]:
+    """(graphics XML with ``passwd`` removed, the password or None)."""
+    if graphics is None:
+        return None, None
+    g = ET.fromstring(graphics)
+    passwd = g.attrib.pop("passwd", None)
+    return ET.tostring(g, encoding="unicode"), passwd
+
+
+def _passwd_path(ctx: Context, name: str) -> Any:
+    if "/" in name or name.startswith("."):
+        raise StepFailed(f"bad password file name {name!r} in the operation record")
+    return ctx.plugin_state("hv") / _PASSWD_DIR / name
+
+
+def _stash_passwd(ctx: Context, vm: str, passwd: str) -> str:
+    """Keep ``passwd`` in a new owner-only file; return its name (for the record)."""
+    import secrets
+
+    from debvisor_core.secrets import write_secret
+
+    name = f"{vm}-{secrets.token_hex(8)}"
+    path = _passwd_path(ctx, name)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    write_secret(path, passwd.encode())
+    return name
+
+
+def _unstash_passwd(ctx: Context, name: str) -> str:
+    from debvisor_core.secrets import read_secret
+
+    path = _passwd_path(ctx, name)
+    if not path.exists():
+        raise StepFailed(f"the saved VNC password {path} is gone; cannot restore it")
+    return read_secret(path, "saved VNC password").decode()
 
 
 def _nft(n: Node, *args: str) -> Any:

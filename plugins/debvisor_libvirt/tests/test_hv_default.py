@@ -62,12 +62,15 @@ def test_snapshot_create_runs_as_an_operation(dv: Any) -> None:
     assert listing.code == 0 and listing.json["snapshots"] == []  # test:/// forgets per process
 
 
-def test_snapshot_revert_unknown_is_refused(dv: Any) -> None:
-    res = dv("hv", "snapshot", "test", "revert", "nope", "--yes")
-    assert res.code == 3, res
-    assert "has no snapshot named 'nope'" in res.stderr
-    res = dv("hv", "snapshot", "test", "revert")
-    assert res.code == 2 and "needs the snapshot NAME" in res.stderr
+@pytest.mark.parametrize("action", ["revert", "delete"])
+def test_snapshot_revert_or_delete_unknown_is_bad_input(dv: Any, action: str) -> None:
+    res = dv("hv", "snapshot", "test", action, "nope", "--yes")
+    assert res.code == 2, res  # a user mistake, found while planning (not a preflight refusal)
+    assert res.stderr.strip().splitlines() == [
+        "[ERROR] VM test has no snapshot named 'nope' (see `hvctl snapshot test list`)"]
+    if action == "revert":
+        res = dv("hv", "snapshot", "test", "revert")
+        assert res.code == 2 and "needs the snapshot NAME" in res.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [

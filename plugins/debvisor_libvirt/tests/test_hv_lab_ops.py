@@ -97,7 +97,7 @@ def test_snapshots(dv: Any, hv_env: Any, guest: Path) -> None:
         assert dv("hv", "snapshot", VM, "delete", name, "--yes").code == 0
     assert dv("--json", "hv", "snapshot", VM, "list").json["snapshots"] == []
     clash = dv("hv", "snapshot", VM, "delete", "nope", "--yes")
-    assert clash.code == 3 and "has no snapshot named 'nope'" in clash.stderr
+    assert clash.code == 2 and "has no snapshot named 'nope'" in clash.stderr
 
 
 def test_register_and_unregister(dv: Any, hv_env: Any, guest: Path) -> None:

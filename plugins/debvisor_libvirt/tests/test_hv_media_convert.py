@@ -128,6 +128,21 @@ def test_bad_input_is_refused_before_work(dv, tmp_path: Path, src_image: tuple[P
     assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
 
 
+def test_directory_destination_is_refused_before_work(dv, tmp_path: Path,
+                                                      src_image: tuple[Path, str]) -> None:
+    src, _ = src_image
+    work = tmp_path / "work"
+    (work / "rv").mkdir(parents=True)
+    for dst in (f"{work}/rv/", str(work / "rv"), f"{work}/new/", ""):
+        res = dv("hv", "convert", src, dst, "--force")
+        assert res.code == 2, res
+        assert res.stderr.strip().splitlines() == [
+            f"[ERROR] destination {dst!r} is not an image file name: give a file path "
+            "(not a directory), e.g. disk.qcow2"]
+    assert sorted(p.name for p in work.rglob("*")) == ["rv"]  # nothing written anywhere
+    assert not list(tmp_path.glob(".*"))
+
+
 def test_not_enough_space(dv, tmp_path: Path, src_image: tuple[Path, str]) -> None:
     src, _ = src_image
     mnt = tmp_path / "small"

@@ -82,6 +82,17 @@ def test_dry_run_and_existing_output(dv, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_output_that_is_a_directory_is_one_error(dv, tmp_path: Path) -> None:
+    out = tmp_path / "seeds"
+    out.mkdir()
+    for force in ([], ["--force"]):
+        res = dv("hv", "iso", "build", "-o", out, "--instance-id", "a", *force)
+        assert res.code == 2, res
+        assert res.stderr.strip().splitlines() == [
+            f"[ERROR] -o {out} is a directory: give the ISO file name, e.g. {out}/seed.iso"]
+        assert list(out.iterdir()) == []
+
+
 def test_template_and_ssh_key(dv, tmp_path: Path) -> None:
     key = tmp_path / "id.pub"
     key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b\n")

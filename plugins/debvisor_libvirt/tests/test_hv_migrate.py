@@ -140,3 +140,61 @@ def test_precheck_refuses_name_clash(dv: Any, hv_env: Any, guest: Path,
         assert f"{dst} already has a domain named {VM}" in res.stderr
     finally:
         hv_env.conn(dst).lookupByName(VM).undefine()
+
+
+def test_dry_run_prints_the_plan_and_migrates_nothing(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    res = dv("hv", "migrate", VM, dst, "--dry-run")
+    assert res.code == 0, res
+    assert f"Plan: migrate {VM} from {src} to {dst}" in res.stdout
+    assert f"live-migrate {VM}: {src} -> {dst} (bandwidth unlimited, max downtime 300 ms" \
+        in res.stdout
+    assert "dry run: nothing was changed" in res.stderr
+    assert "estimated downtime" in res.stdout
+    js = dv("--json", "hv", "migrate", VM, dst, "--dry-run", "--max-downtime", "150ms")
+    assert js.code == 0, js
+    assert js.json["status"] == "dry-run" and js.json["id"] == ""
+    est = js.json["result"]["estimate"]
+    assert est["memory_bytes"] == 128 * 2**20 and est["downtime_s"] > 0
+    assert any("(limit 150 ms)" in f["message"] for f in js.json["findings"])
+    assert hv_env.where(VM) == [src]
+    assert VM not in [d.name() for d in hv_env.conn(dst).listAllDomains()]
+
+
+def test_check_runs_only_the_preflight(dv: Any, hv_env: Any, guest: Path) -> None:
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    res = dv("--json", "hv", "migrate", VM, dst, "--check")
+    assert res.code == 0, res
+    assert res.json["status"] == "checked"
+    assert [f["level"] for f in res.json["findings"]] in (["info"], ["warn"])
+    assert "preflight passed for hv.migrate; nothing was changed (--check)" in res.stderr
+    assert hv_env.where(VM) == [src]
+
+
+def test_unknown_target_node_is_bad_input(dv: Any, hv_env: Any, guest: Path) -> None:
+    res = dv("hv", "migrate", VM, "node9", "--yes")
+    assert res.code == 2, res
+    assert "unknown node 'node9'; configured nodes: node1, node2" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = dv("hv", "migrate", VM, "node2", "--bandwidth", "fast", "--yes")
+    assert res.code == 2 and "bad bandwidth 'fast'" in res.stderr, res
+
+
+def test_precheck_refuses_when_target_lacks_memory(dv: Any, dv_state: Any, hv_env: Any,
+                                                   guest: Path) -> None:
+    """The target's real free memory minus a reserve larger than it cannot hold the VM."""
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    free_mib = hv_env.conn(dst).getFreeMemory() // 2**20
+    reserve = free_mib  # the VM's 128 MiB no longer fit
+    dv_state.config({"hv": {"migration": {"memory_reserve_mib": reserve}}},
+                    base=hv_env.config_path)
+    res = dv("hv", "migrate", VM, dst, "--yes")
+    assert res.code == 3, res
+    line = next(ln for ln in res.stderr.splitlines() if "MiB free" in ln)
+    assert f"{dst} has " in line and f"{VM} needs 128 MiB + {reserve} MiB reserve" in line
+    assert "nothing was changed" in res.stderr
+    assert hv_env.where(VM) == [src]
+    assert VM not in [d.name() for d in hv_env.conn(dst).listAllDomains()]

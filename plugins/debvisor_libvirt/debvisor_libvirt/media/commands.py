@@ -98,7 +98,11 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
     """
     from .seed import DEFAULT_WARN, SeedSpec
 
-    limit = parse_size(warn_size or ctx.section("hv").get("iso_warn_size", DEFAULT_WARN))
+    configured = ctx.section("hv").get("iso_warn_size", DEFAULT_WARN)
+    if not warn_size and (not isinstance(configured, str | int) or isinstance(configured, bool)):
+        raise BadInput(f"config {ctx.config.path}: [hv] iso_warn_size must be a size like 1M, "
+                       f"not {configured!r}")
+    limit = parse_size(warn_size or configured)
     if batch:
         from .batch import specs
 
@@ -112,6 +116,9 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
     else:
         if not output:
             raise BadInput("give -o/--output FILE.iso")
+        if os.path.isdir(output):
+            raise BadInput(f"-o {output} is a directory: give the ISO file name, "
+                           f"e.g. {os.path.join(output, 'seed.iso')}")
         values = {}
         for item in sets:
             key, eq, value = item.partition("=")

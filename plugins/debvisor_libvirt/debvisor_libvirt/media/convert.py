@@ -113,6 +113,9 @@ def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool,
             checksum: str = "sha256-tree", segment_mib: int = 64, cache: str = "writeback",
             aio: str = "threads") -> Plan:
     """Validate everything (bad input → BadInput) and return the plan."""
+    if not dst or dst.endswith("/") or os.path.isdir(dst):
+        raise BadInput(f"destination {dst!r} is not an image file name: give a file path "
+                       "(not a directory), e.g. disk.qcow2")
     if not os.path.exists(src):
         raise BadInput(f"source image {src} does not exist")
     if not os.path.isfile(src) and not Path(src).is_block_device():

@@ -42,3 +42,15 @@ def string_list(ctx: Context, where: str, spec: dict[str, Any], key: str) -> lis
         raise config_error(ctx, f"{where} {key}",
                            f"must be a list of paths like [\"/srv/vmstore\"], not {value!r}")
     return value
+
+
+def number(ctx: Context, where: str, spec: dict[str, Any], key: str, default: float,
+           *, minimum: float = 0.0) -> float:
+    """``spec[key]`` as a finite number ≥ ``minimum`` (``default`` when absent)."""
+    import math
+
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value < minimum:
+        raise config_error(ctx, f"{where} {key}", f"must be a number ≥ {minimum:g}, not {value!r}")
+    return float(value)

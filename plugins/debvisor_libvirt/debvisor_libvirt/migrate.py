@@ -26,6 +26,7 @@ from debvisor_core.context import Context
 from debvisor_core.engine import Finding, Operation, Step
 from debvisor_core.errors import StepFailed
 
+from . import hvconfig
 from .domains import devices, memory_kib
 from .nodes import Node, NodeUnreachable, connect, lv, node
 from .units import MIB, human_rate, parse_bandwidth
@@ -241,15 +242,15 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
                                 "remove it first", "hv.migrate"))
     xml = dom.XMLDesc(0)
     mem = memory_kib(xml) * 1024
-    cfg = ctx.section("hv").get("migration") or {}
-    reserve = int(cfg.get("memory_reserve_mib", 64)) * MIB
+    cfg = hvconfig.table(ctx, "migration")
+    reserve = int(hvconfig.number(ctx, "[hv.migration]", cfg, "memory_reserve_mib", 64)) * MIB
     free = dconn.getFreeMemory()
     if free < mem + reserve:
         findings.append(Finding("error", f"{dst.name} has {free // MIB} MiB free; {vm} needs "
                                 f"{mem // MIB} MiB + {reserve // MIB} MiB reserve", "hv.migrate"))
     vcpus = dom.info()[3]
     host_cpus = dconn.getInfo()[2]
-    ratio = float(cfg.get("cpu_overcommit", 4.0))
+    ratio = hvconfig.number(ctx, "[hv.migration]", cfg, "cpu_overcommit", 4.0, minimum=0.1)
     committed = _committed_vcpus(dconn)
     if vcpus > host_cpus or committed + vcpus > host_cpus * ratio:
         findings.append(Finding("error", f"{dst.name} has {host_cpus} CPUs with {committed} vCPUs "

@@ -41,6 +41,8 @@ NODE = {"uri": "test:///default"}
     ({"vnc": {"firewall": "yes"}}, ["vnc", "ensure"],
      "[hv.vnc] firewall must be true or false, not 'yes'"),
     ({"vnc": 3}, ["vnc", "ensure"], "[hv] vnc must be a table ([hv.vnc]), not 3"),
+    ({"migration": "x"}, ["migrate", "test", "local", "--dry-run"],
+     "[hv] migration must be a table ([hv.migration]), not 'x'"),
     ({"register": {"autostart": ["on"]}}, ["register", "test"],
      "[hv.register] autostart must be one of enable, require, ignore, not ['on']"),
 ])

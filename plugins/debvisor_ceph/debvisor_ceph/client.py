@@ -16,6 +16,7 @@ from typing import Any
 from debvisor_core.context import Context
 from debvisor_core.errors import BadInput
 from debvisor_core.secrets import check_owner_only
+from debvisor_core.settings import Section
 
 from .fileosd import CephCommandError
 
@@ -40,13 +41,6 @@ def require_rados() -> Any:
     return rados
 
 
-def _timeout(value: Any, ctx: Context) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
-        raise BadInput(f"config {ctx.config.path}: [ceph] timeout must be a whole number of "
-                       f"seconds from 1 to 3600, not {value!r}")
-    return value
-
-
 @dataclass
 class Settings:
     """The `[ceph]` table: conf, keyring, client name, timeout and the join provisioner."""
@@ -66,7 +60,8 @@ class Settings:
             conf=str(sec.get("conf", DEFAULT_CONF)),
             keyring=str(sec.get("keyring", DEFAULT_KEYRING)),
             client=str(sec.get("client", "client.admin")),
-            timeout=_timeout(sec.get("timeout", 10), ctx),
+            timeout=int(Section.of(ctx, "ceph").number("timeout", 10, minimum=1, maximum=3600,
+                                                       integer=True, unit="seconds")),
             provisioner=str(sec.get("provisioner", "ceph-volume")),
             file_dir=str(sec.get("file_dir", "")),
             host=str(sec.get("host", "")),

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from debvisor_core import log
 from debvisor_core.context import Context
-from debvisor_core.errors import BadInput, PreflightRefused
+from debvisor_core.errors import PreflightRefused
+from debvisor_core.settings import Section
 
 from .client import Settings
 
@@ -49,20 +50,15 @@ class LockSettings:
 
     @classmethod
     def from_ctx(cls, ctx: Context) -> LockSettings:
-        sec = ctx.section("ceph")
-        enabled = sec.get("cluster_lock", False)
-        if not isinstance(enabled, bool):
-            raise BadInput("[ceph] cluster_lock must be true or false")
-        pool = sec.get("lock_pool", "debvisor")
-        if not isinstance(pool, str) or not pool:
-            raise BadInput("[ceph] lock_pool must be a pool name")
-        lease = sec.get("lock_lease", 60)
-        if isinstance(lease, bool) or not isinstance(lease, int) or lease < 1:
-            raise BadInput("[ceph] lock_lease must be a whole number of seconds, at least 1")
-        wait = sec.get("lock_wait", float(os.environ.get("DEBVISOR_LOCK_WAIT", "30")))
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-            raise BadInput("[ceph] lock_wait must be a number of seconds, 0 or more")
-        node = str(sec.get("host") or socket.gethostname().split(".")[0])
+        sec = Section.of(ctx, "ceph")
+        enabled = sec.boolean("cluster_lock", False)
+        pool = sec.string("lock_pool", "debvisor") or "debvisor"
+        if "lock_pool" in sec.data and not sec.data["lock_pool"]:
+            raise sec.error("lock_pool", "must be a pool name, not ''")
+        lease = int(sec.number("lock_lease", 60, minimum=1, integer=True, unit="seconds"))
+        wait = sec.number("lock_wait", float(os.environ.get("DEBVISOR_LOCK_WAIT", "30")),
+                          minimum=0, unit="seconds")
+        node = sec.string("host") or socket.gethostname().split(".")[0]
         return cls(enabled, pool, lease, float(wait), node)
 
 

@@ -33,7 +33,7 @@ from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
 from debvisor_core.output import Progress, human_bytes
 
-from .extents import DIRECT_FORMATS, GuestReader, Piece, blocks, map_extents
+from .extents import CHUNK, DIRECT_FORMATS, ZERO_CHUNK, Extent, GuestReader, Piece, blocks, map_extents, merge
 from .hashing import TREE_BLOCK, ResumableSha256, block_digest, zero_digest
 from .nbd import NBDError
 
@@ -350,41 +350,99 @@ class _Mismatch(Exception):
 
 
 class _Verifier:
-    """Reads each block of source and result, compares them byte for byte (memcmp, no GIL)
-    and hashes it once: the checksum of identical content is the checksum of both."""
+    """Reads source and result, compares them byte for byte (memcmp, no GIL) and hashes each
+    block once: the checksum of identical content is the checksum of both.
+
+    Blocks that are zero on both sides cost nothing (constant digest, no read); the others are
+    read in runs of up to CHUNK bytes, the source once and the result once."""
 
     def __init__(self, src: GuestReader, dst: GuestReader, plain: ResumableSha256 | None) -> None:
         self.src, self.dst, self.plain = src, dst, plain
         self.pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dv-verify")
 
     def submit(self, jobs: list[Job]) -> Callable[[], list[bytes]]:
-        """Start verifying ``jobs``; the returned call waits for the block digests (sha256: one
-        item, the running state after them; the blocks are hashed in order in one thread)."""
+        """Start verifying ``jobs`` (consecutive blocks); the returned call waits for the block
+        digests (sha256: one item, the running state after them; hashed in order, one thread)."""
         if self.plain is not None:
             fut = self.pool.submit(self._plain, jobs)
             return lambda: [fut.result()]
-        futs = [self.pool.submit(self._digest, j) for j in jobs]
-        return lambda: [f.result() for f in futs]
+        digests: list[bytes] = [b""] * len(jobs)
+        futs = []
+        for lo, hi in self._runs(jobs):
+            futs.append(self.pool.submit(self._digests, jobs, lo, hi, digests))
+        for i, job in enumerate(jobs):
+            if not job[2] and not job[3]:
+                digests[i] = zero_digest(job[1])
 
-    def _block(self, job: Job) -> memoryview | None:
-        start, blen, sp, dp = job
-        a = self.src.read_block(blen, start, sp) if sp else None
-        b = self.dst.read_block(blen, start, dp) if dp else None
-        if a is None and b is None:
-            return None
-        if not same(a, b, blen):
-            raise _Mismatch(start)
+        def wait() -> list[bytes]:
+            for f in futs:
+                f.result()
+            return digests
+        return wait
+
+    @staticmethod
+    def _runs(jobs: list[Job]) -> list[tuple[int, int]]:
+        """Index ranges of consecutive blocks to read (not zero on both sides), ≤ CHUNK bytes."""
+        runs: list[tuple[int, int]] = []
+        lo, size = -1, 0
+        for i, (_, blen, sp, dp) in enumerate(jobs):
+            if not sp and not dp:
+                if lo >= 0:
+                    runs.append((lo, i))
+                lo = -1
+                continue
+            if lo >= 0 and size + blen > CHUNK:
+                runs.append((lo, i))
+                lo = -1
+            if lo < 0:
+                lo, size = i, 0
+            size += blen
+        if lo >= 0:
+            runs.append((lo, len(jobs)))
+        return runs
+
+    def _read(self, jobs: list[Job], lo: int, hi: int) -> tuple[memoryview | None, memoryview | None]:
+        start = jobs[lo][0]
+        length = sum(j[1] for j in jobs[lo:hi])
+        sp = merge([(j[0], j[1], j[2]) for j in jobs[lo:hi]])
+        dp = merge([(j[0], j[1], j[3]) for j in jobs[lo:hi]])
+        a = self.src.read_range(length, start, sp) if sp else None
+        b = self.dst.read_range(length, start, dp) if dp else None
+        return a, b
+
+    def _compare(self, jobs: list[Job], lo: int, hi: int) -> memoryview | None:
+        """Read the run and compare it block by block; its bytes (None: all zero)."""
+        a, b = self._read(jobs, lo, hi)
+        pos = 0
+        for j in jobs[lo:hi]:
+            blen = j[1]
+            if not same(None if a is None else a[pos:pos + blen], None if b is None else b[pos:pos + blen],
+                        blen):
+                raise _Mismatch(j[0])
+            pos += blen
         return a if a is not None else b
 
-    def _digest(self, job: Job) -> bytes:
-        data = self._block(job)
-        return zero_digest(job[1]) if data is None else block_digest(data)
+    def _digests(self, jobs: list[Job], lo: int, hi: int, out: list[bytes]) -> None:
+        data = self._compare(jobs, lo, hi)
+        pos = 0
+        for i in range(lo, hi):
+            blen = jobs[i][1]
+            out[i] = zero_digest(blen) if data is None else block_digest(data[pos:pos + blen])
+            pos += blen
 
     def _plain(self, jobs: list[Job]) -> bytes:
         assert self.plain is not None
-        for job in jobs:
-            data = self._block(job)
-            self.plain.update(ZEROS[:job[1]] if data is None else data)
+        runs = self._runs(jobs)
+        i = 0
+        for lo, hi in [*runs, (len(jobs), len(jobs))]:
+            for j in jobs[i:lo]:  # zero on both sides
+                for k in range(0, j[1], TREE_BLOCK):
+                    self.plain.update(ZEROS[:min(TREE_BLOCK, j[1] - k)])
+            if lo < hi:
+                data = self._compare(jobs, lo, hi)
+                length = sum(j[1] for j in jobs[lo:hi])
+                self.plain.update(ZERO_CHUNK[:length] if data is None else data)
+            i = hi
         return self.plain.state() or b""
 
     def close(self) -> None:
@@ -412,6 +470,27 @@ def same(a: memoryview | None, b: memoryview | None, n: int) -> bool:
     return int(_memcmp()(addr(a), addr(b), n)) == 0
 
 
+def segments(plan: Plan, done: int) -> list[tuple[int, int]]:
+    """The (offset, length) of the segments still to copy: one qemu-img run and one checkpoint
+    each."""
+    return [(off, min(plan.segment, plan.size - off)) for off in range(done, plan.size, plan.segment)]
+
+
+def _jobs(src_ext: list[Extent], dst_ext: list[Extent], off: int, n: int) -> list[Job]:
+    return [(b, blen, sp, dp) for (b, blen, sp), (_, _, dp)
+            in zip(blocks(src_ext, off, n), blocks(dst_ext, off, n), strict=True)]
+
+
+def _map_and_verify(verifier: _Verifier, plan: Plan, src_ext: list[Extent], off: int,
+                    n: int) -> list[bytes]:
+    dst_ext = map_extents(str(plan.tmp), plan.fmt, off, n, True)
+    return verifier.submit(_jobs(src_ext, dst_ext, off, n))()
+
+
+def _later(fut: cf.Future[list[bytes]]) -> Callable[[], list[bytes]]:
+    return fut.result
+
+
 def _copy(plan: Plan, done: int, sums: _Sums) -> None:
     """Copy [done, size) segment by segment, checkpointing after each verified segment."""
     sockdir = Path(tempfile.mkdtemp(prefix="dv-convert-"))
@@ -424,6 +503,7 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
     pending: tuple[int, int, Callable[[], list[bytes]]] | None = None
     verified = done
     syncer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dv-sync")
+    mapper = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dv-map")
     sync_fd = os.open(plan.tmp, os.O_RDONLY)
     synced: list[cf.Future[None]] = []
 
@@ -462,16 +542,21 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
                 synced.append(syncer.submit(checkpoint, verified, saved))
                 progress.update(verified, plan.size)
 
-            for off in range(done, plan.size, plan.segment):
-                n = min(plan.segment, plan.size - off)
+            # the result's map is taken in a thread while qemu-img writes the next segment (with
+            # -U: segments before it are final, its L2 entries are rewritten unchanged); data QEMU
+            # cannot place in the file (read through qemu-nbd) is verified before the next writer
+            direct = plan.fmt in DIRECT_FORMATS and not plan.compress
+            for off, n in segments(plan, done):
                 writer = _Writer(plan, off, n)
                 verify()  # the previous segment is verified while qemu-img writes this one
                 writer.wait()
                 writer = None
+                if direct:
+                    pending = (off, n, _later(mapper.submit(_map_and_verify, verifier, plan, src_ext,
+                                                            off, n)))
+                    continue
                 dst_ext = map_extents(str(plan.tmp), plan.fmt, off, n, plan.fmt in DIRECT_FORMATS)
-                jobs = [(b, blen, sp, dp) for (b, blen, sp), (_, _, dp)
-                        in zip(blocks(src_ext, off, n), blocks(dst_ext, off, n), strict=True)]
-                pending = (off, n, verifier.submit(jobs))
+                pending = (off, n, verifier.submit(_jobs(src_ext, dst_ext, off, n)))
                 if any(not e.zero and e.offset is None for e in dst_ext):
                     verify()  # read through qemu-nbd: finish before the next writer opens the image
                     dst_r.reset_nbd()
@@ -487,6 +572,7 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
     finally:
         if writer is not None:
             writer.stop()
+        mapper.shutdown(wait=True, cancel_futures=True)
         verifier.close()
         syncer.shutdown(wait=True)  # checkpoints of verified segments still count
         os.close(sync_fd)

@@ -24,6 +24,8 @@ from .nbd import NBDClient, QemuNbd
 
 DIRECT_FORMATS = {"raw", "qcow2", "vdi", "vhdx"}  # data offsets point into the image file itself
 ALIGN = 4096
+CHUNK = 8 * TREE_BLOCK  # one read: 8 blocks (page-cache friendly, few syscalls)
+ZERO_CHUNK = memoryview(bytes(CHUNK))
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,24 @@ def blocks(extents: list[Extent], start: int, length: int) -> list[tuple[int, in
     return out
 
 
+def merge(chunk: list[tuple[int, int, list[Piece]]]) -> list[Piece]:
+    """The pieces of consecutive blocks, relative to the first block, with neighbours that are
+    contiguous both in the guest and in the image file joined into one read."""
+    base = chunk[0][0]
+    out: list[Piece] = []
+    for b, _, pieces in chunk:
+        for pos, n, host in pieces:
+            rel = b - base + pos
+            if out:
+                lpos, ln, lhost = out[-1]
+                if lpos + ln == rel and ((lhost is None and host is None) or
+                                         (lhost is not None and host == lhost + ln)):
+                    out[-1] = (lpos, ln + n, lhost)
+                    continue
+            out.append((rel, n, host))
+    return out
+
+
 class GuestReader:
     """Reads blocks of guest-visible bytes of one image (thread-safe)."""
 
@@ -101,30 +121,40 @@ class GuestReader:
         self._lock = threading.Lock()
         self._local = threading.local()
 
-    def buffer(self) -> mmap.mmap:
-        """A page-aligned block buffer for this thread (O_DIRECT needs alignment)."""
+    def buffer(self, size: int = TREE_BLOCK) -> mmap.mmap:
+        """A page-aligned buffer of at least ``size`` bytes for this thread (O_DIRECT needs
+        alignment)."""
         buf: mmap.mmap | None = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = mmap.mmap(-1, TREE_BLOCK)
+        if buf is None or len(buf) < size:
+            buf = self._local.buf = mmap.mmap(-1, max(size, TREE_BLOCK))
         return buf
 
     def read_block(self, blen: int, block_start: int, pieces: list[Piece]) -> memoryview:
         """Fill this thread's buffer with the block's bytes; zero ranges are not read."""
-        buf = self.buffer()
-        view = memoryview(buf)[:blen]
-        if sum(n for _, n, _ in pieces) < blen:
-            view[:] = bytes(blen)
-        for pos, n, host in pieces:
-            part = view[pos:pos + n]
+        return self.read_range(blen, block_start, pieces)
+
+    def read_range(self, length: int, start: int, pieces: list[Piece]) -> memoryview:
+        """Fill this thread's buffer with ``length`` guest bytes at ``start`` (pieces relative to
+        ``start``, in order); the gaps between pieces are zeros and are not read."""
+        buf = self.buffer(length)
+        view = memoryview(buf)[:length]
+        pos = 0
+        for ppos, n, host in pieces:
+            if ppos > pos:
+                view[pos:ppos] = ZERO_CHUNK[:ppos - pos]
+            part = view[ppos:ppos + n]
+            pos = ppos + n
             if host is None:
-                self._nbd_read(part, block_start + pos)
+                self._nbd_read(part, start + ppos)
                 continue
             fd = self.fd
-            if self.dfd is not None and not (pos | n | host) % ALIGN:
+            if self.dfd is not None and not (ppos | n | host) % ALIGN:
                 fd = self.dfd
             got = os.preadv(fd, [part], host)
             if got < n:  # past the end of a raw file whose size is not sector-aligned
                 part[got:] = bytes(n - got)
+        if pos < length:
+            view[pos:] = ZERO_CHUNK[:length - pos]
         return view
 
     def _nbd_read(self, view: memoryview, offset: int) -> None:

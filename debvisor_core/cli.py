@@ -93,6 +93,9 @@ class RootGroup(click.Group):
         except KeyboardInterrupt:
             log.error("interrupted")
             ctx.exit(130)
+        except BrokenPipeError:  # `debvisor ops list | head`: the reader went away
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
         except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
             log.error(f"internal error: {type(exc).__name__}: {exc}")
             if log.verbose():

@@ -38,7 +38,7 @@ def up(ctx: Context, services: tuple[str, ...]) -> None:
     \b
     Example:
       debvisor lab up            # everything the installed plugins contribute
-      debvisor lab up bind9      # only this service
+      debvisor lab up dns        # only this service (see `debvisor lab status`)
     """
     rep = manager.up(ctx, services)
 

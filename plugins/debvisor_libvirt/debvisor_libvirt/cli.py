@@ -249,9 +249,9 @@ def migrate_cmd(ctx: Context, vm: str, target: str, bandwidth: str | None, max_d
     downtime_ms = int(parse_duration(max_downtime, default_unit="ms", what="max downtime") * 1000)
     timeout_s = parse_duration(timeout_, default_unit="s", what="timeout")
     if tls is None:
-        from .hvconfig import table
+        from debvisor_core.settings import Section
 
-        tls = table(ctx, "migration").get("tls", False) is True
+        tls = Section.of(ctx, "hv").sub("migration").boolean("tls", False)
     with Cluster(ctx) as cluster:
         source, _dom = cluster.find(vm)
     if source == target:

@@ -336,7 +336,6 @@ def _fragment(lctx: LabContext) -> dict[str, Any]:
                     "uri": node_uri(lctx, name),
                     "migration_address": addr,
                     "netns": _ns(lctx, name),
-                    "shared_storage": [str(lctx.lab_dir)],
                 }
                 for name, addr in NODES.items()
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -195,9 +196,63 @@ def local_disks(src: Node, dst: Node, dconn: libvirt.virConnect, xml: str) -> li
     return out
 
 
+#: filesystems libvirt treats as shared (it refuses live migration of disks on others)
+SHARED_FS = {"nfs", "nfs4", "cifs", "smb3", "glusterfs", "fuse.glusterfs", "ceph",
+             "fuse.ceph-fuse", "gfs2", "ocfs2", "beegfs", "lustre", "gpfs", "fuse.quobyte"}
+#: cluster filesystems: safe with any cache mode
+CLUSTER_FS = {"gfs2", "ocfs2"}
+
+
+def fs_type(path: str, mounts: str = "/proc/self/mounts") -> str | None:
+    """The filesystem type of the mount that holds ``path`` on this host (None if unknown)."""
+    best, kind = "", None
+    try:
+        with open(mounts) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        return None
+    return kind
+
+
+def shared_disk_findings(src: Node, dst: Node, xml: str) -> list[Finding]:
+    """libvirt's own safety rule for disks we count as shared through ``shared_storage``:
+    they must be on a shared filesystem, and with cache='none'/'directsync' unless it is a
+    cluster filesystem. Checked where the disk's path is visible on this host."""
+    out: list[Finding] = []
+    root = ET.fromstring(xml)
+    for disk in root.iterfind("devices/disk"):
+        source, target, drv = disk.find("source"), disk.find("target"), disk.find("driver")
+        path = None if source is None else (source.get("file") or source.get("dev"))
+        if not path or disk.find("readonly") is not None or disk.find("shareable") is not None:
+            continue
+        if not any(path.startswith(p.rstrip("/") + "/") for p in src.shared_storage):
+            continue
+        if not os.path.exists(path):
+            continue  # not visible here: libvirt will judge on the node itself
+        dev = None if target is None else target.get("dev")
+        kind = fs_type(os.path.realpath(path))
+        cache = (None if drv is None else drv.get("cache")) or "default"
+        if kind not in SHARED_FS:
+            out.append(Finding("error", f"disk {dev} ({path}) is under shared_storage of {src.name}, "
+                               f"but it sits on a local {kind or 'unknown'} filesystem, which "
+                               "libvirt refuses to live-migrate; use --copy-storage or real "
+                               "shared storage (NFS, CephFS, GFS2…)", "hv.migrate"))
+        elif kind not in CLUSTER_FS and cache not in ("none", "directsync"):
+            out.append(Finding("error", f"disk {dev} ({path}) on {kind} uses cache={cache}; "
+                               "libvirt migrates disks on shared storage only with cache='none' "
+                               "or 'directsync'", "hv.migrate"))
+    return out
+
+
 def storage_findings(ctx: Context, src: Node, dst: Node, dconn: libvirt.virConnect,
                      xml: str, copy_storage: bool) -> list[Finding]:
-    out: list[Finding] = []
+    out: list[Finding] = shared_disk_findings(src, dst, xml)
     for d in local_disks(src, dst, dconn, xml):
         where = f"disk {d['target']} ({d['path']})"
         if not copy_storage:

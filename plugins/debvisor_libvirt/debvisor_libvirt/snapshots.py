@@ -39,6 +39,26 @@ def _names(dom: libvirt.virDomain) -> list[str]:
     return [s.getName() for s in dom.listAllSnapshots(0)]
 
 
+def internal_snapshot_problem(dom: libvirt.virDomain) -> str | None:
+    """Why QEMU cannot take an internal snapshot of ``dom`` (None if it can): it needs at
+    least one writable disk, and every writable disk in qcow2 format."""
+    if not dom.connect().getURI().startswith("qemu"):
+        return None  # e.g. the test:/// driver keeps snapshots as metadata
+    root = ET.fromstring(dom.XMLDesc(0))
+    disks = [d for d in root.iterfind("devices/disk")
+             if d.get("device", "disk") == "disk" and d.find("readonly") is None]
+    if not disks:
+        return (f"VM {dom.name()} has no writable disk: internal snapshots are stored in "
+                "qcow2 disks")
+    for d in disks:
+        drv, tgt = d.find("driver"), d.find("target")
+        fmt = (None if drv is None else drv.get("type")) or "raw"
+        if fmt != "qcow2":
+            dev = "?" if tgt is None else tgt.get("dev")
+            return f"disk {dev} of {dom.name()} is {fmt}: internal snapshots need qcow2 disks"
+    return None
+
+
 def _create(dom: libvirt.virDomain, name: str, description: str) -> None:
     root = ET.Element("domainsnapshot")
     ET.SubElement(root, "name").text = name
@@ -90,8 +110,12 @@ class CreateSnapshot(Step):
         return f"create snapshot {self.name!r} of {self.vm} on {self.node}"
 
     def check(self, ctx: Context) -> None:
-        if self.name in _names(domain(ctx, self.node, self.vm)):
+        dom = domain(ctx, self.node, self.vm)
+        if self.name in _names(dom):
             raise StepFailed(f"VM {self.vm} already has a snapshot named {self.name!r}")
+        problem = internal_snapshot_problem(dom)
+        if problem:
+            raise StepFailed(problem)
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         _create(domain(ctx, self.node, self.vm), self.name, self.description)

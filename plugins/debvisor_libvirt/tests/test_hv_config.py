@@ -43,6 +43,8 @@ NODE = {"uri": "test:///default"}
     ({"vnc": 3}, ["vnc", "ensure"], "[hv] vnc must be a table ([hv.vnc]), not 3"),
     ({"migration": "x"}, ["migrate", "test", "local", "--dry-run"],
      "[hv] migration must be a table ([hv.migration]), not 'x'"),
+    ({"migration": {"tls": "yes"}}, ["migrate", "test", "local", "--dry-run"],
+     "[hv.migration] tls must be true or false, not 'yes'"),
     ({"register": {"autostart": ["on"]}}, ["register", "test"],
      "[hv.register] autostart must be one of enable, require, ignore, not ['on']"),
 ])

@@ -272,3 +272,12 @@ def test_health(dv: Any, dv_state: Any, hv_env: Any, guest: Path) -> None:
         assert checks["hv.vm-states"]["status"] == "ok"
     finally:
         dom.resume()
+
+
+def test_snapshot_of_a_diskless_vm_is_refused_at_preflight(dv: Any, hv_env: Any,
+                                                           guest_factory: Any) -> None:
+    guest_factory("hvnodisk")
+    res = dv("hv", "snapshot", "hvnodisk", "create", "s1", "--yes")
+    assert res.code == 3, res
+    assert "VM hvnodisk has no writable disk: internal snapshots are stored in qcow2 disks" in res.stderr
+    assert dv("--json", "hv", "snapshot", "hvnodisk", "list").json["snapshots"] == []

@@ -89,3 +89,32 @@ def test_existing_file_on_target_is_never_overwritten(dv: Any, hv_env: Any,
     assert f"node2 already has {DISK}; remove it there first" in res.stderr
     assert on2.read_bytes() == b"someone else's data"
     assert hv_env.where(VM) == ["node1"]
+
+
+def test_shared_storage_on_a_local_filesystem_is_refused_at_precheck(
+        dv: Any, hv_env: Any, dv_state: Any) -> None:
+    """A disk under a `shared_storage` prefix that is really a local filesystem: libvirt
+    would refuse the migration at apply time; the pre-check says so first (exit 3)."""
+    from debvisor_libvirt.migrate import fs_type
+
+    vm = "hvshared"
+    disk = hv_env.dir / f"{vm}.qcow2"
+    assert fs_type(str(disk.parent)) not in (None, "nfs", "nfs4", "ceph", "gfs2", "ocfs2")
+    hv_env.remove(vm)
+    lab.make_disk(disk, 16)
+    nodes = {n: {"shared_storage": [str(hv_env.dir)]} for n in ("node1", "node2")}
+    dv_state.config({"hv": {"nodes": nodes}}, base=hv_env.config_path)
+    log = hv_env.dir / f"{vm}.console.log"
+    log.unlink(missing_ok=True)
+    g = hv_env.config["hv"]["guest"]
+    lab.define_guest(hv_env.conn("node1"), vm, kernel=g["kernel"], initrd=g["initrd"],
+                     console_log=log, disk=str(disk))
+    try:
+        lab.wait_console(log, timeout=120)
+        res = dv("hv", "migrate", vm, "node2", "--check")
+        assert res.code == 3, res
+        assert f"disk vda ({disk}) is under shared_storage of node1, but it sits on a local" in res.stderr
+        assert hv_env.where(vm) == ["node1"]
+    finally:
+        hv_env.remove(vm)
+        disk.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """`debvisor hv convert`: results checked with qemu-img compare/info and checksums of the raw bytes
-computed here independently (sha256, and sha256-tree as MEDIA.md defines it)."""
+computed here independently (blake3 and sha256 of raw exports, and sha256-tree as MEDIA.md defines
+it)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import blake3
 import pytest
 
 pytestmark = pytest.mark.skipif(not (shutil.which("qemu-img") and shutil.which("qemu-nbd")),
@@ -51,6 +53,27 @@ def tree_digest(path: Path, size: int) -> str:
     return outer.hexdigest()
 
 
+def blake3_file(path: Path, size: int | None = None) -> str:
+    """BLAKE3 of the first ``size`` bytes of a file (all of it by default), like `b3sum`."""
+    h = blake3.blake3()
+    left = path.stat().st_size if size is None else size
+    with open(path, "rb") as f:
+        while left > 0 and (chunk := f.read(min(8 * MiB, left))):
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def raw_export_blake3(image: Path, tmp: Path) -> str:
+    """BLAKE3 over `qemu-img convert -O raw IMAGE` (an independent export of the guest bytes)."""
+    raw = tmp / f"{image.name}.export.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(image), str(raw)], check=True)
+    try:
+        return blake3_file(raw)
+    finally:
+        raw.unlink()
+
+
 def qemu_info(path: Path) -> dict:
     return json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
                                      check=True, text=True).stdout)
@@ -75,7 +98,8 @@ def src_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_raw_to_qcow2_verified(dv, tmp_path: Path, src_image: tuple[Path, str], cache: str) -> None:
     src, digest = src_image
     dst = tmp_path / "out.qcow2"
-    res = dv("hv", "convert", src, dst, "-O", "qcow2", "--json", "--segment", "8", "--cache", cache)
+    res = dv("hv", "convert", src, dst, "-O", "qcow2", "--json", "--segment", "8", "--cache", cache,
+             "--checksum", "sha256-tree")
     assert res.code == 0, res
     tree = tree_digest(src, src.stat().st_size)
     assert res.json["checksum"] == "sha256-tree" and res.json["sha256-tree"] == tree
@@ -89,6 +113,31 @@ def test_raw_to_qcow2_verified(dv, tmp_path: Path, src_image: tuple[Path, str], 
     assert plain.json["sha256"] == digest and digest in (tmp_path / "plain.qcow2.sha256").read_text()
     again = dv("hv", "convert", src, dst, "-O", "qcow2")
     assert again.code == 2 and "--force" in again.stderr
+
+
+def test_blake3_default_matches_raw_export(dv, tmp_path: Path, src_image: tuple[Path, str]) -> None:
+    """The default checksum is plain BLAKE3 of the guest bytes: b3sum of a raw export."""
+    src, _ = src_image
+    dst = tmp_path / "out.qcow2"
+    res = dv("hv", "convert", src, dst, "-O", "qcow2", "--json", "--segment", "8")
+    assert res.code == 0, res
+    want = raw_export_blake3(dst, tmp_path)
+    assert want == blake3_file(src)
+    assert res.json["checksum"] == "blake3" and res.json["blake3"] == want
+    stored = (tmp_path / "out.qcow2.blake3").read_text()
+    assert f"{want}  out.qcow2" in stored and "b3sum" in stored
+    assert not (tmp_path / "out.qcow2.sha256-tree").exists()
+    # a qcow2 source and a vmdk result (read back through qemu-nbd), a size that is no block multiple
+    odd = tmp_path / "odd.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(odd), str(7 * MiB + 512)], check=True)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 3M",
+                    "-c", f"write -P 0x11 {7 * MiB} 512", str(odd)], check=True, capture_output=True)
+    vmdk = tmp_path / "odd.vmdk"
+    res = dv("hv", "convert", odd, vmdk, "-O", "vmdk", "--json", "--segment", "2")
+    assert res.code == 0, res
+    want = raw_export_blake3(odd, tmp_path)
+    assert res.json["blake3"] == want == raw_export_blake3(vmdk, tmp_path)
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("fmt,extra", [("vmdk", []), ("vdi", []), ("vhdx", []), ("qcow2", ["--compress"])])
@@ -173,12 +222,15 @@ def _wait_for_progress(state: Path, proc: subprocess.Popen, at_least: int, timeo
     raise AssertionError("the conversion made no progress")
 
 
-@pytest.mark.parametrize("sig,checksum", [(signal.SIGKILL, "sha256-tree"), (signal.SIGINT, "sha256")])
+@pytest.mark.parametrize("sig,checksum", [(signal.SIGKILL, "sha256-tree"), (signal.SIGINT, "sha256"),
+                                          (signal.SIGKILL, "blake3")])
 def test_interrupted_conversion_resumes(dv, tmp_path: Path, sig: signal.Signals, checksum: str) -> None:
     src = tmp_path / "big.raw"
     digest = make_raw(src, 160 * MiB, seed=2)
     if checksum == "sha256-tree":
         digest = tree_digest(src, 160 * MiB)
+    elif checksum == "blake3":  # not saved in the checkpoint: the resumed run re-hashes the prefix
+        digest = blake3_file(src)
     dst = tmp_path / "big.qcow2"
     state = tmp_path / ".big.qcow2.convert-state.json"
     # small segments: many checkpoints, so the kill lands mid-copy

@@ -266,9 +266,10 @@ def show(ctx: Context, path: str) -> None:
 @click.option("-O", "fmt", type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx"]),
               help="Output format (default: the source's).")
 @click.option("--compress", is_flag=True, help="Compressed qcow2 clusters.")
-@click.option("--checksum", type=click.Choice(["sha256-tree", "sha256"]), default="sha256-tree",
+@click.option("--checksum", type=click.Choice(["blake3", "sha256-tree", "sha256"]), default="blake3",
               show_default=True, help="Checksum of the guest-visible content, verified and stored in "
-              "DST.CHECKSUM: sha256-tree (sha256 over the sha256 of each 1 MiB block: parallel, holes "
+              "DST.CHECKSUM: blake3 (of the whole raw byte stream, like `b3sum` of a raw export; "
+              "fastest), sha256-tree (sha256 over the sha256 of each 1 MiB block: parallel, holes "
               "are free) or sha256 (of the whole raw byte stream, like `sha256sum` of a raw export).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted conversion from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
@@ -291,7 +292,8 @@ def convert(ctx: Context, src: str, dst: str, fmt: str | None, compress: bool, c
     segment at a time (holes skipped); each segment is read back from the target,
     hashed and checkpointed, so `--resume` continues where the copy stopped. The
     checksum of the guest-visible content of source and result must match; it is
-    stored in DST.sha256-tree (or DST.sha256). DST appears only when verified.
+    stored in DST.blake3 (or DST.sha256-tree, DST.sha256). DST appears only when
+    verified.
 
     \b
     Example:

@@ -10,7 +10,7 @@ and the threads read it back (``O_DIRECT``) and hash it while qemu-img writes th
 segment. A segment whose per-block digests match is checkpointed in a state file next
 to the target; `--resume` continues after the last one. On success the result is
 checked (`qemu-img check`), renamed to DST, and the checksum stored next to it
-(DST.sha256-tree or DST.sha256).
+(DST.blake3, DST.sha256-tree or DST.sha256: the file name says the algorithm).
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
 from debvisor_core.output import Progress, human_bytes
 
-from .extents import CHUNK, DIRECT_FORMATS, ZERO_CHUNK, Extent, GuestReader, Piece, blocks, map_extents, merge
-from .hashing import TREE_BLOCK, ResumableSha256, block_digest, zero_digest
+from .extents import CHUNK, DIRECT_FORMATS, Extent, GuestReader, Piece, blocks, map_extents, merge
+from .hashing import Blake3Stream, ResumableSha256, block_digest, zero_digest
 from .nbd import NBDError
 
 FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx")
 CHECKABLE = {"qcow2", "vdi", "vhdx", "vmdk"}
-CHECKSUMS = ("sha256-tree", "sha256")
+CHECKSUMS = ("blake3", "sha256-tree", "sha256")
+STREAMED = {"blake3", "sha256"}  # one hash over the byte stream, fed in order
 STATE_VERSION = 2
 MiB = 1 << 20
 
@@ -79,7 +80,7 @@ class Plan:
     src_format: str
     size: int
     compress: bool = False
-    checksum: str = "sha256-tree"
+    checksum: str = "blake3"
     segment: int = 64 * MiB
     cache: str = "writeback"
     aio: str = "threads"
@@ -110,7 +111,7 @@ class Plan:
 
 
 def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool, resume: bool,
-            checksum: str = "sha256-tree", segment_mib: int = 64, cache: str = "writeback",
+            checksum: str = "blake3", segment_mib: int = 64, cache: str = "writeback",
             aio: str = "threads") -> Plan:
     """Validate everything (bad input → BadInput) and return the plan."""
     if not dst or dst.endswith("/") or os.path.isdir(dst):
@@ -183,16 +184,24 @@ class _Sums:
     """The running checksum of one conversion, saved in every checkpoint (the result is
     compared with the source byte for byte, so one checksum serves both).
 
-    sha256-tree: the outer sha256 over the block digests; sha256: the running sha256.
+    sha256-tree: the outer sha256 over the block digests; sha256: the running sha256; blake3:
+    the running BLAKE3 (not saved: a resume re-hashes the verified prefix).
     """
 
     def __init__(self, checksum: str, state: dict[str, Any] | None = None) -> None:
         self.checksum = checksum
         saved = (state or {}).get("sums") or {}
+        self.src: ResumableSha256 | Blake3Stream
+        self.dst: ResumableSha256 | Blake3Stream
+        if checksum == "blake3":
+            self.src = self.dst = Blake3Stream()
+            return
         self.src = ResumableSha256(bytes.fromhex(saved["src"]) if saved.get("src") else None)
         self.dst = ResumableSha256(bytes.fromhex(saved["dst"]) if saved.get("dst") else None)
 
     def to_state(self) -> dict[str, str | None]:
+        if self.checksum == "blake3":
+            return {"src": None, "dst": None}
         s1, s2 = self.src.state(), self.dst.state()
         return {"src": s1.hex() if s1 else None, "dst": s2.hex() if s2 else None}
 
@@ -299,7 +308,9 @@ def convert(plan: Plan) -> dict[str, Any]:
     if state is not None and not Path(state.get("tmp", "")).exists():
         state = None
     done = 0
-    if state is not None and ResumableSha256.available() and (state.get("sums") or {}).get("src"):
+    saved = (state or {}).get("sums") or {}
+    if state is not None and (plan.checksum == "blake3" or
+                              (ResumableSha256.available() and saved.get("src"))):
         done = int(state["done"])
         sums = _Sums(plan.checksum, state)
         log.info(f"resuming at {human_bytes(done)} of {human_bytes(plan.size)} "
@@ -325,8 +336,9 @@ def convert(plan: Plan) -> dict[str, Any]:
     os.close(fd)
     os.replace(plan.tmp, plan.dst)
     name = Path(plan.dst).name
-    how = ("qemu-img convert -O raw {n} x.raw && sha256sum x.raw" if plan.checksum == "sha256" else
-           "sha256 over the sha256 digests of its 1 MiB blocks (see MEDIA.md)")
+    how = {"blake3": "qemu-img convert -O raw {n} x.raw && b3sum x.raw",
+           "sha256": "qemu-img convert -O raw {n} x.raw && sha256sum x.raw"}.get(
+        plan.checksum, "sha256 over the sha256 digests of its 1 MiB blocks (see MEDIA.md)")
     plan.checksum_path.write_text(
         f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
         f"# check: {how.format(n=name)}\n{digest}  {name}\n")
@@ -356,9 +368,17 @@ class _Verifier:
     Blocks that are zero on both sides cost nothing (constant digest, no read); the others are
     read in runs of up to CHUNK bytes, the source once and the result once."""
 
-    def __init__(self, src: GuestReader, dst: GuestReader, plain: ResumableSha256 | None) -> None:
+    def __init__(self, src: GuestReader, dst: GuestReader,
+                 plain: ResumableSha256 | Blake3Stream | None) -> None:
         self.src, self.dst, self.plain = src, dst, plain
         self.pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dv-verify")
+        self.before: cf.Future[bytes] | None = None  # hashing of a resumed run's prefix
+
+    def rehash(self, ext: list[Extent], done: int) -> None:
+        """Start feeding the source's [0, done) to the streamed hash (a resumed blake3: its state
+        was not saved); the segments after it are hashed once this has finished."""
+        jobs: list[Job] = [(b, blen, sp, []) for b, blen, sp in blocks(ext, 0, done)]
+        self.before = self.pool.submit(self._plain, jobs, False)
 
     def submit(self, jobs: list[Job]) -> Callable[[], list[bytes]]:
         """Start verifying ``jobs`` (consecutive blocks); the returned call waits for the block
@@ -430,18 +450,29 @@ class _Verifier:
             out[i] = zero_digest(blen) if data is None else block_digest(data[pos:pos + blen])
             pos += blen
 
-    def _plain(self, jobs: list[Job]) -> bytes:
+    def _plain(self, jobs: list[Job], compare: bool = True) -> bytes:
+        """Compare (or, for a resumed prefix, only read the source) and feed the stream in order;
+        holes are fed from a preallocated zero buffer, never read."""
         assert self.plain is not None
+        if compare and self.before is not None:
+            self.before.result()
+            self.before = None
         runs = self._runs(jobs)
         i = 0
         for lo, hi in [*runs, (len(jobs), len(jobs))]:
-            for j in jobs[i:lo]:  # zero on both sides
-                for k in range(0, j[1], TREE_BLOCK):
-                    self.plain.update(ZEROS[:min(TREE_BLOCK, j[1] - k)])
+            zeros = sum(j[1] for j in jobs[i:lo])  # zero on both sides
+            while zeros > 0:
+                n = min(zeros, CHUNK)
+                self.plain.update(ZEROS[:n])
+                zeros -= n
             if lo < hi:
-                data = self._compare(jobs, lo, hi)
                 length = sum(j[1] for j in jobs[lo:hi])
-                self.plain.update(ZERO_CHUNK[:length] if data is None else data)
+                if compare:
+                    data = self._compare(jobs, lo, hi)
+                else:
+                    data = self.src.read_range(length, jobs[lo][0], merge([(j[0], j[1], j[2])
+                                                                          for j in jobs[lo:hi]]))
+                self.plain.update(ZEROS[:length] if data is None else data)
             i = hi
         return self.plain.state() or b""
 
@@ -449,7 +480,7 @@ class _Verifier:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-_ZBUF = ctypes.create_string_buffer(TREE_BLOCK)
+_ZBUF = ctypes.create_string_buffer(CHUNK)  # writable: ResumableSha256 hashes it without a copy
 ZEROS = memoryview(_ZBUF).cast("B")
 
 
@@ -494,7 +525,7 @@ def _later(fut: cf.Future[list[bytes]]) -> Callable[[], list[bytes]]:
 def _copy(plan: Plan, done: int, sums: _Sums) -> None:
     """Copy [done, size) segment by segment, checkpointing after each verified segment."""
     sockdir = Path(tempfile.mkdtemp(prefix="dv-convert-"))
-    plain = plan.checksum == "sha256"
+    plain = plan.checksum in STREAMED
     src_r = GuestReader(plan.src, plan.src_format, odirect=False, sockdir=sockdir, name="src")
     dst_r = GuestReader(str(plan.tmp), plan.fmt, odirect=plan.cache in ("none", "directsync"),
                         sockdir=sockdir, name="dst")
@@ -514,6 +545,8 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
         _save_state(plan, upto, saved)
 
     try:
+        if plan.checksum == "blake3" and done > 0:
+            verifier.rehash(map_extents(plan.src, plan.src_format, 0, done, plan.src_direct), done)
         src_ext = map_extents(plan.src, plan.src_format, done, plan.size - done, plan.src_direct) \
             if done < plan.size else []
         label = f"convert {Path(plan.src).name} -> {Path(plan.dst).name}"
@@ -561,6 +594,8 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
                     verify()  # read through qemu-nbd: finish before the next writer opens the image
                     dst_r.reset_nbd()
             verify()
+        if verifier.before is not None:  # resumed after the last segment: nothing left to copy
+            verifier.before.result()
         for f in synced:
             f.result()
     except KeyboardInterrupt:

@@ -21,20 +21,27 @@ from .errors import BadInput
 
 @dataclass
 class Section:
-    """One config table; ``where`` is how messages name it (``[hv.nodes.n1]``)."""
+    """One config table: ``source`` is the config file and ``where`` how messages name
+    the table (``[hv.nodes.n1]``)."""
 
-    ctx: Context
+    source: str
     where: str
     data: dict[str, Any]
 
     @classmethod
     def of(cls, ctx: Context, name: str) -> Section:
-        return cls(ctx, f"[{name}]", ctx.section(name))
+        """The ``[name]`` table of the config in effect."""
+        return cls(str(ctx.config.path), f"[{name}]", ctx.section(name))
+
+    @classmethod
+    def at(cls, ctx: Context, where: str, data: dict[str, Any]) -> Section:
+        """Any table ``data`` of the config in effect, named ``where`` in messages."""
+        return cls(str(ctx.config.path), where, data)
 
     def error(self, key: str, problem: str) -> BadInput:
         """``config FILE: [TABLE] KEY PROBLEM`` as bad input."""
         name = " ".join(p for p in (self.where, key) if p)
-        return BadInput(f"config {self.ctx.config.path}: {name} {problem}")
+        return BadInput(f"config {self.source}: {name} {problem}")
 
     def table(self, key: str) -> dict[str, Any]:
         """A sub-table (empty when absent)."""
@@ -50,7 +57,7 @@ class Section:
         """A nested table as a Section (``sub("nodes", "n1")``)."""
         sec = self
         for key in keys:
-            sec = Section(self.ctx, f"{sec.where[:-1]}.{key}]", sec.table(key))
+            sec = Section(self.source, f"{sec.where[:-1]}.{key}]", sec.table(key))
         return sec
 
     def string(self, key: str, default: str | None = None) -> str | None:
@@ -78,19 +85,28 @@ class Section:
         return value
 
     def number(self, key: str, default: float, *, minimum: float | None = None,
-               maximum: float | None = None, integer: bool = False, unit: str = "") -> float:
-        """A finite number (a whole one with ``integer``) within [minimum, maximum]."""
+               maximum: float | None = None, above: float | None = None, integer: bool = False,
+               unit: str = "") -> float:
+        """A finite number (a whole one with ``integer``) within [minimum, maximum] and
+        greater than ``above``."""
         value = self.data.get(key, default)
         ok = (not isinstance(value, bool) and isinstance(value, int | float)
               and math.isfinite(value) and (not integer or isinstance(value, int))
-              and (minimum is None or value >= minimum) and (maximum is None or value <= maximum))
+              and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+              and (above is None or value > above))
         if not ok:
             kind = "a whole number" if integer else "a number"
             if unit:
                 kind += f" of {unit}"
             if minimum is not None and maximum is not None:
-                kind += f" from {minimum:g} to {maximum:g}"
+                kind += f" from {_num(minimum)} to {_num(maximum)}"
             elif minimum is not None:
-                kind += f" ≥ {minimum:g}"
+                kind += f" ≥ {_num(minimum)}"
+            elif above is not None:
+                kind += f" > {_num(above)}"
             raise self.error(key, f"must be {kind}, not {value!r}")
         return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"

@@ -17,13 +17,13 @@ Light module: no dnspython import.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from debvisor_core.errors import BadInput
+from debvisor_core.settings import Section
 
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
@@ -147,46 +147,22 @@ TTL_MAX = 2**31 - 1  # RFC 2181 section 8
 _ZONE_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
-class _Table:
-    """Typed reads of one config table; every error names the key and the file."""
-
-    def __init__(self, data: dict[str, Any], source: str, prefix: str = "[dns]") -> None:
-        self.data = data
-        self.source = source
-        self.prefix = prefix
-
-    def bad(self, key: str, what: str) -> BadInput:
-        return BadInput(f"config {self.prefix} {key} in {self.source} {what}")
+class _Table(Section):
+    """The core's typed config reader plus the DNS value kinds (TTLs, timeouts, zones)."""
 
     def text(self, key: str, default: str | None = None) -> str | None:
-        value = self.data.get(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise self.bad(key, f"must be a non-empty string, not {_show(value)}")
-        return value.strip()
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.bad(key, f"must be true or false, not {_show(value)}")
-        return value
+        """A non-empty string, stripped (``default`` when absent)."""
+        value = self.string(key, default)
+        if value is not None and not value.strip():
+            raise self.error(key, f"must be a non-empty string, not {value!r}")
+        return None if value is None else value.strip()
 
     def ttl(self, key: str) -> int:
-        value = self.data.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.bad(key, f"must be a whole number of seconds, not {_show(value)}")
-        if not 0 <= value <= TTL_MAX:
-            raise self.bad(key, f"must be between 0 and {TTL_MAX} seconds, not {value}")
-        return value
+        return int(self.number(key, DEFAULTS[key], minimum=0, maximum=TTL_MAX, integer=True,
+                               unit="seconds"))
 
     def seconds(self, key: str) -> float:
-        value = self.data.get(key, DEFAULTS[key])
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.bad(key, f"must be a number, not {_show(value)}")
-        if not math.isfinite(value) or value <= 0:
-            raise self.bad(key, f"must be a finite number greater than 0, not {value}")
-        return float(value)
+        return float(self.number(key, DEFAULTS[key], above=0, unit="seconds"))
 
     def zone_name(self, key: str) -> str | None:
         """An absolute zone name, or None when ``key`` is not set."""
@@ -194,16 +170,8 @@ class _Table:
         if value is None:
             return None
         if not is_zone_name(value):
-            raise self.bad(key, f"must be a DNS zone name ({ZONE_NAME_RULE}), not {value!r}")
+            raise self.error(key, f"must be a DNS zone name ({ZONE_NAME_RULE}), not {value!r}")
         return absolute(value)
-
-
-def _show(value: Any) -> str:
-    """A config value for an error message: its TOML type and a short repr."""
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-    text = repr(value)
-    return f"{kind} ({text[:40]}{'…' if len(text) > 40 else ''})"
 
 
 ZONE_NAME_RULE = "dot-separated labels of letters, digits, '-' and '_'"
@@ -222,13 +190,13 @@ def _servers(t: _Table, key: str) -> list[Server]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise t.bad(key, "must be a list of addresses (strings such as \"192.0.2.1:53\")")
+        raise t.error(key, "must be a list of addresses (strings such as \"192.0.2.1:53\")")
     out = []
     for v in value:
         try:
             out.append(parse_server(v, key))
         except BadInput:
-            raise t.bad(key, f"has {v!r}, which is not an IP address with an optional port "
+            raise t.error(key, f"has {v!r}, which is not an IP address with an optional port "
                         "(e.g. 192.0.2.1:53)") from None
     return out
 
@@ -241,38 +209,37 @@ def parse(sec: dict[str, Any], source: str | os.PathLike[str] = "the config file
     from .tsigkey import ALGORITHMS
 
     src = str(source)
-    t = _Table(sec, src)
+    t = _Table(src, "[dns]", sec)
     zones_raw = sec.get("zones") or {}
     if not isinstance(zones_raw, dict):
-        raise t.bad("zones", "must be a table of zone tables ([dns.zones.\"ZONE\"])")
+        raise t.error("zones", "must be a table of zone tables ([dns.zones.\"ZONE\"])")
     key_file = t.text("tsig_key_file")
     zones: dict[str, ZoneConfig] = {}
     for zname, z in zones_raw.items():
-        zt = _Table(z, src, f'[dns.zones."{zname}"]')
         if not isinstance(z, dict):
-            raise t.bad(f'zones."{zname}"', "must be a table")
+            raise t.error(f'zones."{zname}"', f"must be a table, not {z!r}")
+        zt = _Table(src, f'[dns.zones."{zname}"]', z)
         if not is_zone_name(zname):
-            raise BadInput(f"config {zt.prefix} in {src}: {zname!r} is not a DNS zone name "
-                           f"({ZONE_NAME_RULE})")
+            raise zt.error("", f"is not a DNS zone name ({ZONE_NAME_RULE})")
         zone = absolute(zname)
         primaries = _servers(zt, "primaries" if "primaries" in z else "primary")
         if not primaries:
-            raise zt.bad("primaries", "is missing or empty: list the primary servers")
+            raise zt.error("primaries", "is missing or empty: list the primary servers")
         zones[zone] = ZoneConfig(zone, primaries, _servers(zt, "servers"),
                                  zt.text("tsig_key_file", key_file))
     dnssec = (t.text("dnssec", DEFAULTS["dnssec"]) or "").lower()
     if dnssec not in ("auto", "require", "off"):
-        raise t.bad("dnssec", f"must be auto, require or off, not {dnssec!r}")
+        raise t.error("dnssec", f"must be auto, require or off, not {dnssec!r}")
     algorithm = t.text("algorithm")
     if algorithm is not None and algorithm.lower() not in ALGORITHMS:
-        raise t.bad("algorithm", f"must be one of {', '.join(sorted(ALGORITHMS))}, "
+        raise t.error("algorithm", f"must be one of {', '.join(sorted(ALGORITHMS))}, "
                     f"not {algorithm!r}")
     return DnsConfig(
         zones=zones,
         default_ttl=t.ttl("default_ttl"),
         algorithm=algorithm,
         vm_zone=t.zone_name("vm_zone"),
-        vm_ptr=t.flag("vm_ptr", True),
+        vm_ptr=t.boolean("vm_ptr", True),
         timeout=t.seconds("timeout"),
         update_timeout=t.seconds("update_timeout"),
         propagation_timeout=t.seconds("propagation_timeout"),

@@ -12,7 +12,7 @@ from debvisor_core.settings import Section
 
 def config_error(ctx: Context, key: str, problem: str) -> BadInput:
     """``config FILE: KEY PROBLEM`` as bad input (exit 2)."""
-    return Section(ctx, key, {}).error("", problem)
+    return Section.at(ctx, key, {}).error("", problem)
 
 
 def table(ctx: Context, name: str) -> dict[str, Any]:
@@ -22,15 +22,15 @@ def table(ctx: Context, name: str) -> dict[str, Any]:
 
 def string(ctx: Context, where: str, spec: dict[str, Any], key: str) -> str | None:
     """``spec[key]`` as a non-empty string, or None when absent."""
-    return Section(ctx, where, spec).string(key)
+    return Section.at(ctx, where, spec).string(key)
 
 
 def string_list(ctx: Context, where: str, spec: dict[str, Any], key: str) -> list[str]:
     """``spec[key]`` as a list of paths (empty when absent)."""
-    return Section(ctx, where, spec).strings(key, describe='a list of paths like ["/srv/vmstore"]')
+    return Section.at(ctx, where, spec).strings(key, describe='a list of paths like ["/srv/vmstore"]')
 
 
 def number(ctx: Context, where: str, spec: dict[str, Any], key: str, default: float,
            *, minimum: float = 0.0) -> float:
     """``spec[key]`` as a finite number ≥ ``minimum`` (``default`` when absent)."""
-    return float(Section(ctx, where, spec).number(key, default, minimum=minimum))
+    return float(Section.at(ctx, where, spec).number(key, default, minimum=minimum))

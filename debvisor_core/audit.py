@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import log
 from .errors import DebvisorError
 from .identity import who
+from .output import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
@@ -165,7 +165,7 @@ def record(ctx: Context, *, result: str, op_id: str | None = None,
     """Write one audit event to every sink; the core file sink must succeed."""
     plugin, action = _command()
     event = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": iso_utc(),
         "host": socket.gethostname(),
         "user": who(),
         "argv": ctx.argv,

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .output import iso_utc
+
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
 
@@ -89,7 +91,7 @@ def run_checks(ctx: Context, checks: list[HealthCheck]) -> dict[str, Any]:
     return {
         "status": worst,
         "host": socket.gethostname(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": iso_utc(),
         "duration_ms": int((time.monotonic() - t0) * 1000),
         "counts": counts,
         "checks": rows,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
+from .output import iso_utc
 
 
 def ops_dir(state_dir: Path) -> Path:
@@ -178,7 +179,7 @@ class OpState:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return iso_utc(t)
 
 
 def load(path: Path) -> OpState:

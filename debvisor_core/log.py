@@ -6,13 +6,12 @@ import sys
 import time
 from typing import IO
 
-_state: dict[str, object] = {"verbose": False, "file": None, "quiet": False}
+_state: dict[str, object] = {"verbose": False, "file": None}
 
 
-def configure(*, verbose: bool = False, log_file: str | None = None, quiet: bool = False) -> None:
+def configure(*, verbose: bool = False, log_file: str | None = None) -> None:
     """Set verbosity and an optional file that receives a timestamped copy of every line."""
     _state["verbose"] = verbose
-    _state["quiet"] = quiet
     if log_file:
         _state["file"] = open(log_file, "a", encoding="utf-8")
 
@@ -23,8 +22,7 @@ def verbose() -> bool:
 
 def _emit(level: str, msg: str) -> None:
     line = f"[{level}] {msg}"
-    if not (_state["quiet"] and level in ("INFO", "DEBUG")):
-        print(line, file=sys.stderr, flush=True)
+    print(line, file=sys.stderr, flush=True)
     fh = _state["file"]
     if fh is not None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -47,6 +47,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
+def iso_utc(t: float | None = None) -> str:
+    """``t`` (epoch seconds; now if None) as ``2026-11-25T10:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
 def human_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)

@@ -11,6 +11,7 @@ from .. import audit, hookimpl
 from ..commands import json_option, pass_ctx
 from ..context import Context
 from ..errors import BadInput
+from ..output import iso_utc
 
 
 @click.group("audit")
@@ -30,7 +31,7 @@ def _since(value: str | None) -> str | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1:] in units and value[:-1].isdigit():
         t = time.time() - int(value[:-1]) * units[value[-1]]
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        return iso_utc(t)
     try:
         time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S" if "T" in value else "%Y-%m-%d")
     except ValueError:

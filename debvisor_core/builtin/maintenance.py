@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,6 +13,7 @@ from ..commands import json_option, pass_ctx
 from ..context import Context
 from ..engine import Finding
 from ..health import CheckResult, HealthCheck
+from ..output import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Operation
@@ -65,7 +65,7 @@ def enable(ctx: Context, reason: str) -> None:
         raise PreflightRefused(problem)
     from ..identity import operator
 
-    rec = {"enabled": True, "reason": reason, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    rec = {"enabled": True, "reason": reason, "since": iso_utc(),
            "by": operator()}
     ctx.state_dir.mkdir(parents=True, exist_ok=True)
     tmp = _path(ctx).with_suffix(".tmp")

@@ -12,6 +12,7 @@ import dns.rdatatype
 import dns.rrset
 
 from debvisor_core.errors import DebvisorError
+from debvisor_core.output import iso_utc
 
 from . import dnssec, wire
 from .config import DnsConfig, Server, ZoneConfig
@@ -200,7 +201,7 @@ def _signatures(cfg: DnsConfig, zone: ZoneConfig, keys: dnssec.ZoneKeys, tkey: A
     out: dict[str, Any] = {"source": source, "rrsets_validated": checked, "bogus": bogus}
     if expiry is not None:
         left = dnssec.days_left(expiry)
-        out["earliest_expiry"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expiry))
+        out["earliest_expiry"] = iso_utc(expiry)
         out["days_left"] = round(left, 2)
         if left <= 0:
             problems.append(("crit", f"RRSIGs expired on {out['earliest_expiry']}"))

@@ -17,13 +17,13 @@ Other plugins add steps through ``debvisor_vm_registered`` / ``debvisor_vm_unreg
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import BadInput, StepFailed
+from debvisor_core.output import iso_utc
 
 from .domains import devices, meta_xml, parse_meta, read_meta, write_meta
 from .snapshots import domain
@@ -124,7 +124,7 @@ def new_record(owner: str | None, role: str | None, tags: list[str],
                addresses: list[str]) -> dict[str, Any]:
     return {"registered": True, "owner": owner, "role": role, "tags": tags,
             "addresses": addresses,
-            "registered_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "registered_at": iso_utc()}
 
 
 def contributed(ctx: Context, hook: str, vm: dict[str, Any]) -> list[Step]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import BadInput, StepFailed
+from debvisor_core.output import iso_utc
 
 from .nodes import connect, lv, node
 
@@ -87,7 +88,7 @@ def list_snapshots(dom: libvirt.virDomain) -> list[dict[str, Any]]:
         created = root.findtext("creationTime")
         out.append({
             "name": s.getName(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(created)))
+            "created": iso_utc(int(created))
             if created else None,
             "state": root.findtext("state"),
             "description": root.findtext("description"),

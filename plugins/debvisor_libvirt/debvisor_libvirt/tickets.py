@@ -24,6 +24,7 @@ from typing import Any
 from debvisor_core.context import Context
 from debvisor_core.errors import BadInput
 from debvisor_core.identity import operator
+from debvisor_core.output import iso_utc
 from debvisor_core.secrets import read_secret, write_secret
 
 PREFIX = "dvt1"
@@ -169,4 +170,4 @@ def set_vnc_password(dom: Any, password: str, valid_to: int) -> None:
 
 
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return iso_utc(t)

@@ -31,7 +31,7 @@ from typing import Any
 
 from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
-from debvisor_core.output import Progress, human_bytes
+from debvisor_core.output import Progress, human_bytes, iso_utc
 
 from .extents import CHUNK, DIRECT_FORMATS, Extent, GuestReader, Piece, blocks, map_extents, merge
 from .hashing import Blake3Stream, ResumableSha256, block_digest, zero_digest
@@ -208,7 +208,7 @@ class _Sums:
 
 def _save_state(plan: Plan, done: int, sums: dict[str, str | None]) -> None:
     data = {"identity": plan.identity(), "tmp": str(plan.tmp), "done": done, "sums": sums,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "time": iso_utc()}
     fd, tmp = tempfile.mkstemp(dir=plan.state_path.parent, prefix=plan.state_path.name)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 from .process import run
+
+_CLONE_NEWNET = 0x40000000
 
 
 def exists(name: str) -> bool:
@@ -39,3 +45,38 @@ def pids_in(name: str) -> list[int]:
     """Pids of processes running inside namespace ``name``."""
     res = run(["ip", "netns", "pids", name], check=False)
     return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+
+def connect(name: str | None, host: str, port: int, *, timeout: float = 3.0) -> socket.socket:
+    """A TCP connection to ``host:port`` made inside namespace ``name`` (here if None).
+
+    setns(2) changes only the calling thread, so it runs in a short-lived thread; the
+    socket keeps the namespace it was created in."""
+    if not name:
+        return socket.create_connection((host, port), timeout=timeout)
+    box: dict[str, Any] = {}
+
+    def inside() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+            finally:
+                os.close(fd)
+            box["sock"] = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=inside, daemon=True)
+    th.start()
+    th.join(timeout + 2)
+    if "error" in box:
+        raise box["error"]
+    if "sock" not in box:
+        raise TimeoutError(f"connect to {host}:{port} in {name} timed out")
+    sock: socket.socket = box["sock"]
+    return sock

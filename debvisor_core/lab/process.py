@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,25 +131,13 @@ def _tail(log: Path | None, lines: int = 15) -> str:
     return "; log tail:\n" + "\n".join(text)
 
 
-_CONNECT = (
-    "import socket, sys\n"
-    "socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()\n"
-)
-
-
 def port_open(host: str, port: int, *, netns: str | None = None, timeout: float = 0.5) -> bool:
     """True if a TCP connect to host:port succeeds (inside ``netns`` when given)."""
-    if netns:
-        res = subprocess.run(  # noqa: S603 - argument list; host and port are argv, not code
-            ["ip", "netns", "exec", netns, sys.executable, "-c", _CONNECT, host, str(int(port)),
-             str(timeout)],
-            capture_output=True,
-            timeout=timeout + 5,
-        )
-        return res.returncode == 0
+    from .netns import connect
+
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
+        connect(netns, host, port, timeout=timeout).close()
+        return True
     except OSError:
         return False
 

@@ -228,40 +228,11 @@ class Cluster:
 
 # --- reaching guest ports and running node-local commands ------------------------------
 
-_CLONE_NEWNET = 0x40000000
-
-
 def tcp_connect(n: Node, host: str, port: int, *, timeout: float = 3.0) -> socket.socket:
     """A TCP connection to ``host:port`` as the node sees it (inside ``n.netns`` if set)."""
-    if not n.netns:
-        return socket.create_connection((host, port), timeout=timeout)
-    box: dict[str, Any] = {}
+    from debvisor_core.lab.netns import connect
 
-    def inside() -> None:  # setns affects only this thread; the socket keeps its namespace
-        import ctypes
-        import os
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            fd = os.open(f"/run/netns/{n.netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {n.netns} failed")
-            finally:
-                os.close(fd)
-            box["sock"] = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            box["error"] = exc
-
-    th = threading.Thread(target=inside, daemon=True)
-    th.start()
-    th.join(timeout + 2)
-    if "error" in box:
-        raise box["error"]
-    if "sock" not in box:
-        raise TimeoutError(f"connect to {host}:{port} in {n.netns} timed out")
-    sock: socket.socket = box["sock"]
-    return sock
+    return connect(n.netns, host, port, timeout=timeout)
 
 
 def ssh_argv(dest: str, argv: list[str]) -> list[str]:

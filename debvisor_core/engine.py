@@ -128,6 +128,8 @@ class Operation:
     id: str = ""
     rollback_of: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    #: in-process state steps share during one run (never journalled or printed)
+    scratch: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def lock_names(self) -> list[str]:

@@ -18,8 +18,6 @@ from debvisor_core.errors import StepFailed
 from . import config as dnsconfig
 from .records import describe_change, key, same, show_state
 
-_private: dict[int, dict[str, Any]] = {}  # per operation result: monotonic timings
-
 
 class DnsStep(Step):
     """Base class: reports old/new values, primaries and timings into the running
@@ -32,7 +30,11 @@ class DnsStep(Step):
         return out
 
     def timing(self, ctx: Context) -> dict[str, Any]:
-        return _private.setdefault(id(self.report(ctx)), {})
+        """Monotonic timestamps shared by this operation's DNS steps (not reported)."""
+        op = ctx.operation
+        scratch: dict[str, Any] = op.scratch if op is not None else self.__dict__.setdefault("_scratch", {})
+        out: dict[str, Any] = scratch.setdefault("dns-timing", {})
+        return out
 
 
 def _summary(changes: list[dict[str, Any]], zone: str | None, limit: int = 3) -> str:

@@ -226,18 +226,17 @@ def _print_plan(ctx: Context, op: Operation, findings: list[Finding]) -> None:
         print(f"  {i}. {step.describe(ctx)}")
 
 
-def _confirm(ctx: Context, op: Operation) -> None:
-    destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
+def _confirm(ctx: Context, question: str, refusal: str | None) -> None:
+    """Ask ``question`` on a TTY; without one (and without --yes) refuse with ``refusal``
+    (``refusing to …``), or go ahead when ``refusal`` is None (nothing destructive)."""
     if ctx.yes:
         return
     if ctx.interactive:
-        if not click.confirm(f"Proceed with: {op.title}?", default=False, err=True):
+        if not click.confirm(question, default=False, err=True):
             raise PreflightRefused("not confirmed; nothing was changed")
-    elif destructive:
-        raise PreflightRefused(
-            f"refusing to run destructive operation '{op.kind}' without --yes in a "
-            "non-interactive session; nothing was changed"
-        )
+    elif refusal is not None:
+        raise PreflightRefused(f"refusing to {refusal} without --yes in a non-interactive "
+                               "session; nothing was changed")
 
 
 # -- running -----------------------------------------------------------------
@@ -267,7 +266,9 @@ def run(ctx: Context, op: Operation) -> OpResult:
         res.status = "dry-run"
         log.info("dry run: nothing was changed")
         return res
-    _confirm(ctx, op)
+    destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
+    _confirm(ctx, f"Proceed with: {op.title}?",
+             f"run destructive operation '{op.kind}'" if destructive else None)
     from . import audit, locks
 
     op.id = journal.new_id()
@@ -408,17 +409,6 @@ def _rebuild(st: journal.OpState) -> Operation:
                      locks=st.locks, id=st.id)
 
 
-def _confirm_text(ctx: Context, what: str) -> None:
-    if ctx.yes:
-        return
-    if ctx.interactive:
-        if not click.confirm(what, default=False, err=True):
-            raise PreflightRefused("not confirmed; nothing was changed")
-        return
-    raise PreflightRefused(f"refusing to {what[0].lower()}{what[1:-1]} without --yes in a "
-                           "non-interactive session; nothing was changed")
-
-
 def rollback_op(ctx: Context, op_id: str) -> OpResult:
     """Undo every applied (or interrupted) step of a journalled operation."""
     from . import audit, locks
@@ -440,7 +430,8 @@ def rollback_op(ctx: Context, op_id: str) -> OpResult:
     if ctx.op_options.dry_run:
         log.info("dry run: nothing was changed")
         return OpResult(st.id, st.kind, st.title, "dry-run", [], [])
-    _confirm_text(ctx, f"Roll back operation {st.id} ({st.title})?")
+    _confirm(ctx, f"Roll back operation {st.id} ({st.title})?",
+             f"roll back operation {st.id} ({st.title})")
     t0 = time.monotonic()
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.open_existing(ctx.state_dir, st.id)
@@ -483,7 +474,7 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
                     for s in st.steps], [])
     if not ctx.json:
         print(f"Resume {st.id}: {st.title} from step {first + 1}")
-    _confirm_text(ctx, f"Resume operation {st.id} ({st.title})?")
+    _confirm(ctx, f"Resume operation {st.id} ({st.title})?", f"resume operation {st.id} ({st.title})")
     t0 = time.monotonic()
     with locks.hold(ctx, op, op.lock_names):
         j = journal.Journal.open_existing(ctx.state_dir, st.id)

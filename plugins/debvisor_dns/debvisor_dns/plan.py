@@ -13,7 +13,7 @@ from typing import Any
 
 from debvisor_core import log
 from debvisor_core.engine import Operation, Step
-from debvisor_core.errors import BadInput, PreflightRefused
+from debvisor_core.errors import BadInput
 
 from . import batch as batchfile
 from . import wire
@@ -106,17 +106,11 @@ def _steps_for(changes: list[dict[str, Any]], *, vm: bool = False,
     return steps
 
 
-def prove_keys(cfg: DnsConfig, zones: list[ZoneConfig]) -> None:
-    """Before planning: each zone is served and its key works (a TSIG-signed SOA query).
-
-    Refuses with one clear sentence (exit 3) instead of a preflight finding plus a
-    refusal; the steps' own check() repeats it for operations built elsewhere.
-    """
-    for zone in {z.name: z for z in zones}.values():
-        try:
-            wire.prove_key(zone, cfg.key(zone).dns_key(), timeout=cfg.timeout)
-        except (wire.TsigRejected, wire.NoServer) as exc:
-            raise PreflightRefused(exc.message) from None
+def load_keys(cfg: DnsConfig, zones: list[ZoneConfig]) -> None:
+    """Read each zone's TSIG key file before any query (a bad file is exit 2); whether
+    the key works is proved by the steps' check() at preflight."""
+    for zone in zones:
+        cfg.key(zone)
 
 
 def _operation(kind: str, title: str, steps: list[Step], changes: list[dict[str, Any]],
@@ -134,7 +128,7 @@ def plan_update(cfg: DnsConfig, name: str, value: str, rdtype: str | None, ttl: 
     rdtype = (rdtype or infer_type(value)).upper()
     zone, fqdn = resolve(cfg, name, zone_opt, rdtype)
     value = canonical(rdtype, value, zone, cfg)
-    prove_keys(cfg, [zone])
+    load_keys(cfg, [zone])
     current = wire.read_all(zone, fqdn, timeout=cfg.timeout)
     _coexistence(fqdn, rdtype, current, zone)
     old = current.get(rdtype, ABSENT)
@@ -166,7 +160,7 @@ def plan_delete(cfg: DnsConfig, name: str, rdtype: str | None, zone_opt: str | N
                 with_ptr: bool) -> Operation:
     """`dns delete NAME [--type T]`: every RRset of NAME (not SOA/NS) or just TYPE."""
     zone, fqdn = resolve(cfg, name, zone_opt, rdtype.upper() if rdtype else None)
-    prove_keys(cfg, [zone])
+    load_keys(cfg, [zone])
     current = wire.read_all(zone, fqdn, timeout=cfg.timeout)
     kinds = [rdtype.upper()] if rdtype else sorted(
         t for t in current if t not in DNSSEC_TYPES and not (fqdn == zone.name and t in APEX_ONLY))
@@ -207,7 +201,7 @@ def plan_batch(cfg: DnsConfig, path: Path, zone_opt: str | None) -> Operation | 
         if e.ttl and w["ttl"] and e.ttl != w["ttl"]:
             raise BadInput(f"{path}:{e.line}: {fqdn} {rdtype} has two TTLs ({w['ttl']}, {e.ttl})")
         w["ttl"] = w["ttl"] or e.ttl
-    prove_keys(cfg, [w["zone"] for w in wanted.values()])
+    load_keys(cfg, [w["zone"] for w in wanted.values()])
     changes = []
     for (fqdn, rdtype), w in wanted.items():
         old = wire.read(w["zone"], fqdn, rdtype, timeout=cfg.timeout)

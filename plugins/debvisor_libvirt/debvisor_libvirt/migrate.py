@@ -80,11 +80,29 @@ def _active(conn: libvirt.virConnect, vm: str) -> bool:
 
 def _running(conn: libvirt.virConnect, vm: str) -> bool:
     """Active and not paused (an incoming or switched-over copy is paused)."""
-    dom = _lookup(conn, vm)
-    try:
+    try:  # a copy being torn down can fail any call: it is not running
+        dom = _lookup(conn, vm)
         return bool(dom is not None and dom.state()[0] == lv().VIR_DOMAIN_RUNNING)
     except lv().libvirtError:
         return False
+
+
+def settled_side(sconn: libvirt.virConnect, dconn: libvirt.virConnect, vm: str,
+                 timeout: float = 30.0) -> str | None:
+    """Where ``vm`` runs once an aborted migration has settled: "source", "target" or None.
+
+    An abort that lands during switch-over leaves both copies paused for a moment (libvirt
+    then resumes the source, or finishes on the target), so poll until one side runs.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if _running(sconn, vm):
+            return "source"
+        if _running(dconn, vm):
+            return "target"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 # --- estimate -------------------------------------------------------------------------------
@@ -512,7 +530,12 @@ class MigrateVM(Step):
                                     rate=point["bps"], note=f"pass {point['iteration']}")
                     if time.monotonic() - t0 > self.timeout_s and th.is_alive():
                         self._abort(dom, th)
-                        where = src.name if _running(sconn, self.vm) else "?"
+                        side = settled_side(sconn, dconn, self.vm)
+                        if side == "target":  # the abort came during switch-over, too late
+                            raise StepFailed(f"migration of {self.vm} did not finish within "
+                                             f"{self.timeout_s:g}s; the abort came too late, "
+                                             f"it runs on {dst.name}")
+                        where = src.name if side == "source" else "neither node (check both)"
                         raise StepFailed(f"migration of {self.vm} did not finish within "
                                          f"{self.timeout_s:g}s; aborted, it still runs on {where}")
         except BaseException:  # Ctrl-C, SIGTERM, timeout: stop the job on the source
@@ -552,11 +575,14 @@ class MigrateVM(Step):
             return
         self._aborted = True
         log.warn(f"aborting the migration of {self.vm}")
-        try:
-            dom.abortJob()
-        except lv().libvirtError as exc:
-            log.debug(f"abortJob: {exc.get_error_message()}")
-        th.join(60)
+        deadline = time.monotonic() + 60
+        while th.is_alive() and time.monotonic() < deadline:
+            try:  # refused while the job is still being set up on the target: retry
+                dom.abortJob()
+                th.join(max(deadline - time.monotonic(), 0))
+            except lv().libvirtError as exc:
+                log.debug(f"abortJob: {exc.get_error_message()}")
+                th.join(0.2)
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         result = self._migrate(ctx, node(ctx, self.source), node(ctx, self.target),
@@ -599,7 +625,13 @@ class MigrateVM(Step):
                 sdom.abortJob()  # an interrupted migration may still be running
             except lv().libvirtError:
                 pass
-        if _running(sconn, self.vm) and not _running(dconn, self.vm):
+        side = settled_side(sconn, dconn, self.vm)
+        if side is None and sdom is not None and _active(sconn, self.vm) \
+                and not _active(dconn, self.vm):  # a cancelled switch-over left it paused
+            log.warn(f"resuming the paused {self.vm} on {self.source}")
+            sdom.resume()
+            side = settled_side(sconn, dconn, self.vm, timeout=5)
+        if side == "source" and not _running(dconn, self.vm):
             return
         if not _running(dconn, self.vm):
             raise StepFailed(f"{self.vm} runs neither on {self.source} nor on {self.target}")

@@ -271,43 +271,81 @@ def test_resume_refuses_changed_source(dv, tmp_path: Path) -> None:
     assert res.code == 2 and "cannot resume" in res.stderr
 
 
-def test_verification_catches_a_differing_block(tmp_path: Path) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["sha256-tree", "blake3"])
+def test_verification_catches_a_differing_block(tmp_path: Path, streamed: bool) -> None:
     """The read-back check compares real bytes: one changed byte is found in its block; a hole
-    and written-out zeros count as equal."""
+    and written-out zeros count as equal. Both paths: per-block digests (sha256-tree) and the
+    in-order stream with read-ahead (blake3), whose digest must be b3sum's."""
+    import blake3
     from debvisor_libvirt.media.convert import _Mismatch, _Verifier
     from debvisor_libvirt.media.extents import GuestReader, blocks, map_extents
+    from debvisor_libvirt.media.hashing import Blake3Stream
 
     a, b = tmp_path / "a.raw", tmp_path / "b.raw"
     data = os.urandom(2 * MiB)
+    tail = os.urandom(MiB + 4096)  # several read-ahead runs, the last one short
+    size = 40 * MiB
     for p in (a, b):
         with open(p, "wb") as f:
-            f.truncate(8 * MiB)
+            f.truncate(size)
             f.write(data)
+            f.seek(size - len(tail))
+            f.write(tail)
     with open(b, "r+b") as f:
         f.seek(4 * MiB)
         f.write(bytes(MiB))  # zeros written out where a has a hole
-    size = 8 * MiB
+        f.seek(12 * MiB)
+        f.write(bytes(20 * MiB))  # more than one CHUNK of written zeros: runs on one side only
 
     def check() -> list[bytes]:
         ra = GuestReader(str(a), "raw", odirect=False, sockdir=tmp_path, name="a")
-        rb = GuestReader(str(b), "raw", odirect=False, sockdir=tmp_path, name="b")
-        v = _Verifier(ra, rb, None)
+        rb = GuestReader(str(b), "raw", odirect=True, sockdir=tmp_path, name="b")
+        stream = Blake3Stream() if streamed else None
+        v = _Verifier(ra, rb, stream)
         try:
             jobs = [(o, n, sp, dp) for (o, n, sp), (_, _, dp) in
                     zip(blocks(map_extents(str(a), "raw", 0, size, True), 0, size),
                         blocks(map_extents(str(b), "raw", 0, size, True), 0, size), strict=True)]
-            return v.submit(jobs)()
+            out = v.submit(jobs[:7])() + v.submit(jobs[7:])()  # two segments, in order
+            return [bytes.fromhex(stream.hexdigest())] if stream else out
         finally:
             v.close()
             ra.close()
             rb.close()
 
     digests = check()
-    assert len(digests) == 8 and digests[4] == hashlib.sha256(bytes(MiB)).digest()
-    assert digests[1] == hashlib.sha256(data[MiB:]).digest()
-    with open(b, "r+b") as f:
-        f.seek(MiB + 12345)
-        f.write(bytes([data[MiB + 12345] ^ 1]))
-    with pytest.raises(_Mismatch) as exc:
-        check()
-    assert exc.value.offset == MiB
+    if streamed:
+        assert digests == [blake3.blake3(a.read_bytes()).digest()]
+    else:
+        assert len(digests) == 40 and digests[4] == hashlib.sha256(bytes(MiB)).digest()
+        assert digests[1] == hashlib.sha256(data[MiB:]).digest()
+    for where in (MiB + 12345, size - 100):
+        with open(b, "r+b") as f:
+            f.seek(where)
+            orig = f.read(1)
+            f.seek(where)
+            f.write(bytes([orig[0] ^ 1]))
+        with pytest.raises(_Mismatch) as exc:
+            check()
+        assert exc.value.offset == where // MiB * MiB
+        with open(b, "r+b") as f:
+            f.seek(where)
+            f.write(orig)
+
+
+def test_segment_schedule() -> None:
+    """Segments cover the image exactly, never exceed --segment, ramp up and down, and every
+    boundary but the end is a whole MiB; a resume continues on the same boundaries."""
+    from debvisor_libvirt.media.convert import Plan, schedule, segments
+
+    for size, seg in [(1 << 30, 256 * MiB), (1 << 30, 64 * MiB), (8 * MiB + 5, 4 * MiB),
+                      (3 * MiB, 4 * MiB), (100, 4 * MiB), (20 * MiB, 8 * MiB), (5 * MiB, MiB)]:
+        sc = schedule(size, seg)
+        assert sc[0][0] == 0 and sum(n for _, n in sc) == size
+        assert all(a + n == b for (a, n), (b, _) in zip(sc, sc[1:], strict=False))
+        assert all(n <= seg for _, n in sc[:-1]) and all(o % MiB == 0 for o, _ in sc)
+    sc = schedule(1 << 30, 256 * MiB)
+    assert [n // MiB for _, n in sc] == [32, 64, 128, 64, 256, 256, 128, 64, 32]
+    plan = Plan("s", "d", "qcow2", "raw", 1 << 30, segment=256 * MiB)
+    assert segments(plan, 288 * MiB) == sc[4:]
+    assert segments(plan, 0) == sc and segments(plan, 1 << 30) == []

@@ -273,12 +273,14 @@ def show(ctx: Context, path: str) -> None:
               "are free) or sha256 (of the whole raw byte stream, like `sha256sum` of a raw export).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted conversion from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
-@click.option("--segment", "segment_mib", type=int, default=64, show_default=True,
-              help="Checkpoint interval in MiB (what a resume may redo).")
-@click.option("--cache", type=click.Choice(["writeback", "none", "directsync", "unsafe"]),
-              default="writeback", show_default=True,
-              help="Target cache: writeback (page cache, one fdatasync per checkpoint), none or "
-              "directsync (O_DIRECT; the read-back comes from the disk), unsafe (no syncs; scratch).")
+@click.option("--segment", "segment_mib", type=int, default=256, show_default=True,
+              help="Largest checkpoint interval in MiB (a resume redoes at most two); the first "
+              "and last segments are smaller.")
+@click.option("--cache", type=click.Choice(["none", "directsync", "writeback", "unsafe"]),
+              default="none", show_default=True,
+              help="Target cache: none or directsync (O_DIRECT, like `qemu-img convert -t none`; "
+              "the read-back comes from the disk), writeback (page cache, one fdatasync per "
+              "checkpoint; the read-back comes from the page cache), unsafe (no syncs; scratch).")
 @click.option("--aio", type=click.Choice(["threads", "native", "io_uring"]), default="threads",
               show_default=True, help="Target AIO mode (QEMU aio=).")
 @dry_run_option

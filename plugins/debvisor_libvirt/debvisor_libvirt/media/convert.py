@@ -1,16 +1,16 @@
 """Verified, resumable disk image conversion (`debvisor hv convert`).
 
-`qemu-img convert` cannot resume, so it is run once per segment (default 64 MiB): the
-source and the target are both opened through QEMU's `raw` driver with `offset`/`size`
-layered over the real format (`--image-opts` / `--target-image-opts`, `-n`,
-`--target-is-zero`), so qemu-img itself copies the segment, skipping holes, with
-`-t none -W`. While it writes, worker threads hash the source segment; when it has
-exited (flushed), `qemu-img map` tells where the segment's data landed in the target
-and the threads read it back (``O_DIRECT``) and hash it while qemu-img writes the next
-segment. A segment whose per-block digests match is checkpointed in a state file next
-to the target; `--resume` continues after the last one. On success the result is
-checked (`qemu-img check`), renamed to DST, and the checksum stored next to it
-(DST.blake3, DST.sha256-tree or DST.sha256: the file name says the algorithm).
+`qemu-img convert` cannot resume, so it is run once per segment (at most 256 MiB; the first
+and last ones ramp up and down): the source and the target are both opened through QEMU's
+`raw` driver with `offset`/`size` layered over the real format (`--image-opts` /
+`--target-image-opts`, `-n`, `--target-is-zero`), so qemu-img itself copies the segment,
+skipping holes, with `-t none -W`. When it has exited (flushed), `qemu-img map` tells where
+the segment's data landed in the target, and verifier threads read source and result
+(``O_DIRECT``, a few runs ahead), compare them and hash them while qemu-img writes the next
+segment. A verified segment is checkpointed in a state file next to the target; `--resume`
+continues after the last one. On success the result is checked (`qemu-img check`), renamed
+to DST, and the checksum stored next to it (DST.blake3, DST.sha256-tree or DST.sha256: the
+file name says the algorithm).
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import ctypes
 import json
+import mmap
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
@@ -41,7 +44,7 @@ FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx")
 CHECKABLE = {"qcow2", "vdi", "vhdx", "vmdk"}
 CHECKSUMS = ("blake3", "sha256-tree", "sha256")
 STREAMED = {"blake3", "sha256"}  # one hash over the byte stream, fed in order
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: ramped segment schedule
 MiB = 1 << 20
 
 
@@ -81,8 +84,8 @@ class Plan:
     size: int
     compress: bool = False
     checksum: str = "blake3"
-    segment: int = 64 * MiB
-    cache: str = "writeback"
+    segment: int = 256 * MiB
+    cache: str = "none"
     aio: str = "threads"
     resume: bool = False
     src_mtime_ns: int = 0
@@ -111,7 +114,7 @@ class Plan:
 
 
 def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool, resume: bool,
-            checksum: str = "blake3", segment_mib: int = 64, cache: str = "writeback",
+            checksum: str = "blake3", segment_mib: int = 256, cache: str = "none",
             aio: str = "threads") -> Plan:
     """Validate everything (bad input → BadInput) and return the plan."""
     if not dst or dst.endswith("/") or os.path.isdir(dst):
@@ -361,18 +364,26 @@ class _Mismatch(Exception):
         self.offset = offset
 
 
+READ_AHEAD = 2  # runs being read while one is compared and hashed (streamed checksums)
+
+
 class _Verifier:
     """Reads source and result, compares them byte for byte (memcmp, no GIL) and hashes each
     block once: the checksum of identical content is the checksum of both.
 
     Blocks that are zero on both sides cost nothing (constant digest, no read); the others are
-    read in runs of up to CHUNK bytes, the source once and the result once."""
+    read in runs of up to CHUNK bytes, the source once and the result once. For a streamed
+    checksum, hashed in order, the next READ_AHEAD runs are read (source and result in parallel)
+    while one is compared and hashed, so the disk never waits for the hash."""
 
     def __init__(self, src: GuestReader, dst: GuestReader,
                  plain: ResumableSha256 | Blake3Stream | None) -> None:
         self.src, self.dst, self.plain = src, dst, plain
         self.pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="dv-verify")
+        self.io = cf.ThreadPoolExecutor(max_workers=2 * READ_AHEAD, thread_name_prefix="dv-read")
         self.before: cf.Future[bytes] | None = None  # hashing of a resumed run's prefix
+        self._slots: list[tuple[mmap.mmap, mmap.mmap]] = []  # read-ahead buffers, reused
+        self._slots_lock = threading.Lock()
 
     def rehash(self, ext: list[Extent], done: int) -> None:
         """Start feeding the source's [0, done) to the streamed hash (a resumed blake3: its state
@@ -382,7 +393,7 @@ class _Verifier:
 
     def submit(self, jobs: list[Job]) -> Callable[[], list[bytes]]:
         """Start verifying ``jobs`` (consecutive blocks); the returned call waits for the block
-        digests (sha256: one item, the running state after them; hashed in order, one thread)."""
+        digests (streamed: one item, the running state after them; hashed in order)."""
         if self.plain is not None:
             fut = self.pool.submit(self._plain, jobs)
             return lambda: [fut.result()]
@@ -421,18 +432,57 @@ class _Verifier:
             runs.append((lo, len(jobs)))
         return runs
 
+    @staticmethod
+    def _pieces(jobs: list[Job], lo: int, hi: int, side: int) -> list[Piece]:
+        return merge([(j[0], j[1], j[2] if side == 2 else j[3]) for j in jobs[lo:hi]])
+
     def _read(self, jobs: list[Job], lo: int, hi: int) -> tuple[memoryview | None, memoryview | None]:
         start = jobs[lo][0]
         length = sum(j[1] for j in jobs[lo:hi])
-        sp = merge([(j[0], j[1], j[2]) for j in jobs[lo:hi]])
-        dp = merge([(j[0], j[1], j[3]) for j in jobs[lo:hi]])
+        sp, dp = self._pieces(jobs, lo, hi, 2), self._pieces(jobs, lo, hi, 3)
         a = self.src.read_range(length, start, sp) if sp else None
         b = self.dst.read_range(length, start, dp) if dp else None
         return a, b
 
-    def _compare(self, jobs: list[Job], lo: int, hi: int) -> memoryview | None:
-        """Read the run and compare it block by block; its bytes (None: all zero)."""
-        a, b = self._read(jobs, lo, hi)
+    def _read_ahead(self, jobs: list[Job], runs: list[tuple[int, int]], *, result: bool = True
+                    ) -> Iterator[tuple[int, int, memoryview | None, memoryview | None]]:
+        """(lo, hi, source bytes, result bytes) of each run, in order, read READ_AHEAD runs
+        ahead; a run's buffers are reused once the caller has moved on to the next run."""
+        with self._slots_lock:
+            slots = [self._slots.pop() if self._slots else (mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK))
+                     for _ in range(min(READ_AHEAD, len(runs)))]
+        inflight: deque[tuple[int, int, cf.Future[memoryview] | None, cf.Future[memoryview] | None,
+                              tuple[mmap.mmap, mmap.mmap]]] = deque()
+
+        def start(k: int, slot: tuple[mmap.mmap, mmap.mmap]) -> None:
+            lo, hi = runs[k]
+            first, length = jobs[lo][0], sum(j[1] for j in jobs[lo:hi])
+            sp = self._pieces(jobs, lo, hi, 2)
+            dp = self._pieces(jobs, lo, hi, 3) if result else []
+            fa = self.io.submit(self.src.read_range, length, first, sp, slot[0]) if sp else None
+            fb = self.io.submit(self.dst.read_range, length, first, dp, slot[1]) if dp else None
+            inflight.append((lo, hi, fa, fb, slot))
+
+        try:
+            for k, slot in enumerate(slots):
+                start(k, slot)
+            nxt = len(slots)
+            while inflight:
+                lo, hi, fa, fb, slot = inflight.popleft()
+                yield lo, hi, fa.result() if fa else None, fb.result() if fb else None
+                if nxt < len(runs):
+                    start(nxt, slot)
+                    nxt += 1
+        finally:  # stopped early (a mismatch, an error): no read may outlive its buffer's use
+            for *_, fa, fb, _slot in inflight:
+                cf.wait([f for f in (fa, fb) if f is not None])
+            with self._slots_lock:
+                self._slots.extend(slots)
+
+    @staticmethod
+    def _check(jobs: list[Job], lo: int, hi: int, a: memoryview | None,
+               b: memoryview | None) -> memoryview | None:
+        """Compare a run block by block; its bytes (None: all zero)."""
         pos = 0
         for j in jobs[lo:hi]:
             blen = j[1]
@@ -443,7 +493,7 @@ class _Verifier:
         return a if a is not None else b
 
     def _digests(self, jobs: list[Job], lo: int, hi: int, out: list[bytes]) -> None:
-        data = self._compare(jobs, lo, hi)
+        data = self._check(jobs, lo, hi, *self._read(jobs, lo, hi))
         pos = 0
         for i in range(lo, hi):
             blen = jobs[i][1]
@@ -457,27 +507,26 @@ class _Verifier:
         if compare and self.before is not None:
             self.before.result()
             self.before = None
-        runs = self._runs(jobs)
         i = 0
-        for lo, hi in [*runs, (len(jobs), len(jobs))]:
-            zeros = sum(j[1] for j in jobs[i:lo])  # zero on both sides
-            while zeros > 0:
-                n = min(zeros, CHUNK)
-                self.plain.update(ZEROS[:n])
-                zeros -= n
-            if lo < hi:
-                length = sum(j[1] for j in jobs[lo:hi])
-                if compare:
-                    data = self._compare(jobs, lo, hi)
-                else:
-                    data = self.src.read_range(length, jobs[lo][0], merge([(j[0], j[1], j[2])
-                                                                          for j in jobs[lo:hi]]))
-                self.plain.update(ZEROS[:length] if data is None else data)
+        for lo, hi, a, b in self._read_ahead(jobs, self._runs(jobs), result=compare):
+            self._zeros(sum(j[1] for j in jobs[i:lo]))  # zero on both sides
+            data = self._check(jobs, lo, hi, a, b) if compare else a
+            length = sum(j[1] for j in jobs[lo:hi])
+            self.plain.update(ZEROS[:length] if data is None else data)
             i = hi
+        self._zeros(sum(j[1] for j in jobs[i:]))
         return self.plain.state() or b""
+
+    def _zeros(self, n: int) -> None:
+        assert self.plain is not None
+        while n > 0:
+            k = min(n, CHUNK)
+            self.plain.update(ZEROS[:k])
+            n -= k
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.io.shutdown(wait=True, cancel_futures=True)
 
 
 _ZBUF = ctypes.create_string_buffer(CHUNK)  # writable: ResumableSha256 hashes it without a copy
@@ -501,10 +550,41 @@ def same(a: memoryview | None, b: memoryview | None, n: int) -> bool:
     return int(_memcmp()(addr(a), addr(b), n)) == 0
 
 
+def schedule(size: int, segment: int) -> list[tuple[int, int]]:
+    """The (offset, length) of every segment of a ``size``-byte image: one qemu-img run and one
+    checkpoint each, at most ``segment`` bytes. The first segments ramp up (segment/8, /4, /2)
+    and the last ones ramp down, because nothing overlaps the first write and the last
+    read-back. Every boundary but the end is a whole MiB (sha256-tree blocks never straddle
+    two segments)."""
+    whole = size - size % MiB
+    ramp = [r for r in (segment // 8 // MiB * MiB, segment // 4 // MiB * MiB,
+                        segment // 2 // MiB * MiB) if r >= MiB]
+    head: list[int] = []
+    left = whole
+    for r in ramp:
+        if left > 0:
+            head.append(min(r, left))
+            left -= head[-1]
+    tail: list[int] = []
+    for r in ramp:
+        if left > 0:
+            tail.append(min(r, left))
+            left -= tail[-1]
+    middle = [left % segment] if left % segment else []  # the odd one early: no extra tail cost
+    middle += [segment] * (left // segment)
+    out, off = [], 0
+    for n in [*head, *middle, *reversed(tail)]:
+        out.append((off, n))
+        off += n
+    if size > off:  # the bytes after the last whole MiB belong to the last segment
+        out[-1:] = [(out[-1][0], size - out[-1][0])] if out else [(0, size)]
+    return out
+
+
 def segments(plan: Plan, done: int) -> list[tuple[int, int]]:
-    """The (offset, length) of the segments still to copy: one qemu-img run and one checkpoint
-    each."""
-    return [(off, min(plan.segment, plan.size - off)) for off in range(done, plan.size, plan.segment)]
+    """The (offset, length) of the segments still to copy after ``done``."""
+    return [(max(off, done), off + n - max(off, done)) for off, n in schedule(plan.size, plan.segment)
+            if off + n > done]
 
 
 def _jobs(src_ext: list[Extent], dst_ext: list[Extent], off: int, n: int) -> list[Job]:

@@ -2,7 +2,7 @@
 
 `qemu-img map --output=json` tells, for any format, which ranges are zero (holes, zero
 clusters: never read) and where data sits in the image file. Data at a known host offset in
-the image file itself (raw, qcow2, vdi, vhdx) is read with ``pread`` (``O_DIRECT`` when asked,
+the image file itself (raw, qcow2, vdi) is read with ``pread`` (``O_DIRECT`` when asked,
 so a read-back comes from the disk, not the page cache); anything else (compressed clusters,
 backing files, vmdk extents) through a read-only `qemu-nbd`.
 """
@@ -20,9 +20,9 @@ from pathlib import Path
 from debvisor_core.errors import DebvisorError
 
 from .hashing import TREE_BLOCK
-from .nbd import NBDClient, QemuNbd
+from .nbd import NBDClient, NBDError, QemuNbd
 
-DIRECT_FORMATS = {"raw", "qcow2", "vdi", "vhdx"}  # data offsets point into the image file itself
+DIRECT_FORMATS = {"raw", "qcow2", "vdi"}  # data offsets point into the image file (vhdx: no offsets)
 ALIGN = 4096
 CHUNK = 8 * TREE_BLOCK  # one read: 8 blocks (page-cache friendly, few syscalls)
 ZERO_CHUNK = memoryview(bytes(CHUNK))
@@ -129,14 +129,12 @@ class GuestReader:
             buf = self._local.buf = mmap.mmap(-1, max(size, TREE_BLOCK))
         return buf
 
-    def read_block(self, blen: int, block_start: int, pieces: list[Piece]) -> memoryview:
-        """Fill this thread's buffer with the block's bytes; zero ranges are not read."""
-        return self.read_range(blen, block_start, pieces)
-
-    def read_range(self, length: int, start: int, pieces: list[Piece]) -> memoryview:
-        """Fill this thread's buffer with ``length`` guest bytes at ``start`` (pieces relative to
-        ``start``, in order); the gaps between pieces are zeros and are not read."""
-        buf = self.buffer(length)
+    def read_range(self, length: int, start: int, pieces: list[Piece],
+                   buf: mmap.mmap | None = None) -> memoryview:
+        """Fill ``buf`` (default: this thread's buffer; page-aligned) with ``length`` guest bytes
+        at ``start`` (pieces relative to ``start``, in order); the gaps between pieces are zeros
+        and are not read."""
+        buf = self.buffer(length) if buf is None else buf
         view = memoryview(buf)[:length]
         pos = 0
         for ppos, n, host in pieces:
@@ -163,7 +161,10 @@ class GuestReader:
                 self._server = QemuNbd(self.path, self.fmt, self.sock, read_only=True,
                                        cache="writeback", aio="threads")
                 self._nbd = self._server.connect()
-            self._nbd.pread_into(view, offset)
+            try:
+                self._nbd.pread_into(view, offset)
+            except OSError as exc:  # qemu-nbd went away (it cannot open the image, it died)
+                raise NBDError(f"reading {self.path} through qemu-nbd failed: {exc}") from exc
 
     def reset_nbd(self) -> None:
         """Drop the NBD view (its metadata cache) so the next read sees new writes."""

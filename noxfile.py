@@ -20,7 +20,7 @@ PY = sys.executable
 
 def _packages() -> list[str]:
     return ["debvisor_core", "docs/example-plugin/debvisor_example",
-            *sorted(str(p) for p in ROOT.glob("plugins/*/debvisor_*") if p.is_dir())]
+            *sorted(str(p.parent) for p in ROOT.glob("plugins/*/debvisor_*/__init__.py"))]
 
 
 @nox.session(python=False)
@@ -37,9 +37,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def typecheck(session: nox.Session) -> None:
-    """mypy over the core and every plugin."""
+    """mypy over the core, every plugin and the benchmarks (which `tests` never runs)."""
     for pkg in _packages():
         session.run(PY, "-m", "mypy", pkg)
+    for script in [ROOT / "bench" / "bench_startup.py", *sorted(ROOT.glob("plugins/*/bench/*.py"))]:
+        session.run(PY, "-m", "mypy", str(script))
 
 
 @nox.session(python=False)

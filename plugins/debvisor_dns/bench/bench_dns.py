@@ -93,10 +93,8 @@ def bench_latency(env: dict[str, str], lab_cfg: Path, n: int, tag: str, cli_n: i
     from debvisor_dns.config import load
     from debvisor_dns.propagation import await_all
 
-    from debvisor_core import log
     from debvisor_core.context import Context
 
-    log.configure(quiet=True)
     cfg = load(Context())
     zone = next(z for z in cfg.zones.values() if not z.reverse)
     secondary = tomllib.loads(lab_cfg.read_text())["dns"]["lab"]["secondary"]

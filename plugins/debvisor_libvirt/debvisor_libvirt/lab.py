@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core.lab import LabContext, LabService, netns
 from debvisor_core.lab.process import LabError, read_pid, run, spawn, stop, stop_pidfile, wait_for
 
+from .labpki import qemu_tls_dir
+
 if TYPE_CHECKING:
     import libvirt
 
@@ -340,8 +342,13 @@ def _fragment(lctx: LabContext) -> dict[str, Any]:
                 for name, addr in NODES.items()
             },
             "guest": {"kernel": str(ensure_kernel()), "initrd": str(ensure_initrd())},
+            "lab": {"dir": str(lctx.dir), "migration_tls_dir": str(_tls_dir(lctx))},
         }
     }
+
+
+def _tls_dir(lctx: LabContext) -> Path:
+    return lctx.dir / "pki" / "qemu"
 
 
 def _sock_ready(path: Path) -> bool:
@@ -413,6 +420,9 @@ def _prepare_node(lctx: LabContext, name: str, addr: str) -> Path:
             "namespaces": [],
             "cgroup_controllers": [],
             "migration_address": addr,
+            # `hv migrate --tls`: QEMU's own TLS on the migration stream, with a lab PKI
+            "migrate_tls_x509_cert_dir": str(qemu_tls_dir(_tls_dir(lctx), NODES)),
+            "migrate_tls_x509_verify": 1,
         },
     )
     return node

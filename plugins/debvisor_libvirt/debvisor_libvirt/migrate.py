@@ -468,8 +468,9 @@ class MigrateVM(Step):
 
     def describe(self, ctx: Context) -> str:
         bw = f"{self.bandwidth_mib} MiB/s" if self.bandwidth_mib else "unlimited"
+        tls = ", TLS" if self.tls else ""
         return (f"live-migrate {self.vm}: {self.source} -> {self.target} (bandwidth {bw}, "
-                f"max downtime {self.max_downtime_ms} ms, timeout {self.timeout_s:g}s)")
+                f"max downtime {self.max_downtime_ms} ms, timeout {self.timeout_s:g}s{tls})")
 
     def check(self, ctx: Context) -> None:
         node(ctx, self.source)

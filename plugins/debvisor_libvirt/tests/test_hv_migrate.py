@@ -113,6 +113,28 @@ def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
     assert hv_env.where(VM) == [src]
 
 
+def test_tls_migration_uses_the_lab_pki(dv: Any, hv_env: Any, guest: Path) -> None:
+    """--tls encrypts the stream with QEMU's TLS (the lab's CA, server and client certificates):
+    without the CA the migration cannot start and the VM stays put; with it, it moves."""
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    ca = Path(hv_env.config["hv"]["lab"]["migration_tls_dir"]) / "ca-cert.pem"
+    hidden = ca.with_name("ca-cert.pem.hidden")
+    ca.rename(hidden)
+    try:
+        res = dv("hv", "migrate", VM, dst, "--tls", "--yes")
+        assert res.code == 4, res
+        assert "ca-cert.pem" in res.stderr, res.stderr
+        assert hv_env.where(VM) == [src]
+    finally:
+        hidden.rename(ca)
+    res = dv("--json", "hv", "migrate", VM, dst, "--tls", "--yes")
+    assert res.code == 0, res
+    assert res.json["steps"][0]["description"].endswith(", TLS)")
+    assert hv_env.where(VM) == [dst]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+
+
 def test_failure_after_switchover_migrates_back(dv: Any, dv_fault: Any, hv_env: Any,
                                                  guest: Path) -> None:
     src = hv_env.where(VM)[0]

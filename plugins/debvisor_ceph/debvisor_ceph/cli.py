@@ -533,11 +533,24 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
       debvisor ceph join --devices file:2G --yes        # lab: file provisioner
       debvisor ceph join --rollback --yes
     """
-    from .join import CreateOsd, PlaceOsd, StartOsd, VerifyOsdUp, classify_disks, holders, lsblk, parse_size
+    from .join import (
+        PROVISIONERS,
+        CreateOsd,
+        PlaceOsd,
+        StartOsd,
+        VerifyOsdUp,
+        classify_disks,
+        holders,
+        lsblk,
+        parse_size,
+    )
 
     if weight is not None and initial_weight is not None:
         raise BadInput("give --weight or --initial-weight, not both")
     s = Settings.from_ctx(ctx)
+    if s.provisioner not in PROVISIONERS:
+        raise BadInput(f"unknown provisioner {s.provisioner!r} in the [ceph] config: use one of "
+                       f"{', '.join(PROVISIONERS)}")
     node = host or s.host or socket.gethostname().split(".")[0]
     items = [x.strip() for d in devices for x in d.split(",") if x.strip()]
     try:
@@ -575,8 +588,8 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
                 raise BadInput("--devices auto cannot be combined with other devices")
             if s.provisioner == "file":
                 raise BadInput(f"{it}: the file provisioner takes file:SIZE devices")
-            if not disks_by_path:
-                disks_by_path = {d["path"]: d for d in classify_disks(lsblk(), holders())}
+            if not disks_by_path:  # named explicitly, a loop device counts as a disk
+                disks_by_path = {d["path"]: d for d in classify_disks(lsblk(), holders(), loops=True)}
             disk = disks_by_path.get(it)
             if disk is None:
                 raise BadInput(f"{it} is not a whole disk on this node")
@@ -590,7 +603,7 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
             ctx.emit({"status": "already-joined", "host": node, "osds": have},
                      f"node {node} already has its OSDs: nothing to do")
             return
-    prov = "file" if s.provisioner == "file" else "ceph-volume"
+    prov = s.provisioner
     steps: list[Any] = []
     uuids = []
     for dev, size in wanted:
@@ -599,7 +612,7 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
         w = initial_weight if initial_weight is not None else (
             weight if weight is not None else round(size / analysis.TIB, 5))
         steps += [CreateOsd(u, dev, prov, size, device_class), PlaceOsd(u, node, w, device_class),
-                  StartOsd(u, prov), VerifyOsdUp(u)]
+                  StartOsd(u, prov, dev), VerifyOsdUp(u)]
     op = Operation(kind="ceph.join", title=f"join {len(wanted)} OSD(s) on {node}", steps=steps,
                    params={"host": node, "devices": [d for d, _ in wanted], "uuids": uuids,
                            "provisioner": prov}, destructive=True, locks=["ceph.join"])
@@ -607,10 +620,10 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
     if res.status != "succeeded":
         ctx.emit(res.to_dict(), lambda _r: None)
         return
-    from .join import osd_id_by_uuid
+    from .join import find_osd
 
     with session(ctx) as c:
-        ids = [osd_id_by_uuid(c, u) for u in uuids]
+        ids = [find_osd(ctx, c, u) for u in uuids]
     res.result = {"host": node, "osds": ids}
     log.info(f"created {', '.join(f'osd.{i}' for i in ids)} on {node} (operation {res.id})")
     ctx.emit(res.to_dict(), lambda _r: print(f"joined {node}: {', '.join(f'osd.{i}' for i in ids)}"))

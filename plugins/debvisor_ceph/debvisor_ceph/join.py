@@ -10,14 +10,17 @@ plan time (so a later process can find the OSD again from the journal):
 3. ``StartOsd``   — start the daemon; undo: stop it.
 4. ``VerifyOsdUp`` — wait until the mon reports it up.
 
-Provisioners: ``ceph-volume`` (real disks: ``ceph-volume lvm prepare/activate``) and
-``file`` (the lab: a BlueStore OSD on a sparse file under ``[ceph] file_dir``).
+Provisioners: ``ceph-volume`` (real disks: ``ceph-volume lvm prepare/activate``, LVM on the
+disk), ``ceph-volume-raw`` (``ceph-volume raw prepare/activate``: BlueStore straight on the
+device, no LVM or device-mapper) and ``file`` (the lab: a BlueStore OSD on a sparse file under
+``[ceph] file_dir``). ceph-volume gets ``CEPH_CONF`` from ``[ceph] conf``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -63,12 +66,14 @@ def _mounted_anywhere(dev: dict[str, Any]) -> bool:
     return any(_mounted_anywhere(c) for c in dev.get("children") or [])
 
 
-def classify_disks(tree: dict[str, Any], held: dict[str, list[str]]) -> list[dict[str, Any]]:
+def classify_disks(tree: dict[str, Any], held: dict[str, list[str]], *,
+                   loops: bool = False) -> list[dict[str, Any]]:
     """Every whole disk with ``unused`` and, if used, why: partitions, holders, mounts, a
-    filesystem/LVM signature, read-only, the boot disk (pure; takes lsblk's JSON)."""
+    filesystem/LVM signature, read-only, the boot disk (pure; takes lsblk's JSON). With
+    ``loops``, loop devices count as disks (an operator named one)."""
     out = []
     for dev in tree.get("blockdevices", []):
-        if dev.get("type") != "disk":
+        if dev.get("type") != "disk" and not (loops and dev.get("type") == "loop"):
             continue
         name = dev["name"]
         why = []
@@ -84,7 +89,7 @@ def classify_disks(tree: dict[str, Any], held: dict[str, list[str]]) -> list[dic
             why.append(f"has a {dev['fstype']} signature")
         if dev.get("ro") in (True, "1", 1):
             why.append("read-only")
-        if name.startswith(("zram", "loop", "ram")):
+        if name.startswith(("zram", "ram")) or (name.startswith("loop") and not loops):
             why.append("not a real disk")
         out.append({"name": name, "path": dev.get("path") or f"/dev/{name}",
                     "size": int(dev.get("size") or 0), "rotational": dev.get("rota") in (True, "1", 1),
@@ -127,11 +132,77 @@ def _file_paths(s: Settings, osd_uuid: str) -> dict[str, Path]:
             "pid": base / "pids" / f"{osd_uuid}.pid", "log": base / "log" / f"{osd_uuid}.out"}
 
 
-def _run(argv: list[str], timeout: float = 300) -> None:
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)  # noqa: S603
+def _run(argv: list[str], timeout: float = 300, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,  # noqa: S603
+                         stdin=subprocess.DEVNULL)
     if res.returncode != 0:
-        lines = (res.stderr or res.stdout).strip().splitlines()
+        lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
         raise StepFailed(f"{' '.join(argv[:3])} failed: {lines[-1] if lines else res.returncode}")
+    return res.stdout
+
+
+PROVISIONERS = ("ceph-volume", "ceph-volume-raw", "file")
+RAW = "ceph-volume-raw"
+OSD_DATA = "/var/lib/ceph/osd"  # ceph-volume's, not configurable
+CLUSTER = "ceph"  # ceph-volume's default cluster name (its conf comes from CEPH_CONF)
+
+
+def _volume_env(s: Settings) -> dict[str, str]:
+    return {**os.environ, "CEPH_CONF": s.conf}
+
+
+def _aliases(ctx: Context) -> Path:
+    return ctx.plugin_state("ceph") / "osd-fsids.json"
+
+
+def real_fsid(ctx: Context, plan_uuid: str) -> str:
+    """The OSD fsid behind a plan's uuid: ``ceph-volume raw`` picks its own, recorded here."""
+    try:
+        return str(json.loads(_aliases(ctx).read_text()).get(plan_uuid, plan_uuid))
+    except (OSError, ValueError):
+        return plan_uuid
+
+
+def _remember_fsid(ctx: Context, plan_uuid: str, fsid: str) -> None:
+    path = _aliases(ctx)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[plan_uuid] = fsid
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def raw_label(device: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """What ``ceph-volume raw list DEVICE`` reads from the BlueStore label (None: no OSD)."""
+    res = subprocess.run(["ceph-volume", "raw", "list", device, "--format", "json"],  # noqa: S603
+                         capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    if res.returncode != 0:
+        return None
+    try:
+        found = list(json.loads(res.stdout).values())
+    except ValueError:
+        return None
+    return dict(found[0]) if found else None
+
+
+def wipe_head(device: str, size: int = 10 * 1024**2) -> None:
+    """Zero the first ``size`` bytes of ``device`` (BlueStore label, BlueFS superblock), as
+    `ceph-volume lvm zap` does for a device it knows."""
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        zeros = bytes(1024**2)
+        for off in range(0, size, len(zeros)):
+            os.pwrite(fd, zeros, off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def find_osd(ctx: Context, c: Any, plan_uuid: str) -> int | None:
+    return osd_id_by_uuid(c, real_fsid(ctx, plan_uuid))
 
 
 @dataclass
@@ -174,13 +245,22 @@ class CreateOsd(Step):
             except Exception as exc:  # noqa: BLE001 - one clear sentence
                 raise StepFailed(getattr(exc, "message", str(exc))) from None
         else:
-            argv = ["ceph-volume", "lvm", "prepare", "--bluestore", "--data", self.device,
-                    "--osd-fsid", self.osd_uuid]
+            env = _volume_env(s)
+            if self.provisioner == RAW:  # ceph-volume picks the fsid: recorded for the steps after
+                argv = ["ceph-volume", "raw", "prepare", "--bluestore", "--data", self.device, "--no-tmpfs"]
+            else:
+                argv = ["ceph-volume", "lvm", "prepare", "--bluestore", "--data", self.device,
+                        "--osd-fsid", self.osd_uuid]
             if self.device_class:
                 argv += ["--crush-device-class", self.device_class]
-            _run(argv, timeout=600)
+            _run(argv, timeout=600, env=env)
+            if self.provisioner == RAW:
+                label = raw_label(self.device, env)
+                if label is None:
+                    raise StepFailed(f"ceph-volume raw prepare left no OSD label on {self.device}")
+                _remember_fsid(ctx, self.osd_uuid, str(label["osd_uuid"]))
             with session(ctx) as c:
-                found = osd_id_by_uuid(c, self.osd_uuid)
+                found = find_osd(ctx, c, self.osd_uuid)
             if found is None:
                 raise StepFailed(f"no OSD with uuid {self.osd_uuid} after ceph-volume prepare")
             osd_id = found
@@ -190,13 +270,17 @@ class CreateOsd(Step):
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         with session(ctx) as c:
-            if osd_id_by_uuid(c, self.osd_uuid) is None:
+            if find_osd(ctx, c, self.osd_uuid) is None:
                 raise StepFailed(f"the mons do not know the OSD with uuid {self.osd_uuid}")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         s = Settings.from_ctx(ctx)
+        fsid = real_fsid(ctx, self.osd_uuid)
+        if self.provisioner == RAW and fsid == self.osd_uuid:  # killed before it was recorded
+            label = raw_label(self.device, _volume_env(s))
+            fsid = str(label["osd_uuid"]) if label else fsid
         with session(ctx) as c:
-            osd_id = osd_id_by_uuid(c, self.osd_uuid)
+            osd_id = osd_id_by_uuid(c, fsid)
             if osd_id is not None:
                 c._run("mon", "osd down", {"ids": [str(osd_id)]}, fmt=False)
                 c.mon_do("osd purge-actual", id=osd_id, yes_i_really_mean_it=True)
@@ -205,8 +289,13 @@ class CreateOsd(Step):
             p = _file_paths(s, self.osd_uuid)
             shutil.rmtree(p["data"], ignore_errors=True)
             p["block"].unlink(missing_ok=True)
+        elif self.provisioner == RAW:
+            if osd_id is not None:
+                shutil.rmtree(f"{OSD_DATA}/{CLUSTER}-{osd_id}", ignore_errors=True)
+            wipe_head(self.device)
         else:
-            _run(["ceph-volume", "lvm", "zap", "--destroy", "--osd-fsid", self.osd_uuid], timeout=600)
+            _run(["ceph-volume", "lvm", "zap", "--destroy", "--osd-fsid", self.osd_uuid], timeout=600,
+                 env=_volume_env(s))
 
 
 @dataclass
@@ -225,7 +314,7 @@ class PlaceOsd(Step):
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         with session(ctx) as c:
-            osd_id = _need_id(c, self.osd_uuid)
+            osd_id = _need_id(ctx, c, self.osd_uuid)
             c.mon_do("osd crush add", id=osd_id, weight=float(self.weight),
                      args=[f"host={self.host}", f"root={self.root}"])
             if self.device_class:
@@ -244,24 +333,34 @@ class PlaceOsd(Step):
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         with session(ctx) as c:
-            osd_id = osd_id_by_uuid(c, self.osd_uuid)
+            osd_id = find_osd(ctx, c, self.osd_uuid)
             if osd_id is not None:
                 c._run("mon", "osd crush remove", {"name": f"osd.{osd_id}"}, allow=(-2,), fmt=False)
 
 
-def _need_id(c: Any, osd_uuid: str) -> int:
-    osd_id = osd_id_by_uuid(c, osd_uuid)
+def _need_id(ctx: Context, c: Any, osd_uuid: str) -> int:
+    osd_id = find_osd(ctx, c, osd_uuid)
     if osd_id is None:
         raise StepFailed(f"no OSD with uuid {osd_uuid}")
     return osd_id
 
 
+def _systemd() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def _raw_pidfile(ctx: Context, osd_id: int) -> Path:
+    return ctx.plugin_state("ceph") / "osd" / f"osd-{osd_id}.pid"
+
+
 @dataclass
 class StartOsd(Step):
-    """Start the OSD daemon (file: ``ceph-osd -f`` with a pidfile; real: ceph-volume activate)."""
+    """Start the OSD daemon (file: ``ceph-osd -f`` with a pidfile; ceph-volume: its activate,
+    then the ``ceph-osd@ID`` unit — or, without systemd, ``ceph-osd -f`` as the ceph user)."""
 
     osd_uuid: str
     provisioner: str
+    device: str = ""
 
     def describe(self, ctx: Context) -> str:
         return f"start the new OSD's daemon (uuid {self.osd_uuid[:8]})"
@@ -269,25 +368,40 @@ class StartOsd(Step):
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         s = Settings.from_ctx(ctx)
         with session(ctx) as c:
-            osd_id = _need_id(c, self.osd_uuid)
-        if self.provisioner == "file":
-            from debvisor_core.lab.process import spawn
+            osd_id = _need_id(ctx, c, self.osd_uuid)
+        from debvisor_core.lab.process import spawn
 
+        if self.provisioner == "file":
             p = _file_paths(s, self.osd_uuid)
             p["pid"].parent.mkdir(parents=True, exist_ok=True)
             p["log"].parent.mkdir(parents=True, exist_ok=True)
             spawn(osd_argv(s.conf, osd_id, p["data"]), pidfile=p["pid"], log=p["log"])
+        elif self.provisioner == RAW:
+            env = _volume_env(s)
+            _run(["ceph-volume", "raw", "activate", "--device", self.device, "--no-tmpfs", "--no-systemd"],
+                 env=env)
+            if _systemd():
+                _run(["systemctl", "start", f"ceph-osd@{osd_id}"])
+            else:
+                pid = _raw_pidfile(ctx, osd_id)
+                pid.parent.mkdir(parents=True, exist_ok=True)
+                spawn(["ceph-osd", "-f", "--cluster", CLUSTER, "--id", str(osd_id), "--setuser", "ceph",
+                       "--setgroup", "ceph"], pidfile=pid, log=pid.with_suffix(".out"), env=env)
         else:
-            _run(["ceph-volume", "lvm", "activate", str(osd_id), self.osd_uuid])
+            _run(["ceph-volume", "lvm", "activate", str(osd_id), self.osd_uuid], env=_volume_env(s))
         return {"osd_id": osd_id}
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         s = Settings.from_ctx(ctx)
-        if self.provisioner == "file":
-            from debvisor_core.lab.process import stop_pidfile
+        from debvisor_core.lab.process import stop_pidfile
 
+        if self.provisioner == "file":
             stop_pidfile(_file_paths(s, self.osd_uuid)["pid"], timeout=30)
-        elif record.get("osd_id") is not None:
+        elif record.get("osd_id") is None:
+            return
+        elif self.provisioner == RAW and not _systemd():
+            stop_pidfile(_raw_pidfile(ctx, int(record["osd_id"])), timeout=30)
+        else:
             _run(["systemctl", "stop", f"ceph-osd@{record['osd_id']}"])
 
 
@@ -303,7 +417,7 @@ class VerifyOsdUp(Step):
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         with session(ctx) as c:
-            osd_id = _need_id(c, self.osd_uuid)
+            osd_id = _need_id(ctx, c, self.osd_uuid)
 
             def up() -> bool:
                 return any(int(o["osd"]) == osd_id and o.get("up") for o in c.mon("osd dump")["osds"])

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,11 +241,106 @@ def test_join_fault_rolls_back(cdv: Any, dv_fault: Any, ceph_lab: dict[str, Any]
     assert not list(Path(ceph_lab["file_dir"], "blocks").iterdir())
 
 
+@pytest.fixture
+def loop_device(tmp_path: Path) -> Iterator[str]:
+    """A real block device: a 3 GiB sparse file on a loop device."""
+    if not Path("/dev/loop-control").exists():
+        pytest.skip("this machine has no loop devices (/dev/loop-control)")
+    missing = [t for t in ("losetup", "unshare", "udevadm", "ceph-volume") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(3 * 1024**3)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    yield dev
+    subprocess.run(["losetup", "-d", dev], check=False)
+
+
+@pytest.fixture
+def volume_node(ceph_lab: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """What ceph-volume expects of a node, private to the test: a /var/lib/ceph (bind-mounted
+    by `unshare --mount` around each command, so the host's stays untouched) holding the
+    bootstrap-osd keyring, and a copy of the lab's ceph.conf whose run and log dirs the ceph
+    user can write and whose OSD data dirs are ceph-volume's."""
+    base = Path(tempfile.mkdtemp(prefix="dvcv-"))
+    base.chmod(0o755)
+    vlc = base / "var-lib-ceph"
+    for d in (vlc / "bootstrap-osd", vlc / "osd", vlc / "tmp", base / "run", base / "log", base / "crash"):
+        d.mkdir(parents=True)
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        key = mon_command(c, "auth get-or-create", entity="client.bootstrap-osd",
+                          caps=["mon", "allow profile bootstrap-osd"])
+    (vlc / "bootstrap-osd" / "ceph.keyring").write_text(key)
+    conf = Path(ceph_lab["conf"]).read_text()
+    for key_, value in (("run dir", base / "run"), ("crash dir", base / "crash"),
+                        ("log file", f"{base}/log/$cluster-$name.log"),
+                        ("pid file", f"{base}/run/$cluster-$name.pid"),
+                        ("osd data", "/var/lib/ceph/osd/$cluster-$id")):
+        conf = re.sub(rf"^{key_} = .*$", f"{key_} = {value}", conf, flags=re.M)
+    (base / "ceph.conf").write_text(conf)
+    for d in (vlc, base / "run", base / "log", base / "crash"):
+        for root, dirs, files in os.walk(d):
+            for n in [root, *(os.path.join(root, x) for x in dirs + files)]:
+                shutil.chown(n, "ceph", "ceph")
+    script = 'mount --bind "$0" /var/lib/ceph && exec "$@"'
+    yield {"vlc": vlc, "conf": base / "ceph.conf",
+           "prog": ["unshare", "--mount", "--", "/bin/sh", "-c", script, str(vlc), sys.executable, "-m",
+                    "debvisor_core"]}
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        mon_command(c, "auth del", entity="client.bootstrap-osd")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_join_ceph_volume_raw_on_a_loop_device(dv: Any, dv_state: Any, ceph_lab: dict[str, Any],
+                                               loop_device: str, volume_node: dict[str, Any],
+                                               no_new_osds: None) -> None:
+    """The real-disk path: `ceph-volume raw prepare/activate` on a block device, the OSD placed
+    under the host with its class, started as the ceph user, up; rollback purges it, removes
+    its data dir and wipes the device's label."""
+    dv_state.config({"ceph": {"conf": str(volume_node["conf"]), "provisioner": "ceph-volume-raw"}},
+                    base=ceph_lab["config"])
+    prog = volume_node["prog"]
+    res = dv("--json", "ceph", "join", "--devices", loop_device, "--class", "ssd", "--initial-weight", "0",
+             "--yes", prog=prog, timeout=600)
+    assert res.code == 0, res
+    (osd_id,) = res.json["result"]["osds"]
+    label = json.loads(subprocess.run(["ceph-volume", "raw", "list", loop_device, "--format", "json"],
+                                      capture_output=True, text=True, check=True,
+                                      env={**os.environ, "CEPH_CONF": str(volume_node["conf"])}).stdout)
+    assert [v["osd_id"] for v in label.values()] == [osd_id]
+    assert (volume_node["vlc"] / "osd" / f"ceph-{osd_id}" / "whoami").read_text().strip() == str(osd_id)
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        tree = mon_json(c, "osd tree")
+        node = next(n for n in tree["nodes"] if n["id"] == osd_id)
+        host = next(n for n in tree["nodes"] if n["type"] == "host" and osd_id in n.get("children", []))
+        assert host["name"] == "lab-node1" and node["device_class"] == "ssd"
+        assert node["status"] == "up"
+        osd = next(o for o in mon_json(c, "osd dump")["osds"] if o["osd"] == osd_id)
+        assert osd["uuid"] == next(iter(label))  # the fsid ceph-volume chose
+    back = dv("ceph", "join", "--rollback", "--yes", prog=prog, timeout=600)
+    assert back.code == 0, back
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        assert osd_id not in mon_json(c, "osd ls")
+        assert f"osd.{osd_id}" not in {e["entity"] for e in mon_json(c, "auth ls")["auth_dump"]}
+    assert not (volume_node["vlc"] / "osd" / f"ceph-{osd_id}").exists()
+    with open(loop_device, "rb") as f:
+        assert f.read(1 << 20) == bytes(1 << 20)  # the BlueStore label is gone
+
+
 def test_join_bad_input(cdv: Any) -> None:
     res = cdv("ceph", "join", "--devices", "/dev/sda", "--yes")
     assert res.code == 2 and "file:SIZE" in res.stderr
     res = cdv("ceph", "join", "--devices", "file:1G", "--weight", "1", "--initial-weight", "0", "--yes")
     assert res.code == 2 and "not both" in res.stderr
+
+
+def test_join_unknown_provisioner(dv: Any, dv_state: Any, ceph_lab: dict[str, Any]) -> None:
+    dv_state.config({"ceph": {"provisioner": "ceph-disk"}}, base=ceph_lab["config"])
+    res = dv("ceph", "join", "--devices", "auto", "--yes")
+    assert res.code == 2, res
+    assert "unknown provisioner 'ceph-disk'" in res.stderr and "ceph-volume-raw" in res.stderr
 
 
 def test_health_and_rados_missing(cdv: Any, tmp_path: Path) -> None:

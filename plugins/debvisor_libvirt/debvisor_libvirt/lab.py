@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core.lab import LabContext, LabService, netns
 from debvisor_core.lab.process import LabError, read_pid, run, spawn, stop, stop_pidfile, wait_for
 
-from .labpki import qemu_tls_dir
+from .labpki import libvirt_client_dir, qemu_tls_dir
 
 if TYPE_CHECKING:
     import libvirt
@@ -342,13 +342,19 @@ def _fragment(lctx: LabContext) -> dict[str, Any]:
                 for name, addr in NODES.items()
             },
             "guest": {"kernel": str(ensure_kernel()), "initrd": str(ensure_initrd())},
-            "lab": {"dir": str(lctx.dir), "migration_tls_dir": str(_tls_dir(lctx))},
+            "lab": {"dir": str(lctx.dir), "migration_tls_dir": str(_tls_dir(lctx)),
+                    "tls_uris": {n: f"qemu+tls://{a}/system?pkipath={_client_dir(lctx)}"
+                                 for n, a in NODES.items()}},
         }
     }
 
 
 def _tls_dir(lctx: LabContext) -> Path:
     return lctx.dir / "pki" / "qemu"
+
+
+def _client_dir(lctx: LabContext) -> Path:
+    return libvirt_client_dir(qemu_tls_dir(_tls_dir(lctx), NODES), lctx.dir / "pki" / "libvirt-client")
 
 
 def _sock_ready(path: Path) -> bool:
@@ -399,11 +405,16 @@ def _prepare_node(lctx: LabContext, name: str, addr: str) -> Path:
     (node / "hosts").write_text(
         "127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in NODES.items())
     )
+    pki = qemu_tls_dir(_tls_dir(lctx), NODES)
     _set_conf(
         node / "etc" / "libvirtd.conf",
         {
             "host_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"debvisor-lab:{lctx.dir}:{name}")),
-            "listen_tls": 0,
+            "listen_tls": 1,  # qemu+tls://ADDR/system with the lab PKI (client: pkipath=)
+            "key_file": str(pki / "server-key.pem"),
+            "cert_file": str(pki / "server-cert.pem"),
+            "ca_file": str(pki / "ca-cert.pem"),
+            "auth_tls": "none",  # the client certificate is the credential
             "listen_tcp": 1,
             "listen_addr": addr,
             "auth_tcp": "none",  # lab only: reachable inside the lab namespaces only
@@ -421,7 +432,7 @@ def _prepare_node(lctx: LabContext, name: str, addr: str) -> Path:
             "cgroup_controllers": [],
             "migration_address": addr,
             # `hv migrate --tls`: QEMU's own TLS on the migration stream, with a lab PKI
-            "migrate_tls_x509_cert_dir": str(qemu_tls_dir(_tls_dir(lctx), NODES)),
+            "migrate_tls_x509_cert_dir": str(pki),
             "migrate_tls_x509_verify": 1,
         },
     )

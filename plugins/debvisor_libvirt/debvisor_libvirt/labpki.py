@@ -1,10 +1,13 @@
-"""A throw-away PKI for the lab's migration TLS, made with the openssl CLI.
+"""A throw-away PKI for the lab's TLS, made with the openssl CLI.
 
 QEMU encrypts a migration stream (``VIR_MIGRATE_TLS``, `hv migrate --tls`) with the files of
 qemu.conf's ``migrate_tls_x509_cert_dir``: ``ca-cert.pem``, ``server-cert.pem``,
 ``server-key.pem``, ``client-cert.pem`` and ``client-key.pem``. Both lab nodes share one
-directory: the server certificate names both nodes' addresses (QEMU checks the address of
-the migration URI against it) and the client certificate is what the source presents.
+directory: the server certificate names both nodes' addresses (QEMU and libvirt check the
+address of the URI against it) and the client certificate is what a client presents.
+libvirtd's TLS listener (``qemu+tls://``) uses the same CA and server files; a libvirt
+client finds its files through the URI's ``pkipath``, named ``cacert.pem``,
+``clientcert.pem`` and ``clientkey.pem`` (:func:`libvirt_client_dir`).
 """
 
 from __future__ import annotations
@@ -51,4 +54,16 @@ def qemu_tls_dir(d: Path, nodes: dict[str, str]) -> Path:
     _issue(d, "client", [*common, "extendedKeyUsage=clientAuth"])
     for f in d.iterdir():
         f.chmod(0o600)
+    return d
+
+
+def libvirt_client_dir(qemu_dir: Path, d: Path) -> Path:
+    """A ``pkipath`` directory for libvirt clients, linking the lab's CA and client files."""
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    for name, src in (("cacert.pem", "ca-cert.pem"), ("clientcert.pem", "client-cert.pem"),
+                      ("clientkey.pem", "client-key.pem")):
+        link = d / name
+        if not link.exists():
+            link.symlink_to(qemu_dir / src)
     return d

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from debvisor_core.context import Context
-from debvisor_core.errors import BadInput, DebvisorError
+from debvisor_core.errors import BadInput, DebvisorError, PreflightRefused
 
 if TYPE_CHECKING:
     import libvirt
@@ -210,8 +210,10 @@ class Cluster:
                     raise DebvisorError(f"node {n}: {exc.get_error_message()}") from None
         if not found:
             where = f"node {node_name}" if node_name else f"any node ({', '.join(sorted(conns))})"
-            extra = f"; unreachable: {', '.join(sorted(errors))}" if errors else ""
-            raise BadInput(f"no VM named {vm!r} on {where}{extra}")
+            if errors:  # it may be on a node we cannot see: not the operator's typo
+                raise PreflightRefused(f"no VM named {vm!r} on {where}, and "
+                                       + "; ".join(errors[n] for n in sorted(errors)))
+            raise BadInput(f"no VM named {vm!r} on {where}")
         found.sort(key=lambda t: 0 if t[1].isActive() else 1)
         return found[0]
 

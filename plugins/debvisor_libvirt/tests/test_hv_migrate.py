@@ -7,6 +7,7 @@ leaves it running somewhere and the next one starts from wherever it is.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,34 @@ def test_tls_migration_uses_the_lab_pki(dv: Any, hv_env: Any, guest: Path) -> No
     assert res.code == 0, res
     assert res.json["steps"][0]["description"].endswith(", TLS)")
     assert hv_env.where(VM) == [dst]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+
+
+def test_tls_control_connections(dv: Any, dv_state: Any, hv_env: Any, guest: Path) -> None:
+    """qemu+tls:// to both nodes — libvirtd's TLS listener, the lab PKI, the client certificate
+    found through the URI's pkipath — from a shell on node1's network: list and migrate work;
+    without the client key libvirtd refuses the client, and the error gives libvirt's reason."""
+    tls = hv_env.config["hv"]["lab"]["tls_uris"]
+    dv_state.config({"hv": {"nodes": {n: {"uri": u} for n, u in tls.items()}}}, base=hv_env.config_path)
+    prog = ["ip", "netns", "exec", hv_env.config["hv"]["nodes"]["node1"]["netns"], sys.executable, "-m",
+            "debvisor_core"]
+    src = hv_env.where(VM)[0]
+    listed = dv("--json", "hv", "list", prog=prog)
+    assert listed.code == 0, listed
+    assert (VM, src) in {(v["name"], v["node"]) for v in listed.json["vms"]}
+    res = dv("hv", "migrate", VM, _other(src), "--yes", prog=prog)
+    assert res.code == 0, res
+    assert hv_env.where(VM) == [_other(src)]
+    key = Path(tls["node1"].split("pkipath=")[1]) / "clientkey.pem"
+    hidden = key.with_name("clientkey.pem.hidden")
+    key.rename(hidden)
+    try:
+        res = dv("hv", "migrate", VM, src, "--check", prog=prog)  # libvirtd refuses a client
+        assert res.code == 3, res                                   # without a certificate
+        assert f"no VM named '{VM}' on any node (), and node node1 (qemu+tls://" in res.stderr
+        assert "is unreachable: Unable to read TLS confirmation" in res.stderr, res.stderr
+    finally:
+        hidden.rename(key)
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 

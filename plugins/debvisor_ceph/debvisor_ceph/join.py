@@ -30,6 +30,7 @@ from typing import Any
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import BadInput, StepFailed
+from debvisor_core.statefile import read_json, update_json
 
 from .client import Settings, session
 from .fileosd import OSD_CAPS, _mkfs, osd_argv
@@ -157,22 +158,12 @@ def _aliases(ctx: Context) -> Path:
 
 def real_fsid(ctx: Context, plan_uuid: str) -> str:
     """The OSD fsid behind a plan's uuid: ``ceph-volume raw`` picks its own, recorded here."""
-    try:
-        return str(json.loads(_aliases(ctx).read_text()).get(plan_uuid, plan_uuid))
-    except (OSError, ValueError):
-        return plan_uuid
+    data = read_json(_aliases(ctx), {})
+    return str(data.get(plan_uuid, plan_uuid)) if isinstance(data, dict) else plan_uuid
 
 
 def _remember_fsid(ctx: Context, plan_uuid: str, fsid: str) -> None:
-    path = _aliases(ctx)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[plan_uuid] = fsid
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    update_json(_aliases(ctx), lambda d: d.__setitem__(plan_uuid, fsid))
 
 
 def raw_label(device: str, env: dict[str, str]) -> dict[str, Any] | None:

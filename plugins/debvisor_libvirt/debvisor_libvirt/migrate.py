@@ -9,7 +9,6 @@ memory stream goes straight from QEMU to QEMU over ``tcp://MIGRATION_ADDRESS`` (
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -26,6 +25,7 @@ from debvisor_core import log
 from debvisor_core.context import Context
 from debvisor_core.engine import Finding, Operation, Step
 from debvisor_core.errors import StepFailed
+from debvisor_core.statefile import read_json, update_json
 
 from . import hvconfig
 from .domains import devices, memory_kib
@@ -368,23 +368,19 @@ def _finish_file(ctx: Context) -> Path:
 def finish_overhead(ctx: Context, target: str) -> float:
     """Seconds from the end of the transfer to the end of the migration call, as measured
     on earlier migrations to ``target`` (smoothed); 0.0 when never measured."""
+    data = read_json(_finish_file(ctx), {})
     try:
-        return float(json.loads(_finish_file(ctx).read_text()).get(target, 0.0))
-    except (OSError, ValueError, AttributeError):
+        return float(data.get(target, 0.0))
+    except (AttributeError, TypeError, ValueError):
         return 0.0
 
 
 def learn_finish_overhead(ctx: Context, target: str, seconds: float) -> None:
-    path = _finish_file(ctx)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    old = data.get(target)
-    data[target] = round(seconds if old is None else 0.5 * old + 0.5 * seconds, 3)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    def change(data: dict[str, Any]) -> None:
+        old = data.get(target)
+        data[target] = round(seconds if not isinstance(old, int | float) else 0.5 * old + 0.5 * seconds, 3)
+
+    update_json(_finish_file(ctx), change)
 
 
 ZERO_PAGE_COST = 12  # bytes QEMU sends for an all-zero page (header + flag), measured

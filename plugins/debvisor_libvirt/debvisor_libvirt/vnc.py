@@ -151,12 +151,8 @@ class SetVncTarget(Step):
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         from debvisor_core.secrets import read_secret
 
-        libvirt = lv()
         dom = domain(ctx, self.node, self.vm)
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
-                                         | libvirt.VIR_DOMAIN_XML_SECURE))
-        devs = root.find("devices")
-        assert devs is not None
+        root, devs = _persistent_devices(dom)
         g = devs.find("graphics[@type='vnc']")
         if g is None:
             g = ET.SubElement(devs, "graphics", type="vnc")
@@ -182,12 +178,8 @@ class SetVncTarget(Step):
             raise StepFailed(f"the VNC target of {self.vm} did not take")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        libvirt = lv()
         dom = domain(ctx, self.node, self.vm)
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
-                                         | libvirt.VIR_DOMAIN_XML_SECURE))
-        devs = root.find("devices")
-        assert devs is not None
+        root, devs = _persistent_devices(dom)
         for g in devs.findall("graphics[@type='vnc']"):
             devs.remove(g)
         if record.get("graphics"):
@@ -254,6 +246,16 @@ def _rule_handles(n: Node, vm: str, port: int) -> list[str]:
         if f"dport {port} " in line and f'"hv-vnc-{vm}"' in line and "# handle" in line:
             out.append(line.rsplit("# handle", 1)[1].strip())
     return out
+
+
+def _persistent_devices(dom: Any) -> tuple[ET.Element, ET.Element]:
+    """The persistent XML of ``dom`` (with secrets, to define it back) and its <devices>."""
+    libvirt = lv()
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+    devs = root.find("devices")
+    if devs is None:
+        raise StepFailed(f"the domain XML of {dom.name()} has no <devices>")
+    return root, devs
 
 
 @dataclass

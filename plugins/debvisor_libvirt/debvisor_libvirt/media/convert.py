@@ -432,17 +432,18 @@ class _Verifier:
             runs.append((lo, len(jobs)))
         return runs
 
-    @staticmethod
-    def _pieces(jobs: list[Job], lo: int, hi: int, side: int) -> list[Piece]:
-        return merge([(j[0], j[1], j[2] if side == 2 else j[3]) for j in jobs[lo:hi]])
+    def _read_side(self, jobs: list[Job], lo: int, hi: int, side: int,
+                   buf: mmap.mmap | None = None) -> memoryview | None:
+        """The bytes of run [lo, hi) of the source (``side`` 2) or the result (3); None when
+        that side is all zero there (nothing is read)."""
+        pieces = merge([(j[0], j[1], j[2] if side == 2 else j[3]) for j in jobs[lo:hi]])
+        if not pieces:
+            return None
+        reader = self.src if side == 2 else self.dst
+        return reader.read_range(sum(j[1] for j in jobs[lo:hi]), jobs[lo][0], pieces, buf)
 
     def _read(self, jobs: list[Job], lo: int, hi: int) -> tuple[memoryview | None, memoryview | None]:
-        start = jobs[lo][0]
-        length = sum(j[1] for j in jobs[lo:hi])
-        sp, dp = self._pieces(jobs, lo, hi, 2), self._pieces(jobs, lo, hi, 3)
-        a = self.src.read_range(length, start, sp) if sp else None
-        b = self.dst.read_range(length, start, dp) if dp else None
-        return a, b
+        return self._read_side(jobs, lo, hi, 2), self._read_side(jobs, lo, hi, 3)
 
     def _read_ahead(self, jobs: list[Job], runs: list[tuple[int, int]], *, result: bool = True
                     ) -> Iterator[tuple[int, int, memoryview | None, memoryview | None]]:
@@ -451,16 +452,13 @@ class _Verifier:
         with self._slots_lock:
             slots = [self._slots.pop() if self._slots else (mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK))
                      for _ in range(min(READ_AHEAD, len(runs)))]
-        inflight: deque[tuple[int, int, cf.Future[memoryview] | None, cf.Future[memoryview] | None,
-                              tuple[mmap.mmap, mmap.mmap]]] = deque()
+        Read = cf.Future[memoryview | None]
+        inflight: deque[tuple[int, int, Read, Read | None, tuple[mmap.mmap, mmap.mmap]]] = deque()
 
         def start(k: int, slot: tuple[mmap.mmap, mmap.mmap]) -> None:
             lo, hi = runs[k]
-            first, length = jobs[lo][0], sum(j[1] for j in jobs[lo:hi])
-            sp = self._pieces(jobs, lo, hi, 2)
-            dp = self._pieces(jobs, lo, hi, 3) if result else []
-            fa = self.io.submit(self.src.read_range, length, first, sp, slot[0]) if sp else None
-            fb = self.io.submit(self.dst.read_range, length, first, dp, slot[1]) if dp else None
+            fa = self.io.submit(self._read_side, jobs, lo, hi, 2, slot[0])
+            fb = self.io.submit(self._read_side, jobs, lo, hi, 3, slot[1]) if result else None
             inflight.append((lo, hi, fa, fb, slot))
 
         try:
@@ -469,7 +467,7 @@ class _Verifier:
             nxt = len(slots)
             while inflight:
                 lo, hi, fa, fb, slot = inflight.popleft()
-                yield lo, hi, fa.result() if fa else None, fb.result() if fb else None
+                yield lo, hi, fa.result(), fb.result() if fb else None
                 if nxt < len(runs):
                     start(nxt, slot)
                     nxt += 1

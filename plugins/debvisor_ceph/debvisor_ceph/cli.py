@@ -534,7 +534,6 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
       debvisor ceph join --rollback --yes
     """
     from .join import (
-        PROVISIONERS,
         CreateOsd,
         PlaceOsd,
         StartOsd,
@@ -548,9 +547,6 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
     if weight is not None and initial_weight is not None:
         raise BadInput("give --weight or --initial-weight, not both")
     s = Settings.from_ctx(ctx)
-    if s.provisioner not in PROVISIONERS:
-        raise BadInput(f"unknown provisioner {s.provisioner!r} in the [ceph] config: use one of "
-                       f"{', '.join(PROVISIONERS)}")
     node = host or s.host or socket.gethostname().split(".")[0]
     items = [x.strip() for d in devices for x in d.split(",") if x.strip()]
     try:

@@ -41,6 +41,17 @@ def require_rados() -> Any:
     return rados
 
 
+PROVISIONERS = ("ceph-volume", "ceph-volume-raw", "file")  # how `ceph join` makes OSDs (join.py)
+
+
+def _provisioner(sec: Section) -> str:
+    value = sec.string("provisioner", "ceph-volume") or "ceph-volume"
+    if value not in PROVISIONERS:
+        raise sec.error("provisioner", f"names an unknown provisioner {value!r}: use one of "
+                                       f"{', '.join(PROVISIONERS)}")
+    return value
+
+
 @dataclass
 class Settings:
     """The `[ceph]` table: conf, keyring, client name, timeout and the join provisioner."""
@@ -62,7 +73,7 @@ class Settings:
             client=str(sec.get("client", "client.admin")),
             timeout=int(Section.of(ctx, "ceph").number("timeout", 10, minimum=1, maximum=3600,
                                                        integer=True, unit="seconds")),
-            provisioner=str(sec.get("provisioner", "ceph-volume")),
+            provisioner=_provisioner(Section.of(ctx, "ceph")),
             file_dir=str(sec.get("file_dir", "")),
             host=str(sec.get("host", "")),
         )

@@ -142,7 +142,6 @@ def _run(argv: list[str], timeout: float = 300, env: dict[str, str] | None = Non
     return res.stdout
 
 
-PROVISIONERS = ("ceph-volume", "ceph-volume-raw", "file")
 RAW = "ceph-volume-raw"
 OSD_DATA = "/var/lib/ceph/osd"  # ceph-volume's, not configurable
 CLUSTER = "ceph"  # ceph-volume's default cluster name (its conf comes from CEPH_CONF)

@@ -33,6 +33,8 @@ def notes_dir(ctx: Context) -> Path:
 class WriteNote(Step):
     """Step 1: write NAME's file (undo: restore the previous content or remove it)."""
 
+    TYPE = "example.note.write"
+
     dir: str
     name: str
     text: str
@@ -68,6 +70,8 @@ class WriteNote(Step):
 @dataclass
 class IndexNote(Step):
     """Step 2: list NAME in the index file (undo: restore the previous index)."""
+
+    TYPE = "example.note.index"
 
     dir: str
     name: str

@@ -199,6 +199,8 @@ def find_osd(ctx: Context, c: Any, plan_uuid: str) -> int | None:
 class CreateOsd(Step):
     """Register an OSD for ``device`` and prepare it (keyring, BlueStore mkfs)."""
 
+    TYPE = "ceph.osd.create"
+
     DESTRUCTIVE = True
     osd_uuid: str
     device: str
@@ -292,6 +294,8 @@ class CreateOsd(Step):
 class PlaceOsd(Step):
     """Put the OSD in CRUSH under its host bucket with its weight and device class."""
 
+    TYPE = "ceph.osd.place"
+
     osd_uuid: str
     host: str
     weight: float
@@ -348,6 +352,8 @@ class StartOsd(Step):
     """Start the OSD daemon (file: ``ceph-osd -f`` with a pidfile; ceph-volume: its activate,
     then the ``ceph-osd@ID`` unit — or, without systemd, ``ceph-osd -f`` as the ceph user)."""
 
+    TYPE = "ceph.osd.start"
+
     osd_uuid: str
     provisioner: str
     device: str = ""
@@ -398,6 +404,8 @@ class StartOsd(Step):
 @dataclass
 class VerifyOsdUp(Step):
     """Wait until the mons report the new OSD up (nothing to undo)."""
+
+    TYPE = "ceph.osd.verify-up"
 
     osd_uuid: str
     timeout: float = 120.0

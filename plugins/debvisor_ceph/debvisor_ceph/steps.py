@@ -28,6 +28,7 @@ def _flags(ctx: Context) -> set[str]:
 class OsdFlag(Step):
     """Set or unset a cluster-wide OSD flag (noout, norebalance…); undo restores it."""
 
+    TYPE = "ceph.osd-flag"
     NAME = "OsdFlag"
     flag: str
     value: bool
@@ -97,6 +98,7 @@ def _set_reason(c: Any, reason: str | None) -> None:
 class UpgradeNoout(OsdFlag):
     """Contributed to cluster upgrades: noout before the owner's steps (ORDER 10)."""
 
+    TYPE = "ceph.noout.set"
     NAME = "CephNooutSet"
     ORDER = 10
 
@@ -106,6 +108,7 @@ class UpgradeNooutRelease(Step):
     """Contributed to cluster upgrades: unset noout after the owner's steps (ORDER 90),
     unless it was already set before the upgrade began (then it stays)."""
 
+    TYPE = "ceph.noout.unset"
     NAME = "CephNooutUnset"
     ORDER = 90
     reason: str = ""
@@ -151,6 +154,8 @@ class PgUpmap(Step):
     """Map one replica of a PG from one OSD to another (pg-upmap-items); undo restores the
     PG's previous upmap items."""
 
+    TYPE = "ceph.pg-upmap"
+
     pgid: str
     mappings: list[list[int]]
     src: int
@@ -182,6 +187,8 @@ class PgUpmap(Step):
 class OsdReweight(Step):
     """Set an OSD's reweight (0..1); undo restores the old value."""
 
+    TYPE = "ceph.osd-reweight"
+
     osd: int
     reweight: float
 
@@ -211,6 +218,8 @@ class OsdReweight(Step):
 @dataclass
 class PoolPgNum(Step):
     """Set a pool's pg_num; undo sets the old value back (Ceph merges PGs again)."""
+
+    TYPE = "ceph.pool-pg-num"
 
     pool: str
     pg_num: int

@@ -48,6 +48,7 @@ def _summary(changes: list[dict[str, Any]], zone: str | None, limit: int = 3) ->
 class UpdateRRsets(DnsStep):
     """One TSIG-signed UPDATE of one zone, with prerequisites; undo restores the prior RRsets."""
 
+    TYPE = "dns.update"
     NAME = "DnsUpdate"
 
     zone: str
@@ -191,6 +192,7 @@ class UpdateRRsets(DnsStep):
 class AwaitPropagation(DnsStep):
     """Poll every authoritative server until all serve the changes (DNSSEC-validated)."""
 
+    TYPE = "dns.propagation"
     NAME = "DnsPropagation"
 
     changes: list[dict[str, Any]]
@@ -218,6 +220,7 @@ class AwaitPropagation(DnsStep):
 class WaitOutTtl(DnsStep):
     """Wait the old TTL out, so no cache holds the old TTL when the value changes."""
 
+    TYPE = "dns.wait-ttl"
     NAME = "DnsWaitTtl"
 
     seconds: int
@@ -246,6 +249,7 @@ class WaitOutTtl(DnsStep):
 class VmRecord(UpdateRRsets):
     """A VM's A/AAAA (and PTR) record, contributed to `hv register` / `hv unregister`."""
 
+    TYPE = "dns.vm-record"
     NAME = "DnsVmRecord"
     ORDER = 90
 
@@ -254,5 +258,6 @@ class VmRecord(UpdateRRsets):
 class VmPropagation(AwaitPropagation):
     """Propagation of a VM's record, inside the hv operation."""
 
+    TYPE = "dns.vm-propagation"
     NAME = "DnsVmPropagation"
     ORDER = 91

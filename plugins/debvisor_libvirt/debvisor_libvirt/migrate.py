@@ -452,6 +452,8 @@ def progress_point(s: dict[str, Any]) -> dict[str, Any] | None:
 class MigrateVM(Step):
     """Live-migrate VM from SOURCE to TARGET (undo: migrate it back)."""
 
+    TYPE = "hv.migrate"
+
     vm: str
     source: str
     target: str
@@ -710,6 +712,8 @@ def _vol(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | Non
 class PrecreateDisks(Step):
     """For ``--copy-storage``: empty images of the VM's node-local disks on the target,
     same virtual size and format (libvirt 9 creates them only inside a storage pool)."""
+
+    TYPE = "hv.migrate.precreate-disks"
 
     vm: str
     source: str

@@ -52,6 +52,8 @@ def autostart_policy(ctx: Context) -> str:
 class WriteInventory(Step):
     """Store VM's inventory record in its metadata (undo: restore the previous one)."""
 
+    TYPE = "hv.inventory.write"
+
     node: str
     vm: str
     record: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +99,8 @@ class WriteInventory(Step):
 @dataclass
 class SetAutostart(Step):
     """Turn VM's autostart on or off (undo: restore the previous setting)."""
+
+    TYPE = "hv.autostart"
 
     node: str
     vm: str

@@ -102,6 +102,8 @@ def list_snapshots(dom: libvirt.virDomain) -> list[dict[str, Any]]:
 class CreateSnapshot(Step):
     """Take snapshot NAME of VM (undo: delete it)."""
 
+    TYPE = "hv.snapshot.create"
+
     node: str
     vm: str
     name: str
@@ -134,6 +136,8 @@ class CreateSnapshot(Step):
 class RevertSnapshot(Step):
     """Revert VM to snapshot NAME (undo: revert to the safety snapshot taken before)."""
 
+    TYPE = "hv.snapshot.revert"
+
     node: str
     vm: str
     name: str
@@ -164,6 +168,8 @@ class RevertSnapshot(Step):
 @dataclass
 class DeleteSnapshot(Step):
     """Delete snapshot NAME (cannot be undone once applied: it is destructive)."""
+
+    TYPE = "hv.snapshot.delete"
 
     node: str
     vm: str

@@ -118,6 +118,8 @@ def _graphics_xml(xml: str) -> str | None:
 class SetVncTarget(Step):
     """Set VM's VNC listen address, port (and password) in its persistent definition."""
 
+    TYPE = "hv.vnc.target"
+
     node: str
     vm: str
     listen: str
@@ -261,6 +263,8 @@ def _persistent_devices(dom: Any) -> tuple[ET.Element, ET.Element]:
 @dataclass
 class OpenVncPort(Step):
     """Allow TCP PORT for VM in nftables on the node (undo: delete that rule)."""
+
+    TYPE = "hv.vnc.open-port"
 
     node: str
     vm: str

@@ -19,6 +19,8 @@ from debvisor_core.engine import Finding, Step
 class Marker(Step):
     """Writes a marker file after the owner's steps; undo removes it."""
 
+    TYPE = "contrib.marker"
+
     ORDER = 90
     path: str
 

@@ -13,9 +13,8 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -54,11 +53,21 @@ json_option = click.option(
 )
 
 
+def _target(c: click.Context, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the command's positional arguments name (``{"vm": "vm1", "action": "create"}``)."""
+    names = [p.name for p in c.command.params if isinstance(p, click.Argument) and p.name]
+    return {n: kwargs[n] for n in names
+            if n in kwargs and kwargs[n] is not None and not isinstance(kwargs[n], tuple | list)}
+
+
 def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], F]:
     """Add --dry-run, --check, --yes, --force-maintenance and --rollback.
 
-    ``--rollback`` undoes the last successful run of operation ``kind`` and exits,
-    without needing the command's other arguments.
+    ``--rollback`` undoes the last successful run of operation ``kind`` on the same
+    target — the command's positional arguments (``hvctl snapshot vm1 create --rollback``
+    undoes vm1's last snapshot creation, never another VM's); without arguments, the
+    last one of that kind. It honours --dry-run, --check and --json, and names the
+    operation it picked before it acts.
     """
 
     def opt(name: str) -> Callable[[click.Context, click.Parameter, bool], None]:
@@ -68,25 +77,31 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
 
         return cb
 
-    def rollback(c: click.Context, _p: click.Parameter, value: bool) -> None:
-        if not value or c.resilient_parsing:
-            return
-        from .engine import rollback_last
-
-        ctx = get_ctx(c)
-        ctx.op_options.rollback = True
-        # --rollback is eager (it needs none of the command's arguments), so a later
-        # --yes on the same command line has not been processed yet: look for it.
-        if any(a in ("-y", "--yes") for a in sys.argv[1:]):
-            ctx.yes = True
-        rollback_last(ctx, kind)
-        c.exit(0)
-
     def yes(c: click.Context, _p: click.Parameter, value: bool) -> None:
         if value:
             get_ctx(c).yes = True
 
+    def rollback(c: click.Context, _p: click.Parameter, value: bool) -> None:
+        if not value or c.resilient_parsing:
+            return
+        get_ctx(c).op_options.rollback = True
+        # The command's arguments only narrow the choice: none of them is required.
+        for param in c.command.params:
+            param.required = False
+
     def deco(fn: F) -> F:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            c = click.get_current_context()
+            ctx = get_ctx(c)
+            ctx.target = _target(c, kwargs)
+            if ctx.op_options.rollback:
+                from .engine import rollback_last
+
+                rollback_last(ctx, kind, ctx.target)
+                return None
+            return fn(*args, **kwargs)
+
+        wrapped: Any = click.decorators.update_wrapper(wrapper, fn)
         options = [
             click.option("--dry-run", is_flag=True, expose_value=False, callback=opt("dry_run"),
                          help="Print the plan and change nothing."),
@@ -99,11 +114,12 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
                          help="Run even though maintenance mode is on."),
             click.option("--rollback", is_flag=True, expose_value=False, is_eager=True,
                          callback=rollback,
-                         help=f"Undo the last successful '{kind}' operation and exit."),
+                         help=f"Undo the last successful '{kind}' operation on the same target "
+                              "(the arguments given) instead of running."),
         ]
         for o in reversed(options):
-            fn = o(fn)
-        fn.__dict__.setdefault("__debvisor_op__", {"kind": kind, "destructive": destructive})
-        return fn
+            wrapped = o(wrapped)
+        wrapped.__dict__.setdefault("__debvisor_op__", {"kind": kind, "destructive": destructive})
+        return cast(F, wrapped)
 
     return deco

@@ -13,6 +13,7 @@ from .config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginHost
+    from .ui import RunUI
 
 
 @dataclass
@@ -39,8 +40,35 @@ class Context:
     op_options: OpOptions = field(default_factory=OpOptions)
     #: the operation the engine is running (steps may record results in ``.result``)
     operation: Any = None
+    #: what the command's positional arguments name (``{"vm": "vm1"}``): journalled, and
+    #: what ``--rollback`` matches
+    target: dict[str, Any] | None = None
+    #: option names whose values are secret (scrubbed from argv in audit and journal)
+    secret_options: tuple[str, ...] = ()
     _config: Config | None = None
     _host: PluginHost | None = None
+    _ui: RunUI | None = None
+
+    @property
+    def ui(self) -> RunUI:
+        """The run UI: set by the caller (daemon, tests), else the terminal's."""
+        if self._ui is None:
+            from .ui import TerminalUI
+
+            self._ui = TerminalUI(quiet=self.json, interactive=self.interactive)
+        return self._ui
+
+    @ui.setter
+    def ui(self, value: RunUI) -> None:
+        self._ui = value
+
+    def safe_argv(self) -> list[str]:
+        """argv with secret values replaced by a keyed digest (for audit and journal)."""
+        try:
+            from .redact import scrub_argv
+        except ImportError:  # pragma: no cover - redact.py lands with the audit work
+            return list(self.argv)
+        return scrub_argv(list(self.argv), self.secret_options)
 
     @property
     def config(self) -> Config:

@@ -1,25 +1,26 @@
-"""Operations: preflight → plan → confirm → lock → journalled steps → verify → audit.
+"""Operations: plan → lock → preflight → confirm → audit "started" → journalled steps →
+verify → audit.
 
-A :class:`Step` is a dataclass whose fields are its JSON parameters; the journal
-stores its type and parameters, so any later process (``ops rollback``, ``ops
-resume``) can rebuild it and undo it from its journalled record.
+The model (:class:`Step`, :class:`Operation`, :class:`Phase`, :class:`Finding`) lives in
+:mod:`debvisor_core.model`; this module runs it. The journal stores each step's
+registered ``TYPE@VERSION`` and parameters, so a later process (``ops rollback``,
+``ops resume``) rebuilds it from the registry of steps installed plugins declare —
+never by importing what a journal names. Everything shown or asked goes through the
+invocation's run UI (:mod:`debvisor_core.ui`); nothing here prints or reads stdin.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-import click
-
-from . import journal, log
+from . import journal, log, model
 from .context import Context
 from .errors import (
     BadInput,
@@ -30,146 +31,56 @@ from .errors import (
     StepFailed,
 )
 from .identity import operator
-
-
-class Step:
-    """One undoable change. Subclass it as a ``@dataclass``; the fields are its params.
-
-    Class attributes (upper case, so they never clash with a field): ``NAME``
-    identifies it (fault injection, logs; default: the class name); ``ORDER``
-    places contributed steps (owner's steps are 50); ``DESTRUCTIVE`` steps need
-    confirmation.
-    ``undo`` must be idempotent: it also runs for a step interrupted mid-apply, with
-    ``record`` holding only the snapshot and ``record["_partial"] = True``.
-    """
-
-    NAME: ClassVar[str] = ""
-    ORDER: ClassVar[int] = 50
-    DESTRUCTIVE: ClassVar[bool] = False
-
-    @property
-    def step_name(self) -> str:
-        return self.NAME or type(self).__name__
-
-    def describe(self, ctx: Context) -> str:
-        """One line for the plan."""
-        return self.step_name
-
-    def check(self, ctx: Context) -> None:
-        """Raise :class:`StepFailed` if the step cannot run (preflight)."""
-
-    def snapshot(self, ctx: Context) -> dict[str, Any]:
-        """Capture the prior state needed to undo; journalled before ``apply``."""
-        return {}
-
-    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any] | None:
-        """Make the change; return extra data for the undo record."""
-        raise NotImplementedError
-
-    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        """Restore the prior state from ``record`` (snapshot + apply's data)."""
-
-    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
-        """Raise :class:`StepFailed` if the change did not take effect."""
-
-    # -- serialisation -------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        if dataclasses.is_dataclass(self):
-            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        return {}
-
-    def to_json(self, ctx: Context) -> dict[str, Any]:
-        cls = type(self)
-        return {
-            "name": self.step_name,
-            "type": f"{cls.__module__}:{cls.__qualname__}",
-            "params": self.params(),
-            "description": self.describe(ctx),
-            "order": self.ORDER,
-        }
-
-
-def step_from_json(type_name: str, params: dict[str, Any]) -> Step:
-    """Rebuild a journalled step."""
-    mod, _, qual = type_name.partition(":")
-    obj: Any = importlib.import_module(mod)
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    step = obj(**params)
-    if not isinstance(step, Step):
-        raise TypeError(f"{type_name} is not a Step")
-    return step
-
-
-@dataclass
-class Finding:
-    """A preflight result. ``level`` is error, warn or info; an error refuses the
-    operation unless ``override`` names an option the operator gave."""
-
-    level: str
-    message: str
-    source: str = ""
-    override: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class Operation:
-    """A state change made of steps. ``kind`` is ``plugin.action``."""
-
-    kind: str
-    title: str
-    steps: list[Step]
-    params: dict[str, Any] = field(default_factory=dict)
-    destructive: bool = False
-    locks: list[str] = field(default_factory=list)
-    id: str = ""
-    rollback_of: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-    #: in-process state steps share during one run (never journalled or printed)
-    scratch: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def lock_names(self) -> list[str]:
-        return self.locks or [self.kind]
-
-
-@dataclass
-class OpResult:
-    id: str
-    kind: str
-    title: str
-    status: str
-    steps: list[dict[str, Any]]
-    findings: list[dict[str, Any]]
-    duration_ms: int = 0
-    result: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from .model import (
+    GATE_PAUSE,
+    PAUSE,
+    ROLLBACK_ALL,
+    ROLLBACK_PHASE_AND_PAUSE,
+    Finding,
+    Operation,
+    OpResult,
+    Phase,
+    Step,
+    UnknownStep,
+)
 
 
 class _Terminated(BaseException):
-    """SIGTERM during an operation: treated like a failure (rollback)."""
+    """SIGTERM or SIGHUP during an operation: treated like a failure (rollback)."""
 
 
 @contextmanager
-def _sigterm_as_failure() -> Iterator[None]:
-    def handler(signum: int, _frame: Any) -> None:
-        raise _Terminated(f"terminated by signal {signum}")
+def _signals_as_failure() -> Iterator[None]:
+    """SIGTERM and SIGHUP (an ssh session that went away) roll back like a failure.
+    Only the main thread can install handlers; a daemon's worker threads are stopped
+    by their own cancellation instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    old = signal.signal(signal.SIGTERM, handler)
+    def handler(signum: int, _frame: Any) -> None:
+        raise _Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 # -- preflight ---------------------------------------------------------------
+def _step_findings(ctx: Context, step: Step) -> list[Finding]:
+    try:
+        found = step.check(ctx) or []
+    except DebvisorError as exc:
+        return [Finding("error", exc.message, step.step_name)]
+    return [f if f.source else dataclasses.replace(f, source=step.step_name) for f in found]
+
+
 def preflight(ctx: Context, op: Operation) -> list[Finding]:
+    """Every finding about ``op``: the audit log, interrupted operations on its locks,
+    plugins' preflight hooks and each step's own ``check``."""
     from . import audit
 
     findings: list[Finding] = []
@@ -177,10 +88,13 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
     if problem:
         findings.append(Finding("error", problem, "core.audit"))
     for op_state in journal.all_ops(ctx.state_dir):
-        if op_state.effective_status == "interrupted" and set(op_state.locks) & set(op.lock_names):
+        status = op_state.effective_status
+        if (op_state.id != op.id and status in journal.BLOCKING
+                and set(op_state.locks) & set(op.lock_names)):
             findings.append(Finding(
                 "error",
-                f"operation {op_state.id} ({op_state.kind}) was interrupted; run "
+                f"operation {op_state.id} ({op_state.kind}) is {status} and holds "
+                f"{', '.join(sorted(set(op_state.locks) & set(op.lock_names)))}; run "
                 f"`debvisor ops rollback {op_state.id}` or `debvisor ops resume {op_state.id}` "
                 "first",
                 "core.journal",
@@ -188,10 +102,7 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
     for result in ctx.hook.debvisor_preflight(ctx=ctx, op=op):
         findings.extend(result or [])
     for step in op.steps:
-        try:
-            step.check(ctx)
-        except DebvisorError as exc:
-            findings.append(Finding("error", exc.message, step.step_name))
+        findings.extend(_step_findings(ctx, step))
     opts = dataclasses.asdict(ctx.op_options)
     for f in findings:
         if f.level == "error" and f.override and opts.get(f.override):
@@ -201,10 +112,11 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
 
 
 def _plan(ctx: Context, op: Operation) -> None:
-    extra: list[Step] = []
-    for contributed in ctx.hook.debvisor_steps(ctx=ctx, op=op):
-        extra.extend(contributed or [])
-    op.steps = sorted(op.steps + extra, key=lambda s: s.ORDER)  # stable
+    if not op.phases:
+        extra: list[Step] = []
+        for contributed in ctx.hook.debvisor_steps(ctx=ctx, op=op):
+            extra.extend(contributed or [])
+        op.steps = sorted(op.steps + extra, key=lambda s: s.ORDER)  # stable
     if not op.steps:
         raise BadInput(f"{op.title}: nothing to do")
 
@@ -213,30 +125,48 @@ def _where(f: Finding) -> str:
     return f" [{f.source}]" if f.source else ""
 
 
-def _print_plan(ctx: Context, op: Operation, findings: list[Finding]) -> None:
-    first_error = next((f for f in findings if f.level == "error"), None)
-    for f in findings:
-        if f is not first_error:  # the first error is the refusal's own message
-            {"error": log.error, "warn": log.warn}.get(f.level, log.info)(
-                f"preflight: {f.message}{_where(f)}")
-    if ctx.json:
-        return
-    print(f"Plan: {op.title}")
+def _plan_lines(ctx: Context, op: Operation) -> list[str]:
+    lines = []
     for i, step in enumerate(op.steps, 1):
-        print(f"  {i}. {step.describe(ctx)}")
+        k = op.phase_of(i - 1)
+        where = f"[{op.phases[k].name}] " if k is not None else ""
+        lines.append(f"{i}. {where}{step.describe(ctx)}")
+    return lines
 
 
 def _confirm(ctx: Context, question: str, refusal: str | None) -> None:
-    """Ask ``question`` on a TTY; without one (and without --yes) refuse with ``refusal``
-    (``refusing to …``), or go ahead when ``refusal`` is None (nothing destructive)."""
+    """Ask ``question``; when nobody can be asked (and without --yes) refuse with
+    ``refusal`` (``refusing to …``), or go ahead when ``refusal`` is None."""
     if ctx.yes:
         return
-    if ctx.interactive:
-        if not click.confirm(question, default=False, err=True):
-            raise PreflightRefused("not confirmed; nothing was changed")
-    elif refusal is not None:
+    answer = ctx.ui.ask(question)
+    if answer is False:
+        raise PreflightRefused("not confirmed; nothing was changed")
+    if answer is None and refusal is not None:
         raise PreflightRefused(f"refusing to {refusal} without --yes in a non-interactive "
                                "session; nothing was changed")
+
+
+def _refuse(ctx: Context, op: Operation, res: OpResult, errors: list[Finding]) -> None:
+    res.status, res.error = "refused", errors[0].message
+    _emit_failure(ctx, res)
+    more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+    raise PreflightRefused(f"preflight refused {op.kind}: {errors[0].message}{_where(errors[0])}"
+                           f"{more}; nothing was changed")
+
+
+class _Fence:
+    """Checks, before each step and before "finished", that the cluster lock (if any)
+    is still ours; a lost lease fails the operation, which then rolls back."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def check(self) -> None:
+        lost = getattr(self.cluster, "lost", None)
+        reason = lost() if callable(lost) else None
+        if reason:
+            raise StepFailed(f"fenced: {reason}")
 
 
 # -- running -----------------------------------------------------------------
@@ -245,67 +175,74 @@ def run(ctx: Context, op: Operation) -> OpResult:
     opts = ctx.op_options
     t0 = time.monotonic()
     _plan(ctx, op)
-    findings = preflight(ctx, op)
-    fdicts = [f.to_dict() for f in findings]
+    if op.target is None and ctx.target is not None:
+        op.target = ctx.target
     steps_view = [{"name": s.step_name, "description": s.describe(ctx), "status": "planned"}
                   for s in op.steps]
-    errors = [f for f in findings if f.level == "error"]
-    _print_plan(ctx, op, findings)
-    res = OpResult("", op.kind, op.title, "planned", steps_view, fdicts)
-    if errors:
-        res.status, res.error = "refused", errors[0].message
-        _emit_failure(ctx, res)
-        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
-        raise PreflightRefused(f"preflight refused {op.kind}: {errors[0].message}{_where(errors[0])}"
-                               f"{more}; nothing was changed")
-    if opts.check:
-        res.status = "checked"
-        log.info(f"preflight passed for {op.kind}; nothing was changed (--check)")
+    res = OpResult("", op.kind, op.title, "planned", steps_view, [])
+    if opts.check or opts.dry_run:  # change nothing, take no lock
+        findings = preflight(ctx, op)
+        res.findings = [f.to_dict() for f in findings]
+        errors = [f for f in findings if f.level == "error"]
+        ctx.ui.plan(op.title, _plan_lines(ctx, op), findings)
+        if errors:
+            _refuse(ctx, op, res, errors)
+        res.status = "checked" if opts.check else "dry-run"
+        log.info(f"preflight passed for {op.kind}; nothing was changed (--check)" if opts.check
+                 else "dry run: nothing was changed")
         return res
-    if opts.dry_run:
-        res.status = "dry-run"
-        log.info("dry run: nothing was changed")
-        return res
-    destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
-    _confirm(ctx, f"Proceed with: {op.title}?",
-             f"run destructive operation '{op.kind}'" if destructive else None)
     from . import audit, locks
 
     op.id = journal.new_id()
     res.id = op.id
     ctx.operation = op
-    with locks.hold(ctx, op, op.lock_names):
+    with locks.hold(ctx, op, op.lock_names) as cluster:
+        # Preflight under the locks: what it found cannot go stale before the steps run.
+        findings = preflight(ctx, op)
+        res.findings = [f.to_dict() for f in findings]
+        errors = [f for f in findings if f.level == "error"]
+        ctx.ui.plan(op.title, _plan_lines(ctx, op), findings)
+        if errors:
+            _refuse(ctx, op, res, errors)
+        destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
+        _confirm(ctx, f"Proceed with: {op.title}?",
+                 f"run destructive operation '{op.kind}'" if destructive else None)
+        # No change without its audit record: "started" is durable before any step.
+        try:
+            audit.record(ctx, result="started", op_id=op.id,
+                         details={"kind": op.kind, "title": op.title, "params": op.params,
+                                  "target": op.target})
+        except DebvisorError as exc:
+            res.status, res.error = "refused", exc.message
+            _emit_failure(ctx, res)
+            raise PreflightRefused(f"{exc.message}; refusing to change state; nothing was changed"
+                                   ) from None
         j = journal.Journal.create(ctx.state_dir, op.id, {
             "kind": op.kind, "title": op.title, "params": op.params, "locks": op.lock_names,
-            "user": operator(), "pid": os.getpid(), "argv": ctx.argv, "rollback_of": op.rollback_of,
-            "steps": [s.to_json(ctx) for s in op.steps],
+            "user": operator(), "pid": os.getpid(), "argv": ctx.safe_argv(),
+            "rollback_of": op.rollback_of, "target": op.target,
+            "phases": [p.to_json(op.phase_range(k).start) for k, p in enumerate(op.phases)],
+            "steps": [{**s.to_json(ctx), "phase": op.phase_of(i)} for i, s in enumerate(op.steps)],
         })
         log.info(f"operation {op.id}: {op.title}")
+        fence = _Fence(cluster)
         try:
-            with _sigterm_as_failure():
-                _apply_all(ctx, op, j, res)
+            with _signals_as_failure():
+                paused = _apply_all(ctx, op, j, res, fence=fence)
         except (Exception, KeyboardInterrupt, _Terminated) as exc:  # noqa: BLE001 - any failure rolls back
-            failed_at = _running_index(res)
-            status, err = _rollback_after_failure(ctx, op, j, exc, failed_at)
-            res.status, res.error = status, err
-            res.duration_ms = int((time.monotonic() - t0) * 1000)
-            audit.record(ctx, result=status, op_id=op.id, duration_ms=res.duration_ms,
-                         details={"kind": op.kind, "title": op.title, "error": err,
-                                  "params": op.params, "result": op.result,
-                                  "failed_step": failed_at + 1 if failed_at is not None else None})
-            _emit_failure(ctx, res)
-            if status == "rolled-back":
-                raise RolledBack(f"{op.title} failed: {err}; every applied step was undone "
-                                 f"(operation {op.id})") from None
-            raise RollbackIncomplete(
-                f"{op.title} failed: {err}; rollback is incomplete (operation {op.id})",
-                hint=f"fix the cause, then run `debvisor ops rollback {op.id}` "
-                     f"(details: `debvisor ops show {op.id}`)") from None
+            _fail(ctx, op, j, res, exc, t0)
         finally:
             j.close()
-    res.status = "succeeded"
     res.result = op.result
     res.duration_ms = int((time.monotonic() - t0) * 1000)
+    if paused is not None:
+        res.status = "paused"
+        audit.record(ctx, result="paused", op_id=op.id, duration_ms=res.duration_ms,
+                     details={"kind": op.kind, "title": op.title, "phase": paused})
+        log.info(f"operation {op.id} paused before phase {paused + 1} "
+                 f"({op.phases[paused].name}); continue with `debvisor ops resume {op.id}`")
+        return res
+    res.status = "succeeded"
     audit.record(ctx, result="succeeded", op_id=op.id, duration_ms=res.duration_ms,
                  details={"kind": op.kind, "title": op.title, "params": op.params,
                           "result": op.result})
@@ -313,14 +250,50 @@ def run(ctx: Context, op: Operation) -> OpResult:
     return res
 
 
+def _fail(ctx: Context, op: Operation, j: journal.Journal, res: OpResult, exc: BaseException,
+          t0: float, *, action: str = "run") -> None:
+    """Record a failure, apply the failed phase's policy, audit it and raise."""
+    from . import audit
+
+    failed_at = _running_index(res)
+    status, err, phase = _after_failure(ctx, op, j, exc, failed_at)
+    res.status, res.error = status, err
+    res.duration_ms = int((time.monotonic() - t0) * 1000)
+    audit.record(ctx, result=status, op_id=op.id, duration_ms=res.duration_ms,
+                 details={"kind": op.kind, "title": op.title, "error": err, "action": action,
+                          "params": op.params, "result": op.result,
+                          "failed_step": failed_at + 1 if failed_at is not None else None})
+    _emit_failure(ctx, res)
+    verb = "resume of " if action == "resume" else ""
+    if status == "paused" and phase is not None:
+        name = op.phases[phase].name
+        undone = "its steps were undone" if op.phases[phase].on_failure != PAUSE else "nothing was undone"
+        raise RolledBack(f"{verb}{op.title} failed in phase {name}: {err}; {undone} and the "
+                         f"operation is paused (operation {op.id})",
+                         hint=f"fix the cause, then `debvisor ops resume {op.id}` retries phase "
+                              f"{name}, or `debvisor ops rollback {op.id}` undoes the rest")
+    if status == "rolled-back":
+        raise RolledBack(f"{verb}{op.title} failed: {err}; every applied step was undone "
+                         f"(operation {op.id})") from None
+    raise RollbackIncomplete(
+        f"{verb}{op.title} failed: {err}; rollback is incomplete (operation {op.id})",
+        hint=f"fix the cause, then run `debvisor ops rollback {op.id}` "
+             f"(details: `debvisor ops show {op.id}`)") from None
+
+
 def _apply_all(ctx: Context, op: Operation, j: journal.Journal, res: OpResult,
-               start: int = 0) -> None:
+               start: int = 0, *, fence: _Fence | None = None) -> int | None:
+    """Apply steps from ``start``; return the phase to continue at when a gate pauses."""
     hook = ctx.hook
-    for i in range(start, len(op.steps)):
+    ui = ctx.ui
+    total = len(op.steps)
+    for i in range(start, total):
         step = op.steps[i]
+        if fence is not None:
+            fence.check()
         t = time.monotonic()
         res.steps[i]["status"] = "running"
-        log.info(f"step {i + 1}/{len(op.steps)}: {step.describe(ctx)}")
+        ui.step(i + 1, total, step.describe(ctx), "running")
         prior = step.snapshot(ctx) or {}
         j.append("intent", step=i, prior=prior)
         extra = hook.debvisor_execute(ctx=ctx, op=op, step=step, prior=prior)
@@ -330,8 +303,17 @@ def _apply_all(ctx: Context, op: Operation, j: journal.Journal, res: OpResult,
         j.append("verified", step=i)
         res.steps[i]["status"] = "done"
         res.steps[i]["duration_ms"] = int((time.monotonic() - t) * 1000)
+        ui.step(i + 1, total, step.describe(ctx), "done")
         log.debug(f"step {step.step_name} took {time.monotonic() - t:.3f}s")
+        k = op.phase_of(i)
+        if (k is not None and i == op.phase_range(k).stop - 1 and k + 1 < len(op.phases)
+                and op.phases[k].gate == GATE_PAUSE):
+            j.append("paused", phase=k + 1, reason=f"gate after phase {op.phases[k].name}")
+            return k + 1
+    if fence is not None:
+        fence.check()
     j.append("finished", status="succeeded")
+    return None
 
 
 def _describe_exc(exc: BaseException) -> str:
@@ -350,22 +332,26 @@ def _undo_steps(ctx: Context, op: Operation, j: journal.Journal,
     for i, record in pending:
         step = op.steps[i]
         try:
-            log.info(f"undo step {i + 1}: {step.describe(ctx)}")
+            ctx.ui.undo(i + 1, step.describe(ctx), "running")
             hook.debvisor_rollback(ctx=ctx, op=op, step=step, record=record)
             j.append("undone", step=i)
+            ctx.ui.undo(i + 1, step.describe(ctx), "done")
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - keep undoing the rest
             msg = _describe_exc(exc)
             log.error(f"undo of step {i + 1} ({step.step_name}) failed: {msg}")
             j.append("undo-failed", step=i, error=msg)
+            ctx.ui.undo(i + 1, step.describe(ctx), "failed")
             failures.append(f"step {i + 1} ({step.step_name}): {msg}")
     return failures
 
 
-def _pending_undo(st: journal.OpState) -> list[tuple[int, dict[str, Any]]]:
+def _pending_undo(st: journal.OpState, only: range | None = None) -> list[tuple[int, dict[str, Any]]]:
     """Steps still to undo, newest first: applied ones with their record, an
     in-flight one with its snapshot marked partial."""
     out: list[tuple[int, dict[str, Any]]] = []
     for s in reversed(st.steps):
+        if only is not None and s.index not in only:
+            continue
         if s.status in ("applied", "verified", "undo-failed") and s.record is not None:
             out.append((s.index, s.record))
         elif s.status in ("in-flight", "failed", "undo-failed") and s.prior is not None:
@@ -373,17 +359,29 @@ def _pending_undo(st: journal.OpState) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def _rollback_after_failure(ctx: Context, op: Operation, j: journal.Journal,
-                            exc: BaseException, failed: int | None) -> tuple[str, str]:
+def _after_failure(ctx: Context, op: Operation, j: journal.Journal, exc: BaseException,
+                   failed: int | None) -> tuple[str, str, int | None]:
+    """Journal the failure and apply the failed phase's policy: (status, error, phase)."""
     err = _describe_exc(exc)
     j.append("failed", step=failed, error=err)
     where = f" at step {failed + 1} ({op.steps[failed].step_name})" if failed is not None else ""
     log.error(f"operation {op.id} failed{where}: {err}")
+    k = op.phase_of(failed) if failed is not None else None
+    policy = op.phases[k].on_failure if k is not None else ROLLBACK_ALL
+    if k is not None and policy in (ROLLBACK_PHASE_AND_PAUSE, PAUSE):
+        failures: list[str] = []
+        if policy == ROLLBACK_PHASE_AND_PAUSE:
+            failures = _undo_steps(ctx, op, j, _pending_undo(journal.load(j.path), op.phase_range(k)))
+        if failures:
+            j.append("finished", status="rollback-incomplete", error=err)
+            return "rollback-incomplete", err, k
+        j.append("paused", phase=k, error=err)
+        return "paused", err, k
     j.append("rollback", reason=err)
     failures = _undo_steps(ctx, op, j, _pending_undo(journal.load(j.path)))
     status = "rollback-incomplete" if failures else "rolled-back"
     j.append("finished", status=status, error=err)
-    return status, err
+    return status, err, None
 
 
 def _running_index(res: OpResult) -> int | None:
@@ -391,51 +389,107 @@ def _running_index(res: OpResult) -> int | None:
 
 
 def _emit_failure(ctx: Context, res: OpResult) -> None:
-    if ctx.json:
+    if ctx.json or ctx.ui.events:
         from .output import emit
 
         emit(ctx, res.to_dict())
 
 
 # -- after the fact: rollback / resume ----------------------------------------
-def _rebuild(st: journal.OpState) -> Operation:
-    try:
-        steps = [step_from_json(s.type, s.params) for s in st.steps]
-    except Exception as exc:  # noqa: BLE001 - a plugin was removed or changed
-        raise RollbackIncomplete(
-            f"cannot rebuild the steps of operation {st.id}: {type(exc).__name__}: {exc}",
-            hint="reinstall the plugin that ran it, then retry") from None
-    return Operation(kind=st.kind, title=st.title, steps=steps, params=st.params,
-                     locks=st.locks, id=st.id)
+def _declare_step_types(ctx: Context, type_name: str) -> None:
+    """Ask installed plugins to declare their step classes (hook ``debvisor_step_types``):
+    first the plugin the type's name points to, then every plugin."""
+    name, version = model.parse_step_type(type_name)
+    host = ctx.host
+    if version is not None:
+        word = name.split(".", 1)[0]
+        module = host.load(word)
+        fn = getattr(module, "debvisor_step_types", None) if module else None
+        if callable(fn):
+            fn()
+        if model.registered(type_name):
+            return
+    for _ in ctx.hook.debvisor_step_types():
+        pass
+
+
+def _rebuild(ctx: Context, st: journal.OpState) -> Operation:
+    """The journalled steps as objects, looked up in the step registry only."""
+    steps = []
+    for s in st.steps:
+        try:
+            if model.registered(s.type) is None:
+                _declare_step_types(ctx, s.type)
+            steps.append(model.build_step(s.type, s.params))
+        except UnknownStep as exc:
+            name = s.type.split("@")[0]
+            origin = name.split(".")[0] if "@" in s.type else name.split(".")[0].split(":")[0]
+            raise UnknownStep(
+                f"cannot rebuild step {s.index + 1} of operation {st.id}: {exc.message}; it came "
+                f"from plugin '{origin}'",
+                hint=f"reinstall the plugin that ran it, then retry; `debvisor ops show {st.id}` "
+                     "shows what was applied") from None
+    phases = []
+    for k, p in enumerate(st.phases):
+        first, count = int(p.get("first", 0)), int(p.get("count", 0))
+        phases.append(Phase(str(p.get("name", f"phase {k + 1}")), steps[first:first + count],
+                            node=p.get("node"), on_failure=str(p.get("on_failure", ROLLBACK_ALL)),
+                            gate=str(p.get("gate", "auto"))))
+    op = (Operation(kind=st.kind, title=st.title, phases=phases, params=st.params,
+                    locks=st.locks, id=st.id, target=st.target) if phases else
+          Operation(kind=st.kind, title=st.title, steps=steps, params=st.params,
+                    locks=st.locks, id=st.id, target=st.target))
+    return op
+
+
+def _lock_stub(st: journal.OpState) -> Operation:
+    """An operation object naming the journalled kind and locks, for the lock hooks."""
+    return Operation(kind=st.kind, title=st.title, steps=[], locks=st.locks or [st.kind],
+                     id=st.id, target=st.target)
+
+
+def _check_rollbackable(st: journal.OpState, *, held: bool = False) -> None:
+    """Refuse what cannot be rolled back; ``held``: we hold the journal's lock, so a
+    "running" status means interrupted."""
+    status = st.status if held else st.effective_status
+    if status in ("rolled-back", "refused"):
+        raise BadInput(f"operation {st.id} is already {status}; nothing to undo")
+    if status in ("running", "rolling-back") and not held:
+        raise BadInput(f"operation {st.id} is still running in another process")
 
 
 def rollback_op(ctx: Context, op_id: str) -> OpResult:
-    """Undo every applied (or interrupted) step of a journalled operation."""
+    """Undo every applied (or interrupted) step of a journalled operation.
+
+    The plan shown (and ``--dry-run``) comes from the journalled descriptions: no
+    step is rebuilt before the operation's locks are held and the journal re-read.
+    """
     from . import audit, locks
 
     path = journal.find(ctx.state_dir, op_id)
     st = journal.load(path)
-    status = st.effective_status
-    if status in ("rolled-back", "refused"):
-        raise BadInput(f"operation {st.id} is already {status}; nothing to undo")
-    if status in ("running", "rolling-back"):
-        raise BadInput(f"operation {st.id} is still running in another process")
+    _check_rollbackable(st)
     pending = _pending_undo(st)
-    op = _rebuild(st)
-    ctx.operation = op
-    if not ctx.json:
-        print(f"Rollback of {st.id}: {st.title}")
-        for i, _ in pending:
-            print(f"  undo {i + 1}. {op.steps[i].describe(ctx)}")
-    if ctx.op_options.dry_run:
+    ctx.ui.plan(f"Rollback of {st.id}: {st.title}",
+                [f"undo {i + 1}. {st.steps[i].description}" for i, _ in pending], [], verb="")
+    if ctx.op_options.dry_run or ctx.op_options.check:
         log.info("dry run: nothing was changed")
-        return OpResult(st.id, st.kind, st.title, "dry-run", [], [])
+        return OpResult(st.id, st.kind, st.title, "dry-run",
+                        [{"index": i + 1, "name": st.steps[i].name} for i, _ in pending], [])
     _confirm(ctx, f"Roll back operation {st.id} ({st.title})?",
              f"roll back operation {st.id} ({st.title})")
     t0 = time.monotonic()
-    with locks.hold(ctx, op, op.lock_names):
+    stub = _lock_stub(st)
+    with locks.hold(ctx, stub, stub.lock_names):
         j = journal.Journal.open_existing(ctx.state_dir, st.id)
         try:
+            st = journal.load(path)  # re-read under the locks: exactly one rollback acts
+            _check_rollbackable(st, held=True)
+            pending = _pending_undo(st)
+            op = _rebuild(ctx, st)
+            ctx.operation = op
+            audit.record(ctx, result="started", op_id=st.id,
+                         details={"kind": st.kind, "title": st.title, "action": "rollback"})
             j.append("rollback", reason="requested", pid=os.getpid(), user=operator())
             failures = _undo_steps(ctx, op, j, pending)
             new_status = "rollback-incomplete" if failures else "rolled-back"
@@ -457,68 +511,108 @@ def rollback_op(ctx: Context, op_id: str) -> OpResult:
     return res
 
 
+def _check_resumable(st: journal.OpState, *, held: bool = False) -> None:
+    status = ("interrupted" if st.status == "running" else st.status) if held else st.effective_status
+    if status not in ("interrupted", "paused") or st.status not in ("running", "paused"):
+        raise BadInput(f"operation {st.id} is {st.effective_status}; only an interrupted or "
+                       "paused operation can be resumed")
+
+
 def resume_op(ctx: Context, op_id: str) -> OpResult:
-    """Continue an interrupted operation from the step it stopped in."""
+    """Continue an interrupted or paused operation from the step it stopped in.
+
+    Runs under the operation's locks, re-reads the journal there, and runs preflight
+    (maintenance mode included) before applying anything.
+    """
     from . import audit, locks
 
-    st = journal.load(journal.find(ctx.state_dir, op_id))
-    if st.effective_status != "interrupted" or st.status != "running":
-        raise BadInput(f"operation {st.id} is {st.effective_status}; only an interrupted "
-                       "operation can be resumed")
-    op = _rebuild(st)
-    ctx.operation = op
-    first = next((s.index for s in st.steps if s.status not in ("verified",)), len(st.steps))
-    res = OpResult(st.id, st.kind, st.title, "running",
-                   [{"name": s.name, "description": s.description,
-                     "status": "done" if s.status == "verified" else "planned"}
-                    for s in st.steps], [])
-    if not ctx.json:
-        print(f"Resume {st.id}: {st.title} from step {first + 1}")
+    path = journal.find(ctx.state_dir, op_id)
+    st = journal.load(path)
+    _check_resumable(st)
+    first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
+    ctx.ui.plan(f"Resume {st.id}: {st.title} from step {first + 1}",
+                [f"{s.index + 1}. {s.description}" for s in st.steps[first:]], [], verb="")
     _confirm(ctx, f"Resume operation {st.id} ({st.title})?", f"resume operation {st.id} ({st.title})")
     t0 = time.monotonic()
-    with locks.hold(ctx, op, op.lock_names):
+    stub = _lock_stub(st)
+    with locks.hold(ctx, stub, stub.lock_names) as cluster:
         j = journal.Journal.open_existing(ctx.state_dir, st.id)
         try:
+            st = journal.load(path)  # re-read under the locks: exactly one resume acts
+            _check_resumable(st, held=True)
+            op = _rebuild(ctx, st)
+            ctx.operation = op
+            findings = preflight(ctx, op)
+            errors = [f for f in findings if f.level == "error"]
+            res = OpResult(st.id, st.kind, st.title, "running",
+                           [{"name": s.name, "description": s.description,
+                             "status": "done" if s.status == "verified" else "planned"}
+                            for s in st.steps], [f.to_dict() for f in findings])
+            if errors:
+                _refuse(ctx, op, res, errors)
+            first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
+            try:
+                audit.record(ctx, result="started", op_id=st.id,
+                             details={"kind": st.kind, "title": st.title, "action": "resume"})
+            except DebvisorError as exc:
+                raise PreflightRefused(f"{exc.message}; nothing was changed") from None
             j.append("resumed", pid=os.getpid(), user=operator(), step=first)
             inflight = st.steps[first] if first < len(st.steps) else None
-            if inflight is not None and inflight.status in ("in-flight", "applied"):
+            if inflight is not None and inflight.status in ("in-flight", "applied", "undo-failed"):
                 rec = inflight.record if inflight.status == "applied" else {
                     **(inflight.prior or {}), "_partial": True}
                 if _undo_steps(ctx, op, j, [(first, rec or {})]):
                     raise RollbackIncomplete(f"cannot reset step {first + 1} before resuming")
-            with _sigterm_as_failure():
-                _apply_all(ctx, op, j, res, start=first)
-        except (Exception, KeyboardInterrupt, _Terminated) as exc:
-            if isinstance(exc, RollbackIncomplete):
-                raise
-            status, err = _rollback_after_failure(ctx, op, j, exc, _running_index(res))
-            audit.record(ctx, result=status, op_id=st.id,
-                         details={"kind": st.kind, "action": "resume", "error": err})
-            if status == "rolled-back":
-                raise RolledBack(f"resume of {st.id} failed: {err}; every step was undone") from None
-            raise RollbackIncomplete(f"resume of {st.id} failed: {err}; rollback incomplete",
-                                     hint=f"run `debvisor ops rollback {st.id}`") from None
+            try:
+                with _signals_as_failure():
+                    paused = _apply_all(ctx, op, j, res, start=first, fence=_Fence(cluster))
+            except (Exception, KeyboardInterrupt, _Terminated) as exc:  # noqa: BLE001
+                _fail(ctx, op, j, res, exc, t0, action="resume")
         finally:
             j.close()
-    res.status = "succeeded"
     res.duration_ms = int((time.monotonic() - t0) * 1000)
+    if paused is not None:
+        res.status = "paused"
+        audit.record(ctx, result="paused", op_id=st.id, duration_ms=res.duration_ms,
+                     details={"kind": st.kind, "title": st.title, "action": "resume",
+                              "phase": paused})
+        log.info(f"operation {st.id} paused before phase {paused + 1}; continue with "
+                 f"`debvisor ops resume {st.id}`")
+        return res
+    res.status = "succeeded"
     audit.record(ctx, result="succeeded", op_id=st.id, duration_ms=res.duration_ms,
                  details={"kind": st.kind, "title": st.title, "action": "resume"})
     log.info(f"operation {st.id} resumed and succeeded")
     return res
 
 
-def rollback_last(ctx: Context, kind: str) -> OpResult:
-    """Undo the most recent successful operation of ``kind`` (a command's --rollback)."""
+def _matches(target: dict[str, Any] | None, given: dict[str, Any]) -> bool:
+    """Whether a journalled operation's target is the one the command line names."""
+    for key, want in given.items():
+        have = (target or {}).get(key)
+        if isinstance(have, dict):
+            have = have.get("name")
+        if have != want:
+            return False
+    return True
+
+
+def rollback_last(ctx: Context, kind: str, target: dict[str, Any] | None = None) -> OpResult:
+    """Undo the most recent successful operation of ``kind`` on ``target`` (the command's
+    positional arguments: the same VM, record, pool); a command's ``--rollback``."""
+    given = {k: v for k, v in (target or {}).items() if v is not None}
+    what = f"'{kind}'" + (" on " + ", ".join(f"{k}={v}" for k, v in given.items()) if given else "")
     for st in journal.all_ops(ctx.state_dir):
-        if st.kind == kind and st.effective_status == "succeeded":
+        if st.kind == kind and st.effective_status == "succeeded" and _matches(st.target, given):
+            log.info(f"--rollback picks operation {st.id} ({st.title}, {st.user}, "
+                     f"{journal.iso_utc(st.started)})")
             res = rollback_op(ctx, st.id)
-            if ctx.json:
+            if ctx.json or ctx.ui.events:
                 from .output import emit
 
                 emit(ctx, res.to_dict())
             return res
-    raise BadInput(f"no successful '{kind}' operation to roll back")
+    raise BadInput(f"no successful {what} operation to roll back")
 
 
 def execute(ctx: Context, op: Operation, human: Any = None) -> OpResult:
@@ -526,12 +620,12 @@ def execute(ctx: Context, op: Operation, human: Any = None) -> OpResult:
     res = run(ctx, op)
     from .output import emit
 
-    if ctx.json:
+    if ctx.json or ctx.ui.events:
         emit(ctx, res.to_dict())
     elif callable(human) and res.status == "succeeded":
         human(res)
     return res
 
 
-__all__ = ["Finding", "OpResult", "Operation", "Step", "StepFailed", "execute",
+__all__ = ["Finding", "OpResult", "Operation", "Phase", "Step", "StepFailed", "execute",
            "rollback_last", "rollback_op", "resume_op", "run"]

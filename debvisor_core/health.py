@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .output import iso_utc
+from .timefmt import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context

@@ -21,9 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .bundle import DiagnosticsBundle
     from .context import Context
-    from .engine import Finding, Operation, Step
     from .health import HealthCheck
     from .lab import LabService
+    from .model import Finding, Operation, Step
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
@@ -74,6 +74,16 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     Look at ``op.kind`` and ``op.params`` and return steps to add, or nothing. Each
     step class's ``ORDER`` places it: the owner's steps have order 50, so 10 runs before
     them and 90 after.
+    """
+
+
+@hookspec
+def debvisor_step_types() -> list[type[Step]] | None:
+    """Return every Step class the plugin's operations journal (each with its own ``TYPE``).
+
+    ``ops rollback`` and ``ops resume`` rebuild journalled steps only from classes
+    declared here: a journal names a registered ``TYPE@VERSION``, never a module to
+    import. Import the modules that define the steps inside this function.
     """
 
 

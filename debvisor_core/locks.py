@@ -10,14 +10,14 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import log
 from .errors import PreflightRefused
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .engine import Operation
+    from .model import Operation
 
 
 def _lock_path(state_dir: Path, name: str) -> Path:
@@ -64,13 +64,14 @@ def node_lock(state_dir: Path, names: list[str], *, wait: float | None = None) -
 
 
 @contextlib.contextmanager
-def hold(ctx: Context, op: Operation, names: list[str]) -> Iterator[None]:
-    """The node-local lock, then the cluster lock if a plugin provides one."""
+def hold(ctx: Context, op: Operation, names: list[str]) -> Iterator[Any]:
+    """The node-local lock, then the cluster lock if a plugin provides one; yields the
+    cluster lock object (or None), whose ``lost()`` the engine checks before each step."""
     with node_lock(ctx.state_dir, names):
         cluster = ctx.hook.debvisor_cluster_lock(ctx=ctx, op=op, names=names)
         if cluster is None:
-            yield
+            yield None
         else:
             log.debug(f"cluster lock {names} via {type(cluster).__name__}")
             with cluster:
-                yield
+                yield cluster

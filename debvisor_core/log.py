@@ -1,12 +1,22 @@
-"""Operator-facing log lines on stderr: `[INFO] …`, `[WARN] …`, `[ERROR] …`, `[DEBUG] …`."""
+"""Operator-facing log lines on stderr: `[INFO] …`, `[WARN] …`, `[ERROR] …`, `[DEBUG] …`.
+
+A run UI (``ui.JsonEventsUI``, ``ui.RecordingUI``) can take the lines of its own
+invocation with :func:`bound`; the sink is a context variable, so two operations
+running in two threads of one process (the daemon) never see each other's lines.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import IO
 
 _state: dict[str, object] = {"verbose": False, "file": None}
+_sink: contextvars.ContextVar[Callable[[str, str], None] | None] = contextvars.ContextVar(
+    "debvisor_log_sink", default=None)
 
 
 def configure(*, verbose: bool = False, log_file: str | None = None) -> None:
@@ -20,9 +30,23 @@ def verbose() -> bool:
     return bool(_state["verbose"])
 
 
+@contextlib.contextmanager
+def bound(sink: Callable[[str, str], None]) -> Iterator[None]:
+    """Send this context's lines to ``sink(level, message)`` instead of stderr."""
+    token = _sink.set(sink)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
 def _emit(level: str, msg: str) -> None:
+    sink = _sink.get()
     line = f"[{level}] {msg}"
-    print(line, file=sys.stderr, flush=True)
+    if sink is not None:
+        sink(level, msg)
+    else:
+        print(line, file=sys.stderr, flush=True)
     fh = _state["file"]
     if fh is not None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")

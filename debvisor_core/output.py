@@ -9,9 +9,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import log
+from .timefmt import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
+
+__all__ = ["Progress", "dumps", "emit", "human_bytes", "human_duration", "iso_utc", "table"]
 
 
 def dumps(data: Any) -> str:
@@ -19,7 +22,12 @@ def dumps(data: Any) -> str:
 
 
 def emit(ctx: Context, data: Any, human: Callable[[Any], None] | str | None = None) -> None:
-    if ctx.json:
+    """Print ``data`` as one JSON document with --json, as a ``result`` event with
+    --events, else call ``human(data)`` (or print ``human`` if it is a string)."""
+    ui = ctx._ui
+    if ui is not None and ui.events:
+        ui.result(data)
+    elif ctx.json:
         sys.stdout.write(dumps(data) + "\n")
     elif callable(human):
         human(data)
@@ -47,11 +55,6 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def iso_utc(t: float | None = None) -> str:
-    """``t`` (epoch seconds; now if None) as ``2026-11-25T10:00:00Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
 def human_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
@@ -73,7 +76,10 @@ class Progress:
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        if sys.stderr.isatty():
+        from .ui import active
+
+        ui = active()
+        if sys.stderr.isatty() and (ui is None or not ui.events):
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
@@ -97,6 +103,11 @@ class Progress:
 
     def update(self, done: float, total: float | None, *, eta: float | None = None,
                rate: float | None = None, note: str = "") -> None:
+        from .ui import active
+
+        ui = active()
+        if ui is not None and ui.progress(self.label, done, total, eta=eta, rate=rate, note=note):
+            return
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total,
                              description=f"{self.label} {note}".strip())

@@ -124,10 +124,10 @@ def test_unknown_command_and_bad_option_exit_2(dv: Runner) -> None:
     assert res.stderr == "[ERROR] Missing argument 'ID'. (see `debvisor ops show --help`)\n"
     assert dv("ops", "list", "--limit", "0").code == 2
     res = dv("ops", "show", "2026*")  # an id is not a glob pattern
-    assert res.code == 2 and "no operation '2026*'" in res.stderr
-    res = dv("ops", "show", "does-not-exist")
+    assert res.code == 2 and "'2026*' is not an operation id" in res.stderr
+    res = dv("ops", "show", "20991231-000000")
     assert res.code == 2
-    assert res.stderr.strip() == "[ERROR] no operation 'does-not-exist'; see `debvisor ops list`"
+    assert res.stderr.strip() == "[ERROR] no operation '20991231-000000'; see `debvisor ops list`"
 
 
 def test_bad_config_is_one_clear_error(dv: Runner, dv_state: object, tmp_path: object) -> None:

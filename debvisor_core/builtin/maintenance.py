@@ -13,7 +13,7 @@ from ..commands import json_option, pass_ctx
 from ..context import Context
 from ..engine import Finding
 from ..health import CheckResult, HealthCheck
-from ..output import iso_utc
+from ..timefmt import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine import Operation

@@ -162,6 +162,12 @@ def debvisor_commands() -> click.Command:
     return example
 
 
+@hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    """The steps this plugin journals: `ops rollback` rebuilds them from these only."""
+    return [WriteNote, IndexNote]
+
+
 def _index_consistent(ctx: Context) -> CheckResult:
     d = notes_dir(ctx)
     index = d / "INDEX"

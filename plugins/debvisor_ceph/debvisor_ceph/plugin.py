@@ -27,6 +27,15 @@ def debvisor_commands() -> click.Command:
 
 
 @hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    from . import join, steps
+
+    return [steps.OsdFlag, steps.UpgradeNoout, steps.UpgradeNooutRelease, steps.PgUpmap,
+            steps.OsdReweight, steps.PoolPgNum, join.CreateOsd, join.PlaceOsd, join.StartOsd,
+            join.VerifyOsdUp]
+
+
+@hookimpl
 def debvisor_lab_services() -> list[LabService]:
     from .lab import services
 

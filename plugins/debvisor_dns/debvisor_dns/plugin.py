@@ -22,6 +22,14 @@ def debvisor_commands() -> click.Command:
     return dns_group
 
 
+@hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    from . import steps
+
+    return [steps.UpdateRRsets, steps.AwaitPropagation, steps.WaitOutTtl, steps.VmRecord,
+            steps.VmPropagation]
+
+
 def _zones_health(ctx: Context) -> CheckResult:
     from debvisor_core.health import CheckResult
 

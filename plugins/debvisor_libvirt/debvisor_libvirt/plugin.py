@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from debvisor_core.bundle import DiagnosticsBundle
     from debvisor_core.context import Context
-    from debvisor_core.engine import Finding, Operation
+    from debvisor_core.engine import Finding, Operation, Step
     from debvisor_core.health import HealthCheck
     from debvisor_core.lab import LabService
 
@@ -21,6 +21,15 @@ def debvisor_commands() -> click.Command:
     from .cli import hv
 
     return hv
+
+
+@hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    from . import migrate, registry, snapshots, vnc
+
+    return [registry.WriteInventory, registry.SetAutostart, migrate.MigrateVM,
+            migrate.PrecreateDisks, snapshots.CreateSnapshot, snapshots.RevertSnapshot,
+            snapshots.DeleteSnapshot, vnc.SetVncTarget, vnc.OpenVncPort]
 
 
 @hookimpl

@@ -36,6 +36,11 @@ class Marker(Step):
 
 
 @hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    return [Marker]
+
+
+@hookimpl
 def debvisor_steps(ctx: Any, op: Any) -> list[Step]:
     target = os.environ.get("DV_CONTRIB")
     if target and op.kind == "example.note-add":

@@ -33,7 +33,7 @@ _LEGACY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 class UnknownStep(DebvisorError):
     """A journal names a step type that no installed plugin declares."""
 
-    exit_code = 5
+    exit_code = 3
 
 
 @dataclass

@@ -75,7 +75,7 @@ def show(ctx: Context, op_id: str) -> None:
 
 @ops.command("rollback")
 @click.argument("op_id", metavar="ID")
-@click.option("--dry-run", is_flag=True, help="Show what would be undone.")
+@click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_ctx
@@ -98,18 +98,21 @@ def rollback(ctx: Context, op_id: str, dry_run: bool, yes: bool) -> None:
 @ops.command("resume")
 @click.argument("op_id", metavar="ID")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force-maintenance", is_flag=True, help="Resume even though maintenance mode is on.")
 @json_option
 @pass_ctx
-def resume(ctx: Context, op_id: str, yes: bool) -> None:
-    """Continue an interrupted operation from the step where it stopped.
+def resume(ctx: Context, op_id: str, yes: bool, force_maintenance: bool) -> None:
+    """Continue an interrupted or paused operation from the step where it stopped.
 
     The interrupted step is undone from its snapshot first, then applied again.
+    Preflight runs first (maintenance mode, interrupted operations, each step's check).
 
     \b
     Example:
       debvisor ops resume 20261125-101500-ab12cd --yes
     """
     ctx.yes = ctx.yes or yes
+    ctx.op_options.force_maintenance = force_maintenance
     res = engine.resume_op(ctx, op_id)
     ctx.emit(res.to_dict(), f"resumed {res.id}: {res.status}")
 

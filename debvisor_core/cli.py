@@ -87,6 +87,11 @@ class RootGroup(click.Group):
             log.error(exc.message)
             if exc.hint:
                 log.info(exc.hint)
+            from .ui import JsonEventsUI, active
+
+            ui = active()
+            if isinstance(ui, JsonEventsUI):
+                ui.emit("exit", code=exc.exit_code, message=exc.message, hint=exc.hint)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
@@ -126,10 +131,12 @@ Exit codes: 0 ok, 1 failed, 2 bad input, 3 preflight refused,
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Config file (default $DEBVISOR_CONFIG or /etc/debvisor/debvisor.toml).")
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to confirmations (for scripts).")
+@click.option("--events", is_flag=True,
+              help="Print one JSON event per line on stdout (plan, log, step, progress, result).")
 @click.version_option(__version__, prog_name="debvisor")
 @click.pass_context
 def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | None,
-               config_file: str | None, yes: bool) -> None:
+               config_file: str | None, yes: bool, events: bool) -> None:
     """DebVisor operations toolkit: one command to run a DebVisor hypervisor cluster.
 
     Every state change is an operation: preflight, plan, confirmation, journalled
@@ -146,11 +153,16 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
     dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file)
     dctx._host = _host(ctx)
     ctx.obj = dctx
+    if events and not ctx.resilient_parsing:
+        from .ui import JsonEventsUI
+
+        dctx.ui = JsonEventsUI(sys.stdout)
+        ctx.with_resource(dctx.ui.bound())
     if not ctx.resilient_parsing:
         dctx.config  # noqa: B018 - a bad config file is one clear error, before any work
 
 
-_GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes"}
+_GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes", "--events"}
 _GLOBAL_VALUED = {"--log-file", "--config"}
 
 

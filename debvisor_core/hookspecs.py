@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     import click
 
+    from .actions import Action
     from .bundle import DiagnosticsBundle
     from .context import Context
     from .health import HealthCheck
@@ -74,6 +75,15 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     Look at ``op.kind`` and ``op.params`` and return steps to add, or nothing. Each
     step class's ``ORDER`` places it: the owner's steps have order 50, so 10 runs before
     them and 90 after.
+    """
+
+
+@hookspec
+def debvisor_actions() -> list[Action] | None:
+    """Return the plugin's actions, each declared once as data (:class:`~debvisor_core.actions.Action`).
+
+    The CLI commands (``debvisor_core.actions.attach``), ``debvisor actions list|show|run``
+    and the daemon's method table are generated from these declarations.
     """
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 #: word -> (module, one-line help)
 BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "actions": ("debvisor_core.builtin.actions_cmd",
+                "List, describe and run the declared actions (JSON in, JSON out)."),
     "audit": ("debvisor_core.builtin.audit_cmd", "Show and verify the tamper-evident audit log."),
     "health": ("debvisor_core.builtin.health_cmd", "Run every plugin's health checks."),
     "lab": ("debvisor_core.builtin.lab_cmd", "Start, stop and inspect the lab of real services."),

@@ -15,7 +15,7 @@ from ..health import CheckResult, HealthCheck
 if TYPE_CHECKING:  # pragma: no cover
     from ..bundle import DiagnosticsBundle
     from ..context import Context
-    from ..engine import Operation, Step
+    from ..model import Operation, Step
 
 
 @hookimpl(trylast=True)
@@ -27,6 +27,13 @@ def debvisor_execute(ctx: Context, op: Operation, step: Step, prior: dict[str, A
 def debvisor_rollback(ctx: Context, op: Operation, step: Step, record: dict[str, Any]) -> Any:
     step.undo(ctx, record)
     return True
+
+
+@hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    from ..remote import RemoteAction
+
+    return [RemoteAction]
 
 
 @hookimpl

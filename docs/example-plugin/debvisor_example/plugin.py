@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from debvisor_core import hookimpl
-from debvisor_core.commands import json_option, operation_options, pass_ctx
+from debvisor_core.actions import Action, Param, attach
 from debvisor_core.context import Context
-from debvisor_core.engine import Operation, Step, execute
+from debvisor_core.engine import Operation, Step
 from debvisor_core.errors import BadInput, StepFailed
 from debvisor_core.health import CheckResult, HealthCheck
 from debvisor_core.lab import LabContext, LabService
@@ -118,43 +118,50 @@ def note() -> None:
     """
 
 
-@note.command("add")
-@click.argument("name")
-@click.argument("text")
-@json_option
-@operation_options("example.note-add", destructive=True)
-@pass_ctx
-def add(ctx: Context, name: str, text: str) -> None:
-    """Add (or replace) note NAME with TEXT.
-
-    \b
-    Example:
-      debvisor example note add hello "first note" --yes
-    """
+def plan_add(ctx: Context, params: dict[str, Any]) -> Operation:
+    """The operation that adds (or replaces) a note: two steps, each with undo."""
+    name = params["name"]
     if not name.isidentifier():
         raise BadInput(f"note name {name!r} must be letters, digits and underscores")
     d = str(notes_dir(ctx))
-    op = Operation(kind="example.note-add", title=f"add note {name}",
-                   steps=[WriteNote(d, name, text), IndexNote(d, name)],
-                   params={"name": name}, destructive=True)
-    execute(ctx, op, human=lambda res: print(f"note {name} added"))
+    return Operation(kind="example.note-add", title=f"add note {name}",
+                     steps=[WriteNote(d, name, params["text"]), IndexNote(d, name)],
+                     params={"name": name}, destructive=True, result={"name": name})
 
 
-@note.command("show")
-@json_option
-@pass_ctx
-def show(ctx: Context) -> None:
-    """Show every note.
-
-    \b
-    Example:
-      debvisor example note show
-    """
+def query_show(ctx: Context, params: dict[str, Any]) -> dict[str, str]:
+    """Every note, by name."""
     d = notes_dir(ctx)
     index = d / "INDEX"
     names = index.read_text().split() if index.exists() else []
-    notes = {n: (d / n).read_text() for n in names}
-    ctx.emit(notes, lambda x: print("\n".join(f"{k}: {v}" for k, v in x.items()) or "no notes"))
+    return {n: (d / n).read_text() for n in names}
+
+
+ACTIONS = [
+    Action(
+        path="example.note.add", kind="example.note-add", plan=plan_add, destructive=True,
+        summary="Add (or replace) note NAME with TEXT",
+        params=(Param("name", "The note's name (letters, digits, underscores).", positional=True),
+                Param("text", "The note's text.", positional=True)),
+        render=lambda res: print(f"note {res.result['name']} added"),
+        result="the operation result (id, status, steps); result.name is the note's name",
+        examples=('debvisor example note add hello "first note" --yes',
+                  "debvisor example note add hello --rollback --yes"),
+    ),
+    Action(
+        path="example.note.show", query=query_show, privilege="none",
+        summary="Show every note",
+        render=lambda notes: print("\n".join(f"{k}: {v}" for k, v in notes.items()) or "no notes"),
+        result="an object: note name -> text",
+        examples=("debvisor example note show --json",),
+    ),
+]
+attach(example, ACTIONS)
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

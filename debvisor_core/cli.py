@@ -37,7 +37,13 @@ class RootGroup(click.Group):
         return list(_host(ctx).words())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return _host(ctx).command(cmd_name)
+        host = _host(ctx)
+        cmd = host.command(cmd_name)
+        if cmd is None and not ctx.resilient_parsing:
+            reason = host.unavailable_reason(cmd_name)
+            if reason:
+                raise click.UsageError(f"'{cmd_name}' is {reason}", ctx=None)
+        return cmd
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)

@@ -72,12 +72,39 @@ class PluginHost:
                 module = _import(entry.module)
             except Exception as exc:  # noqa: BLE001 - any import error of a plugin
                 return self._fail(name, f"{type(exc).__name__}: {exc}")
+        unknown = self._unknown_hooks(module)
+        if unknown:
+            return self._fail(name, f"{', '.join(unknown)} is not a DebVisor hook "
+                                    "(see docs/plugins.md for the hook names)")
         try:
             self.pm.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - pluggy validation errors
-            return self._fail(name, str(exc))
+        except Exception as exc:  # noqa: BLE001 - pluggy validation errors (wrong arguments)
+            lines = str(exc).splitlines()
+            return self._fail(name, "; ".join([lines[0], *lines[2:]]) if lines else repr(exc))
         self.modules[name] = module
         return module
+
+    def unavailable_reason(self, name: str) -> str | None:
+        """Why word ``name`` has no command although it is installed (one phrase), or None
+        when no plugin of that name is installed at all."""
+        entry = self.entries().get(name)
+        if entry is None:
+            return None
+        blocked = discovery.blocked_reason(name)
+        if blocked:
+            return f"installed (from {entry.dist}) but {blocked}"
+        if name in self.failed:
+            return f"installed (from {entry.dist}) but broken: {self.failed[name]}"
+        return f"installed (from {entry.dist}) but declares no command"
+
+    def _unknown_hooks(self, module: ModuleType) -> list[str]:
+        """Hook implementations in ``module`` that match no hook specification (a
+        misspelled ``debvisor_healthcheck`` would otherwise never be called)."""
+
+        marker = f"{PROJECT}_impl"
+        return sorted(n for n, obj in vars(module).items()
+                      if getattr(obj, marker, None) is not None
+                      and getattr(self.pm.hook, n, None) is None)
 
     def _fail(self, name: str, reason: str) -> ModuleType | None:
         self.failed[name] = reason

@@ -37,16 +37,16 @@ class RootGroup(click.Group):
         return list(_host(ctx).words())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        host = _host(ctx)
-        cmd = host.command(cmd_name)
-        if cmd is None and not ctx.resilient_parsing:
-            reason = host.unavailable_reason(cmd_name)
-            if reason:
-                raise click.UsageError(f"'{cmd_name}' is {reason}", ctx=None)
-        return cmd
+        return _host(ctx).command(cmd_name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        name, cmd, rest = super().resolve_command(ctx, args)
+        try:
+            name, cmd, rest = super().resolve_command(ctx, args)
+        except click.UsageError:
+            reason = _host(ctx).unavailable_reason(args[0]) if args else None
+            if reason:  # installed, but disabled or broken: say which, and why
+                raise click.UsageError(f"'{args[0]}' is {reason}") from None
+            raise
         alias = os.environ.get("DEBVISOR_ALIAS")
         if alias and not ctx.info_name and name == os.environ.get("DEBVISOR_ALIAS_WORD"):
             name = alias  # usage lines read `hvctl list`, not `hvctl hv list`

@@ -111,7 +111,7 @@ def test_allowlist_and_blocklist(dv: Runner, site_plugins: object) -> None:
     assert rows["slow"]["status"] == "disabled by DEBVISOR_DISABLE_PLUGINS"
     assert res.code == 0 and "plugin broken" not in res.stderr and "plugin slow" not in res.stderr
     res = dv("slow", "ping", env={"DEBVISOR_DISABLE_PLUGINS": "slow"})
-    assert res.code == 2 and "No such command 'slow'" in res.stderr
+    assert res.code == 2 and "'slow' is installed (from debvisor-testplugins) but disabled" in res.stderr
     assert "slow" not in dv("--help", env={"DEBVISOR_DISABLE_PLUGINS": "slow"}).stdout.split(
         "Plugin commands")[-1]
 

@@ -97,19 +97,23 @@ def test_template_and_ssh_key(dv, tmp_path: Path) -> None:
     key = tmp_path / "id.pub"
     key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b\n")
     iso = tmp_path / "w1.iso"
+    token = tmp_path / "token"
+    token.write_text("abcdef.0123456789abcdef\n")
+    token.chmod(0o600)
     res = dv("hv", "iso", "build", "-o", iso, "--template", "k8s-worker", "--hostname", "w1",
-             "--set", "join_endpoint=10.0.0.1:6443", "--set", "join_token=abc.def",
-             "--set", "ca_cert_hash=sha256:00", "--ssh-key", key, "--strict")
+             "--set", "join_endpoint=10.0.0.1:6443", "--set-file", f"join_token={token}",
+             "--set", "ca_cert_hash=sha256:" + "0" * 64, "--ssh-key", key, "--strict")
     assert res.code == 0, res
     ud = extract(iso, "user-data", tmp_path).decode()
-    assert ud.startswith("#cloud-config\n") and "hostname: w1" in ud and "abc.def" in ud
+    assert ud.startswith("#cloud-config\n") and "hostname: w1" in ud
+    assert "abcdef.0123456789abcdef" in ud
     assert "x-template" not in ud and "${" not in ud
     assert "ssh-ed25519 AAAAC3" in extract(iso, "meta-data", tmp_path).decode()
     res = dv("hv", "iso", "build", "-o", tmp_path / "x.iso", "--template", "k8s-worker", "--hostname", "w1")
     assert res.code == 2 and "--set join_endpoint" in res.stderr
     res = dv("hv", "iso", "build", "-o", tmp_path / "x.iso", "--template", "k8s-worker", "--hostname", "w1",
-             "--set", "k8s_version=v1; rm -rf /", "--set", "join_endpoint=a", "--set", "join_token=b",
-             "--set", "ca_cert_hash=c")
+             "--set", "k8s_version=v1; rm -rf /", "--set", "join_endpoint=a:1", "--set-file",
+             f"join_token={token}", "--set", "ca_cert_hash=c")
     assert res.code == 2 and "k8s_version" in res.stderr
     lst = dv("hv", "iso", "templates", "--json")
     assert {"debian-server", "k8s-worker", "ceph-osd-node"} <= {t["name"] for t in lst.json}

@@ -2,9 +2,10 @@
 
 Columns/keys: output, hostname, instance-id, user-data, meta-data, network-config,
 vendor-data, template, ssh-key (several separated by `;`), and template variables
-as `set.NAME` columns (CSV) or a `set:` mapping (YAML). Relative file paths are
-relative to the batch file; outputs relative to `-o DIR` (default: the batch
-file's directory) and default to HOSTNAME.iso.
+as `set.NAME` columns (CSV) or a `set:` mapping (YAML). File paths are relative to
+the batch file and must stay inside its directory; outputs are relative to `-o DIR`
+(default: the batch file's directory), must stay inside it, and default to
+HOSTNAME.iso. A batch file from someone else can neither write nor read elsewhere.
 """
 
 from __future__ import annotations
@@ -48,6 +49,20 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def inside(root: Path, value: str, label: str, what: str) -> str:
+    """``root / value``, refused (one sentence naming the row) unless it stays inside ``root``:
+    relative, no `..`, and no symlinked directory leading out."""
+    rel = Path(value)
+    if not value or rel.is_absolute() or ".." in rel.parts or "\0" in value:
+        raise BadInput(f"{label}: {what} {value!r} must be a path relative to {root}, without '..'")
+    full = root / rel
+    top = root.resolve()
+    where = full.resolve() if what != "output" else full.parent.resolve() / full.name
+    if where != top and top not in where.parents:
+        raise BadInput(f"{label}: {what} {value!r} leads outside {root} (through a symlink)")
+    return str(full)
+
+
 def specs(path: Path, out_dir: Path) -> list[SeedSpec]:
     base = path.parent
     result = []
@@ -62,18 +77,19 @@ def specs(path: Path, out_dir: Path) -> list[SeedSpec]:
             raise BadInput(f"{label}: unknown column {', '.join(unknown)}; use {', '.join(sorted(COLUMNS))} "
                            "and set.NAME")
 
-        def rel(key: str, row: dict[str, Any] = row) -> str | None:
+        def rel(key: str, row: dict[str, Any] = row, label: str = label) -> str | None:
             v = row.get(key)
-            return str(base / str(v)) if v else None
+            return inside(base, str(v), label, key) if v else None
 
         name = row.get("output") or (f"{row['hostname']}.iso" if row.get("hostname") else None)
         if not name:
             raise BadInput(f"{label}: needs an output or a hostname")
-        output = str(out_dir / str(name))
+        output = inside(out_dir, str(name), label, "output")
         if output in seen:
             raise BadInput(f"{label}: output {name} is also written by row {seen[output]}")
         seen[output] = i
-        keys = [str(base / k.strip()) for k in str(row.get("ssh-key") or "").split(";") if k.strip()]
+        keys = [inside(base, k.strip(), label, "ssh-key")
+                for k in str(row.get("ssh-key") or "").split(";") if k.strip()]
         sets = row.get("set") or {}
         if not isinstance(sets, dict):
             raise BadInput(f"{label}: set must be a mapping of template variables")

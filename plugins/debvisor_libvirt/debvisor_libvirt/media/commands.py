@@ -33,6 +33,62 @@ def parse_size(text: str | int) -> int:
     return int(m.group(1)) * mult
 
 
+_MODE_RE = re.compile(r"^0?o?[0-7]{3}$")
+
+
+def parse_mode(text: str | None) -> int:
+    """`--mode 0644` → 0o644 (default 0600). Group or others may read, never write."""
+    if text is None:
+        return 0o600
+    if not _MODE_RE.match(text.strip()):
+        raise BadInput(f"--mode {text!r} is not an octal file mode like 0600 or 0640")
+    mode = int(text.strip().replace("o", ""), 8)
+    if mode & 0o022:
+        raise BadInput(f"--mode {text} lets group or others write the file; use at most 0644")
+    if (mode & 0o600) != 0o600:
+        raise BadInput(f"--mode {text} must keep owner read and write (0600 or more)")
+    return mode
+
+
+mode_option = click.option("--mode", "mode_text", metavar="OCTAL",
+                           help="Permission bits of the files written (default 0600, owner only; "
+                           "e.g. 0644). Group or others never get write access.")
+
+
+def read_set_files(items: tuple[str, ...]) -> dict[str, str]:
+    """`--set-file KEY=PATH`: the value from an owner-only file (`-`: stdin), one trailing
+    newline dropped. Secrets given so stay out of argv, the audit log and `ps`."""
+    import sys
+
+    from debvisor_core.secrets import read_secret
+
+    values: dict[str, str] = {}
+    stdin_used = False
+    for item in items:
+        key, eq, path = item.partition("=")
+        if not eq or not key or not path:
+            raise BadInput(f"--set-file {item!r} is not KEY=PATH (PATH - reads stdin)")
+        if key in values:
+            raise BadInput(f"--set-file {key} is given twice")
+        if path == "-":
+            if stdin_used:
+                raise BadInput("only one --set-file can read stdin (-)")
+            stdin_used = True
+            raw = sys.stdin.buffer.read()
+        else:
+            raw = read_secret(path, f"--set-file {key} file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"--set-file {key}: the value is not UTF-8 text") from None
+        text = text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\r") else text
+        if not text:
+            raise BadInput(f"--set-file {key}: the value is empty")
+        values[key] = text
+    return values
+
+
 def _set_dry_run(c: click.Context, _p: click.Parameter, value: bool) -> None:
     if value:
         get_ctx(c).op_options.dry_run = True
@@ -65,21 +121,26 @@ def iso() -> None:
 @click.option("--network-config", type=click.Path(dir_okay=False), help="network-config v1 or v2 file.")
 @click.option("--vendor-data", type=click.Path(dir_okay=False), help="vendor-data file.")
 @click.option("--template", help="Render user-data from the template library (hv iso templates).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A template variable (repeatable); not for secret ones (see --set-file).")
+@click.option("--set-file", "set_files", multiple=True, metavar="KEY=PATH",
+              help="A template variable read from an owner-only file, - for stdin (repeatable); "
+              "the only way to give a secret variable such as join_token.")
 @click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(dir_okay=False),
               help="SSH public key file for the default user (meta-data public-keys; repeatable).")
 @click.option("--batch", type=click.Path(dir_okay=False), help="CSV or YAML file, one row per VM.")
 @click.option("--strict", is_flag=True, help="Unknown keys (which cloud-init ignores) are errors.")
 @click.option("--warn-size", help="Warn above this seed size (default 1M or [hv] iso_warn_size).")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@mode_option
 @dry_run_option
 @json_option
 @pass_ctx
 def build(ctx: Context, output: str | None, user_data: str | None, meta_data: str | None,
           hostname: str | None, instance_id: str | None, network_config: str | None,
           vendor_data: str | None, template: str | None, sets: tuple[str, ...],
-          ssh_keys: tuple[str, ...], batch: str | None, strict: bool, warn_size: str | None,
-          force: bool) -> None:
+          set_files: tuple[str, ...], ssh_keys: tuple[str, ...], batch: str | None, strict: bool,
+          warn_size: str | None, force: bool, mode_text: str | None) -> None:
     """Build a NoCloud seed ISO in-process (pycdlib), after validating every file.
 
     Nothing is written when any file has an error: YAML syntax (file:line),
@@ -92,7 +153,8 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
       debvisor hv iso build -o web1.iso --user-data ud.yaml --hostname web1 \\
           --network-config net.yaml --ssh-key ~/.ssh/id_ed25519.pub
       debvisor hv iso build -o w1.iso --template k8s-worker --hostname w1 \\
-          --set join_endpoint=10.0.0.1:6443 --set join_token=abc.def --set ca_cert_hash=sha256:00
+          --set join_endpoint=10.0.0.1:6443 --set-file join_token=token.txt \\
+          --set ca_cert_hash=sha256:<64 hex digits>
       debvisor hv iso build --batch vms.csv -o seeds/ --strict
       debvisor hv iso build -o web1.iso --user-data ud.yaml --instance-id web1 --dry-run --json
     """
@@ -103,11 +165,12 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
         raise BadInput(f"config {ctx.config.path}: [hv] iso_warn_size must be a size like 1M, "
                        f"not {configured!r}")
     limit = parse_size(warn_size or configured)
+    mode = parse_mode(mode_text)
     if batch:
         from .batch import specs
 
         if any((user_data, meta_data, hostname, instance_id, network_config, vendor_data, template,
-                sets, ssh_keys)):
+                sets, set_files, ssh_keys)):
             raise BadInput("--batch takes everything from the batch file: drop the per-VM options")
         out_dir = Path(output) if output else Path(batch).parent
         if not out_dir.is_dir():
@@ -119,20 +182,33 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
         if os.path.isdir(output):
             raise BadInput(f"-o {output} is a directory: give the ISO file name, "
                            f"e.g. {os.path.join(output, 'seed.iso')}")
+        secret: set[str] = set()
+        if template and (sets or set_files):
+            from .templates import secret_vars
+
+            secret = secret_vars(template)
         values = {}
         for item in sets:
             key, eq, value = item.partition("=")
             if not eq or not key:
-                raise BadInput(f"--set {item!r} is not KEY=VALUE")
+                raise BadInput("--set takes KEY=VALUE" + ("" if eq else f", not {item!r}"))
+            if key in secret:
+                raise BadInput(f"{key} is a secret: give it with --set-file {key}=FILE (an owner-only "
+                               "file, or - for stdin), not on the command line")
+            values[key] = value
+        for key, value in read_set_files(set_files).items():
+            if key in values:
+                raise BadInput(f"{key} is given with both --set and --set-file")
             values[key] = value
         seeds = [SeedSpec(output=output, user_data=user_data, meta_data=meta_data, hostname=hostname,
                           instance_id=instance_id, network_config=network_config,
                           vendor_data=vendor_data, template=template, sets=values,
                           ssh_keys=list(ssh_keys))]
-    _build_all(ctx, seeds, strict=strict, warn_size=limit, force=force)
+    _build_all(ctx, seeds, strict=strict, warn_size=limit, force=force, mode=mode)
 
 
-def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, force: bool) -> None:
+def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, force: bool,
+               mode: int = 0o600) -> None:
     from .iso import write_iso
     from .report import Report
     from .seed import assemble, check_size, describe_files
@@ -149,7 +225,7 @@ def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, 
             report.error(spec.output, "is a directory; give the ISO file name")
         elif not out.parent.is_dir():
             report.error(spec.output, f"the directory {out.parent} does not exist")
-        elif out.exists() and not force:
+        elif os.path.lexists(out) and not force:
             report.error(spec.output, "already exists: pass --force to replace it")
         for issue in report.warnings:
             log.warn(str(issue))
@@ -169,8 +245,8 @@ def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, 
         created: list[str] = []
         try:
             for spec, files, _ in planned:
-                existed = os.path.exists(spec.output)
-                write_iso(files, spec.output)
+                existed = os.path.lexists(spec.output)
+                write_iso(files, spec.output, mode=mode)
                 if not existed:
                     created.append(spec.output)
         except BaseException:
@@ -211,6 +287,8 @@ def templates_cmd(ctx: Context) -> None:
             print(f"{t['name']}: {t['description']}")
             for k, v in t["vars"].items():
                 flag = "required" if v["required"] else f"default {v['default']!r}"
+                if v["secret"]:
+                    flag += ", secret: --set-file only"
                 print(f"    {k:<16} {flag}; {v['help']}")
 
     ctx.emit(data, human)
@@ -265,6 +343,13 @@ def show(ctx: Context, path: str) -> None:
 @click.argument("dst", type=click.Path())
 @click.option("-O", "fmt", type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx"]),
               help="Output format (default: the source's).")
+@click.option("-f", "--source-format", "src_fmt", type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx"]),
+              help="Source format, passed to QEMU as is (default: raw for a *.raw file, else "
+              "detected by qemu-img info).")
+@click.option("--allow-backing", is_flag=True,
+              help="Also convert a source that reads other files (a backing file, an external "
+              "data file, vmdk extents); the chain is shown. Pseudo-protocols (json:, nbd:, …) "
+              "are refused even so.")
 @click.option("--compress", is_flag=True, help="Compressed qcow2 clusters.")
 @click.option("--checksum", type=click.Choice(["blake3", "sha256-tree", "sha256"]), default="blake3",
               show_default=True, help="Checksum of the guest-visible content, verified and stored in "
@@ -283,14 +368,18 @@ def show(ctx: Context, path: str) -> None:
               "checkpoint; the read-back comes from the page cache), unsafe (no syncs; scratch).")
 @click.option("--aio", type=click.Choice(["threads", "native", "io_uring"]), default="threads",
               show_default=True, help="Target AIO mode (QEMU aio=).")
+@mode_option
 @dry_run_option
 @json_option
 @pass_ctx
-def convert(ctx: Context, src: str, dst: str, fmt: str | None, compress: bool, checksum: str,
-            resume: bool, force: bool, segment_mib: int, cache: str, aio: str) -> None:
+def convert(ctx: Context, src: str, dst: str, fmt: str | None, src_fmt: str | None,
+            allow_backing: bool, compress: bool, checksum: str, resume: bool, force: bool,
+            segment_mib: int, cache: str, aio: str, mode_text: str | None) -> None:
     """Convert a disk image with a verified checksum; resumable after SIGKILL or Ctrl-C.
 
-    The source format is detected with `qemu-img info`. qemu-img copies one
+    The source format is -f, raw for a *.raw file, else detected by `qemu-img info`;
+    a source that reads other files (backing file, data file) needs --allow-backing.
+    Results and checksum files are 0600 unless --mode. qemu-img copies one
     segment at a time (holes skipped); each segment is read back from the target,
     hashed and checkpointed, so `--resume` continues where the copy stopped. The
     checksum of the guest-visible content of source and result must match; it is
@@ -307,7 +396,8 @@ def convert(ctx: Context, src: str, dst: str, fmt: str | None, compress: bool, c
     from .convert import plan_dict, prepare
 
     plan = prepare(src, dst, fmt, compress=compress, force=force, resume=resume, checksum=checksum,
-                   segment_mib=segment_mib, cache=cache, aio=aio)
+                   segment_mib=segment_mib, cache=cache, aio=aio, src_fmt=src_fmt,
+                   allow_backing=allow_backing, mode=parse_mode(mode_text))
     if ctx.op_options.dry_run:
         ctx.emit({"dry_run": True, "plan": plan_dict(plan)},
                  lambda d: print(f"would convert {src} ({plan.src_format}, {plan.size} bytes) to {dst} "
@@ -322,6 +412,7 @@ def convert(ctx: Context, src: str, dst: str, fmt: str | None, compress: bool, c
         ctx.audit("interrupted", action="convert", source=src, destination=dst)
         raise
     ctx.audit("ok", action="convert", source=src, destination=dst, format=plan.fmt,
+              source_format=plan.src_format, reads=[c["file"] for c in plan.chain],
               checksum=checksum, digest=result[checksum], resumed_from=result["resumed_from"])
     ctx.emit(result, lambda r: print(
         f"converted {src} -> {dst} ({r['format']}), {checksum} of the guest-visible content "

@@ -20,6 +20,7 @@ import ctypes
 import json
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -54,23 +55,83 @@ class ImageInfo:
     format: str
     virtual_size: int
     actual_size: int
-    external: bool = False  # a backing file or an external data file
+    external: bool = False  # a backing file, an external data file or an extent in another file
+    refs: list[tuple[str, str]] = field(default_factory=list)  # (what, file name) of those
+    backing_format: str | None = None
 
 
-def image_info(path: str) -> ImageInfo:
-    """What `qemu-img info` says about ``path`` (format detected by QEMU)."""
-    res = subprocess.run(  # noqa: S603 - argument list
-        ["qemu-img", "info", "--output=json", "-U", path],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL,
-    )
+PROTOCOL_RE = re.compile(r"^[A-Za-z0-9_.+-]+:")  # json:, nbd:, http: … (QEMU pseudo-protocols)
+MAGIC = ((0, b"QFI\xfb", "qcow2"), (0, b"QED\x00", "qed"), (0, b"KDMV", "vmdk"), (0, b"COWD", "vmdk"),
+         (0, b"# Disk DescriptorFile", "vmdk"), (64, b"\x7f\x10\xda\xbe", "vdi"),
+         (0, b"vhdxfile", "vhdx"), (0, b"conectix", "vpc"), (0, b"LUKS\xba\xbe", "luks"))
+
+
+def qpath(path: str | Path) -> str:
+    """A file name for a qemu tool: absolute, so it never parses as an option (`-h.raw`) nor
+    as a pseudo-protocol (`json:…`, `nbd:…`: QEMU treats a colon before the first slash so)."""
+    return os.path.abspath(path)
+
+
+def sniff(path: str) -> str | None:
+    """The image format the first bytes announce (None: no known header), read here rather
+    than by QEMU's prober, which would open what a header names."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    for off, magic, name in MAGIC:
+        if head[off:off + len(magic)] == magic:
+            return name
+    return None
+
+
+def image_info(path: str, fmt: str | None = None) -> ImageInfo:
+    """What `qemu-img info` says about ``path`` (format ``fmt``, or detected by QEMU, which
+    opens neither the backing file nor the data file for this)."""
+    argv = ["qemu-img", "info", "--output=json", "-U", *(["-f", fmt] if fmt else []), "--", qpath(path)]
+    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)  # noqa: S603
     if res.returncode != 0:
         msg = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "unreadable"
         raise BadInput(f"cannot read image {path}: {msg.removeprefix('qemu-img: ')}")
-    data = json.loads(res.stdout)
-    spec = data.get("format-specific", {}).get("data", {})
-    external = bool(data.get("backing-filename") or spec.get("data-file"))
-    return ImageInfo(path, data["format"], int(data["virtual-size"]), int(data.get("actual-size", 0)),
-                     external)
+    try:
+        data = json.loads(res.stdout)
+        spec = (data.get("format-specific") or {}).get("data") or {}
+        refs: list[tuple[str, str]] = []
+        given, full = data.get("backing-filename"), data.get("full-backing-filename")
+        if given or full:  # the resolved name, unless the name as written is a pseudo-protocol
+            refs.append(("backing file", str(given if given and PROTOCOL_RE.match(str(given))
+                                             else full or given)))
+        if spec.get("data-file"):
+            refs.append(("external data file", str(spec["data-file"])))
+        here = os.path.realpath(path)
+        for ext in spec.get("extents") or []:  # vmdk: a descriptor may name any file as an extent
+            name = str(ext.get("filename", ""))
+            if PROTOCOL_RE.match(name) or os.path.realpath(
+                    os.path.join(os.path.dirname(qpath(path)), name)) != here:
+                refs.append(("extent file", name))
+        return ImageInfo(path, str(data["format"]), int(data["virtual-size"]),
+                         int(data.get("actual-size", 0)), bool(refs), refs,
+                         data.get("backing-filename-format"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise BadInput(f"cannot read image {path}: qemu-img info gave no usable description") from None
+
+
+def source_format(src: str, given: str | None) -> tuple[str | None, list[str]]:
+    """The source format to pass explicitly (None: let qemu-img info detect it) and warnings.
+
+    ``-f`` wins; a `.raw` file is raw whatever its first bytes say (a guest can write any
+    header into its own raw disk)."""
+    found = sniff(src)
+    if given:
+        warn = [f"{src} starts with a {found} header; converting it as {given} as -f says"] \
+            if found and found != given else []
+        return given, warn
+    if src.lower().endswith(".raw"):
+        warn = [f"{src} starts with a {found} header; converting it as raw because of its name "
+                f"(pass -f {found} if it really is a {found} image)"] if found else []
+        return "raw", warn
+    return None, []
 
 
 @dataclass
@@ -91,6 +152,9 @@ class Plan:
     src_mtime_ns: int = 0
     src_direct: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    allow_backing: bool = False
+    mode: int = 0o600
+    chain: list[dict[str, str]] = field(default_factory=list)  # files read besides the source
 
     @property
     def tmp(self) -> Path:
@@ -115,7 +179,8 @@ class Plan:
 
 def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool, resume: bool,
             checksum: str = "blake3", segment_mib: int = 256, cache: str = "none",
-            aio: str = "threads") -> Plan:
+            aio: str = "threads", src_fmt: str | None = None, allow_backing: bool = False,
+            mode: int = 0o600) -> Plan:
     """Validate everything (bad input → BadInput) and return the plan."""
     if not dst or dst.endswith("/") or os.path.isdir(dst):
         raise BadInput(f"destination {dst!r} is not an image file name: give a file path "
@@ -126,7 +191,15 @@ def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool,
         raise BadInput(f"source {src} is not a file or block device")
     if fmt is not None and fmt not in FORMATS:
         raise BadInput(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
-    info = image_info(src)
+    if src_fmt is not None and src_fmt not in FORMATS:
+        raise BadInput(f"unknown source format {src_fmt!r}: use one of {', '.join(FORMATS)}")
+    if mode & ~0o777:
+        raise BadInput(f"--mode {mode:o} is not a permission mode like 0600 or 0644")
+    forced, warnings = source_format(src, src_fmt)
+    for w in warnings:
+        log.warn(w)
+    info = image_info(src, forced)
+    chain = _check_references(info, allow_backing)
     target_fmt = fmt or info.format
     if target_fmt not in FORMATS:
         raise BadInput(f"source format {info.format} cannot be written: pass -O with one of "
@@ -141,19 +214,20 @@ def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool,
         raise BadInput("--segment must be at least 1 (MiB)")
     if aio == "native" and cache not in ("none", "directsync"):
         raise BadInput("--aio native needs --cache none or directsync; use --aio threads")
-    dst_dir = Path(dst).resolve().parent
+    dst_dir = Path(os.path.abspath(dst)).parent  # not resolve(): a symlink at DST is replaced, never followed
     if not dst_dir.is_dir():
         raise BadInput(f"destination directory {dst_dir} does not exist")
     plan = Plan(src, dst, target_fmt, info.format, info.virtual_size, compress, checksum,
                 segment_mib * MiB, cache, aio, resume, os.stat(src).st_mtime_ns,
-                info.format in DIRECT_FORMATS and not info.external)
-    if os.path.exists(dst) and not force:
+                info.format in DIRECT_FORMATS and not info.external, allow_backing=allow_backing,
+                mode=mode, chain=chain)
+    if os.path.lexists(dst) and not force:
         raise BadInput(f"{dst} already exists: pass --force to replace it")
     state = load_state(plan)
     if resume and state is not None and state.get("identity") != plan.identity():
         raise BadInput(f"cannot resume: the checkpoint in {plan.state_path} is for a different "
                        "source or options; run without --resume to start over")
-    if not resume and plan.tmp.exists():
+    if not resume and os.path.lexists(plan.tmp):
         log.info(f"discarding an earlier unfinished conversion ({plan.tmp.name}); "
                  "use --resume to continue one instead")
     need = _space_needed(info, plan, state if resume else None)
@@ -163,6 +237,44 @@ def prepare(src: str, dst: str, fmt: str | None, *, compress: bool, force: bool,
         raise BadInput(f"not enough free space in {dst_dir}: the image needs about "
                        f"{human_bytes(need)}, {human_bytes(free)} free")
     return plan
+
+
+MAX_CHAIN = 16
+
+
+def _check_references(info: ImageInfo, allow_backing: bool) -> list[dict[str, str]]:
+    """Refuse an image that reads other files (backing file, external data file, vmdk extent)
+    unless ``allow_backing``; refuse QEMU pseudo-protocols (`json:`, `nbd:`, `http:` …) always.
+    With ``allow_backing``, walk the chain one level at a time (each level is checked before
+    the next is opened) and return the files that will be read, for the operator to see."""
+    chain: list[dict[str, str]] = []
+    cur = info
+    while cur.refs:
+        for what, name in cur.refs:
+            if PROTOCOL_RE.match(name):
+                raise BadInput(f"{info.path}: its {what} is a QEMU pseudo-protocol name "
+                               f"({name.split(':', 1)[0]}:…), which can read any file or a network "
+                               "endpoint; refused (also with --allow-backing)")
+        if not allow_backing:
+            what, name = cur.refs[0]
+            raise BadInput(f"{info.path} reads another file ({what} {name}), whose content would be "
+                           "copied into the result; refused: pass --allow-backing to convert it with "
+                           "that file (the chain is shown), or convert a flattened copy")
+        for what, name in cur.refs:
+            chain.append({"of": cur.path, "kind": what, "file": name})
+        backing = [n for w, n in cur.refs if w == "backing file"]
+        if not backing:
+            break
+        if len(chain) > MAX_CHAIN:
+            raise BadInput(f"{info.path}: the backing chain is longer than {MAX_CHAIN} files")
+        nxt = backing[0]
+        if not os.path.exists(nxt):
+            raise BadInput(f"{info.path}: backing file {nxt} does not exist")
+        cur = image_info(nxt, cur.backing_format)
+    if chain:
+        log.warn(f"{info.path} reads {len(chain)} other file(s) (--allow-backing): "
+                 + "; ".join(f"{c['kind']} of {c['of']}: {c['file']}" for c in chain))
+    return chain
 
 
 def _space_needed(info: ImageInfo, plan: Plan, state: dict[str, Any] | None) -> int:
@@ -220,6 +332,23 @@ def _save_state(plan: Plan, done: int, sums: dict[str, str | None]) -> None:
     os.replace(tmp, plan.state_path)
 
 
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` atomically with ``mode``: a new file (``O_EXCL``, created 0600) in the same
+    directory, fsynced, then renamed over ``path``, so a symlink planted there is replaced,
+    never followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), mode)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
     res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)  # noqa: S603
     if res.returncode not in ok:
@@ -228,14 +357,43 @@ def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
 
 
 def _create_target(plan: Plan) -> None:
-    plan.tmp.unlink(missing_ok=True)
-    argv = ["qemu-img", "create", "-q", "-f", plan.fmt]
-    if plan.fmt == "qcow2":
-        argv += ["-o", "compat=1.1"]
-    _run([*argv, str(plan.tmp), str(plan.size)], "qemu-img create")
-    got = image_info(str(plan.tmp)).virtual_size
+    """Create the partial result: `qemu-img create` works in a private (0700) directory next to
+    DST, where nobody can plant a symlink for it to follow; the file is made owner-only and
+    renamed to ``.DST.partial``, which replaces (never follows) whatever sits under that name."""
+    private = Path(tempfile.mkdtemp(dir=plan.tmp.parent, prefix=f".{Path(plan.dst).name}.", suffix=".new"))
+    try:
+        image = private / Path(plan.dst).name
+        argv = ["qemu-img", "create", "-q", "-f", plan.fmt]
+        if plan.fmt == "qcow2":
+            argv += ["-o", "compat=1.1"]
+        _run([*argv, "--", qpath(image), str(plan.size)], "qemu-img create")
+        fd = os.open(image, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        os.replace(image, plan.tmp)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    got = image_info(str(plan.tmp), plan.fmt).virtual_size
     if got < plan.size:
         raise DebvisorError(f"{plan.fmt} cannot hold exactly {plan.size} bytes (got {got})")
+
+
+def source_json(plan: Plan, window: tuple[int, int] | None = None) -> str:
+    """The source for qemu tools as a `json:` spec built here: the format is explicit (never
+    probed), the file name is only ever a value, and without --allow-backing the backing file
+    is switched off (``"backing": null``) even if the header changed since the preflight."""
+    proto: dict[str, Any] = {"driver": "host_device" if Path(plan.src).is_block_device() else "file",
+                             "filename": qpath(plan.src)}
+    node: dict[str, Any] = proto
+    if plan.src_format != "raw":
+        node = {"driver": plan.src_format, "file": proto}
+        if not plan.allow_backing:
+            node["backing"] = None
+    if window is not None:
+        node = {"driver": "raw", "offset": window[0], "size": window[1], "file": node}
+    return "json:" + json.dumps(node, separators=(",", ":"))
 
 
 def _esc(value: str) -> str:
@@ -275,10 +433,9 @@ class _Writer:
     and killed if we die (``setpriv --pdeathsig``), so no writer outlives a killed run."""
 
     def __init__(self, plan: Plan, offset: int, size: int) -> None:
-        src_proto = "host_device" if Path(plan.src).is_block_device() else "file"
-        src = _window_opts(plan.src_format, os.path.abspath(plan.src), offset, size, protocol=src_proto)
+        src = source_json(plan, (offset, size))
         extra = f",aio={plan.aio}" if plan.aio != "threads" else ""
-        dst = _window_opts(plan.fmt, str(plan.tmp), offset, size, protocol="file", extra=extra,
+        dst = _window_opts(plan.fmt, qpath(plan.tmp), offset, size, protocol="file", extra=extra,
                            compress=plan.compress)
         # --target-is-zero: the target is fresh, and every earlier (possibly killed) writer of
         # it copied the same source to the same place, never writing where the source is zero.
@@ -286,7 +443,7 @@ class _Writer:
         # fdatasyncs the image before each checkpoint instead (one flush, not qcow2's many).
         cache = "unsafe" if plan.cache == "writeback" else plan.cache
         argv = ["qemu-img", "convert", "-n", "--target-is-zero", "-W", "-m", "16", "-t", cache,
-                "-T", "writeback", "--image-opts", src, "--target-image-opts", dst]
+                "-T", "writeback", "--target-image-opts", "--", src, dst]
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", *argv]
         self.proc = subprocess.Popen(  # noqa: S603 - argument list
@@ -321,7 +478,7 @@ def convert(plan: Plan) -> dict[str, Any]:
         if plan.fmt == "qcow2":  # a writer killed mid-segment may have leaked clusters; after a
             # power loss (QEMU's ordering flushes are replaced by our checkpoint syncs) refcounts
             # of unverified segments may be wrong: both are repaired before writing again
-            _run(["qemu-img", "check", "-q", "-r", "all", "-f", "qcow2", str(plan.tmp)],
+            _run(["qemu-img", "check", "-q", "-r", "all", "-f", "qcow2", "--", qpath(plan.tmp)],
                  "qemu-img check -r all of the partial result", ok=(0, 3))
     else:
         if plan.resume:
@@ -333,20 +490,24 @@ def convert(plan: Plan) -> dict[str, Any]:
     _copy(plan, done, sums)
     digest = sums.src.hexdigest()  # every block of the result was compared with the source's
     if plan.fmt in CHECKABLE:
-        _run(["qemu-img", "check", "-q", "-f", plan.fmt, str(plan.tmp)], "qemu-img check of the result")
-    fd = os.open(plan.tmp, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    os.replace(plan.tmp, plan.dst)
+        _run(["qemu-img", "check", "-q", "-f", plan.fmt, "--", qpath(plan.tmp)],
+             "qemu-img check of the result")
+    fd = os.open(plan.tmp, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, plan.mode)  # 0600 unless --mode (also for a partial result of an older run)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(plan.tmp, plan.dst)  # a symlink planted at DST is replaced, not followed
     name = Path(plan.dst).name
     how = {"blake3": "qemu-img convert -O raw {n} x.raw && b3sum x.raw",
            "sha256": "qemu-img convert -O raw {n} x.raw && sha256sum x.raw"}.get(
         plan.checksum, "sha256 over the sha256 digests of its 1 MiB blocks (see MEDIA.md)")
-    plan.checksum_path.write_text(
-        f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
-        f"# check: {how.format(n=name)}\n{digest}  {name}\n")
+    write_private(plan.checksum_path,
+                  f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
+                  f"# check: {how.format(n=name)}\n{digest}  {name}\n".encode(), plan.mode)
     plan.state_path.unlink(missing_ok=True)
-    dfd = os.open(Path(plan.dst).resolve().parent, os.O_RDONLY)
+    dfd = os.open(Path(os.path.abspath(plan.dst)).parent, os.O_RDONLY)
     os.fsync(dfd)
     os.close(dfd)
     return {"source": plan.src, "source_format": plan.src_format, "destination": plan.dst,
@@ -604,7 +765,8 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
     """Copy [done, size) segment by segment, checkpointing after each verified segment."""
     sockdir = Path(tempfile.mkdtemp(prefix="dv-convert-"))
     plain = plan.checksum in STREAMED
-    src_r = GuestReader(plan.src, plan.src_format, odirect=False, sockdir=sockdir, name="src")
+    src_r = GuestReader(plan.src, plan.src_format, odirect=False, sockdir=sockdir, name="src",
+                        spec=source_json(plan))
     dst_r = GuestReader(str(plan.tmp), plan.fmt, odirect=plan.cache in ("none", "directsync"),
                         sockdir=sockdir, name="dst")
     verifier = _Verifier(src_r, dst_r, sums.src if plain else None)
@@ -624,8 +786,9 @@ def _copy(plan: Plan, done: int, sums: _Sums) -> None:
 
     try:
         if plan.checksum == "blake3" and done > 0:
-            verifier.rehash(map_extents(plan.src, plan.src_format, 0, done, plan.src_direct), done)
-        src_ext = map_extents(plan.src, plan.src_format, done, plan.size - done, plan.src_direct) \
+            verifier.rehash(map_extents(source_json(plan), plan.src_format, 0, done, plan.src_direct), done)
+        src_ext = map_extents(source_json(plan), plan.src_format, done, plan.size - done,
+                              plan.src_direct) \
             if done < plan.size else []
         label = f"convert {Path(plan.src).name} -> {Path(plan.dst).name}"
         with Progress(label) as progress:

@@ -37,10 +37,12 @@ class Extent:
 
 
 def map_extents(path: str, fmt: str, start: int, length: int, direct_ok: bool) -> list[Extent]:
-    """`qemu-img map` of [start, start+length) (-U: the image may be open elsewhere)."""
+    """`qemu-img map` of [start, start+length) (-U: the image may be open elsewhere). ``path``
+    is a file (format ``fmt``, given explicitly) or a `json:` spec built by the caller."""
+    image = ["--", path] if path.startswith("json:") else ["-f", fmt, "--", os.path.abspath(path)]
     res = subprocess.run(  # noqa: S603 - argument list
-        ["qemu-img", "map", "--output=json", "-U", "-f", fmt, f"--start-offset={start}",
-         f"--max-length={length}", path],
+        ["qemu-img", "map", "--output=json", "-U", f"--start-offset={start}",
+         f"--max-length={length}", *image],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
     if res.returncode != 0:
@@ -106,8 +108,10 @@ def merge(chunk: list[tuple[int, int, list[Piece]]]) -> list[Piece]:
 class GuestReader:
     """Reads blocks of guest-visible bytes of one image (thread-safe)."""
 
-    def __init__(self, path: str, fmt: str, *, odirect: bool, sockdir: Path, name: str) -> None:
+    def __init__(self, path: str, fmt: str, *, odirect: bool, sockdir: Path, name: str,
+                 spec: str | None = None) -> None:
         self.path, self.fmt = path, fmt
+        self.spec = spec  # what qemu-nbd opens (a json: spec), else the file as format fmt
         self.fd = os.open(path, os.O_RDONLY)
         self.dfd: int | None = None
         if odirect:
@@ -158,7 +162,7 @@ class GuestReader:
     def _nbd_read(self, view: memoryview, offset: int) -> None:
         with self._lock:
             if self._nbd is None:
-                self._server = QemuNbd(self.path, self.fmt, self.sock, read_only=True,
+                self._server = QemuNbd(self.spec or self.path, self.fmt, self.sock, read_only=True,
                                        cache="writeback", aio="threads")
                 self._nbd = self._server.connect()
             try:

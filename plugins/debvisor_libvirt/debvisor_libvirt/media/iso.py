@@ -18,8 +18,12 @@ def _iso_name(name: str) -> str:
     return "/" + name.upper().replace("-", "_") + ".;1"
 
 
-def write_iso(files: dict[str, bytes], output: str | Path, *, label: str = LABEL) -> None:
-    """Write an ISO 9660 + Joliet + Rock Ridge image holding ``files`` to ``output`` atomically."""
+def write_iso(files: dict[str, bytes], output: str | Path, *, label: str = LABEL,
+              mode: int = 0o600) -> None:
+    """Write an ISO 9660 + Joliet + Rock Ridge image holding ``files`` to ``output`` atomically,
+    with ``mode`` (seeds hold tokens and keys: owner-only by default). The image is written to a
+    new file (``mkstemp``: ``O_EXCL``) and renamed over ``output``, so a symlink planted there is
+    replaced, never followed."""
     import pycdlib
 
     out = Path(output)
@@ -33,9 +37,9 @@ def write_iso(files: dict[str, bytes], output: str | Path, *, label: str = LABEL
     try:
         with os.fdopen(fd, "wb") as f:
             iso.write_fp(f)
+            os.fchmod(f.fileno(), mode)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -162,9 +162,11 @@ class QemuNbd:
         if compress:
             # every write of the compress filter becomes a compressed cluster (qcow2)
             argv += ["--image-opts", f"driver=compress,file.driver={fmt},"
-                     f"file.file.driver=file,file.file.filename={_escape(image)}"]
-        else:
-            argv += ["--format", fmt, image]
+                     f"file.file.driver=file,file.file.filename={_escape(os.path.abspath(image))}"]
+        elif image.startswith("json:"):  # a spec built by the caller: the format is inside
+            argv += ["--", image]
+        else:  # an absolute name after `--`: never an option, never a pseudo-protocol
+            argv += ["--format", fmt, "--", os.path.abspath(image)]
         sock.unlink(missing_ok=True)
         self.proc = subprocess.Popen(  # noqa: S603 - argument list
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -1,7 +1,8 @@
 """The cloud-config template library (templates/NAME.yaml).
 
 A template is `#cloud-config` YAML with an `x-template` block (description, vars
-with help and optional default). `${var}` is replaced inside string values
+with help, optional default and pattern, and ``secret: true`` for values that must
+not be given on the command line). `${var}` is replaced inside string values
 only, after parsing, so a value can never change the YAML structure.
 """
 
@@ -36,7 +37,14 @@ def describe(name: str) -> dict[str, Any]:
     meta = load(name).get("x-template", {})
     return {"name": name, "description": meta.get("description", ""),
             "vars": {k: {"default": v.get("default"), "help": v.get("help", ""),
-                         "required": "default" not in v} for k, v in meta.get("vars", {}).items()}}
+                         "required": "default" not in v, "secret": bool(v.get("secret")),
+                         "pattern": v.get("pattern")}
+                     for k, v in meta.get("vars", {}).items()}}
+
+
+def secret_vars(name: str) -> set[str]:
+    """The variables of template ``name`` marked ``secret: true`` (never on the command line)."""
+    return {k for k, v in describe(name)["vars"].items() if v["secret"]}
 
 
 def render(name: str, values: dict[str, str]) -> str:
@@ -54,10 +62,13 @@ def render(name: str, values: dict[str, str]) -> str:
     for k, v in values.items():
         pattern = spec[k].get("pattern")
         if pattern and not re.fullmatch(pattern, v):
-            raise BadInput(f"template {name}: {k}={v!r} does not match {pattern}")
+            shown = "(the secret value)" if spec[k].get("secret") else f"={v!r}"
+            raise BadInput(f"template {name}: {k}{shown} does not match {pattern}"
+                           + (f" ({spec[k]['format']})" if spec[k].get("format") else ""))
     missing = sorted(set(spec) - set(filled))
     if missing:
-        raise BadInput(f"template {name} needs {', '.join('--set ' + m + '=…' for m in missing)}")
+        raise BadInput(f"template {name} needs " + ", ".join(
+            f"--set-file {m}=FILE" if spec[m].get("secret") else f"--set {m}=…" for m in missing))
 
     def sub(obj: Any) -> Any:
         if isinstance(obj, str):

@@ -157,7 +157,7 @@ def check_cloud_config(text: str, file: str, report: Report) -> None:
         if key not in known:
             report.stricter(file, f"unknown top-level key {key!r}: cloud-init ignores it",
                             loaded.line_of([key]))
-    report_errors(validator, data, loaded, file, report)
+    report_errors(validator, data, loaded, file, report, echo=False)  # values may be secrets
 
 
 def check_script(text: str, file: str, report: Report, line_offset: int = 0) -> None:
@@ -197,7 +197,7 @@ def check_include(text: str, file: str, report: Report) -> None:
             continue
         u = urlparse(line)
         if u.scheme not in ("http", "https") or not u.netloc:
-            report.error(file, f"#include line is not an http(s) URL: {line!r}", n)
+            report.error(file, "#include line is not an http(s) URL", n)
         urls += 1
     if urls == 0:
         report.error(file, "#include lists no URL", 1)

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import __version__, log
-from .builtin import BUILTIN_COMMANDS
+from .discovery import BUILTIN_COMMANDS
 from .errors import EXIT_FAILED, DebvisorError
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

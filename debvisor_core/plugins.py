@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import PROJECT, discovery, log
-from .builtin import BUILTIN_COMMANDS, BUILTIN_HOOKS
+from .discovery import BUILTIN_COMMANDS, BUILTIN_HOOKS
 
 if TYPE_CHECKING:  # pragma: no cover
     import click

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .context import Context
 from .errors import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
 
 
 @dataclass

@@ -81,10 +81,12 @@ class UpdateRRsets(DnsStep):
     def snapshot(self, ctx: Context) -> dict[str, Any]:
         from . import wire
 
-        cfg, zone, _ = self._setup(ctx)
-        before = {key(ch): wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout)
+        cfg, zone, tkey = self._setup(ctx)
+        dkey = tkey.dns_key()  # TCP + TSIG: the undo writes these values back with our key
+        before = {key(ch): wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout,
+                                            key=dkey)
                   for ch in self.changes}
-        _, r = wire.ask(zone.primaries, zone.name, "SOA", timeout=cfg.timeout)
+        _, r = wire.ask_signed(zone, zone.name, "SOA", timeout=cfg.timeout, key=dkey)
         return {"before": before, "serial": wire.soa_serial(r, zone.name)}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +120,9 @@ class UpdateRRsets(DnsStep):
                        todo: list[dict[str, Any]], out: Any) -> None:
         from . import wire
 
-        now = {key(ch): wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout) for ch in todo}
+        dkey = cfg.key(zone).dns_key()
+        now = {key(ch): wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout,
+                                         key=dkey) for ch in todo}
         timed_out = any(a["result"] == "timed out" for a in out.attempts)
         if timed_out and all(same(now[key(ch)], ch["new"]) for ch in todo):
             log.warn("an earlier primary timed out but had applied the UPDATE; accepting it")
@@ -155,12 +159,13 @@ class UpdateRRsets(DnsStep):
         from . import propagation, wire
 
         cfg, zone, tkey = self._setup(ctx)
+        dkey = tkey.dns_key()
         before = record.get("before", {})
         restore, conflicts = [], []
         for ch in self.changes:
             if key(ch) not in before:
                 continue
-            now = wire.read(zone, ch["name"], ch["type"], timeout=cfg.timeout)
+            now = wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout, key=dkey)
             if same(now, before[key(ch)]):
                 continue
             if same(now, ch["new"]):
@@ -173,7 +178,6 @@ class UpdateRRsets(DnsStep):
                              + "; ".join(conflicts))
         if not restore:
             return
-        dkey = tkey.dns_key()
         prereq = {key(ch): ch["old"] for ch in restore}
         out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, restore, prereq),
                                timeout=cfg.update_timeout, key_name=tkey.name)
@@ -185,7 +189,10 @@ class UpdateRRsets(DnsStep):
         try:
             propagation.await_all(cfg, restore, t0=out.sent_at)
         except propagation.PropagationTimeout as exc:
-            log.warn(f"restored on the primary, but {exc.message}")
+            # Not "rolled back" while some server still serves the new value: the engine
+            # reports rollback-incomplete (exit 5) and the operator checks that server.
+            raise StepFailed(f"restored {self.zone.rstrip('.')} on primary {out.server}, but "
+                             f"{exc.message}") from None
 
 
 @dataclass

@@ -110,11 +110,14 @@ def ask(servers: list[Server], qname: str, rdtype: str, *, timeout: float,
         except (OSError, dns.exception.DNSException) as exc:
             why = _fail_text(exc)
         else:
-            if r.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and r.flags & dns.flags.AA:
+            if key is not None and not r.had_tsig:
+                why = "answered a TSIG-signed query unsigned"
+            elif r.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and r.flags & dns.flags.AA:
                 _failed.pop(server, None)
                 return server, r
-            why = f"answered {dns.rcode.to_text(r.rcode())}" + (
-                "" if r.flags & dns.flags.AA else " without authority")
+            else:
+                why = f"answered {dns.rcode.to_text(r.rcode())}" + (
+                    "" if r.flags & dns.flags.AA else " without authority")
         mark_failed(server, why)
         log.debug(f"{server}: {why} ({qname} {rdtype})")
         errors.append(f"{server} {why}")
@@ -132,8 +135,24 @@ def rrset_state(r: dns.message.Message, name: str, rdtype: str) -> dict[str, Any
 
 
 def read(zone: ZoneConfig, name: str, rdtype: str, *, timeout: float) -> dict[str, Any]:
-    """NAME/TYPE as the zone's primaries serve it."""
+    """NAME/TYPE as the zone's primaries serve it (plain query: for plans and display)."""
     _, r = ask(zone.primaries, name, rdtype, timeout=timeout, what=f"{name} {rdtype}")
+    return rrset_state(r, name, rdtype)
+
+
+def ask_signed(zone: ZoneConfig, qname: str, rdtype: str, *, timeout: float,
+               key: dns.tsig.Key) -> tuple[Server, dns.message.Message]:
+    """The first answer from a primary to a TSIG-signed query over TCP, whose answer must be
+    signed with the same key (dnspython checks the MAC). For reads that an undo trusts: an
+    on-path spoofer cannot forge them, so a rollback never writes planted values."""
+    return ask(zone.primaries, qname, rdtype, timeout=timeout, key=key,
+               key_name=key.name.to_text(True), tcp=True, what=f"{qname} {rdtype} (signed, TCP)")
+
+
+def read_signed(zone: ZoneConfig, name: str, rdtype: str, *, timeout: float,
+                key: dns.tsig.Key) -> dict[str, Any]:
+    """NAME/TYPE as the zone's primaries serve it, read over TCP with TSIG (see ask_signed)."""
+    _, r = ask_signed(zone, name, rdtype, timeout=timeout, key=key)
     return rrset_state(r, name, rdtype)
 
 

@@ -70,7 +70,8 @@ def test_binary_key_file_with_loose_mode_is_refused_for_its_mode(tmp_path: Path)
     p = _write(tmp_path / "bin.key", BINARY_KEY, 0o644)
     with pytest.raises(TsigKeyError) as exc:
         read_tsig_keyfile(p)
-    assert "accessible by group or others (mode 0644); it must be 0600" in exc.value.message
+    assert exc.value.message == (f"TSIG key file {p} is readable by others (mode 0644); "
+                                 f"run: chmod 600 {p}")
     assert "TOPSECRET" not in exc.value.message and "\\x" not in exc.value.message
 
 
@@ -94,10 +95,10 @@ def test_key_file_directory_fifo_and_huge_file_are_one_sentence(tmp_path: Path) 
     fifo = tmp_path / "key.fifo"
     os.mkfifo(fifo, 0o600)  # opening it must not block the command
     huge = _write(tmp_path / "huge.key", b"#" * (65 * 1024), 0o600)
-    for path, words in [(d, "is a directory, not a key file"),
-                        (fifo, "is not a regular file"),
+    for path, words in [(d, "is not a regular file (it is a directory)"),
+                        (fifo, "is not a regular file (it is a FIFO)"),
                         (huge, "is larger than 64 KiB"),
-                        (tmp_path / "missing.key", "No such file or directory")]:
+                        (tmp_path / "missing.key", "does not exist")]:
         with pytest.raises(TsigKeyError) as exc:
             read_tsig_keyfile(path)
         assert words in exc.value.message and str(path) in exc.value.message
@@ -108,7 +109,7 @@ def test_cli_binary_key_file_is_exit_2(dv: Any, offline: Any, tmp_path: Path) ->
     offline(tsig_key_file=str(key))
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res
-    assert "(mode 0644); it must be 0600" in _one_error(res.stderr)
+    assert f"(mode 0644); run: chmod 600 {key}" in _one_error(res.stderr)
     os.chmod(key, 0o600)
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res

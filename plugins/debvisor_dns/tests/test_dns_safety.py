@@ -67,7 +67,7 @@ def test_key_file_readable_by_others_is_refused(dv: Any, dv_state: Any, lab_conf
     dv_state.config({"dns": {"tsig_key_file": str(loose)}}, base=lab.config_path)
     res = dv("dns", "update", "x", "10.77.0.72", "--yes")
     assert res.code == 2, res
-    assert "it must be 0600" in _one_error(res.stderr)
+    assert f"run: chmod 600 {loose}" in _one_error(res.stderr)
 
 
 def test_first_primaries_down_the_next_takes_the_change(

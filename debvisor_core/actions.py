@@ -188,13 +188,13 @@ class Param:
 @dataclass(frozen=True)
 class Action:
     """One thing DebVisor can do, declared once. Exactly one of ``plan`` (a state change:
-    params + context → Operation) and ``query`` (a read: params + context → JSON-able
+    params + context → Operation, or None when there is nothing to change) and ``query`` (a read: params + context → JSON-able
     data) is set. ``render`` prints the result for humans; ``result`` documents its shape."""
 
     path: str
     summary: str
     params: tuple[Param, ...] = ()
-    plan: Callable[[Context, dict[str, Any]], Operation] | None = None
+    plan: Callable[[Context, dict[str, Any]], Operation | None] | None = None
     query: Callable[[Context, dict[str, Any]], Any] | None = None
     render: Callable[[Any], None] | None = None
     description: str = ""
@@ -203,6 +203,8 @@ class Action:
     privilege: str = "root"
     result: str = ""
     kind: str = ""
+    #: what to print when ``plan`` returns None (nothing to change); JSON: {"status": "unchanged"}
+    unchanged: str = "nothing to change"
     plugin: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -290,6 +292,10 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     if ctx.op_options.rollback:
         return engine.rollback_last(ctx, action.op_kind, ctx.target).to_dict()
     op = action.plan(ctx, params)
+    if op is None:  # the plan found nothing to change
+        data = {"status": "unchanged"}
+        ctx.emit(data, action.unchanged)
+        return data
     if op.kind != action.op_kind:
         raise BadInput(f"{action.path}: its plan made a '{op.kind}' operation, not "
                        f"'{action.op_kind}'")

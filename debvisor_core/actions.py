@@ -188,8 +188,9 @@ class Param:
 @dataclass(frozen=True)
 class Action:
     """One thing DebVisor can do, declared once. Exactly one of ``plan`` (a state change:
-    params + context → Operation, or None when there is nothing to change) and ``query`` (a read: params + context → JSON-able
-    data) is set. ``render`` prints the result for humans; ``result`` documents its shape."""
+    params + context → Operation, or None when there is nothing to change) and ``query``
+    (a read: params + context → JSON-able data) is set. ``render`` prints the result for
+    humans; ``result`` documents its shape."""
 
     path: str
     summary: str

@@ -1,9 +1,19 @@
-"""The per-invocation context every command and hook receives."""
+"""Contexts, in three scopes:
+
+- :class:`Env`: the process — config, the plugin host and a cache with expiry that
+  plugins use instead of module globals (a daemon serves many invocations from one Env);
+- :class:`Context`: one invocation — who asked, the flags, the run UI, the target;
+- the run of one operation: :attr:`Context.operation` (its ``scratch`` dict is the
+  per-run cache steps share; nothing is keyed on ``id(ctx)``).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +36,32 @@ class OpOptions:
     rollback: bool = False
 
 
+class Env:
+    """What one process shares between invocations: config, plugin host, a cache."""
+
+    def __init__(self, config_file: str | None = None) -> None:
+        self.config_file = config_file
+        self.config: Config | None = None
+        self.host: PluginHost | None = None
+        self._cache: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, key: Any, ttl: float, fn: Callable[[], Any]) -> Any:
+        """``fn()``'s value for ``key``, computed at most once per ``ttl`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        value = fn()
+        with self._lock:
+            self._cache[key] = (now + ttl, value)
+        return value
+
+
 @dataclass
 class Context:
-    """Global options, config, paths and the plugin host of one `debvisor` run."""
+    """One invocation: global options, identity, UI and target, over a process :class:`Env`."""
 
     json: bool = False
     verbose: bool = False
@@ -45,9 +78,29 @@ class Context:
     target: dict[str, Any] | None = None
     #: option names whose values are secret (scrubbed from argv in audit and journal)
     secret_options: tuple[str, ...] = ()
-    _config: Config | None = None
-    _host: PluginHost | None = None
+    env: Env = field(default_factory=Env)
     _ui: RunUI | None = None
+
+    @property
+    def _config(self) -> Config | None:
+        return self.env.config
+
+    @_config.setter
+    def _config(self, value: Config | None) -> None:
+        self.env.config = value
+
+    @property
+    def _host(self) -> PluginHost | None:
+        return self.env.host
+
+    @_host.setter
+    def _host(self, value: PluginHost | None) -> None:
+        self.env.host = value
+
+    def cached(self, key: Any, ttl: float, fn: Callable[[], Any]) -> Any:
+        """A value shared by the invocations of this process for ``ttl`` seconds (replaces
+        module-level caches, which a long-running daemon would keep forever)."""
+        return self.env.cached(key, ttl, fn)
 
     @property
     def ui(self) -> RunUI:

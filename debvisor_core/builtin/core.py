@@ -1,20 +1,17 @@
 """The core's own hook implementations: step execution, the audit file sink, core
-health checks and diagnostics."""
+health checks and diagnostics. Registered in every process (``debvisor hv --help``
+too), so everything beyond pluggy's marker is imported inside the hooks."""
 
 from __future__ import annotations
 
-import json
-import platform
-import sys
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, audit, hookimpl, journal
-from ..config import redact
-from ..health import CheckResult, HealthCheck
+from .. import hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..bundle import DiagnosticsBundle
     from ..context import Context
+    from ..health import CheckResult, HealthCheck
     from ..model import Operation, Step
 
 
@@ -38,10 +35,13 @@ def debvisor_step_types() -> list[type[Step]]:
 
 @hookimpl
 def debvisor_audit(ctx: Context, event: dict[str, Any]) -> None:
+    from .. import audit
+
     audit.append(audit.log_path(ctx), event)
 
 
 def _state_dir(ctx: Context) -> CheckResult:
+    from ..health import CheckResult
     path = ctx.state_dir
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,8 @@ def _state_dir(ctx: Context) -> CheckResult:
 
 
 def _audit_chain(ctx: Context) -> CheckResult:
+    from .. import audit
+    from ..health import CheckResult
     problem = audit.unwritable_reason(ctx)
     if problem:
         return CheckResult.crit(problem)
@@ -62,8 +64,10 @@ def _audit_chain(ctx: Context) -> CheckResult:
 
 
 def _interrupted(ctx: Context) -> CheckResult:
+    from .. import journal
+    from ..health import CheckResult
     bad = [o.summary() for o in journal.all_ops(ctx.state_dir)
-           if o.effective_status in ("interrupted", "rollback-incomplete")]
+           if o.effective_status in journal.BLOCKING]
     if bad:
         ids = ", ".join(f"{o['id']} ({o['status']})" for o in bad[:5])
         return CheckResult.warn(f"{len(bad)} operation(s) need attention: {ids}; "
@@ -73,6 +77,7 @@ def _interrupted(ctx: Context) -> CheckResult:
 
 @hookimpl
 def debvisor_health(ctx: Context) -> list[HealthCheck]:
+    from ..health import HealthCheck
     return [
         HealthCheck("core.state-dir", _state_dir, timeout=5),
         HealthCheck("core.audit-chain", _audit_chain, timeout=30),
@@ -82,7 +87,13 @@ def debvisor_health(ctx: Context) -> list[HealthCheck]:
 
 @hookimpl
 def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
+    import json
+    import platform
+    import sys
     from importlib.metadata import distributions
+
+    from .. import __version__, audit, journal
+    from ..config import redact
 
     versions = {
         "debvisor-core": __version__,

@@ -83,6 +83,8 @@ class Param:
     pattern: str | None = None
     minimum: float | None = None
     maximum: float | None = None
+    #: a one-letter alias for the option (``"-y"``)
+    short: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -185,6 +187,15 @@ class Param:
         return list(value)
 
 
+class Outcome:
+    """A result with an exit code other than 0 (``health --strict`` with warnings): the
+    data is shown as usual, then the command exits with ``code``."""
+
+    def __init__(self, data: Any, code: int) -> None:
+        self.data = data
+        self.code = code
+
+
 @dataclass(frozen=True)
 class Action:
     """One thing DebVisor can do, declared once. Exactly one of ``plan`` (a state change:
@@ -197,6 +208,9 @@ class Action:
     params: tuple[Param, ...] = ()
     plan: Callable[[Context, dict[str, Any]], Operation | None] | None = None
     query: Callable[[Context, dict[str, Any]], Any] | None = None
+    #: a state change that is not one operation of steps (maintenance mode, rolling back or
+    #: resuming a journalled operation): it audits and journals what it does itself
+    execute: Callable[[Context, dict[str, Any]], Any] | None = None
     render: Callable[[Any], None] | None = None
     description: str = ""
     examples: tuple[str, ...] = ()
@@ -211,8 +225,8 @@ class Action:
     def __post_init__(self) -> None:
         if not _PATH_RE.match(self.path):
             raise ValueError(f"action path {self.path!r} must be like 'plugin.verb' (lower case)")
-        if (self.plan is None) == (self.query is None):
-            raise ValueError(f"action {self.path}: give exactly one of plan and query")
+        if sum(f is not None for f in (self.plan, self.query, self.execute)) != 1:
+            raise ValueError(f"action {self.path}: give exactly one of plan, query and execute")
         if self.privilege not in PRIVILEGES and not self.privilege.startswith("group:"):
             raise ValueError(f"action {self.path}: privilege must be none, root or group:NAME")
         names = [p.name for p in self.params]
@@ -221,7 +235,7 @@ class Action:
 
     @property
     def changes_state(self) -> bool:
-        return self.plan is not None
+        return self.query is None
 
     @property
     def op_kind(self) -> str:
@@ -243,7 +257,7 @@ class Action:
             "path": self.path, "plugin": self.plugin or self.path.split(".")[0],
             "summary": self.summary, "description": self.description,
             "changes_state": self.changes_state, "destructive": self.destructive,
-            "privilege": self.privilege, "kind": self.op_kind if self.changes_state else None,
+            "privilege": self.privilege, "kind": self.op_kind if self.plan is not None else None,
             "result": self.result, "examples": list(self.examples),
             "secret_params": [p.name for p in self.params if p.secret],
             "params": self.schema(),
@@ -277,7 +291,8 @@ class Action:
 
 def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     """Run ``action`` with validated ``params`` through the engine; return its result
-    (the query's data, or the operation result as a dict) and show it on ctx's UI."""
+    (the query's data, or the operation result as a dict; an :class:`Outcome` when the
+    exit code is not 0) and show it on ctx's UI."""
     from . import engine
 
     ctx.action = action.path
@@ -285,10 +300,15 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     ctx.secret_options = tuple(p.option for p in action.params if p.secret)
     if ctx.target is None:
         ctx.target = action.target(params)
-    if action.query is not None:
-        data = action.query(ctx, params)
+    if action.query is not None or action.execute is not None:
+        fn = action.query or action.execute
+        assert fn is not None
+        data = fn(ctx, params)
+        outcome = data if isinstance(data, Outcome) else None
+        if outcome is not None:
+            data = outcome.data
         ctx.emit(data, action.render)
-        return data
+        return outcome if outcome is not None and outcome.code else data
     assert action.plan is not None
     if ctx.op_options.rollback:
         return engine.rollback_last(ctx, action.op_kind, ctx.target).to_dict()
@@ -348,6 +368,13 @@ def find(ctx: Context, path: str) -> Action:
 
 
 # -- click generation -----------------------------------------------------------
+def exit_with(result: Any) -> None:
+    """Exit with an :class:`Outcome`'s code (the data was already shown)."""
+    if isinstance(result, Outcome) and result.code:
+        import click
+
+        raise click.exceptions.Exit(result.code)
+
 def _help(action: Action) -> str:
     text = action.summary.rstrip(".") + "."
     if action.description:
@@ -389,7 +416,7 @@ def command(action: Action, name: str | None = None) -> click.Command:
             if p.secret and value is not None:
                 value = _read_secret_value(p, str(value))
             raw[p.name] = value
-        run(ctx, action, action.validate(raw))
+        exit_with(run(ctx, action, action.validate(raw)))
 
     params: list[click.Parameter] = []
     for p in action.params:
@@ -398,18 +425,19 @@ def command(action: Action, name: str | None = None) -> click.Command:
             params.append(click.Argument([p.name], required=p.required, type=ptype,
                                          nargs=-1 if p.type == "list" else 1))
         elif p.type == "bool":
-            params.append(click.Option([p.option], p.name, is_flag=True, default=None,
-                                       help=p.help))
+            params.append(click.Option([*([p.short] if p.short else []), p.option, p.name],
+                                       is_flag=True, default=None, help=p.help))
         else:
             metavar = "FILE" if p.secret else p.type.upper()
             extra = " (a file, or - for stdin; never the value itself)" if p.secret else ""
             params.append(click.Option(
-                [p.option, p.name], type=ptype, required=p.required and not p.secret,
+                [*([p.short] if p.short else []), p.option, p.name], type=ptype,
+                required=p.required and not p.secret,
                 multiple=p.type == "list", metavar=metavar, help=p.help + extra,
                 show_default=not p.required and p.default not in (None, False),
                 default=None if p.required else (None if p.default is None else p.default)))
     fn: Any = callback
-    if action.changes_state:
+    if action.plan is not None:
         fn = operation_options(action.op_kind, destructive=action.destructive)(fn)
     fn = json_option(fn)
     # click's option decorators store their params in reverse order of application

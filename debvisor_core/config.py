@@ -70,17 +70,3 @@ def load(path: Path, *, explicit: bool = False) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
     return Config(path, data, True)
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with anything that looks like a secret replaced by ``***``."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            secretish = any(w in str(k).lower() for w in SECRET_WORDS)
-            is_path = str(k).lower().endswith(("_file", "_path", "file", "path"))
-            out[k] = "***" if secretish and not is_path and not isinstance(v, dict) else redact(v)
-        return out
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value

@@ -114,7 +114,7 @@ def run(ctx: Context, path: str, params_file: str | None, dry_run: bool, check: 
     ctx.op_options.dry_run, ctx.op_options.check = dry_run, check
     ctx.op_options.force_maintenance = force_maintenance
     action = actions.find(ctx, path)
-    actions.run(ctx, action, action.validate(raw))
+    actions.exit_with(actions.run(ctx, action, action.validate(raw)))
 
 
 @hookimpl

@@ -60,7 +60,11 @@ def show(ctx: Context, since: str | None, limit: int) -> None:
     def human(rows: list[dict[str, Any]]) -> None:
         for e in rows:
             user = e.get("user", {})
-            who = user.get("name", "?") + (f" (sudo {user['sudo_user']})" if user.get("sudo_user") else "")
+            who = str(user.get("name", "?"))
+            if user.get("sudo_user"):
+                who += f" (sudo {user['sudo_user']})"
+            elif user.get("claimed_sudo_user"):
+                who += f" (claims sudo {user['claimed_sudo_user']}, unverified)"
             what = " ".join(x for x in (e.get("plugin"), e.get("action")) if x) or "-"
             op = f" op={e['operation']}" if e.get("operation") else ""
             print(f"{e.get('time')} {e.get('host')} {who} {what} -> {e.get('result')}{op}")
@@ -74,7 +78,11 @@ def show(ctx: Context, since: str | None, limit: int) -> None:
 @json_option
 @pass_ctx
 def verify(ctx: Context) -> None:
-    """Check the hash chain; exit 1 naming the first bad line if it was tampered with.
+    """Check the hash chain and its sealed head; exit 1 naming the first problem.
+
+    Detected: an edited, deleted or reordered line, lines deleted at the end, a deleted
+    log, a rewritten head, a fresh chain replacing the old one. Needs the audit key
+    (STATE/keys/audit.key), so run it as root.
 
     \b
     Example:

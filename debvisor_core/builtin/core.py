@@ -93,7 +93,7 @@ def debvisor_diagnostics(ctx: Context, bundle: DiagnosticsBundle) -> None:
     from importlib.metadata import distributions
 
     from .. import __version__, audit, journal
-    from ..config import redact
+    from ..redact import redact_config as redact
 
     versions = {
         "debvisor-core": __version__,

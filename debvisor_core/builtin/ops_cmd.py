@@ -1,4 +1,4 @@
-"""`debvisor ops`: the operation journal."""
+"""`debvisor ops`: the operation journal, declared as actions."""
 
 from __future__ import annotations
 
@@ -7,9 +7,89 @@ from typing import Any
 import click
 
 from .. import engine, hookimpl, journal
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Param, attach
 from ..context import Context
 from ..output import table
+
+
+def _list(ctx: Context, p: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = [o.summary() for o in journal.all_ops(ctx.state_dir)]
+    if p["status"]:
+        rows = [r for r in rows if r["status"] == p["status"]]
+    return rows[:p["limit"]]
+
+
+def _render_list(rows: list[dict[str, Any]]) -> None:
+    print(table(rows, [("id", "ID"), ("kind", "KIND"), ("status", "STATUS"), ("started", "STARTED"),
+                       ("user", "USER"), ("title", "TITLE")]) if rows else "no operations")
+
+
+def _show(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return journal.load(journal.find(ctx.state_dir, p["id"])).to_dict()
+
+
+def _render_show(d: dict[str, Any]) -> None:
+    print(f"{d['id']}  {d['kind']}  {d['status']}\n  {d['title']}")
+    print(f"  by {d['user']} from {d['started']} to {d['ended'] or '-'}")
+    if d["error"]:
+        print(f"  error: {d['error']}")
+    for s in d["steps"]:
+        err = f" — {s['error']}" if s["error"] else ""
+        print(f"  {s['index']}. [{s['status']}] {s['description']}{err}")
+    if d["status"] in journal.BLOCKING:
+        print(f"  next: debvisor ops rollback {d['id']}   or   debvisor ops resume {d['id']}")
+
+
+def _rollback(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    ctx.yes = ctx.yes or p["yes"]
+    ctx.op_options.dry_run = p["dry_run"]
+    return engine.rollback_op(ctx, p["id"]).to_dict()
+
+
+def _resume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    ctx.yes = ctx.yes or p["yes"]
+    ctx.op_options.force_maintenance = p["force_maintenance"]
+    return engine.resume_op(ctx, p["id"]).to_dict()
+
+
+_ID = Param("id", "The operation's id (or a unique prefix of it), from `debvisor ops list`.",
+            positional=True)
+_YES = Param("yes", "Do not ask for confirmation.", type="bool", default=False, short="-y")
+
+ACTIONS = [
+    Action("ops.list", "List recent operations, newest first", privilege="none", query=_list,
+           render=_render_list,
+           params=(Param("limit", "Show at most this many.", type="int", default=20, minimum=1),
+                   Param("status", "Only operations with this status (e.g. interrupted).",
+                         default=None)),
+           result="a list of {id, kind, title, status, user, started, ended, steps, error, target}",
+           examples=("debvisor ops list", "debvisor ops list --status interrupted --json")),
+    Action("ops.show", "Show one operation with each step's status and undo record",
+           privilege="none", query=_show, render=_render_show, params=(_ID,),
+           result="the operation with its steps, phases, params, locks and records",
+           examples=("debvisor ops show 20261125-101500-ab12cd --json",)),
+    Action("ops.rollback", "Undo the applied steps of an operation, newest first",
+           description="Works for succeeded, interrupted (e.g. the process was killed), paused "
+                       "and rollback-incomplete operations. The operation's locks are taken "
+                       "first and its journal re-read under them, so two rollbacks never both "
+                       "act.",
+           execute=_rollback,
+           render=lambda r: print(f"rolled back {r['id']}") if r["status"] != "dry-run" else None,
+           params=(_ID, Param("dry_run", "Show what would be undone; change nothing.",
+                              type="bool", default=False), _YES),
+           result="{id, kind, title, status, steps: [{index, name}], error}",
+           examples=("debvisor ops rollback 20261125-101500-ab12cd --yes",
+                     "debvisor ops rollback 20261125-101500 --dry-run")),
+    Action("ops.resume", "Continue an interrupted or paused operation from where it stopped",
+           description="The interrupted step is undone from its snapshot first, then applied "
+                       "again. Preflight runs first (maintenance mode, interrupted operations, "
+                       "each step's check).",
+           execute=_resume, render=lambda r: print(f"resumed {r['id']}: {r['status']}"),
+           params=(_ID, _YES, Param("force_maintenance", "Resume even though maintenance mode is on.",
+                                    type="bool", default=False)),
+           result="{id, kind, title, status, steps, findings, duration_ms}",
+           examples=("debvisor ops resume 20261125-101500-ab12cd --yes",)),
+]
 
 
 @click.group("ops")
@@ -24,97 +104,12 @@ def ops() -> None:
     """
 
 
-@ops.command("list")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Show at most this many.")
-@click.option("--status", help="Only operations with this status (e.g. interrupted).")
-@json_option
-@pass_ctx
-def list_(ctx: Context, limit: int, status: str | None) -> None:
-    """List recent operations, newest first.
-
-    \b
-    Example:
-      debvisor ops list --status interrupted
-    """
-    rows = [o.summary() for o in journal.all_ops(ctx.state_dir)]
-    if status:
-        rows = [r for r in rows if r["status"] == status]
-    rows = rows[:limit]
-    ctx.emit(rows, lambda r: print(table(r, [
-        ("id", "ID"), ("kind", "KIND"), ("status", "STATUS"), ("started", "STARTED"),
-        ("user", "USER"), ("title", "TITLE")]) if r else "no operations"))
+attach(ops, ACTIONS)
 
 
-@ops.command("show")
-@click.argument("op_id", metavar="ID")
-@json_option
-@pass_ctx
-def show(ctx: Context, op_id: str) -> None:
-    """Show one operation with each step's status and undo record.
-
-    \b
-    Example:
-      debvisor ops show 20261125-101500-ab12cd --json
-    """
-    st = journal.load(journal.find(ctx.state_dir, op_id)).to_dict()
-
-    def human(d: dict[str, Any]) -> None:
-        print(f"{d['id']}  {d['kind']}  {d['status']}\n  {d['title']}")
-        print(f"  by {d['user']} from {d['started']} to {d['ended'] or '-'}")
-        if d["error"]:
-            print(f"  error: {d['error']}")
-        for s in d["steps"]:
-            err = f" — {s['error']}" if s["error"] else ""
-            print(f"  {s['index']}. [{s['status']}] {s['description']}{err}")
-        if d["status"] in ("interrupted", "rollback-incomplete"):
-            print(f"  next: debvisor ops rollback {d['id']}   or   debvisor ops resume {d['id']}")
-
-    ctx.emit(st, human)
-
-
-@ops.command("rollback")
-@click.argument("op_id", metavar="ID")
-@click.option("--dry-run", is_flag=True, help="Show what would be undone; change nothing.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@json_option
-@pass_ctx
-def rollback(ctx: Context, op_id: str, dry_run: bool, yes: bool) -> None:
-    """Undo the applied steps of an operation, newest first.
-
-    Works for succeeded, interrupted (e.g. the process was killed) and
-    rollback-incomplete operations.
-
-    \b
-    Example:
-      debvisor ops rollback 20261125-101500-ab12cd --yes
-    """
-    ctx.yes = ctx.yes or yes
-    ctx.op_options.dry_run = dry_run
-    res = engine.rollback_op(ctx, op_id)
-    ctx.emit(res.to_dict(), f"rolled back {res.id}" if res.status != "dry-run" else "")
-
-
-@ops.command("resume")
-@click.argument("op_id", metavar="ID")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force-maintenance", is_flag=True, help="Resume even though maintenance mode is on.")
-@json_option
-@pass_ctx
-def resume(ctx: Context, op_id: str, yes: bool, force_maintenance: bool) -> None:
-    """Continue an interrupted or paused operation from the step where it stopped.
-
-    The interrupted step is undone from its snapshot first, then applied again.
-    Preflight runs first (maintenance mode, interrupted operations, each step's check).
-
-    \b
-    Example:
-      debvisor ops resume 20261125-101500-ab12cd --yes
-    """
-    ctx.yes = ctx.yes or yes
-    ctx.op_options.force_maintenance = force_maintenance
-    res = engine.resume_op(ctx, op_id)
-    ctx.emit(res.to_dict(), f"resumed {res.id}: {res.status}")
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .. import hookimpl, log
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Outcome, Param, command
 from ..context import Context
 from ..errors import BadInput
 from ..health import collect, run_checks
@@ -18,50 +18,49 @@ from ..output import table
 MARK = {"ok": "OK  ", "warn": "WARN", "crit": "CRIT"}
 
 
-@click.command("health")
-@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
-@click.option("--collect-diagnostics", "bundle_path", type=click.Path(dir_okay=False),
-              metavar="PATH.tar.gz", help="Also write a diagnostics bundle here.")
-@click.option("--only", help="Run only checks whose name starts with this (e.g. dns.).")
-@json_option
-@pass_ctx
-def health(ctx: Context, strict: bool, bundle_path: str | None, only: str | None) -> None:
-    """Run every installed plugin's health checks and summarise ok / warn / crit.
-
-    Exit 0 unless a check is crit (or warn, with --strict). The JSON shape is in
-    docs/health.md.
-
-    \b
-    Example:
-      debvisor health
-      debvisor health --json --strict
-      debvisor health --collect-diagnostics /tmp/diag.tar.gz
-    """
-    if bundle_path is not None and not bundle_path.endswith((".tar.gz", ".tgz")):
+def _run(ctx: Context, p: dict[str, Any]) -> Any:
+    path = p["collect_diagnostics"]
+    if path is not None and not path.endswith((".tar.gz", ".tgz")):
         raise BadInput("--collect-diagnostics needs a path ending in .tar.gz")
     checks = collect(ctx)
-    if only:
-        checks = [c for c in checks if c.name.startswith(only)]
+    if p["only"]:
+        checks = [c for c in checks if c.name.startswith(p["only"])]
     report = run_checks(ctx, checks)
-    if bundle_path:
-        _bundle(ctx, Path(bundle_path), report)
+    if path:
+        _bundle(ctx, Path(path), report)
+    failed = report["status"] == "crit" or (p["strict"] and report["status"] == "warn")
+    return Outcome(report, 1) if failed else report
 
-    def human(r: dict[str, Any]) -> None:
-        rows = [{**c, "mark": MARK[c["status"]]} for c in r["checks"]]
-        cols = [("mark", "STATUS"), ("name", "CHECK"), ("summary", "SUMMARY")]
-        if ctx.verbose:
-            cols.append(("duration_ms", "MS"))
-        print(table(rows, cols))
-        c = r["counts"]
-        print(f"\noverall: {r['status'].upper()} ({c['ok']} ok, {c['warn']} warn, {c['crit']} crit)")
-        if ctx.verbose:
-            for row in r["checks"]:
-                if row["details"]:
-                    print(f"{row['name']}: {json.dumps(row['details'], default=str)}")
 
-    ctx.emit(report, human)
-    if report["status"] == "crit" or (strict and report["status"] == "warn"):
-        raise click.exceptions.Exit(1)
+def _render(r: dict[str, Any]) -> None:
+    rows = [{**c, "mark": MARK[c["status"]]} for c in r["checks"]]
+    cols = [("mark", "STATUS"), ("name", "CHECK"), ("summary", "SUMMARY")]
+    if log.verbose():
+        cols.append(("duration_ms", "MS"))
+    print(table(rows, cols))
+    c = r["counts"]
+    print(f"\noverall: {r['status'].upper()} ({c['ok']} ok, {c['warn']} warn, {c['crit']} crit)")
+    if log.verbose():
+        for row in r["checks"]:
+            if row["details"]:
+                print(f"{row['name']}: {json.dumps(row['details'], default=str)}")
+
+
+ACTION = Action(
+    "health.run", "Run every installed plugin's health checks and summarise ok / warn / crit",
+    description="Exit 0 unless a check is crit (or warn, with --strict). The JSON shape is in "
+                "docs/health.md.",
+    query=_run, render=_render, privilege="none",
+    params=(Param("strict", "Exit 1 on warnings too.", type="bool", default=False),
+            Param("collect_diagnostics", "Also write a diagnostics bundle (PATH.tar.gz) here.",
+                  type="path", default=None),
+            Param("only", "Run only checks whose name starts with this (e.g. dns.).", default=None)),
+    result="{status, counts: {ok, warn, crit}, checks: [{name, plugin, status, summary, details, "
+           "duration_ms}], time} (docs/health.md)",
+    examples=("debvisor health", "debvisor health --json --strict",
+              "debvisor health --collect-diagnostics /tmp/diag.tar.gz"),
+)
+health = command(ACTION, "health")
 
 
 def _bundle(ctx: Context, path: Path, report: dict[str, Any]) -> None:
@@ -82,6 +81,11 @@ def _bundle(ctx: Context, path: Path, report: dict[str, Any]) -> None:
         bundle.abort()
         raise
     log.info(f"diagnostics written to {path} ({len(bundle.items)} items)")
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return [ACTION]
 
 
 @hookimpl

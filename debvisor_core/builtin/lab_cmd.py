@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
 
 from .. import hookimpl
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Param, attach
 from ..context import Context
 from ..lab import manager
 
@@ -28,80 +29,54 @@ def lab() -> None:
     """
 
 
-@lab.command("up")
-@click.argument("services", nargs=-1)
-@json_option
-@pass_ctx
-def up(ctx: Context, services: tuple[str, ...]) -> None:
-    """Start every lab service (or the named ones); already running ones are kept.
-
-    \b
-    Example:
-      debvisor lab up            # everything the installed plugins contribute
-      debvisor lab up dns        # only this service (see `debvisor lab status`)
-    """
-    rep = manager.up(ctx, services)
-
-    def human(r: dict[str, Any]) -> None:
-        for name, s in r["services"].items():
-            print(f"{name}: {s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""))
-        print(f"config: {r['config']}\nuse it: eval \"$(debvisor lab env)\"")
-
-    ctx.emit(rep, human)
+def _render_up(r: dict[str, Any]) -> None:
+    for name, s in r["services"].items():
+        print(f"{name}: {s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""))
+    print(f"config: {r['config']}\nuse it: eval \"$(debvisor lab env)\"")
 
 
-@lab.command("down")
-@click.argument("services", nargs=-1)
-@json_option
-@pass_ctx
-def down(ctx: Context, services: tuple[str, ...]) -> None:
-    """Stop every lab service (or the named ones), leaving no process behind.
-
-    \b
-    Example:
-      debvisor lab down
-    """
-    rep = manager.down(ctx, services)
-    ctx.emit(rep, lambda r: print("\n".join(f"{k}: {v}" for k, v in r["services"].items())
-                                  or "nothing was running"))
+def _render_status(r: dict[str, Any]) -> None:
+    for name, s in r["services"].items():
+        state = "running" if s.get("running") else s.get("unavailable") or "stopped"
+        print(f"{name}: {state}")
+    if not r["services"]:
+        print("no lab services are installed")
 
 
-@lab.command("status")
-@json_option
-@pass_ctx
-def status(ctx: Context) -> None:
-    """Show each lab service and whether it runs.
-
-    \b
-    Example:
-      debvisor lab status --json
-    """
-    rep = manager.status(ctx)
-
-    def human(r: dict[str, Any]) -> None:
-        for name, s in r["services"].items():
-            state = "running" if s.get("running") else s.get("unavailable") or "stopped"
-            print(f"{name}: {state}")
-        if not r["services"]:
-            print("no lab services are installed")
-
-    ctx.emit(rep, human)
+def _env(ctx: Context, p: dict[str, Any]) -> dict[str, str]:
+    return {"DEBVISOR_CONFIG": str(manager.config_file(ctx))}
 
 
-@lab.command("env")
-@json_option
-@pass_ctx
-def env(ctx: Context) -> None:
-    """Print shell exports that point the CLI at the lab.
+_SERVICES = Param("services", "Lab services to act on (default: every one; see `debvisor lab "
+                  "status`).", type="list", positional=True, default=None)
 
-    \b
-    Example:
-      eval "$(debvisor lab env)"
-    """
-    import shlex
+ACTIONS = [
+    Action("lab.up", "Start every lab service (or the named ones); already running ones are kept",
+           execute=lambda ctx, p: manager.up(ctx, tuple(p["services"] or ())), render=_render_up,
+           params=(_SERVICES,), result="{services: {NAME: {status, reason}}, config}",
+           examples=("debvisor lab up            # everything the installed plugins contribute",
+                     "debvisor lab up dns        # only this service")),
+    Action("lab.down", "Stop every lab service (or the named ones), leaving no process behind",
+           execute=lambda ctx, p: manager.down(ctx, tuple(p["services"] or ())),
+           render=lambda r: print("\n".join(f"{k}: {v}" for k, v in r["services"].items())
+                                  or "nothing was running"),
+           params=(_SERVICES,), result="{services: {NAME: status}}",
+           examples=("debvisor lab down",)),
+    Action("lab.status", "Show each lab service and whether it runs", privilege="none",
+           query=lambda ctx, p: manager.status(ctx), render=_render_status,
+           result="{services: {NAME: {running, pid, unavailable}}}",
+           examples=("debvisor lab status --json",)),
+    Action("lab.env", "Print shell exports that point the CLI at the lab", privilege="none",
+           query=_env,
+           render=lambda d: print(f"export DEBVISOR_CONFIG={shlex.quote(d['DEBVISOR_CONFIG'])}"),
+           result="{DEBVISOR_CONFIG: path}", examples=('eval "$(debvisor lab env)"',)),
+]
+attach(lab, ACTIONS)
 
-    path = str(manager.config_file(ctx))
-    ctx.emit({"DEBVISOR_CONFIG": path}, f"export DEBVISOR_CONFIG={shlex.quote(path)}")
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

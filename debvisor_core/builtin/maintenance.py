@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import hookimpl
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Param, attach
 from ..context import Context
 from ..engine import Finding
 from ..health import CheckResult, HealthCheck
@@ -31,6 +30,61 @@ def current(ctx: Context) -> dict[str, Any] | None:
         return None
 
 
+def _enable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    from ..audit import unwritable_reason
+    from ..errors import PreflightRefused
+    from ..identity import operator
+    from ..statefile import write_json
+
+    problem = unwritable_reason(ctx)
+    if problem:
+        raise PreflightRefused(problem)
+    rec = {"enabled": True, "reason": p["reason"], "since": iso_utc(), "by": operator()}
+    ctx.audit("enabled", reason=p["reason"])  # audited before it happens
+    write_json(_path(ctx), rec)
+    return rec
+
+
+def _disable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    from ..audit import unwritable_reason
+    from ..errors import PreflightRefused
+
+    problem = unwritable_reason(ctx)
+    if problem:
+        raise PreflightRefused(problem)
+    was = current(ctx)
+    ctx.audit("disabled", previous=was)  # audited before it happens
+    _path(ctx).unlink(missing_ok=True)
+    return {"enabled": False, "was_enabled": bool(was)}
+
+
+def _status(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return current(ctx) or {"enabled": False}
+
+
+ACTIONS = [
+    Action("maintenance.enable", "Turn maintenance mode on", execute=_enable,
+           description="While it is on, every new operation is refused at preflight unless it "
+                       "is run with --force-maintenance. Audited.",
+           params=(Param("reason", "Why (shown to anyone whose operation is refused).",
+                         default=""),),
+           render=lambda r: print(f"maintenance mode enabled{': ' + r['reason'] if r['reason'] else ''}"),
+           result="{enabled, reason, since, by}",
+           examples=('debvisor maintenance enable --reason "Ceph upgrade"',)),
+    Action("maintenance.disable", "Turn maintenance mode off", execute=_disable,
+           render=lambda r: print("maintenance mode disabled" if r["was_enabled"]
+                                  else "maintenance mode was not on"),
+           result="{enabled: false, was_enabled}",
+           examples=("debvisor maintenance disable",)),
+    Action("maintenance.status", "Show whether maintenance mode is on, since when, by whom and why",
+           query=_status, privilege="none",
+           render=lambda rec: print(f"maintenance mode ON since {rec['since']} by {rec['by']}: "
+                                    f"{rec['reason']}" if rec.get("enabled") else "maintenance mode off"),
+           result="{enabled, reason, since, by} (or {enabled: false})",
+           examples=("debvisor maintenance status --json",)),
+]
+
+
 @click.group("maintenance")
 def maintenance() -> None:
     """Enable, disable or show maintenance mode.
@@ -46,70 +100,12 @@ def maintenance() -> None:
     """
 
 
-@maintenance.command("enable")
-@click.option("--reason", default="", help="Why (shown to anyone whose operation is refused).")
-@json_option
-@pass_ctx
-def enable(ctx: Context, reason: str) -> None:
-    """Turn maintenance mode on.
-
-    \b
-    Example:
-      debvisor maintenance enable --reason "Ceph upgrade"
-    """
-    from ..audit import unwritable_reason
-    from ..errors import PreflightRefused
-
-    problem = unwritable_reason(ctx)
-    if problem:
-        raise PreflightRefused(problem)
-    from ..identity import operator
-
-    rec = {"enabled": True, "reason": reason, "since": iso_utc(),
-           "by": operator()}
-    ctx.state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = _path(ctx).with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec))
-    os.replace(tmp, _path(ctx))
-    ctx.audit("enabled", reason=reason)
-    ctx.emit(rec, f"maintenance mode enabled{': ' + reason if reason else ''}")
+attach(maintenance, ACTIONS)
 
 
-@maintenance.command("disable")
-@json_option
-@pass_ctx
-def disable(ctx: Context) -> None:
-    """Turn maintenance mode off.
-
-    \b
-    Example:
-      debvisor maintenance disable
-    """
-    from ..audit import unwritable_reason
-    from ..errors import PreflightRefused
-
-    problem = unwritable_reason(ctx)
-    if problem:
-        raise PreflightRefused(problem)
-    was = current(ctx)
-    _path(ctx).unlink(missing_ok=True)
-    ctx.audit("disabled", previous=was)
-    ctx.emit({"enabled": False}, "maintenance mode disabled" if was else "maintenance mode was not on")
-
-
-@maintenance.command("status")
-@json_option
-@pass_ctx
-def status(ctx: Context) -> None:
-    """Show whether maintenance mode is on, since when, by whom and why.
-
-    \b
-    Example:
-      debvisor maintenance status --json
-    """
-    rec = current(ctx) or {"enabled": False}
-    ctx.emit(rec, (f"maintenance mode ON since {rec['since']} by {rec['by']}: {rec['reason']}"
-                   if rec.get("enabled") else "maintenance mode off"))
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

@@ -7,9 +7,9 @@ from typing import Any
 import click
 
 from .. import __version__, discovery, hookimpl
-from ..builtin import BUILTIN_COMMANDS, BUILTIN_HOOKS
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Param, attach
 from ..context import Context
+from ..discovery import BUILTIN_COMMANDS, BUILTIN_HOOKS
 from ..output import table
 
 
@@ -24,17 +24,8 @@ def plugins() -> None:
     """
 
 
-@plugins.command("list")
-@click.option("--no-load", is_flag=True, help="Do not import plugins (no hooks, no status).")
-@json_option
-@pass_ctx
-def list_(ctx: Context, no_load: bool) -> None:
-    """Show each plugin: name, distribution, version, hooks implemented, load status.
-
-    \b
-    Example:
-      debvisor plugins list
-    """
+def _list(ctx: Context, p: dict[str, Any]) -> list[dict[str, Any]]:
+    no_load = p["no_load"]
     host = ctx.host
     rows: list[dict[str, Any]] = []
     for name in [*BUILTIN_HOOKS, *sorted(BUILTIN_COMMANDS)]:
@@ -59,14 +50,30 @@ def list_(ctx: Context, no_load: bool) -> None:
         rows.append({"name": name, "distribution": entry.dist, "version": entry.version,
                      "builtin": False, "module": entry.module, "hooks": host.hooks_of(name),
                      "status": status})
+    return rows
 
-    def human(r: list[dict[str, Any]]) -> None:
-        view = [{**x, "hooks": ",".join(h.removeprefix("debvisor_") for h in x["hooks"]) or "-"}
-                for x in r]
-        print(table(view, [("name", "NAME"), ("distribution", "DISTRIBUTION"),
-                           ("version", "VERSION"), ("status", "STATUS"), ("hooks", "HOOKS")]))
 
-    ctx.emit(rows, human)
+def _render(r: list[dict[str, Any]]) -> None:
+    view = [{**x, "hooks": ",".join(h.removeprefix("debvisor_") for h in x["hooks"]) or "-"}
+            for x in r]
+    print(table(view, [("name", "NAME"), ("distribution", "DISTRIBUTION"),
+                       ("version", "VERSION"), ("status", "STATUS"), ("hooks", "HOOKS")]))
+
+
+ACTIONS = [Action(
+    "plugins.list", "Show each plugin: name, distribution, version, hooks implemented, load status",
+    query=_list, render=_render, privilege="none",
+    params=(Param("no_load", "Do not import plugins (no hooks, no status).", type="bool",
+                  default=False),),
+    result="a list of {name, distribution, version, builtin, module, hooks, status}",
+    examples=("debvisor plugins list", "debvisor plugins list --no-load --json"),
+)]
+attach(plugins, ACTIONS)
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

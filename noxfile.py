@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck, bench.
+"""nox sessions: tests, lint, typecheck, bench, docs.
 
 They run in the environment nox itself runs in (`scripts/dev` creates it:
 .venv with the core, every plugin and Debian's rados/libvirt bindings), because
@@ -51,3 +51,10 @@ def bench(session: nox.Session) -> None:
     for script in scripts:
         session.log(f"== {script.relative_to(ROOT)}")
         session.run(PY, str(script), *session.posargs)
+
+
+@nox.session(python=False)
+def docs(session: nox.Session) -> None:
+    """Man pages from the command declarations: docs/man/*.1 and each plugin's copy in
+    plugins/*/man (what its distribution installs). `nox -s docs -- --check` only compares."""
+    session.run(PY, "-m", "debvisor_core.manpages", "--root", str(ROOT), *session.posargs)

@@ -9,6 +9,7 @@ from debvisor_core import hookimpl, log
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
+    from debvisor_core.actions import Action
     from debvisor_core.context import Context
     from debvisor_core.engine import Step
     from debvisor_core.health import CheckResult, HealthCheck
@@ -20,6 +21,14 @@ def debvisor_commands() -> click.Command:
     from .cli import dns_group
 
     return dns_group
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    """update, delete, show and check, declared as data (the CLI is generated from them)."""
+    from .actions import ACTIONS
+
+    return ACTIONS
 
 
 @hookimpl

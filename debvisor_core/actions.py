@@ -85,6 +85,10 @@ class Param:
     maximum: float | None = None
     #: a one-letter alias for the option (``"-y"``)
     short: str | None = None
+    #: choices match in any case (the value is the declared spelling)
+    case_sensitive: bool = True
+    #: the placeholder shown in --help (default: from the type)
+    metavar: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -159,9 +163,12 @@ class Param:
                 raise ValueError("contains a NUL byte")
             return value
         if t == "choice":
-            if value not in self.choices:
-                raise ValueError(f"is not one of {', '.join(self.choices)}")
-            return value
+            if not isinstance(value, str):
+                raise TypeError("is not a string")
+            for c in self.choices:
+                if value == c or (not self.case_sensitive and value.lower() == c.lower()):
+                    return c
+            raise ValueError(f"is not one of {', '.join(self.choices)}")
         if t == "bool":
             if isinstance(value, bool):
                 return value
@@ -171,11 +178,17 @@ class Param:
         if t == "int":
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise TypeError("is not an integer")
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError("is not an integer") from None
         if t == "float":
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise TypeError("is not a number")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("is not a number") from None
         if t == "duration":
             return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
                 else parse_duration(value)
@@ -189,11 +202,13 @@ class Param:
 
 class Outcome:
     """A result with an exit code other than 0 (``health --strict`` with warnings): the
-    data is shown as usual, then the command exits with ``code``."""
+    data is shown as usual, then ``message`` (an ``[ERROR]`` line) and the command exits
+    with ``code``."""
 
-    def __init__(self, data: Any, code: int) -> None:
+    def __init__(self, data: Any, code: int, message: str | None = None) -> None:
         self.data = data
         self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -373,6 +388,14 @@ def exit_with(result: Any) -> None:
     if isinstance(result, Outcome) and result.code:
         import click
 
+        from . import log
+        from .ui import JsonEventsUI, active
+
+        if result.message:
+            log.error(result.message)
+        ui = active()
+        if isinstance(ui, JsonEventsUI):
+            ui.emit("exit", code=result.code, message=result.message, hint=None)
         raise click.exceptions.Exit(result.code)
 
 def _help(action: Action) -> str:
@@ -420,7 +443,16 @@ def command(action: Action, name: str | None = None) -> click.Command:
 
     params: list[click.Parameter] = []
     for p in action.params:
-        ptype: Any = click.Choice(p.choices) if p.type == "choice" else None
+        ptype: Any = None
+        if p.type == "choice":
+            ptype = click.Choice(p.choices, case_sensitive=p.case_sensitive)
+        elif p.type == "int" and (p.minimum is not None or p.maximum is not None):
+            ptype = click.IntRange(None if p.minimum is None else int(p.minimum),
+                                   None if p.maximum is None else int(p.maximum))
+        elif p.type == "float" and (p.minimum is not None or p.maximum is not None):
+            ptype = click.FloatRange(p.minimum, p.maximum)
+        elif p.type == "path":
+            ptype = click.Path(dir_okay=True)
         if p.positional:
             params.append(click.Argument([p.name], required=p.required, type=ptype,
                                          nargs=-1 if p.type == "list" else 1))
@@ -428,7 +460,7 @@ def command(action: Action, name: str | None = None) -> click.Command:
             params.append(click.Option([*([p.short] if p.short else []), p.option, p.name],
                                        is_flag=True, default=None, help=p.help))
         else:
-            metavar = "FILE" if p.secret else p.type.upper()
+            metavar = p.metavar or ("FILE" if p.secret else p.type.upper())
             extra = " (a file, or - for stdin; never the value itself)" if p.secret else ""
             params.append(click.Option(
                 [*([p.short] if p.short else []), p.option, p.name], type=ptype,

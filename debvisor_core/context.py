@@ -45,18 +45,20 @@ class Env:
         self.host: PluginHost | None = None
         self._cache: dict[Any, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._key_locks: dict[Any, threading.Lock] = {}
 
     def cached(self, key: Any, ttl: float, fn: Callable[[], Any]) -> Any:
-        """``fn()``'s value for ``key``, computed at most once per ``ttl`` seconds."""
-        now = time.monotonic()
+        """``fn()``'s value for ``key``, computed at most once per ``ttl`` seconds (callers
+        asking at the same time wait for one computation)."""
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
+            if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
-        value = fn()
-        with self._lock:
-            self._cache[key] = (now + ttl, value)
-        return value
+            value = fn()
+            self._cache[key] = (time.monotonic() + ttl, value)
+            return value
 
 
 @dataclass

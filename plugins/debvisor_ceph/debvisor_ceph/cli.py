@@ -539,6 +539,7 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
         StartOsd,
         VerifyOsdUp,
         classify_disks,
+        disk_identity,
         holders,
         lsblk,
         parse_size,
@@ -607,7 +608,13 @@ def join(ctx: Context, devices: tuple[str, ...], device_class: str, weight: floa
         uuids.append(u)
         w = initial_weight if initial_weight is not None else (
             weight if weight is not None else round(size / analysis.TIB, 5))
-        steps += [CreateOsd(u, dev, prov, size, device_class), PlaceOsd(u, node, w, device_class),
+        ident: dict[str, Any] = {}
+        if prov != "file":  # the disk's identity, journalled with the plan (see join.CreateOsd)
+            try:
+                ident = disk_identity(dev)
+            except DebvisorError as exc:
+                raise BadInput(f"{dev}: {exc.message}") from None
+        steps += [CreateOsd(u, dev, prov, size, device_class, ident), PlaceOsd(u, node, w, device_class),
                   StartOsd(u, prov, dev), VerifyOsdUp(u)]
     op = Operation(kind="ceph.join", title=f"join {len(wanted)} OSD(s) on {node}", steps=steps,
                    params={"host": node, "devices": [d for d, _ in wanted], "uuids": uuids,

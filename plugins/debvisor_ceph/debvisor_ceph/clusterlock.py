@@ -3,14 +3,19 @@ with a lease on one object per lock name in the `[ceph] lock_pool` pool.
 
 The engine takes the node-local flock first, then enters :class:`RadosLock`. The lock
 is taken with a lease (``lock_lease`` seconds) that a background thread renews every
-third of the lease, so a SIGKILLed or powered-off node's lock expires by itself. A busy
-lock is retried until ``lock_wait`` runs out, then the operation is refused (exit 3)
-naming the holder: its node, pid, operator and operation, read back with the ``lock``
-object class's ``get_info`` method (python-rados has no ``list_lockers``).
+third of the lease from the moment the first name is held, so a SIGKILLed or powered-off
+node's lock expires by itself. :meth:`RadosLock.lost` is the fence the engine checks before
+each step and before "finished": a lease that ran out (on this node's monotonic clock), a
+renewal the cluster refused, or a lock the cluster no longer lists as ours fails the
+operation, which then rolls back. A busy lock is retried until ``lock_wait`` runs out,
+then the operation is refused (exit 3) naming the holder: its node, pid, operator and
+operation, read back with the ``lock`` object class's ``get_info`` method (python-rados
+has no ``list_lockers``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
 LOCK_NAME = "debvisor"  # the cls_lock lock name on every lock object
 OBJ_PREFIX = "lock."  # object name = prefix + DebVisor lock name
 LOCK_FLAG_MAY_RENEW = 1  # cls_lock: re-locking with our own cookie extends the lease
+LOCK_FLAG_MUST_RENEW = 2  # cls_lock: ... and fails (ENOENT) when we no longer hold it
 POLL = 0.2  # seconds between attempts while the lock is busy
 
 
@@ -212,7 +218,11 @@ class RadosLock:
         self.acquired_ms = 0.0
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
-        self.lost: list[str] = []
+        self._mutex = threading.Lock()  # held/_valid_until/_lost, shared with the renewer
+        self._valid_until: dict[str, float] = {}  # name → monotonic end of the lease we hold
+        self._lost: dict[str, str] = {}  # name → why it was lost (one sentence)
+        self._verified = 0.0  # monotonic time of lost()'s last check with the cluster
+        self.checks = 0  # lost()'s checks with the cluster (for tests and the bench)
 
     # --- enter / exit -----------------------------------------------------------------
 
@@ -226,6 +236,10 @@ class RadosLock:
             deadline = time.monotonic() + self.s.wait
             for name in self.names:
                 self._acquire(name, deadline)
+                if self._renewer is None:  # renew the first name while waiting for the next
+                    self._renewer = threading.Thread(target=self._renew, name="ceph-lock-renew",
+                                                     daemon=True)
+                    self._renewer.start()
         except rados.Error as exc:
             self._release()
             raise PreflightRefused(f"cannot take the Ceph cluster lock (pool {self.s.pool}): {exc}; "
@@ -236,13 +250,72 @@ class RadosLock:
         self.acquired_ms = (time.monotonic() - t0) * 1000
         log.debug(f"cluster lock {', '.join(self.names)} taken in {self.acquired_ms:.0f} ms "
                   f"(pool {self.s.pool}, lease {self.s.lease}s)")
-        self._renewer = threading.Thread(target=self._renew, name="ceph-lock-renew", daemon=True)
-        self._renewer.start()
+        self._verified = time.monotonic()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._release()
+
+    # --- fencing ----------------------------------------------------------------------
+
+    def lost(self) -> str | None:
+        """None while every name is still ours; once one was lost, why (one sentence).
+
+        The engine calls it before each step and before "finished". It reads the renewer's
+        record and each lease's end on this node's monotonic clock (a process stopped or
+        stalled past its lease has lost the lock even if nobody took it meanwhile: a
+        re-lock would not undo what another node may have done in between), and, at most
+        once per third of the lease, asks the cluster whether our cookie still holds each
+        lock (one ``lock get_info`` per name)."""
+        now = time.monotonic()
+        with self._mutex:
+            for name in self.held:
+                if name not in self._lost and now > self._valid_until.get(name, now):
+                    self._mark_lost(name, self._expired(name, now))
+            if self._lost:
+                return next(iter(self._lost.values()))
+            due = now - self._verified >= max(self.s.lease / 3, 0.5)
+        if not due or self.ioctx is None:
+            return None
+        import rados
+
+        self._verified = now
+        self.checks += 1
+        for name in list(self.held):
+            try:
+                holders = lockers(self.ioctx, OBJ_PREFIX + name)
+            except (rados.Error, ValueError) as exc:  # cannot tell: the lease clock decides
+                log.warn(f"could not check cluster lock {name!r}: {exc}")
+                continue
+            if not any(h.cookie == self.cookie for h in holders):
+                who = "; ".join(h.summary() for h in holders)
+                with self._mutex:
+                    self._mark_lost(name, f"cluster lock {name!r} was lost: the cluster no longer "
+                                          f"lists this process as its holder"
+                                          + (f" (it is held by {who})" if who else ""))
+        with self._mutex:
+            return next(iter(self._lost.values()), None)
+
+    def _others(self, name: str) -> str:
+        """Who else holds ``name`` now ('' when nobody, or when the cluster cannot say)."""
+        with contextlib.suppress(Exception):
+            return "; ".join(h.summary() for h in lockers(self.ioctx, OBJ_PREFIX + name)
+                             if h.cookie != self.cookie)
+        return ""
+
+    def _expired(self, name: str, now: float) -> str:
+        ended = time.time() - (now - self._valid_until[name])
+        who = self._others(name)
+        return (f"cluster lock {name!r} was lost: its {self.s.lease}s lease ran out at "
+                f"{time.strftime('%H:%M:%S', time.localtime(ended))} before it was renewed"
+                + (f" and {who} took it" if who else ""))
+
+    def _mark_lost(self, name: str, why: str) -> None:
+        """Record (once) that ``name`` is lost; the caller holds ``_mutex``."""
+        if name not in self._lost:
+            self._lost[name] = why
+            log.error(why)
 
     # --- internals --------------------------------------------------------------------
 
@@ -276,16 +349,21 @@ class RadosLock:
         obj = OBJ_PREFIX + name
         told = False
         while True:
+            start = time.monotonic()  # the lease runs from before the request
             try:
                 self.ioctx.lock_exclusive(obj, LOCK_NAME, self.cookie, self.desc, self.s.lease)
-                self.held.append(name)
+                with self._mutex:
+                    self._valid_until[name] = start + self.s.lease
+                    self.held.append(name)
                 return
             except rados.ObjectBusy:
                 pass
             holders = lockers(self.ioctx, obj)
             who = "; ".join(h.summary() for h in holders) or "a holder that just left"
             if not holders and time.monotonic() < deadline:
-                continue  # released (or its lease ran out) between the two calls
+                # released (or its lease ran out) between the two calls: retry soon, not at once
+                time.sleep(min(POLL / 4, max(deadline - time.monotonic(), 0)))
+                continue
             if time.monotonic() >= deadline:
                 raise PreflightRefused(
                     f"cluster lock {name!r} is held by {who}; another operation is running on the "
@@ -301,14 +379,27 @@ class RadosLock:
         period = max(self.s.lease / 3, 0.5)
         while not self._stop.wait(period):
             for name in list(self.held):
-                try:
+                start = time.monotonic()
+                with self._mutex:
+                    if name in self._lost:
+                        continue
+                    ends = self._valid_until[name]
+                    if start > ends:  # stalled past the lease: never re-take
+                        self._mark_lost(name, self._expired(name, start))
+                        continue
+                try:  # MUST_RENEW: never re-take a lock that was broken or taken and released
                     self.ioctx.lock_exclusive(OBJ_PREFIX + name, LOCK_NAME, self.cookie, self.desc,
-                                              self.s.lease, LOCK_FLAG_MAY_RENEW)
-                except rados.ObjectBusy:
-                    if name not in self.lost:
-                        self.lost.append(name)
-                        log.error(f"cluster lock {name!r} was lost: its lease ran out and another "
-                                  "node took it")
+                                              self.s.lease, LOCK_FLAG_MUST_RENEW)
+                    with self._mutex:
+                        if time.monotonic() > ends:  # the cluster may have seen it after the end
+                            self._mark_lost(name, self._expired(name, time.monotonic()))
+                        else:
+                            self._valid_until[name] = start + self.s.lease
+                except (rados.ObjectBusy, rados.ObjectNotFound):
+                    who = self._others(name)
+                    with self._mutex:
+                        self._mark_lost(name, f"cluster lock {name!r} was lost: it was broken or its "
+                                              f"lease ran out" + (f", and {who} took it" if who else ""))
                 except rados.Error as exc:
                     log.warn(f"could not renew cluster lock {name!r}: {exc}")
 
@@ -322,7 +413,10 @@ class RadosLock:
             try:
                 self.ioctx.unlock(OBJ_PREFIX + name, LOCK_NAME, self.cookie)
             except rados.Error as exc:  # expired and taken, or mons gone: the lease ends it
-                log.warn(f"could not release cluster lock {name!r}: {exc}")
+                if name in self._lost:  # already reported as lost: nothing of ours to release
+                    log.debug(f"cluster lock {name!r} was lost before its release: {exc}")
+                else:
+                    log.warn(f"could not release cluster lock {name!r}: {exc}")
         self.held = []
         if self.ioctx is not None:
             self.ioctx.close()

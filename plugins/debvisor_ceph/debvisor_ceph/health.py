@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from debvisor_core.context import Context
@@ -10,20 +9,19 @@ from debvisor_core.health import CheckResult, HealthCheck
 
 from .client import RADOS_MISSING, Settings, session
 
-_lock = threading.Lock()
-_cache: dict[int, Any] = {}
+
+def _fetch(ctx: Context) -> Any:
+    try:
+        with session(ctx, timeout=8) as c:
+            return c.mon("health", detail="detail")
+    except Exception as exc:  # noqa: BLE001 - every check reports it
+        return exc
 
 
 def _health(ctx: Context) -> dict[str, Any]:
-    """`health detail`, fetched once per run however many checks ask (they run concurrently)."""
-    with _lock:
-        if id(ctx) not in _cache:
-            try:
-                with session(ctx, timeout=8) as c:
-                    _cache[id(ctx)] = c.mon("health", detail="detail")
-            except Exception as exc:  # noqa: BLE001 - every check reports it
-                _cache[id(ctx)] = exc
-        got = _cache[id(ctx)]
+    """`health detail`, fetched once however many checks ask at once (they run concurrently);
+    kept 2 s in the process's cache, so a long-running daemon never serves a stale one."""
+    got = ctx.cached(("ceph.health-detail", str(ctx.config.path)), 2.0, lambda: _fetch(ctx))
     if isinstance(got, Exception):
         raise got
     return dict(got)

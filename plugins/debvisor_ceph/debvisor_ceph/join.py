@@ -19,18 +19,22 @@ device, no LVM or device-mapper) and ``file`` (the lab: a BlueStore OSD on a spa
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from debvisor_core import log
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import BadInput, StepFailed
-from debvisor_core.statefile import read_json, update_json
+from debvisor_core.statefile import read_json
 
 from .client import Settings, session
 from .fileosd import OSD_CAPS, _mkfs, osd_argv
@@ -162,7 +166,172 @@ def real_fsid(ctx: Context, plan_uuid: str) -> str:
 
 
 def _remember_fsid(ctx: Context, plan_uuid: str, fsid: str) -> None:
-    update_json(_aliases(ctx), lambda d: d.__setitem__(plan_uuid, fsid))
+    """Record ``plan_uuid → fsid`` durably (flock, tmp + fsync + rename + directory fsync):
+    the steps after CreateOsd, and a rollback after a crash, find the OSD through it."""
+    path = _aliases(ctx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        data = read_json(path, {})
+        if not isinstance(data, dict):
+            data = {}
+        data[plan_uuid] = fsid
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            buf = memoryview((json.dumps(data, indent=1) + "\n").encode())
+            while buf:
+                buf = buf[os.write(fd, buf):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+# --- the disk's identity (recorded at plan time, re-checked before any purge or wipe) ----
+
+LABEL_MAGIC = b"bluestore block device\n"
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: identity keys that name a disk whatever its kernel name is
+STRONG_KEYS = ("wwn", "wwid", "serial", "by_id", "backing_file")
+
+
+def _sys_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _udev_props(device: str) -> dict[str, str]:
+    if shutil.which("udevadm") is None:
+        return {}
+    try:
+        res = subprocess.run(["udevadm", "info", "--query=property", f"--name={device}"],  # noqa: S603
+                             capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if res.returncode != 0:
+        return {}
+    return dict(ln.split("=", 1) for ln in res.stdout.splitlines() if "=" in ln)
+
+
+def disk_identity(device: str) -> dict[str, Any]:
+    """What names the disk at ``device`` beyond its kernel name: size, ``major:minor``,
+    ``/dev/disk/by-id`` links, WWN/WWID and serial (udev, sysfs) and, for a loop device,
+    its backing file and that file's ``st_dev:st_ino``. Raises StepFailed when ``device``
+    is not a block device."""
+    try:
+        st = os.stat(device)
+    except OSError as exc:
+        raise StepFailed(f"{device} does not exist ({exc.strerror})") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise StepFailed(f"{device} is not a block device")
+    dev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    sysdir = Path("/sys/dev/block") / dev
+    real = os.path.realpath(device)
+    out: dict[str, Any] = {"path": device, "name": os.path.basename(os.path.realpath(sysdir)), "dev": dev}
+    try:
+        out["size"] = int(_sys_text(sysdir / "size") or 0) * 512
+    except ValueError:
+        out["size"] = 0
+    by_id = Path("/dev/disk/by-id")
+    with contextlib.suppress(OSError):
+        out["by_id"] = sorted(str(p) for p in by_id.iterdir() if os.path.realpath(p) == real)
+    udev = _udev_props(device)
+    wwn = udev.get("ID_WWN_WITH_EXTENSION") or udev.get("ID_WWN") or ""
+    wwid = _sys_text(sysdir / "wwid") or _sys_text(sysdir / "device" / "wwid")
+    serial = (udev.get("ID_SERIAL") or _sys_text(sysdir / "serial")
+              or _sys_text(sysdir / "device" / "serial"))
+    for key, value in (("wwn", wwn), ("wwid", wwid), ("serial", serial)):
+        if value:
+            out[key] = value
+    backing = _sys_text(sysdir / "loop" / "backing_file")
+    if backing:
+        out["backing_file"] = backing
+        try:
+            bst = os.stat(backing)
+            out["backing_inode"] = f"{bst.st_dev}:{bst.st_ino}"
+        except OSError:
+            out["backing_inode"] = "gone"
+        out["backing_offset"] = _sys_text(sysdir / "loop" / "offset")
+    return {k: v for k, v in out.items() if v not in (None, [], "")}
+
+
+def describe_disk(ident: dict[str, Any]) -> str:
+    """``/dev/loop3 (7:3, 3.0 GiB, backed by /tmp/disk.img)`` and the like, for messages."""
+    bits = [str(ident.get("dev", "?")), f"{int(ident.get('size', 0)) / 1024**3:.1f} GiB"]
+    for key, word in (("wwn", "WWN"), ("wwid", "WWID"), ("serial", "serial")):
+        if ident.get(key):
+            bits.append(f"{word} {ident[key]}")
+    if ident.get("backing_file"):
+        bits.append(f"backed by {ident['backing_file']}")
+    elif ident.get("by_id"):
+        bits.append(str(ident["by_id"][0]))
+    return f"{ident.get('path', '?')} ({', '.join(bits)})"
+
+
+def identity_mismatch(recorded: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why the disk described by ``now`` is not the one ``recorded`` (None: it is). Only the
+    keys that were recorded are compared; size always is."""
+    if int(recorded.get("size", -1)) != int(now.get("size", -2)):
+        return f"its size is {now.get('size')} bytes, not {recorded.get('size')}"
+    for key, word in (("wwn", "WWN"), ("wwid", "WWID"), ("serial", "serial")):
+        if recorded.get(key) and recorded[key] != now.get(key):
+            return f"its {word} is {now.get(key) or 'missing'}, not {recorded[key]}"
+    if recorded.get("backing_file"):
+        if (recorded["backing_file"], recorded.get("backing_inode"), recorded.get("backing_offset")) != (
+                now.get("backing_file"), now.get("backing_inode"), now.get("backing_offset")):
+            return (f"it is backed by {now.get('backing_file') or 'nothing'} "
+                    f"(inode {now.get('backing_inode', '-')}), not {recorded['backing_file']} "
+                    f"(inode {recorded.get('backing_inode', '-')})")
+    if recorded.get("by_id") and not set(recorded["by_id"]) & set(now.get("by_id") or []):
+        return f"none of its /dev/disk/by-id links is {recorded['by_id'][0]}"
+    if not any(recorded.get(k) for k in STRONG_KEYS) and recorded.get("dev") != now.get("dev"):
+        return f"it is device {now.get('dev')}, not {recorded.get('dev')}"
+    return None
+
+
+def locate_disk(recorded: dict[str, Any], device: str
+                ) -> tuple[str | None, dict[str, Any] | None, str]:
+    """``(path, identity, "")`` of the disk ``recorded`` describes: ``device`` if it still is
+    that disk, else one of its recorded by-id links (kernel names move across reboots);
+    ``(None, None, why)`` when neither is."""
+    why = ""
+    for cand in [device, *(recorded.get("by_id") or [])]:
+        try:
+            now = disk_identity(cand)
+        except StepFailed as exc:
+            why = why or exc.message
+            continue
+        diff = identity_mismatch(recorded, now)
+        if diff is None:
+            return os.path.realpath(cand), now, ""
+        why = why or f"{cand} is another disk now: {diff}"
+    return None, None, why
+
+
+def label_fsid(device: str | int) -> str | None:
+    """The OSD fsid in the BlueStore label at the start of ``device`` (a path or an open fd),
+    or None when it carries no BlueStore label."""
+    n = len(LABEL_MAGIC) + 37
+    if isinstance(device, int):
+        head = os.pread(device, n, 0)
+    else:
+        try:
+            with open(device, "rb") as f:
+                head = f.read(n)
+        except OSError:
+            return None
+    if not head.startswith(LABEL_MAGIC):
+        return None
+    text = head[len(LABEL_MAGIC):len(LABEL_MAGIC) + 36].decode(errors="replace")
+    return text if _UUID_RE.match(text) else None
 
 
 def raw_label(device: str, env: dict[str, str]) -> dict[str, Any] | None:
@@ -178,11 +347,26 @@ def raw_label(device: str, env: dict[str, str]) -> dict[str, Any] | None:
     return dict(found[0]) if found else None
 
 
-def wipe_head(device: str, size: int = 10 * 1024**2) -> None:
+def wipe_head(device: str, size: int = 10 * 1024**2, *, rdev: str | None = None,
+              fsid: str | None = None) -> None:
     """Zero the first ``size`` bytes of ``device`` (BlueStore label, BlueFS superblock), as
-    `ceph-volume lvm zap` does for a device it knows."""
-    fd = os.open(device, os.O_WRONLY)
+    `ceph-volume lvm zap` does for a device it knows. With ``rdev``/``fsid``, the open device
+    must still be ``major:minor`` ``rdev`` and carry the label of OSD ``fsid`` (checked on
+    the open descriptor, so the device cannot change between the check and the write)."""
+    try:  # O_EXCL: refused while mounted or held by the kernel (LVM, md, dm)
+        fd = os.open(device, os.O_RDWR | os.O_EXCL)
+    except OSError as exc:
+        raise StepFailed(f"cannot open {device} to wipe it ({exc.strerror}); nothing was wiped") from None
     try:
+        if rdev is not None:
+            st = os.fstat(fd)
+            if f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" != rdev:
+                raise StepFailed(f"{device} changed to another device while it was being wiped; "
+                                 "nothing was wiped")
+        if fsid is not None:
+            found = label_fsid(fd)
+            if found != fsid:
+                raise StepFailed(f"{device} no longer carries the label of OSD {fsid}; nothing was wiped")
         zeros = bytes(1024**2)
         for off in range(0, size, len(zeros)):
             os.pwrite(fd, zeros, off)
@@ -207,6 +391,7 @@ class CreateOsd(Step):
     provisioner: str
     size: int = 0
     device_class: str = ""
+    disk: dict[str, Any] = field(default_factory=dict)  # identity at plan time (device provisioners)
 
     def describe(self, ctx: Context) -> str:
         what = (f"a {self.size / 1024**3:g} GiB file" if self.provisioner == "file" else self.device)
@@ -219,6 +404,24 @@ class CreateOsd(Step):
             raise StepFailed(f"{tool} is not installed (needed by the {self.provisioner} provisioner)")
         if self.provisioner == "file" and not s.file_dir:
             raise StepFailed("the file provisioner needs `file_dir` in the [ceph] config table")
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        """For a device: its identity, which must still be the one planned (a resume after a
+        reboot may find another disk at the path); for a raw one also the OSD fsid its label
+        carries now (none, for an unused disk) and the fsids of the OSDs that exist before
+        this step — what the undo needs to tell the OSD this step created from any other."""
+        if self.provisioner == "file":
+            return {}
+        disk = disk_identity(self.device)
+        why = identity_mismatch(self.disk, disk) if self.disk else None
+        if why:
+            raise StepFailed(f"{self.device} is no longer the disk that was planned "
+                             f"({describe_disk(self.disk)}): {why}; it was not touched")
+        if self.provisioner != RAW:
+            return {"disk": disk}
+        with session(ctx) as c:
+            before = sorted(str(o["uuid"]) for o in c.mon("osd dump").get("osds", []) if o.get("uuid"))
+        return {"disk": disk, "label_before": label_fsid(self.device), "osds_before": before}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         s = Settings.from_ctx(ctx)
@@ -246,19 +449,21 @@ class CreateOsd(Step):
             if self.device_class:
                 argv += ["--crush-device-class", self.device_class]
             _run(argv, timeout=600, env=env)
+            fsid = self.osd_uuid
             if self.provisioner == RAW:
                 label = raw_label(self.device, env)
                 if label is None:
                     raise StepFailed(f"ceph-volume raw prepare left no OSD label on {self.device}")
-                _remember_fsid(ctx, self.osd_uuid, str(label["osd_uuid"]))
+                fsid = str(label["osd_uuid"])
+                _remember_fsid(ctx, self.osd_uuid, fsid)
             with session(ctx) as c:
                 found = find_osd(ctx, c, self.osd_uuid)
             if found is None:
                 raise StepFailed(f"no OSD with uuid {self.osd_uuid} after ceph-volume prepare")
-            osd_id = found
+            return {"osd_id": found, "osd_fsid": fsid}  # journalled: the undo's proof of ownership
         if osd_id is None:
             raise StepFailed(f"no OSD with uuid {self.osd_uuid} after prepare")
-        return {"osd_id": osd_id}
+        return {"osd_id": osd_id, "osd_fsid": self.osd_uuid}
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         with session(ctx) as c:
@@ -267,27 +472,70 @@ class CreateOsd(Step):
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         s = Settings.from_ctx(ctx)
-        fsid = real_fsid(ctx, self.osd_uuid)
-        if self.provisioner == RAW and fsid == self.osd_uuid:  # killed before it was recorded
-            label = raw_label(self.device, _volume_env(s))
-            fsid = str(label["osd_uuid"]) if label else fsid
+        if self.provisioner == RAW:
+            self._undo_raw(ctx, record)
+            return
+        fsid = str(record.get("osd_fsid") or real_fsid(ctx, self.osd_uuid))
         with session(ctx) as c:
             osd_id = osd_id_by_uuid(c, fsid)
             if osd_id is not None:
-                c._run("mon", "osd down", {"ids": [str(osd_id)]}, fmt=False)
-                c.mon_do("osd purge-actual", id=osd_id, yes_i_really_mean_it=True)
-                c._run("mon", "auth del", {"entity": f"osd.{osd_id}"}, allow=(-2,), fmt=False)
+                _purge(c, osd_id)
         if self.provisioner == "file":
             p = _file_paths(s, self.osd_uuid)
             shutil.rmtree(p["data"], ignore_errors=True)
             p["block"].unlink(missing_ok=True)
-        elif self.provisioner == RAW:
-            if osd_id is not None:
-                shutil.rmtree(f"{OSD_DATA}/{CLUSTER}-{osd_id}", ignore_errors=True)
-            wipe_head(self.device)
         else:
             _run(["ceph-volume", "lvm", "zap", "--destroy", "--osd-fsid", self.osd_uuid], timeout=600,
                  env=_volume_env(s))
+
+    def _undo_raw(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Purge and wipe only what this step made. The OSD is purged by the fsid journalled
+        (or recorded in the alias file); the disk must still be the one recorded at plan time
+        (else StepFailed: rollback incomplete) and is wiped only when its label names that
+        OSD — or, when prepare ran but its fsid was never recorded, an OSD that did not exist
+        before this step. No label (prepare never ran): nothing is wiped."""
+        alias = real_fsid(ctx, self.osd_uuid)
+        known = str(record.get("osd_fsid") or (alias if alias != self.osd_uuid else "")) or None
+        if known:
+            self._purge_fsid(ctx, known)
+        disk = record.get("disk") or self.disk
+        if isinstance(disk, dict) and disk:
+            dev, now, why = locate_disk(disk, self.device)
+        else:  # journalled by an older version: no identity, only the label can vouch for the disk
+            dev, now, why = self.device, None, ""
+        if dev is None:
+            done = "its OSD was purged, the disk was not wiped" if known else "nothing was purged or wiped"
+            raise StepFailed(f"the disk at {self.device} is no longer the one this join prepared "
+                             f"({why}); {done}: find {describe_disk(disk or {})} and clean it by hand")
+        on_disk = label_fsid(dev)
+        if on_disk is None:
+            log.info(f"{dev} carries no BlueStore label (ceph-volume raw prepare did not write one); "
+                     "nothing to wipe")
+            return
+        before = set(record.get("osds_before") or []) | {record.get("label_before")}
+        ours = on_disk == known if known else (now is not None and on_disk not in before)
+        if not ours:
+            done = "its own OSD was purged" if known else "nothing was purged"
+            raise StepFailed(f"{dev} carries the BlueStore label of OSD {on_disk}, which this join did "
+                             f"not create; {done} and the disk was not wiped")
+        if not known:  # prepare ran, its fsid was never recorded: the label names our new OSD
+            self._purge_fsid(ctx, on_disk)
+        wipe_head(dev, rdev=now["dev"] if now else None, fsid=on_disk)
+
+    def _purge_fsid(self, ctx: Context, fsid: str) -> None:
+        """Purge the OSD with ``fsid`` (if the mons still know it) and its data dir."""
+        with session(ctx) as c:
+            osd_id = osd_id_by_uuid(c, fsid)
+            if osd_id is not None:
+                _purge(c, osd_id)
+        if osd_id is not None:
+            shutil.rmtree(f"{OSD_DATA}/{CLUSTER}-{osd_id}", ignore_errors=True)
+
+
+def _purge(c: Any, osd_id: int) -> None:
+    c._run("mon", "osd down", {"ids": [str(osd_id)]}, fmt=False)
+    c.mon_do("osd purge-actual", id=osd_id, yes_i_really_mean_it=True)
+    c._run("mon", "auth del", {"entity": f"osd.{osd_id}"}, allow=(-2,), fmt=False)
 
 
 @dataclass
@@ -374,6 +622,10 @@ class StartOsd(Step):
             spawn(osd_argv(s.conf, osd_id, p["data"]), pidfile=p["pid"], log=p["log"])
         elif self.provisioner == RAW:
             env = _volume_env(s)
+            found = label_fsid(self.device)
+            if found != real_fsid(ctx, self.osd_uuid):
+                raise StepFailed(f"{self.device} does not carry the label of the OSD this join prepared "
+                                 f"({found or 'no BlueStore label'}); not activating it")
             _run(["ceph-volume", "raw", "activate", "--device", self.device, "--no-tmpfs", "--no-systemd"],
                  env=env)
             if _systemd():
@@ -421,7 +673,5 @@ class VerifyOsdUp(Step):
                 return any(int(o["osd"]) == osd_id and o.get("up") for o in c.mon("osd dump")["osds"])
 
             wait(up, self.timeout, f"osd.{osd_id} to come up")
-        from debvisor_core import log
-
         log.info(f"osd.{osd_id} created and up")
         return {"osd_id": osd_id}

@@ -36,6 +36,15 @@ def debvisor_step_types() -> list[type[Step]]:
 
 
 @hookimpl
+def debvisor_audit(ctx: Context, event: dict[str, Any]) -> None:
+    """With ``[ceph] audit_anchor = true``: the audit head (seq, hash) in RADOS omap, which
+    only moves forward (an anchor outside this node's disk)."""
+    from .auditanchor import anchor
+
+    anchor(ctx, event)
+
+
+@hookimpl
 def debvisor_lab_services() -> list[LabService]:
     from .lab import services
 

@@ -207,6 +207,6 @@ def test_cluster_lock_in_process(dv_state: Any, lab_config: Path) -> None:
             other.__enter__()
         # held across 2.5 leases: the renewer keeps it
         wait_for(lambda: time.monotonic() - t > 2.5, timeout=5, what="2.5 leases")
-        assert [h.cookie for h in _holders(sec, "t.a")] == [lk.cookie] and not lk.lost
+        assert [h.cookie for h in _holders(sec, "t.a")] == [lk.cookie] and lk.lost() is None
     assert _holders(sec, "t.a") == [] and _holders(sec, "t.b") == []
     print(f"cluster lock of 2 names acquired in {acquire * 1000:.0f} ms (connect included)")

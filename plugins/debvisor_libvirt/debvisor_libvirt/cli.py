@@ -144,8 +144,10 @@ def resources_cmd(ctx: Context, vm: str, interval: float, node: str | None) -> N
 def snapshot_cmd(ctx: Context, vm: str, action: str, name: str | None, node: str | None) -> None:
     """Create, list, revert to or delete a VM's snapshots.
 
-    `create` without NAME picks dv-YYYYmmdd-HHMMSS; `--rollback` after a create deletes
-    that snapshot. `revert` first takes a safety snapshot (safety-…) so the revert can be
+    `create` without NAME picks dv-YYYYmmdd-HHMMSS-XXXX (XXXX random); `--rollback` after
+    a create deletes that snapshot, and a failed create never deletes a snapshot it did
+    not create. Rolling back a `delete` cannot bring the snapshot back and ends
+    rollback-incomplete (exit 5). `revert` first takes a safety snapshot (safety-…) so the revert can be
     rolled back. `delete` is irreversible and needs --yes when not interactive.
 
     \b
@@ -212,8 +214,9 @@ def _vm_arg(vm: str) -> str:
 @click.option("--timeout", "timeout_", default="10m", show_default=True,
               help="Abort (VM keeps running on the source) after this long, e.g. 90s or 10m.")
 @click.option("--copy-storage", is_flag=True, help="Copy disks the target cannot see.")
-@click.option("--tls", is_flag=True, default=None,
-              help="Encrypt the migration stream (VIR_MIGRATE_TLS; default [hv.migration] tls).")
+@click.option("--tls/--no-tls", default=None,
+              help="Encrypt the migration stream (VIR_MIGRATE_TLS) or not; default "
+                   "[hv.migration] tls.")
 @json_option
 @operation_options("hv.migrate")
 @pass_ctx
@@ -239,7 +242,7 @@ def migrate_cmd(ctx: Context, vm: str, target: str, bandwidth: str | None, max_d
     from debvisor_core.engine import run
     from debvisor_core.output import emit
 
-    from .migrate import MigrateVM, PrecreateDisks
+    from .migrate import MigrateVM, PrecreateDisks, local_disks, storage_locks
     from .nodes import node as get_node
     from .units import bandwidth_mib, parse_bandwidth, parse_duration
 
@@ -252,17 +255,28 @@ def migrate_cmd(ctx: Context, vm: str, target: str, bandwidth: str | None, max_d
         from debvisor_core.settings import Section
 
         tls = Section.of(ctx, "hv").sub("migration").boolean("tls", False)
+    locks = [f"hv.vm.{vm}"]
     with Cluster(ctx) as cluster:
-        source, _dom = cluster.find(vm)
-    if source == target:
-        raise BadInput(f"{vm} already runs on {target}")
+        source, dom = cluster.find(vm)
+        if source == target:
+            raise BadInput(f"{vm} already runs on {target}")
+        if copy_storage:  # the target directories' temporary pools are shared by every VM
+            try:
+                disks = local_disks(get_node(ctx, source), get_node(ctx, target),
+                                    cluster.conn(target), dom.XMLDesc(0))
+            except Exception as exc:  # noqa: BLE001 - preflight names an unreachable node
+                from debvisor_core import log
+
+                log.debug(f"cannot list the disks to copy yet: {exc}")
+                disks = []
+            locks += storage_locks(target, [d["path"].rpartition("/")[0] or "/" for d in disks])
     step = MigrateVM(vm, source, target, bandwidth_mib(bw) if bw else None, downtime_ms,
                      timeout_s, copy_storage, tls)
     steps: list[Step] = [step]
     if copy_storage:
         steps.insert(0, PrecreateDisks(vm, source, target))
     op = Operation(kind="hv.migrate", title=f"migrate {vm} from {source} to {target}",
-                   steps=steps, locks=[f"hv.vm.{vm}"],
+                   steps=steps, locks=locks,
                    params={"vm": vm, "source": source, "target": target, "bandwidth_bps": bw,
                            "max_downtime_ms": downtime_ms, "timeout_s": timeout_s,
                            "copy_storage": copy_storage, "tls": tls})
@@ -428,8 +442,8 @@ def console_cmd(ctx: Context, vm: str, force: bool, graphical: bool, linger: flo
             endpoint = vnc_endpoint(node_name, uri, vnc[0])
             data = {"vm": vm, "node": node_name, "type": "vnc", "endpoint": endpoint,
                     "password_protected": vnc[0]["passwd"],
-                    "ticket": f"hvctl ticket create {vm} --ttl 300 --mode view, then "
-                              f"hvctl ticket use TOKEN"}
+                    "ticket": f"hvctl ticket create {vm} --ttl 300 --mode admin, then "
+                              f"hvctl ticket use -  (the token on stdin)"}
             ctx.emit(data, lambda d: print(
                 f"{vm} has a graphical console: VNC at {d['endpoint']}\n"
                 f"Get a one-time password: {d['ticket']}\n"
@@ -442,11 +456,15 @@ def console_cmd(ctx: Context, vm: str, force: bool, graphical: bool, linger: flo
 def ticket() -> None:
     """Signed, short-lived, single-use console tickets (HMAC key in an owner-only file).
 
+    Only `--mode admin` tickets exist for now: plain VNC has one password, which grants
+    keyboard and mouse, so view-only tickets are refused. Give TOKEN as `-` to read it
+    from stdin (it then stays out of the process list and shell history).
+
     \b
     Example:
-      hvctl ticket create vm1 --ttl 300 --mode view
-      hvctl ticket verify TOKEN
-      hvctl ticket use TOKEN
+      hvctl ticket create vm1 --ttl 300 --mode admin
+      hvctl ticket verify - < token.txt
+      hvctl ticket use - < token.txt
     """
 
 
@@ -454,8 +472,9 @@ def ticket() -> None:
 @click.argument("vm")
 @click.option("--ttl", default=300, show_default=True, type=click.IntRange(10, 86400),
               help="Seconds the ticket stays valid.")
-@click.option("--mode", default="view", show_default=True, type=click.Choice(["view", "admin"]),
-              help="view: watch only; admin: keyboard and mouse.")
+@click.option("--mode", required=True, type=click.Choice(["view", "admin"]),
+              help="admin: keyboard and mouse. view (watch only) is refused: plain VNC "
+                   "cannot enforce it.")
 @json_option
 @pass_ctx
 def ticket_create(ctx: Context, vm: str, ttl: int, mode: str) -> None:
@@ -467,6 +486,8 @@ def ticket_create(ctx: Context, vm: str, ttl: int, mode: str) -> None:
     """
     from . import tickets
 
+    if mode != "admin":
+        raise BadInput(tickets.VIEW_REFUSED)
     with Cluster(ctx) as cluster:
         node_name, _dom = cluster.find(vm)
     t = tickets.create(ctx, vm, node_name, ttl, mode)
@@ -474,7 +495,8 @@ def ticket_create(ctx: Context, vm: str, ttl: int, mode: str) -> None:
               ttl=ttl, mode=mode, ticket_id=t["jti"])
     ctx.emit(t, lambda d: print(
         f"{d['token']}\n\nValid {ttl}s, {mode} mode, single use. Use it with:\n"
-        f"  hvctl ticket use TOKEN    (sets a one-time VNC password and prints the endpoint)"))
+        f"  hvctl ticket use -    (TOKEN on stdin; sets a short-lived VNC password and "
+        f"prints the endpoint)"))
 
 
 @ticket.command("verify")
@@ -486,15 +508,17 @@ def ticket_create(ctx: Context, vm: str, ttl: int, mode: str) -> None:
 def ticket_verify(ctx: Context, token: str, vm: str | None, mode: str | None) -> None:
     """Say whether TOKEN is valid, expired, forged, of the wrong scope or already used.
 
-    Exit 0 only when valid (nothing is consumed).
+    Exit 0 only when valid. Read-only: nothing is consumed or created. TOKEN `-` reads
+    it from stdin.
 
     \b
     Example:
-      hvctl ticket verify dvt1.eyJ... --vm vm1 --mode admin
+      hvctl ticket verify - --vm vm1 --mode admin < token.txt
     """
     from . import tickets
 
-    res = tickets.verify(ctx, token, vm=vm, mode=mode)
+    _scrub_argv(ctx)
+    res = tickets.verify(ctx, tickets.read_token(token), vm=vm, mode=mode)
     ctx.emit(res, lambda d: print(f"{d['status']}: {d['reason']}"))
     if res["status"] != "valid":
         raise click.exceptions.Exit(1)
@@ -506,29 +530,41 @@ def ticket_verify(ctx: Context, token: str, vm: str | None, mode: str | None) ->
 @json_option
 @pass_ctx
 def ticket_use(ctx: Context, token: str, vm: str | None) -> None:
-    """Consume TOKEN: set a one-time VNC password valid until the ticket expires.
+    """Consume TOKEN: set a one-time VNC password for connecting now.
+
+    The password stops working [hv.tickets] password_ttl seconds later (default 60) or
+    when the ticket expires, whichever is first; a session already connected stays.
+    TOKEN `-` reads the token from stdin (keep it out of argv: the audit log records
+    only a keyed digest of one given there). View-only tickets are refused.
 
     \b
     Example:
-      hvctl ticket use dvt1.eyJ...
+      hvctl ticket use - < token.txt
     """
     import secrets as sec
 
     from . import tickets
     from .domains import devices
 
-    res = tickets.verify(ctx, token, vm=vm)
+    _scrub_argv(ctx)
+    res = tickets.verify(ctx, tickets.read_token(token), vm=vm)
     claims = res.get("claims") or {}
-    if res["status"] != "valid" or not tickets.consume(ctx, claims):
+    refusal = None
+    if res["status"] == "valid" and claims.get("mode") != "admin":
+        refusal = ("view-only", tickets.VIEW_REFUSED)
+    elif res["status"] != "valid" or not tickets.consume(ctx, claims):
         status = res["status"] if res["status"] != "valid" else "used"
-        ctx.audit("refused", what="console ticket use", vm=claims.get("vm"), status=status,
+        refusal = (status, f"ticket {status}: {res.get('reason', 'ticket was already used')}")
+    if refusal:
+        ctx.audit("refused", what="console ticket use", vm=claims.get("vm"), status=refusal[0],
                   requester=operator(), ticket_id=claims.get("jti"))
-        raise BadInput(f"ticket {status}: {res.get('reason', 'ticket was already used')}")
+        raise BadInput(refusal[1])
     password = sec.token_urlsafe(6)[:8]  # VNC passwords are at most 8 characters
+    valid_to = tickets.password_valid_to(ctx, claims)
     with Cluster(ctx) as cluster:
         try:
             node_name, dom = cluster.find(claims["vm"], node_name=claims["node"])
-            tickets.set_vnc_password(dom, password, claims["exp"])
+            tickets.set_vnc_password(dom, password, valid_to)
         except BaseException:
             tickets.release(ctx, claims["jti"])  # nothing was granted: the ticket stays usable
             raise
@@ -537,12 +573,21 @@ def ticket_use(ctx: Context, token: str, vm: str | None) -> None:
     ctx.audit("used", what="console ticket", vm=claims["vm"], node=node_name,
               requester=operator(), issued_by=claims["by"],
               ttl=claims["exp"] - claims["iat"], mode=claims["mode"], ticket_id=claims["jti"])
+    from debvisor_core.output import iso_utc
+
     data = {"vm": claims["vm"], "endpoint": endpoint, "password": password,
-            "mode": claims["mode"], "expires": claims["exp"]}
-    view = " -ViewOnly" if claims["mode"] == "view" else ""
+            "mode": claims["mode"], "expires": claims["exp"], "password_valid_to": valid_to}
     ctx.emit(data, lambda d: print(f"VNC {d['endpoint']}  password {d['password']} "
-                                   f"(valid until the ticket expires)\n"
-                                   f"connect: vncviewer{view} {d['endpoint']}"))
+                                   f"(connect before {iso_utc(valid_to)})\n"
+                                   f"connect: vncviewer {d['endpoint']}"))
+
+
+def _scrub_argv(ctx: Context) -> None:
+    """Keep a ticket given on the command line out of the audit log: argv as recorded
+    holds its keyed digest (the core's redaction), never the bearer token."""
+    safe = getattr(ctx, "safe_argv", None)
+    if callable(safe):
+        ctx.argv = list(safe())
 
 
 @hv.group("vnc")
@@ -567,7 +612,10 @@ def vnc_ensure(ctx: Context, vms: tuple[str, ...]) -> None:
     Drift: not answering, no authentication while [hv.vnc] require_auth is set,
     persistent config or live endpoint differing from the target set by `vnc target`,
     missing nftables rule. Config and firewall drift is repaired (one operation);
-    a live endpoint only changes at the VM's next start. Exit 1 if drift remains.
+    a live endpoint only changes at the VM's next start. Domains whose name is not a
+    valid VM name, and VNC targets in metadata that are not an IP address and a port
+    5900-65535, are skipped with a warning. Exit 1 if drift remains or something was
+    skipped.
 
     \b
     Example:
@@ -581,24 +629,31 @@ def vnc_ensure(ctx: Context, vms: tuple[str, ...]) -> None:
 
     for v in vms:
         check_vm_name(v)
+    skipped: list[dict[str, Any]] = []
     with Cluster(ctx) as cluster:
-        rows = survey(ctx, cluster, list(vms))
+        rows = survey(ctx, cluster, list(vms), skipped)
     missing = set(vms) - {r["vm"] for r in rows}
     if missing:
         raise BadInput(f"not a running VM with VNC: {', '.join(sorted(missing))}")
     repairs = [s for r in rows for s in r.pop("repairs")]
     result: dict[str, Any] = {"vms": rows, "repaired": []}
     if repairs:
+        locks = sorted({f"hv.vm.{s.vm}" for s in repairs} | {f"hv.vnc.{s.node}" for s in repairs})
         op = Operation(kind="hv.vnc-ensure", title=f"repair VNC drift of {len(repairs)} item(s)",
-                       steps=repairs, params={"vms": sorted({r["vm"] for r in rows})})
+                       steps=repairs, params={"vms": sorted({r["vm"] for r in rows})},
+                       locks=locks)
         from debvisor_core.engine import run
 
         res = run(ctx, op) if ctx.json else execute(ctx, op)
         if res.status == "succeeded":
             result["repaired"] = [s.describe(ctx) for s in repairs]
+            from .vnc import SetVncTarget, prune_stash_locked
+
+            prune_stash_locked(ctx, [s.vm for s in repairs if isinstance(s, SetVncTarget)])
     unrepaired = [r for r in rows if any("not answering" in d or "no authentication" in d
                                          or "live endpoint" in d for d in r["drift"])]
-    result["status"] = "drift" if unrepaired else "ok"
+    result["skipped"] = skipped
+    result["status"] = "drift" if unrepaired or skipped else "ok"
     ctx.emit(result, lambda d: print(table(
         [{**r, "banner": r["probe"].get("banner") or "-",
           "auth": ",".join(r["probe"].get("security") or []) or "-",
@@ -607,7 +662,7 @@ def vnc_ensure(ctx: Context, vms: tuple[str, ...]) -> None:
          ("auth", "AUTH"), ("drift", "DRIFT")]) if d["vms"] else "no running VM with VNC"))
     for r in unrepaired:
         log.warn(f"{r['vm']}: {'; '.join(r['drift'])}")
-    if unrepaired:
+    if unrepaired or skipped:
         raise click.exceptions.Exit(1)
 
 
@@ -654,6 +709,8 @@ def vnc_target(ctx: Context, vm: str, listen: str, port: str, password_file: str
         steps.append(vn.OpenVncPort(node_name, vm, number))
     op = Operation(kind="hv.vnc-target", title=f"VNC target of {vm}: {listen}:{number}",
                    steps=steps, params={"vm": vm, "listen": listen, "port": number},
-                   locks=[f"hv.vnc.{node_name}"])
-    execute(ctx, op, human=lambda res: print(
+                   locks=[f"hv.vm.{vm}", f"hv.vnc.{node_name}"])
+    res = execute(ctx, op, human=lambda res: print(
         f"{vm}: VNC at {listen}:{number} from its next start"))
+    if res.status == "succeeded":  # the older saved passwords of vm are not needed any more
+        vn.prune_stash_locked(ctx, [vm])

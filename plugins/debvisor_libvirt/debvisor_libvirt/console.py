@@ -4,6 +4,9 @@ libvirt's default event loop runs in a thread; the console is a non-blocking str
 whose output goes to stdout, and stdin goes to the guest. On a terminal, stdin is put
 in raw mode and Ctrl-] (0x1d) detaches; with stdin not a terminal, the console ends at
 the escape byte or at end of input (after ``--linger`` seconds of output).
+
+Nothing raised in the event thread escapes as a thread traceback: an error in a stream
+callback (e.g. stdout closed by ``| head``) ends the console with one clear sentence.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ def start_event_loop() -> None:
 
         def run() -> None:
             while True:
-                libvirt.virEventRunDefaultImpl()
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except Exception as exc:  # noqa: BLE001 - keep the loop; never a thread traceback
+                    from debvisor_core import log
+
+                    log.debug(f"libvirt event loop: {type(exc).__name__}: {exc}")
+                    time.sleep(0.1)
 
         threading.Thread(target=run, daemon=True, name="libvirt-events").start()
         _loop_started = True
@@ -60,9 +69,20 @@ def attach(dom: libvirt.virDomain, *, force: bool = False, linger: float = 1.0) 
                             f"{exc.get_error_message()}", hint="another session may hold it; "
                             "use --force to take it over") from None
     done = threading.Event()
+    failure: list[str] = []
     out = sys.stdout.buffer
 
-    def on_event(st: Any, events: int, _opaque: Any) -> None:
+    def on_event(st: Any, events: int, opaque: Any) -> None:
+        try:
+            relay(st, events, opaque)
+        except BrokenPipeError:
+            failure.append("the console output was closed")
+            done.set()
+        except BaseException as exc:  # noqa: BLE001 - reported by attach(), one sentence
+            failure.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            done.set()
+
+    def relay(st: Any, events: int, _opaque: Any) -> None:
         if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
             done.set()
             return
@@ -125,7 +145,21 @@ def attach(dom: libvirt.virDomain, *, force: bool = False, linger: float = 1.0) 
             stream.abort()
         except libvirt.libvirtError:
             pass
+    if failure:
+        _quiet_stdout()
+        raise DebvisorError(f"console of {dom.name()} ended: {failure[0]}")
     return 0
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null when its reader is gone, so that flushing it at exit does
+    not raise BrokenPipeError again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _send(stream: libvirt.virStream, data: bytes) -> None:

@@ -111,6 +111,9 @@ def parse_meta(xml: str) -> dict[str, Any]:
         return n.text if n is not None else None
 
     vnc = root.find("vnc")
+    port: Any = None if vnc is None else vnc.get("port")
+    if isinstance(port, str) and port.isdigit() and port.isascii():
+        port = int(port)  # anything else stays as written: `vnc ensure` refuses it
     return {
         "registered": root.get("registered") == "yes",
         "owner": text("owner"),
@@ -118,7 +121,7 @@ def parse_meta(xml: str) -> dict[str, Any]:
         "tags": [t.text for t in root.findall("tags/tag") if t.text],
         "addresses": [a.text for a in root.findall("addresses/address") if a.text],
         "registered_at": text("registered-at"),
-        "vnc": None if vnc is None else {"listen": vnc.get("listen"), "port": int(vnc.get("port", -1))},
+        "vnc": None if vnc is None else {"listen": vnc.get("listen"), "port": port},
     }
 
 

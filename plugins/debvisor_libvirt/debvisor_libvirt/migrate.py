@@ -503,6 +503,8 @@ class MigrateVM(Step):
                 box["dom"] = dom.migrate3(dconn, params, flags)
             except libvirt.libvirtError as exc:
                 box["error"] = exc.get_error_message()
+            except BaseException as exc:  # noqa: BLE001 - reported by the caller, one sentence
+                box["error"] = f"{type(exc).__name__}: {exc}"
 
         from debvisor_core.output import Progress
 
@@ -542,6 +544,9 @@ class MigrateVM(Step):
             raise
         if "error" in box:
             raise StepFailed(f"migration of {self.vm} to {dst.name} failed: {box['error']}")
+        if box.get("dom") is None:
+            raise StepFailed(f"migration of {self.vm} to {dst.name} ended without a result; "
+                             f"check where it runs with `hvctl list`")
         elapsed = time.monotonic() - t0
         stats: dict[str, Any] = {}
         try:
@@ -701,6 +706,22 @@ def dir_pool(conn: libvirt.virConnect, directory: str, *, build: bool = False,
         pool.undefine()
 
 
+def _gone(conn: libvirt.virConnect, directory: str, disks: list[dict[str, Any]]) -> bool:
+    """True when none of ``disks`` exists in ``directory`` on ``conn``'s node (a directory
+    that cannot even be opened as a pool holds none)."""
+    try:
+        with dir_pool(conn, directory) as (pool, _):
+            return all(_vol(pool, d["name"]) is None for d in disks)
+    except lv().libvirtError as exc:  # a missing directory holds nothing
+        return "No such file or directory" in (exc.get_error_message() or "")
+
+
+def storage_locks(target: str, directories: list[str]) -> list[str]:
+    """Lock names for the target-side directories ``--copy-storage`` fills: the temporary
+    pool of :func:`dir_pool` is per node and directory, whatever the VM."""
+    return [f"hv.node.{target}.storage.{d}" for d in sorted(set(directories))]
+
+
 def _vol(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
     try:
         return pool.storageVolLookupByName(name)
@@ -784,13 +805,21 @@ class PrecreateDisks(Step):
             raise StepFailed(f"{self.vm} is still defined on {self.target}; not deleting its "
                              "disk images there")
         built = set(record.get("built_dirs", []))
+        failed: list[str] = []
         for directory in sorted({d["dir"] for d in record.get("disks", [])}):
+            mine = [d for d in record["disks"]
+                    if d["dir"] == directory and d["path"] not in record.get("existing", [])]
             try:
                 with dir_pool(dconn, directory, remove_dir=directory in built) as (pool, _):
-                    for d in record["disks"]:
-                        if d["dir"] == directory and d["path"] not in record["existing"]:
-                            vol = _vol(pool, d["name"])
-                            if vol is not None:
-                                vol.delete(0)
+                    for d in mine:
+                        vol = _vol(pool, d["name"])
+                        if vol is not None:
+                            vol.delete(0)
             except lv().libvirtError as exc:
-                log.debug(f"undo PrecreateDisks {directory}: {exc.get_error_message()}")
+                if not mine or _gone(dconn, directory, mine):
+                    log.debug(f"undo PrecreateDisks {directory}: {exc.get_error_message()}")
+                    continue  # nothing of ours is left there (e.g. the directory is gone)
+                failed.append(f"{directory}: {exc.get_error_message()}")
+        if failed:
+            raise StepFailed(f"cannot delete the disk images created for {self.vm} on "
+                             f"{self.target} ({'; '.join(failed)}); delete them there by hand")

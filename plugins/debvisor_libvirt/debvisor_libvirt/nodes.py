@@ -249,8 +249,12 @@ def ssh_argv(dest: str, argv: list[str]) -> list[str]:
     return ["ssh", "-o", "BatchMode=yes", dest, "--", shlex.join(argv)]
 
 
-def node_command(n: Node, argv: list[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` on node ``n`` (locally, in its netns, or over ssh); argument lists only."""
+def node_command(n: Node, argv: list[str], *, timeout: float = 30,
+                 input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` on node ``n`` (locally, in its netns, or over ssh); argument lists only.
+
+    ``input`` goes to the command's stdin (data, e.g. nft's JSON: never parsed as a
+    command line)."""
     if n.netns:
         full = ["ip", "netns", "exec", n.netns, *argv]
     elif n.ssh:
@@ -261,4 +265,5 @@ def node_command(n: Node, argv: list[str], *, timeout: float = 30) -> subprocess
         raise BadInput(
             f"node {n.name} is remote: set [hv.nodes.{n.name}] ssh = \"root@HOST\" to run {argv[0]} there"
         )
-    return subprocess.run(full, capture_output=True, text=True, timeout=timeout)  # noqa: S603
+    return subprocess.run(full, capture_output=True, text=True, timeout=timeout,  # noqa: S603
+                          input=input, stdin=None if input is not None else subprocess.DEVNULL)

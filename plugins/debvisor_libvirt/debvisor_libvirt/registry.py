@@ -11,6 +11,9 @@ Verification before registering (each a preflight error, exit 3):
 
 The record goes into the domain XML under ``<metadata>`` in the
 ``https://debvisor.org/xmlns/hv/1`` namespace, so it travels with the VM when it migrates.
+The same element holds the VNC target (`hv vnc target`): each step writes, and its undo
+restores, only its own keys (:data:`INVENTORY_KEYS` here, ``vnc`` there), read afresh,
+so rolling back one never reverts the other.
 Other plugins add steps through ``debvisor_vm_registered`` / ``debvisor_vm_unregistered``.
 """
 
@@ -29,6 +32,8 @@ from .domains import devices, meta_xml, parse_meta, read_meta, write_meta
 from .snapshots import domain
 
 POLICIES = ("enable", "require", "ignore")
+#: the metadata keys the inventory owns (``vnc`` belongs to `hv vnc target`)
+INVENTORY_KEYS = ("registered", "owner", "role", "tags", "addresses", "registered_at")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 
 
@@ -83,7 +88,7 @@ class WriteInventory(Step):
         return {"old": None if old is None else meta_xml(old)}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
-        write_meta(domain(ctx, self.node, self.vm), self.record)
+        _patch_inventory(domain(ctx, self.node, self.vm), self.record)
         return {}
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
@@ -92,8 +97,23 @@ class WriteInventory(Step):
             raise StepFailed(f"the inventory record of {self.vm} did not stick")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Put back the inventory keys as they were; the ``vnc`` key keeps its current
+        value (a later `vnc target` is not reverted)."""
         old = record.get("old")
-        write_meta(domain(ctx, self.node, self.vm), None if old is None else parse_meta(old))
+        _patch_inventory(domain(ctx, self.node, self.vm), None if old is None else parse_meta(old))
+
+
+def _patch_inventory(dom: Any, inventory: dict[str, Any] | None) -> None:
+    """Write the :data:`INVENTORY_KEYS` of ``inventory`` (None: drop them) into the VM's
+    current metadata, keeping every other key; drop the element when nothing is left."""
+    current = read_meta(dom, inactive=dom.isPersistent()) or {}
+    merged = {k: v for k, v in current.items() if k not in INVENTORY_KEYS}
+    if inventory is not None:
+        merged.update({k: inventory.get(k) for k in INVENTORY_KEYS})
+    if not merged.get("registered") and not any(merged.get(k) for k in merged if k != "registered"):
+        write_meta(dom, None)
+    else:
+        write_meta(dom, merged)
 
 
 @dataclass

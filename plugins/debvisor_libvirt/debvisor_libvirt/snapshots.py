@@ -1,11 +1,17 @@
 """`hv snapshot VM create|list|revert|delete [NAME]` as undoable steps.
 
-Rolling back a create deletes the snapshot; a revert first takes a safety snapshot
-(``safety-…``) and its undo reverts to that.
+Rolling back a create deletes the snapshot, and only one this operation created: the
+step records whether the name existed before (then its apply refuses and its undo leaves
+it alone) and marks what it creates with a nonce in the description, so an interrupted
+create deletes a snapshot only if it carries that nonce. A revert first takes a safety
+snapshot (``safety-…``) and its undo reverts to that. A delete cannot be undone: its
+undo reports rollback-incomplete when the snapshot is gone.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -33,7 +39,13 @@ def domain(ctx: Context, node_name: str, vm: str) -> libvirt.virDomain:
 
 
 def default_name(prefix: str = "dv") -> str:
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``PREFIX-YYYYmmdd-HHMMSS-XXXX``: the random suffix keeps two runs in the same second
+    from picking the same name."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+#: marks a snapshot as created by one operation (in its description)
+_NONCE = re.compile(r" \[dv-op ([0-9a-f]{16})\]$")
 
 
 def _names(dom: libvirt.virDomain) -> list[str]:
@@ -58,6 +70,18 @@ def internal_snapshot_problem(dom: libvirt.virDomain) -> str | None:
             dev = "?" if tgt is None else tgt.get("dev")
             return f"disk {dev} of {dom.name()} is {fmt}: internal snapshots need qcow2 disks"
     return None
+
+
+def _description(dom: libvirt.virDomain, name: str) -> str | None:
+    """The description of snapshot ``name`` (None when there is no such snapshot)."""
+    libvirt = lv()
+    try:
+        xml = dom.snapshotLookupByName(name, 0).getXMLDesc(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+            return None
+        raise
+    return ET.fromstring(xml).findtext("description") or ""
 
 
 def _create(dom: libvirt.virDomain, name: str, description: str) -> None:
@@ -86,12 +110,13 @@ def list_snapshots(dom: libvirt.virDomain) -> list[dict[str, Any]]:
     for s in dom.listAllSnapshots(0):
         root = ET.fromstring(s.getXMLDesc(0))
         created = root.findtext("creationTime")
+        description = root.findtext("description")
         out.append({
             "name": s.getName(),
             "created": iso_utc(int(created))
             if created else None,
             "state": root.findtext("state"),
-            "description": root.findtext("description"),
+            "description": None if description is None else _NONCE.sub("", description),
             "current": s.getName() == current,
         })
     out.sort(key=lambda r: r["created"] or "")
@@ -100,7 +125,7 @@ def list_snapshots(dom: libvirt.virDomain) -> list[dict[str, Any]]:
 
 @dataclass
 class CreateSnapshot(Step):
-    """Take snapshot NAME of VM (undo: delete it)."""
+    """Take snapshot NAME of VM (undo: delete it, if this step created it)."""
 
     TYPE = "hv.snapshot.create"
 
@@ -120,16 +145,47 @@ class CreateSnapshot(Step):
         if problem:
             raise StepFailed(problem)
 
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        """Whether the name is taken now (under the operation's lock), and the nonce that
+        will mark the snapshot this step creates."""
+        dom = domain(ctx, self.node, self.vm)
+        return {"existed": self.name in _names(dom), "nonce": secrets.token_hex(8)}
+
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
-        _create(domain(ctx, self.node, self.vm), self.name, self.description)
-        return {}
+        if prior.get("existed"):
+            raise StepFailed(f"VM {self.vm} already has a snapshot named {self.name!r} "
+                             "(taken meanwhile by someone else); it was left alone")
+        description = self.description
+        if prior.get("nonce"):
+            description += f" [dv-op {prior['nonce']}]"
+        _create(domain(ctx, self.node, self.vm), self.name, description)
+        return {"created": True}
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         if self.name not in _names(domain(ctx, self.node, self.vm)):
             raise StepFailed(f"snapshot {self.name!r} of {self.vm} is not listed after creation")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        _delete(domain(ctx, self.node, self.vm), self.name)
+        """Delete the snapshot only if this step created it: never one that existed before,
+        and after an interrupted apply only one carrying this step's nonce."""
+        from debvisor_core import log
+
+        if record.get("existed"):
+            log.info(f"snapshot {self.name!r} of {self.vm} existed before this operation; "
+                     "left alone")
+            return
+        dom = domain(ctx, self.node, self.vm)
+        description = _description(dom, self.name)
+        if description is None:
+            return  # never created, or already deleted
+        m = _NONCE.search(description)
+        ours = (m is not None and m.group(1) == record.get("nonce")) if "nonce" in record \
+            else not record.get("_partial")  # a record of an older version: apply finished
+        if not ours:
+            log.warn(f"snapshot {self.name!r} of {self.vm} was not created by this operation; "
+                     "left alone")
+            return
+        _delete(dom, self.name)
 
 
 @dataclass
@@ -192,10 +248,11 @@ class DeleteSnapshot(Step):
             raise StepFailed(f"snapshot {self.name!r} of {self.vm} still exists")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        from debvisor_core import log
-
+        """Nothing to do if the snapshot is still there (the delete never ran); otherwise
+        fail, so the rollback reports it as incomplete instead of restored."""
         if self.name not in _names(domain(ctx, self.node, self.vm)):
-            log.warn(f"snapshot {self.name!r} of {self.vm} was deleted and cannot be restored")
+            raise StepFailed(f"snapshot {self.name!r} of {self.vm} was deleted and cannot be "
+                             "restored (a deleted snapshot is gone for good)")
 
 
 def check_snapshot_name(name: str) -> str:

@@ -15,9 +15,9 @@ NODE = {"uri": "test:///default"}
 
 
 @pytest.mark.parametrize(("config", "args", "problem"), [
-    ({"tickets": {"key_file": 5}}, ["ticket", "create", "test"],
+    ({"tickets": {"key_file": 5}}, ["ticket", "create", "test", "--mode", "admin"],
      "[hv.tickets] key_file must be a non-empty string, not 5"),
-    ({"tickets": "x"}, ["ticket", "create", "test"],
+    ({"tickets": "x"}, ["ticket", "create", "test", "--mode", "admin"],
      "[hv] tickets must be a table ([hv.tickets]), not 'x'"),
     ({"nodes": {"n1": {**NODE, "shared_storage": 5}}}, ["list"],
      "[hv.nodes.n1] shared_storage must be a list of paths like [\"/srv/vmstore\"], not 5"),

@@ -107,10 +107,12 @@ def debvisor_health(ctx: Context) -> list[HealthCheck] | None:
 
 @hookspec
 def debvisor_audit(ctx: Context, event: dict[str, Any]) -> None:
-    """Receive every audit event (a sink): the file hash chain is the core's own.
+    """Receive every audit record (a sink) after the core wrote it to its hash chain.
 
-    Raise to signal that the sink failed; the core's file sink failing refuses
-    state-changing commands, other sinks only warn.
+    ``event`` is the chained record: ``seq``, ``prev`` and ``hash`` included, so a sink
+    can anchor the chain elsewhere (syslog, the Ceph plugin's RADOS omap). The core's
+    own file sink runs first and its failure refuses the change; a sink that raises
+    here only produces a warning.
     """
 
 

@@ -17,7 +17,7 @@ import click
 from debvisor_core import hookimpl
 from debvisor_core.actions import Action, Param, attach
 from debvisor_core.context import Context
-from debvisor_core.engine import Operation, Step
+from debvisor_core.engine import Finding, Operation, Step
 from debvisor_core.errors import BadInput, StepFailed
 from debvisor_core.health import CheckResult, HealthCheck
 from debvisor_core.lab import LabContext, LabService
@@ -89,11 +89,16 @@ class IndexNote(Step):
         return {}
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Take out only this step's own name (if it was not there before): notes added to
+        the index after this operation stay listed."""
+        if self.name in (record["old_index"] or "").split():
+            return
         index = Path(self.dir, "INDEX")
-        if record["old_index"] is None:
-            index.unlink(missing_ok=True)
+        names = set(index.read_text().split()) if index.exists() else set()
+        if names - {self.name}:
+            index.write_text("".join(f"{n}\n" for n in sorted(names - {self.name})))
         else:
-            index.write_text(record["old_index"])
+            index.unlink(missing_ok=True)
 
 
 @click.group("example")
@@ -167,6 +172,14 @@ def debvisor_actions() -> list[Action]:
 @hookimpl
 def debvisor_commands() -> click.Command:
     return example
+
+
+@hookimpl
+def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding]:
+    """Refuse to add a note while `[example] frozen = true` (a site policy)."""
+    if op.kind == "example.note-add" and ctx.section("example").get("frozen"):
+        return [Finding("error", "notes are frozen ([example] frozen = true)", "example")]
+    return []
 
 
 @hookimpl

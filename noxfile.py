@@ -31,8 +31,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff over everything."""
+    """ruff over everything, and the import-linter contracts (core layers, plugin independence)."""
     session.run(PY, "-m", "ruff", "check", ".")
+    session.run(str(Path(PY).with_name("lint-imports")), "--config", str(ROOT / "pyproject.toml"))
 
 
 @nox.session(python=False)
@@ -40,14 +41,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy over the core, every plugin and the benchmarks (which `tests` never runs)."""
     for pkg in _packages():
         session.run(PY, "-m", "mypy", pkg)
-    for script in [ROOT / "bench" / "bench_startup.py", *sorted(ROOT.glob("plugins/*/bench/*.py"))]:
+    for script in [*sorted(ROOT.glob("bench/*.py")), *sorted(ROOT.glob("plugins/*/bench/*.py"))]:
         session.run(PY, "-m", "mypy", str(script))
 
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: each prints its figures and the ratio against its peer tool."""
-    scripts = [ROOT / "bench" / "bench_startup.py", *sorted(ROOT.glob("plugins/*/bench/bench_*.py"))]
+    scripts = [*sorted(ROOT.glob("bench/bench_*.py")), *sorted(ROOT.glob("plugins/*/bench/bench_*.py"))]
     for script in scripts:
         session.log(f"== {script.relative_to(ROOT)}")
         session.run(PY, str(script), *session.posargs)

@@ -147,6 +147,15 @@ def _confirm(ctx: Context, question: str, refusal: str | None) -> None:
                                "session; nothing was changed")
 
 
+def _log_findings(findings: list[Finding]) -> None:
+    """Every finding but the first error (the refusal's own message) as a log line."""
+    first_error = next((f for f in findings if f.level == "error"), None)
+    for f in findings:
+        if f is not first_error:
+            {"error": log.error, "warn": log.warn}.get(f.level, log.info)(
+                f"preflight: {f.message}{_where(f)}")
+
+
 def _refuse(ctx: Context, op: Operation, res: OpResult, errors: list[Finding]) -> None:
     res.status, res.error = "refused", errors[0].message
     _emit_failure(ctx, res)
@@ -201,9 +210,10 @@ def run(ctx: Context, op: Operation) -> OpResult:
         findings = preflight(ctx, op)
         res.findings = [f.to_dict() for f in findings]
         errors = [f for f in findings if f.level == "error"]
-        ctx.ui.plan(op.title, _plan_lines(ctx, op), findings)
-        if errors:
+        if errors:  # the refusal names the operation; its plan is for --dry-run/--check
+            _log_findings(findings)
             _refuse(ctx, op, res, errors)
+        ctx.ui.plan(op.title, _plan_lines(ctx, op), findings)
         destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
         _confirm(ctx, f"Proceed with: {op.title}?",
                  f"run destructive operation '{op.kind}'" if destructive else None)

@@ -310,3 +310,15 @@ print(json.dumps(out))
         assert not any(other in s for s in out[me]["steps"] + out[me]["logs"])
         assert any(out[me]["id"] in ln for ln in out[me]["logs"])
     assert res.stderr == ""  # nothing went to the terminal
+
+
+def test_refused_operation_prints_the_refusal_not_the_plan(dv: Runner, dv_state: StateDir,
+                                                          prior: dict[str, str]) -> None:
+    """Issue 18: a refused operation (exit 3) says why, without its plan on stdout; the
+    plan is still shown with --dry-run."""
+    assert dv("maintenance", "enable", "--reason", "r").code == 0
+    res = add(dv, "fresh", "t")
+    assert res.code == 3 and "maintenance mode is on" in res.stderr
+    assert "Plan:" not in res.stdout and res.stdout == ""
+    res = add(dv, "fresh", "t", "--dry-run")
+    assert res.code == 3 and "Plan: add note fresh" in res.stdout

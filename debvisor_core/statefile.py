@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Callable
@@ -42,10 +43,15 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def update_json(path: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Read the JSON object in ``path`` (empty if none), let ``change`` edit it, write it back."""
-    data = read_json(path, {})
-    if not isinstance(data, dict):
-        data = {}
-    change(data)
-    write_json(path, data)
+    """Read the JSON object in ``path`` (empty if none), let ``change`` edit it, write it back
+    durably — under an exclusive lock (``.NAME.lock``), so concurrent updates never lose
+    each other's keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read_json(path, {})
+        if not isinstance(data, dict):
+            data = {}
+        change(data)
+        write_json(path, data)
     return data

@@ -21,4 +21,18 @@ def test_update_merges_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert out == {"a": 1, "b": 2} and read_json(p) == {"a": 1, "b": 2}
     p.write_text("[1, 2]")  # not an object: replaced by one
     assert update_json(p, lambda d: d.__setitem__("c", 3)) == {"c": 3}
-    assert sorted(x.name for x in p.parent.iterdir()) == ["s.json"]
+    assert sorted(x.name for x in p.parent.iterdir()) == [".s.json.lock", "s.json"]
+
+
+def test_concurrent_updates_keep_every_key(tmp_path: Path) -> None:
+    """Eight processes adding one key each at once: no update is lost (they lock)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "s.json"
+    code = ("import sys; from pathlib import Path; from debvisor_core.statefile import update_json\n"
+            "for i in range(20):\n"
+            "    update_json(Path(sys.argv[1]), lambda d: d.__setitem__(f'{sys.argv[2]}-{i}', i))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(p), str(n)]) for n in range(8)]
+    assert [q.wait(timeout=60) for q in procs] == [0] * 8
+    assert len(read_json(p)) == 8 * 20

@@ -211,6 +211,17 @@ class Outcome:
         self.message = message
 
 
+class Unchanged(Exception):
+    """Raised by a plan (at any depth) that finds nothing to run but has something to
+    report (``noout is already set``, the balance report without ``--apply``): ``data`` is
+    shown with ``render`` (a callable or a line) as the run's result, exit 0."""
+
+    def __init__(self, data: Any, render: Callable[[Any], None] | str | None = None) -> None:
+        super().__init__("nothing to change")
+        self.data = data
+        self.render = render
+
+
 @dataclass(frozen=True)
 class Action:
     """One thing DebVisor can do, declared once. Exactly one of ``plan`` (a state change:
@@ -327,7 +338,11 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     assert action.plan is not None
     if ctx.op_options.rollback:
         return engine.rollback_last(ctx, action.op_kind, ctx.target).to_dict()
-    op = action.plan(ctx, params)
+    try:
+        op = action.plan(ctx, params)
+    except Unchanged as nothing:
+        ctx.emit(nothing.data, nothing.render if nothing.render is not None else action.unchanged)
+        return nothing.data
     if op is None:  # the plan found nothing to change
         data = {"status": "unchanged"}
         ctx.emit(data, action.unchanged)

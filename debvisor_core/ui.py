@@ -44,6 +44,9 @@ class RunUI:
         """Ask a yes/no question; None when nobody can be asked."""
         return None
 
+    def note(self, text: str) -> None:
+        """Something to show a person while planning ("Unused disks found: …")."""
+
     def step(self, index: int, total: int, description: str, status: str) -> None:
         """A step changed status (``running``, ``done``, ``failed``)."""
 
@@ -89,6 +92,10 @@ class TerminalUI(RunUI):
         for line in steps:
             print(f"  {line}")
 
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(text)
+
     def ask(self, question: str) -> bool | None:
         if not self.interactive:
             return None
@@ -125,6 +132,9 @@ class JsonEventsUI(RunUI):
              verb: str = "Plan") -> None:
         self.emit("plan", verb=verb.lower(), title=title, steps=steps,
                   findings=[f.to_dict() for f in findings])
+
+    def note(self, text: str) -> None:
+        self.emit("note", text=text)
 
     def ask(self, question: str) -> bool | None:
         self.emit("question", question=question, answer=self.answers)

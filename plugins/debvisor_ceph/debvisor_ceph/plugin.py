@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     import click
 
+    from debvisor_core.actions import Action
     from debvisor_core.bundle import DiagnosticsBundle
     from debvisor_core.context import Context
     from debvisor_core.engine import Finding, Operation, Step
@@ -24,6 +25,14 @@ def debvisor_commands() -> click.Command:
     from .cli import ceph
 
     return ceph
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    """Every `ceph` command, declared as data (the CLI is generated from them)."""
+    from .actions import ACTIONS
+
+    return ACTIONS
 
 
 @hookimpl

@@ -18,9 +18,10 @@ class DiagnosticsBundle:
         self.path = path
         self.prefix = prefix
         self.items: list[str] = []
-        self._tmp = path.with_name(f".{path.name}.partial")
-        # owner-only: the bundle holds the recent audit log and the (redacted) config
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.partial")
+        # owner-only, and never a file someone planted: the bundle holds the recent audit
+        # log and the (redacted) config
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         self._file = os.fdopen(fd, "wb")
         self._tar = tarfile.open(fileobj=self._file, mode="w:gz")
 

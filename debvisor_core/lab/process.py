@@ -50,12 +50,32 @@ def spawn(
 
 
 def read_pid(pidfile: Path) -> int | None:
-    """The pid recorded in ``pidfile`` if that process is alive, else None."""
+    """The pid recorded in ``pidfile`` if that process is alive and is the one the file was
+    written for, else None: a process that started after the pidfile was last written has
+    merely reused the pid of a daemon that died (stopping it would hit a stranger)."""
     try:
         pid = int(pidfile.read_text().split()[0])
+        written = pidfile.stat().st_mtime
     except (OSError, ValueError, IndexError):
         return None
-    return pid if alive(pid) else None
+    if not alive(pid):
+        return None
+    started = _start_time(pid)
+    if started is not None and started > written + 2.0:
+        return None
+    return pid
+
+
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started (epoch seconds), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def alive(pid: int) -> bool:

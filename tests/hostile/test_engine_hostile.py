@@ -322,3 +322,34 @@ def test_refused_operation_prints_the_refusal_not_the_plan(dv: Runner, dv_state:
     assert "Plan:" not in res.stdout and res.stdout == ""
     res = add(dv, "fresh", "t", "--dry-run")
     assert res.code == 3 and "Plan: add note fresh" in res.stdout
+
+
+def test_lab_pidfile_of_a_dead_daemon_never_names_a_stranger(tmp_path: Path) -> None:
+    """L13: a pidfile written before its process started belongs to a dead daemon whose pid
+    was reused: read_pid gives None, so `lab down` never signals the stranger."""
+    from debvisor_core.lab.process import read_pid
+
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        pidfile = tmp_path / "daemon.pid"
+        pidfile.write_text(f"{stranger.pid}\n")
+        assert read_pid(pidfile) == stranger.pid  # written after it started: its own
+        old = time.time() - 3600
+        os.utime(pidfile, (old, old))  # written an hour before this process started
+        assert read_pid(pidfile) is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_diagnostics_bundle_never_writes_through_a_planted_file(dv: Runner, dv_state: StateDir,
+                                                                tmp_path: Path) -> None:
+    """L6: a pre-placed `.NAME.partial` (a symlink to a victim) is never written through."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "diag.tar.gz"
+    (tmp_path / ".diag.tar.gz.partial").symlink_to(victim)
+    res = dv("health", "--collect-diagnostics", str(out))
+    assert res.code in (0, 1), res
+    assert victim.read_text() == "keep" and out.exists()
+    assert oct(out.stat().st_mode & 0o777) == "0o600"

@@ -9,6 +9,7 @@ from debvisor_core import hookimpl
 if TYPE_CHECKING:
     import click
 
+    from debvisor_core.actions import Action
     from debvisor_core.bundle import DiagnosticsBundle
     from debvisor_core.context import Context
     from debvisor_core.engine import Finding, Operation, Step
@@ -21,6 +22,14 @@ def debvisor_commands() -> click.Command:
     from .cli import hv
 
     return hv
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    """Every `hv` command but `console`, declared as data (the CLI is generated from them)."""
+    from .actions import ACTIONS
+
+    return ACTIONS
 
 
 @hookimpl

@@ -119,7 +119,7 @@ def test_every_hv_command_has_an_example(dv: Any) -> None:
 
     for path in walk(hv, []):
         res = dv("hv", *path, "--help")
-        assert res.code == 0 and "Example:" in res.stdout, path
+        assert res.code == 0 and "Example" in res.stdout, path  # "Example:" or "Examples:"
 
 
 def test_list_reports_an_unreachable_node_and_lists_the_rest(dv: Any, dv_state: Any) -> None:

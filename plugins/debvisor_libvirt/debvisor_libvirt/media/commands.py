@@ -1,7 +1,8 @@
-"""`debvisor hv iso …` and `debvisor hv convert …`: VM provisioning media.
+"""`debvisor hv iso …` and `debvisor hv convert …`: VM provisioning media, declared as
+actions (hv.iso.build, hv.iso.templates, hv.iso.show, hv.convert; cli.py attaches them).
 
-Only click and light core modules are imported here; pycdlib, PyYAML, jsonschema
-and the media modules load inside the commands.
+Only light core modules are imported here; pycdlib, PyYAML, jsonschema and the media
+modules load inside the functions, when an action runs.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
-
-import click
+from typing import TYPE_CHECKING, Any
 
 from debvisor_core import log
-from debvisor_core.commands import get_ctx, json_option, pass_ctx
-from debvisor_core.context import Context
+from debvisor_core.actions import Action, Param
 from debvisor_core.errors import BadInput, DebvisorError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from debvisor_core.context import Context
 
 _SIZE_RE = re.compile(r"^(\d+)\s*([KMG]i?B?)?$", re.IGNORECASE)
 
@@ -48,11 +49,6 @@ def parse_mode(text: str | None) -> int:
     if (mode & 0o600) != 0o600:
         raise BadInput(f"--mode {text} must keep owner read and write (0600 or more)")
     return mode
-
-
-mode_option = click.option("--mode", "mode_text", metavar="OCTAL",
-                           help="Permission bits of the files written (default 0600, owner only; "
-                           "e.g. 0644). Group or others never get write access.")
 
 
 def read_set_files(items: tuple[str, ...]) -> dict[str, str]:
@@ -89,83 +85,32 @@ def read_set_files(items: tuple[str, ...]) -> dict[str, str]:
     return values
 
 
-def _set_dry_run(c: click.Context, _p: click.Parameter, value: bool) -> None:
-    if value:
-        get_ctx(c).op_options.dry_run = True
-
-
-dry_run_option = click.option("--dry-run", is_flag=True, expose_value=False, callback=_set_dry_run,
-                              help="Validate and show what would be written; write nothing.")
-
-
-@click.group("iso")
-def iso() -> None:
-    """Validated cloud-init NoCloud seed ISOs (label cidata, ISO 9660 + Joliet + Rock Ridge).
-
-    \b
-    Example:
-      debvisor hv iso build -o seed.iso --user-data user-data.yaml --hostname web1 --instance-id web1
-      debvisor hv iso templates
-      debvisor hv iso show seed.iso
-    """
-
-
-@iso.command("build")
-@click.option("-o", "--output", type=click.Path(dir_okay=True),
-              help="The ISO to write (with --batch: the output directory).")
-@click.option("--user-data", type=click.Path(dir_okay=False), help="user-data file (#cloud-config, "
-              "#! script, #include or MIME multipart).")
-@click.option("--meta-data", type=click.Path(dir_okay=False), help="meta-data file (needs instance-id).")
-@click.option("--hostname", help="Generate meta-data with this local-hostname.")
-@click.option("--instance-id", help="Generate meta-data with this instance-id (default iid-HOSTNAME).")
-@click.option("--network-config", type=click.Path(dir_okay=False), help="network-config v1 or v2 file.")
-@click.option("--vendor-data", type=click.Path(dir_okay=False), help="vendor-data file.")
-@click.option("--template", help="Render user-data from the template library (hv iso templates).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A template variable (repeatable); not for secret ones (see --set-file).")
-@click.option("--set-file", "set_files", multiple=True, metavar="KEY=PATH",
-              help="A template variable read from an owner-only file, - for stdin (repeatable); "
-              "the only way to give a secret variable such as join_token.")
-@click.option("--ssh-key", "ssh_keys", multiple=True, type=click.Path(dir_okay=False),
-              help="SSH public key file for the default user (meta-data public-keys; repeatable).")
-@click.option("--batch", type=click.Path(dir_okay=False), help="CSV or YAML file, one row per VM.")
-@click.option("--strict", is_flag=True, help="Unknown keys (which cloud-init ignores) are errors.")
-@click.option("--warn-size", help="Warn above this seed size (default 1M or [hv] iso_warn_size).")
-@click.option("--force", is_flag=True, help="Replace an existing output file.")
-@mode_option
-@dry_run_option
-@json_option
-@pass_ctx
-def build(ctx: Context, output: str | None, user_data: str | None, meta_data: str | None,
-          hostname: str | None, instance_id: str | None, network_config: str | None,
-          vendor_data: str | None, template: str | None, sets: tuple[str, ...],
-          set_files: tuple[str, ...], ssh_keys: tuple[str, ...], batch: str | None, strict: bool,
-          warn_size: str | None, force: bool, mode_text: str | None) -> None:
-    """Build a NoCloud seed ISO in-process (pycdlib), after validating every file.
-
-    Nothing is written when any file has an error: YAML syntax (file:line),
-    user-data against cloud-init's JSON schema, network-config v1/v2 against
-    DebVisor's schema, meta-data without instance-id, the size limits. The ISO is
-    written under a temporary name and renamed.
-
-    \b
-    Example:
-      debvisor hv iso build -o web1.iso --user-data ud.yaml --hostname web1 \\
-          --network-config net.yaml --ssh-key ~/.ssh/id_ed25519.pub
-      debvisor hv iso build -o w1.iso --template k8s-worker --hostname w1 \\
-          --set join_endpoint=10.0.0.1:6443 --set-file join_token=token.txt \\
-          --set ca_cert_hash=sha256:<64 hex digits>
-      debvisor hv iso build --batch vms.csv -o seeds/ --strict
-      debvisor hv iso build -o web1.iso --user-data ud.yaml --instance-id web1 --dry-run --json
-    """
+def execute_iso_build(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Validate every file, then write the ISO(s); nothing is written when one has an
+    error. Audited (no journalled operation: a new ISO is removed if a later one fails)."""
+    from ..actions import not_a_dir
     from .seed import DEFAULT_WARN, SeedSpec
 
+    output, batch, template = params["output"], params["batch"], params["template"]
+    user_data, meta_data = params["user_data"], params["meta_data"]
+    hostname, instance_id = params["hostname"], params["instance_id"]
+    network_config, vendor_data = params["network_config"], params["vendor_data"]
+    sets, set_files = params["set"] or [], params["set_file"] or []
+    ssh_keys = params["ssh_key"] or []
+    for option, value in (("--user-data", user_data), ("--meta-data", meta_data),
+                          ("--network-config", network_config),
+                          ("--vendor-data", vendor_data), ("--batch", batch),
+                          *(("--ssh-key", k) for k in ssh_keys)):
+        not_a_dir(option, value)
+    if params["dry_run"]:
+        ctx.op_options.dry_run = True
+    warn_size = params["warn_size"]
     configured = ctx.section("hv").get("iso_warn_size", DEFAULT_WARN)
     if not warn_size and (not isinstance(configured, str | int) or isinstance(configured, bool)):
         raise BadInput(f"config {ctx.config.path}: [hv] iso_warn_size must be a size like 1M, "
                        f"not {configured!r}")
     limit = parse_size(warn_size or configured)
-    mode = parse_mode(mode_text)
+    mode = parse_mode(params["mode"])
     if batch:
         from .batch import specs
 
@@ -196,7 +141,7 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
                 raise BadInput(f"{key} is a secret: give it with --set-file {key}=FILE (an owner-only "
                                "file, or - for stdin), not on the command line")
             values[key] = value
-        for key, value in read_set_files(set_files).items():
+        for key, value in read_set_files(tuple(set_files)).items():
             if key in values:
                 raise BadInput(f"{key} is given with both --set and --set-file")
             values[key] = value
@@ -204,11 +149,12 @@ def build(ctx: Context, output: str | None, user_data: str | None, meta_data: st
                           instance_id=instance_id, network_config=network_config,
                           vendor_data=vendor_data, template=template, sets=values,
                           ssh_keys=list(ssh_keys))]
-    _build_all(ctx, seeds, strict=strict, warn_size=limit, force=force, mode=mode)
+    return _build_all(ctx, seeds, strict=params["strict"], warn_size=limit,
+                      force=params["force"], mode=mode)
 
 
 def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, force: bool,
-               mode: int = 0o600) -> None:
+               mode: int = 0o600) -> dict[str, Any]:
     from .iso import write_iso
     from .report import Report
     from .seed import assemble, check_size, describe_files
@@ -256,63 +202,41 @@ def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, 
         ctx.audit("ok", action="iso-build", outputs=[r["output"] for r in results],
                   files={r["output"]: {f["name"]: f["sha256"] for f in r["files"]} for r in results},
                   duration_ms=int(1000 * (time.monotonic() - started)))
-    data = {"ok": True, "dry_run": dry, "isos": results}
-
-    def human(d: dict[str, Any]) -> None:
-        verb = "would write" if dry else "wrote"
-        for r in d["isos"]:
-            parts = ", ".join(f"{f['name']} ({f['size']} B)" for f in r["files"])
-            print(f"{verb} {r['output']} (label cidata): {parts}")
-
-    ctx.emit(data, human)
+    return {"ok": True, "dry_run": dry, "isos": results}
 
 
-@iso.command("templates")
-@json_option
-@pass_ctx
-def templates_cmd(ctx: Context) -> None:
-    """List the cloud-config template library and each template's variables.
+def render_iso_build(d: dict[str, Any]) -> None:
+    verb = "would write" if d["dry_run"] else "wrote"
+    for r in d["isos"]:
+        parts = ", ".join(f"{f['name']} ({f['size']} B)" for f in r["files"])
+        print(f"{verb} {r['output']} (label cidata): {parts}")
 
-    \b
-    Example:
-      debvisor hv iso templates
-      debvisor hv iso templates --json
-    """
+
+def query_iso_templates(ctx: Context, params: dict[str, Any]) -> list[dict[str, Any]]:
     from . import templates
 
-    data = [templates.describe(n) for n in templates.names()]
-
-    def human(rows: list[dict[str, Any]]) -> None:
-        for t in rows:
-            print(f"{t['name']}: {t['description']}")
-            for k, v in t["vars"].items():
-                flag = "required" if v["required"] else f"default {v['default']!r}"
-                if v["secret"]:
-                    flag += ", secret: --set-file only"
-                print(f"    {k:<16} {flag}; {v['help']}")
-
-    ctx.emit(data, human)
+    return [templates.describe(n) for n in templates.names()]
 
 
-@iso.command("show")
-@click.argument("path", type=click.Path(dir_okay=False))
-@json_option
-@pass_ctx
-def show(ctx: Context, path: str) -> None:
-    """Print a seed ISO's volume label and each file inside (size, sha256, user-data kind).
+def render_iso_templates(rows: list[dict[str, Any]]) -> None:
+    for t in rows:
+        print(f"{t['name']}: {t['description']}")
+        for k, v in t["vars"].items():
+            flag = "required" if v["required"] else f"default {v['default']!r}"
+            if v["secret"]:
+                flag += ", secret: --set-file only"
+            print(f"    {k:<16} {flag}; {v['help']}")
 
-    \b
-    Example:
-      debvisor hv iso show seed.iso
-      debvisor hv iso show seed.iso --json
-    """
+
+def query_iso_show(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     import hashlib
 
-    from debvisor_core.output import table
-
+    from ..actions import not_a_dir
     from .iso import read_iso
     from .validate import kind_of
 
+    path = params["path"]
+    not_a_dir("PATH", path)
     if not os.path.isfile(path):
         raise BadInput(f"{path} does not exist")
     info = read_iso(path)
@@ -323,88 +247,41 @@ def show(ctx: Context, path: str) -> None:
         if f["name"] in ("user-data", "vendor-data"):
             row["kind"] = kind_of(f["data"].decode("utf-8", "replace"))
         files.append(row)
-    data = {"path": path, "label": info["label"], "joliet": info["joliet"],
+    return {"path": path, "label": info["label"], "joliet": info["joliet"],
             "rock_ridge": info["rock_ridge"], "files": files}
 
-    def human(d: dict[str, Any]) -> None:
-        ext = " + ".join(["ISO 9660"] + (["Joliet"] if d["joliet"] else [])
-                         + (["Rock Ridge"] if d["rock_ridge"] else []))
-        print(f"label: {d['label']}  ({ext})")
-        if d["label"] != "cidata":
-            log.warn("the label is not cidata: cloud-init's NoCloud will not find this seed")
-        print(table(d["files"], [("name", "FILE"), ("size", "BYTES"), ("kind", "KIND"),
-                                 ("sha256", "SHA256")]))
 
-    ctx.emit(data, human)
+def render_iso_show(d: dict[str, Any]) -> None:
+    from debvisor_core.output import table
+
+    ext = " + ".join(["ISO 9660"] + (["Joliet"] if d["joliet"] else [])
+                     + (["Rock Ridge"] if d["rock_ridge"] else []))
+    print(f"label: {d['label']}  ({ext})")
+    if d["label"] != "cidata":
+        log.warn("the label is not cidata: cloud-init's NoCloud will not find this seed")
+    print(table(d["files"], [("name", "FILE"), ("size", "BYTES"), ("kind", "KIND"),
+                             ("sha256", "SHA256")]))
 
 
-@click.command("convert")
-@click.argument("src", type=click.Path())
-@click.argument("dst", type=click.Path())
-@click.option("-O", "fmt", type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx"]),
-              help="Output format (default: the source's).")
-@click.option("-f", "--source-format", "src_fmt", type=click.Choice(["qcow2", "raw", "vmdk", "vdi", "vhdx"]),
-              help="Source format, passed to QEMU as is (default: raw for a *.raw file, else "
-              "detected by qemu-img info).")
-@click.option("--allow-backing", is_flag=True,
-              help="Also convert a source that reads other files (a backing file, an external "
-              "data file, vmdk extents); the chain is shown. Pseudo-protocols (json:, nbd:, …) "
-              "are refused even so.")
-@click.option("--compress", is_flag=True, help="Compressed qcow2 clusters.")
-@click.option("--checksum", type=click.Choice(["blake3", "sha256-tree", "sha256"]), default="blake3",
-              show_default=True, help="Checksum of the guest-visible content, verified and stored in "
-              "DST.CHECKSUM: blake3 (of the whole raw byte stream, like `b3sum` of a raw export; "
-              "fastest), sha256-tree (sha256 over the sha256 of each 1 MiB block: parallel, holes "
-              "are free) or sha256 (of the whole raw byte stream, like `sha256sum` of a raw export).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted conversion from its checkpoint.")
-@click.option("--force", is_flag=True, help="Replace DST if it exists.")
-@click.option("--segment", "segment_mib", type=int, default=256, show_default=True,
-              help="Largest checkpoint interval in MiB (a resume redoes at most two); the first "
-              "and last segments are smaller.")
-@click.option("--cache", type=click.Choice(["none", "directsync", "writeback", "unsafe"]),
-              default="none", show_default=True,
-              help="Target cache: none or directsync (O_DIRECT, like `qemu-img convert -t none`; "
-              "the read-back comes from the disk), writeback (page cache, one fdatasync per "
-              "checkpoint; the read-back comes from the page cache), unsafe (no syncs; scratch).")
-@click.option("--aio", type=click.Choice(["threads", "native", "io_uring"]), default="threads",
-              show_default=True, help="Target AIO mode (QEMU aio=).")
-@mode_option
-@dry_run_option
-@json_option
-@pass_ctx
-def convert(ctx: Context, src: str, dst: str, fmt: str | None, src_fmt: str | None,
-            allow_backing: bool, compress: bool, checksum: str, resume: bool, force: bool,
-            segment_mib: int, cache: str, aio: str, mode_text: str | None) -> None:
-    """Convert a disk image with a verified checksum; resumable after SIGKILL or Ctrl-C.
-
-    The source format is -f, raw for a *.raw file, else detected by `qemu-img info`;
-    a source that reads other files (backing file, data file) needs --allow-backing.
-    Results and checksum files are 0600 unless --mode. qemu-img copies one
-    segment at a time (holes skipped); each segment is read back from the target,
-    hashed and checkpointed, so `--resume` continues where the copy stopped. The
-    checksum of the guest-visible content of source and result must match; it is
-    stored in DST.blake3 (or DST.sha256-tree, DST.sha256). DST appears only when
-    verified.
-
-    \b
-    Example:
-      debvisor hv convert disk.raw disk.qcow2 -O qcow2 --compress
-      debvisor hv convert big.vmdk big.qcow2 -O qcow2 --resume
-      debvisor hv convert disk.qcow2 disk.raw -O raw --checksum sha256 --force --json
-    """
+def execute_convert(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Convert (or, with --dry-run, plan the conversion); audited: ok, failed, interrupted."""
+    from ..actions import Shown
     from .convert import convert as run_convert
     from .convert import plan_dict, prepare
 
-    plan = prepare(src, dst, fmt, compress=compress, force=force, resume=resume, checksum=checksum,
-                   segment_mib=segment_mib, cache=cache, aio=aio, src_fmt=src_fmt,
-                   allow_backing=allow_backing, mode=parse_mode(mode_text))
-    if ctx.op_options.dry_run:
-        ctx.emit({"dry_run": True, "plan": plan_dict(plan)},
-                 lambda d: print(f"would convert {src} ({plan.src_format}, {plan.size} bytes) to {dst} "
-                                 f"({plan.fmt}{', compressed' if compress else ''}) via {plan.tmp}"))
-        return
+    src, dst, checksum = params["src"], params["dst"], params["checksum"]
+    compress = params["compress"]
+    plan = prepare(src, dst, params["output_format"], compress=compress, force=params["force"],
+                   resume=params["resume"], checksum=checksum, segment_mib=params["segment"],
+                   cache=params["cache"], aio=params["aio"], src_fmt=params["source_format"],
+                   allow_backing=params["allow_backing"], mode=parse_mode(params["mode"]))
+    if params["dry_run"] or ctx.op_options.dry_run:
+        ctx.op_options.dry_run = True
+        return Shown({"dry_run": True, "plan": plan_dict(plan)},
+                     f"would convert {src} ({plan.src_format}, {plan.size} bytes) to {dst} "
+                     f"({plan.fmt}{', compressed' if compress else ''}) via {plan.tmp}")
     try:
-        result = run_convert(plan)
+        result: dict[str, Any] = run_convert(plan)
     except DebvisorError as exc:
         ctx.audit("failed", action="convert", source=src, destination=dst, error=exc.message)
         raise
@@ -414,6 +291,147 @@ def convert(ctx: Context, src: str, dst: str, fmt: str | None, src_fmt: str | No
     ctx.audit("ok", action="convert", source=src, destination=dst, format=plan.fmt,
               source_format=plan.src_format, reads=[c["file"] for c in plan.chain],
               checksum=checksum, digest=result[checksum], resumed_from=result["resumed_from"])
-    ctx.emit(result, lambda r: print(
-        f"converted {src} -> {dst} ({r['format']}), {checksum} of the guest-visible content "
-        f"{r[checksum]} verified, stored in {r['checksum_file']}"))
+    return Shown(result, f"converted {src} -> {dst} ({result['format']}), {checksum} of the "
+                         f"guest-visible content {result[checksum]} verified, stored in "
+                         f"{result['checksum_file']}")
+
+
+def _print_text(data: Any) -> None:
+    text = getattr(data, "text", None)
+    if text:
+        print(text)
+
+
+# -- the declarations ------------------------------------------------------------------
+_MODE = Param("mode", "Permission bits of the files written (default 0600, owner only; e.g. "
+                      "0644). Group or others never get write access.", default=None,
+              metavar="OCTAL")
+_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx")
+
+MEDIA_ACTIONS: list[Action] = [
+    Action(
+        path="hv.iso.build", execute=execute_iso_build, render=render_iso_build,
+        summary="Build a NoCloud seed ISO in-process (pycdlib), after validating every file",
+        description=(
+            "Nothing is written when any file has an error: YAML syntax (file:line), "
+            "user-data against cloud-init's JSON schema, network-config v1/v2 against "
+            "DebVisor's schema, meta-data without instance-id, the size limits. The ISO is "
+            "written under a temporary name and renamed."),
+        params=(
+            Param("output", "The ISO to write (with --batch: the output directory).",
+                  type="path", default=None, short="-o"),
+            Param("user_data", "user-data file (#cloud-config, #! script, #include or MIME "
+                               "multipart).", type="path", default=None),
+            Param("meta_data", "meta-data file (needs instance-id).", type="path", default=None),
+            Param("hostname", "Generate meta-data with this local-hostname.", default=None),
+            Param("instance_id", "Generate meta-data with this instance-id (default "
+                                 "iid-HOSTNAME).", default=None),
+            Param("network_config", "network-config v1 or v2 file.", type="path", default=None),
+            Param("vendor_data", "vendor-data file.", type="path", default=None),
+            Param("template", "Render user-data from the template library (hv iso templates).",
+                  default=None),
+            Param("set", "A template variable (repeatable); not for secret ones (see "
+                         "--set-file).", type="list", default=None, metavar="KEY=VALUE"),
+            Param("set_file", "A template variable read from an owner-only file, - for stdin "
+                              "(repeatable); the only way to give a secret variable such as "
+                              "join_token.", type="list", default=None, metavar="KEY=PATH"),
+            Param("ssh_key", "SSH public key file for the default user (meta-data "
+                             "public-keys; repeatable).", type="list", default=None,
+                  metavar="PATH"),
+            Param("batch", "CSV or YAML file, one row per VM.", type="path", default=None),
+            Param("strict", "Unknown keys (which cloud-init ignores) are errors.", type="bool",
+                  default=False),
+            Param("warn_size", "Warn above this seed size (default 1M or [hv] iso_warn_size).",
+                  default=None),
+            Param("force", "Replace an existing output file.", type="bool", default=False),
+            _MODE,
+            Param("dry_run", "Validate and show what would be written; write nothing.",
+                  type="bool", default=False),
+        ),
+        result="an object: ok, dry_run, isos [{output, label, files [{name, size, sha256, "
+               "...}], warnings [{file, line, message, ...}]}]",
+        examples=(
+            "debvisor hv iso build -o web1.iso --user-data ud.yaml --hostname web1 "
+            "--network-config net.yaml --ssh-key ~/.ssh/id_ed25519.pub",
+            "debvisor hv iso build -o w1.iso --template k8s-worker --hostname w1 "
+            "--set join_endpoint=10.0.0.1:6443 --set-file join_token=token.txt "
+            "--set ca_cert_hash=sha256:<64 hex digits>",
+            "debvisor hv iso build --batch vms.csv -o seeds/ --strict",
+            "debvisor hv iso build -o web1.iso --user-data ud.yaml --instance-id web1 "
+            "--dry-run --json",
+        ),
+    ),
+    Action(
+        path="hv.iso.templates", query=query_iso_templates, render=render_iso_templates,
+        privilege="none",
+        summary="List the cloud-config template library and each template's variables",
+        result="a list of {name, description, vars {NAME: {required, default, secret, help}}}",
+        examples=("debvisor hv iso templates", "debvisor hv iso templates --json"),
+    ),
+    Action(
+        path="hv.iso.show", query=query_iso_show, render=render_iso_show, privilege="none",
+        summary="Print a seed ISO's volume label and each file inside (size, sha256, "
+                "user-data kind)",
+        params=(Param("path", "The seed ISO.", type="path", positional=True),),
+        result="an object: path, label, joliet, rock_ridge, files [{name, iso_name, size, "
+               "sha256, kind}]",
+        examples=("debvisor hv iso show seed.iso", "debvisor hv iso show seed.iso --json"),
+    ),
+    Action(
+        path="hv.convert", execute=execute_convert, render=_print_text,
+        summary="Convert a disk image with a verified checksum; resumable after SIGKILL or "
+                "Ctrl-C",
+        description=(
+            "The source format is -f, raw for a *.raw file, else detected by `qemu-img info`; "
+            "a source that reads other files (backing file, data file) needs "
+            "--allow-backing. Results and checksum files are 0600 unless --mode. qemu-img "
+            "copies one segment at a time (holes skipped); each segment is read back from the "
+            "target, hashed and checkpointed, so `--resume` continues where the copy stopped. "
+            "The checksum of the guest-visible content of source and result must match; it "
+            "is stored in DST.blake3 (or DST.sha256-tree, DST.sha256). DST appears only when "
+            "verified."),
+        params=(
+            Param("src", "The source image.", type="path", positional=True),
+            Param("dst", "The image to write.", type="path", positional=True),
+            Param("output_format", "Output format (default: the source's).", type="choice",
+                  choices=_FORMATS, default=None, short="-O"),
+            Param("source_format", "Source format, passed to QEMU as is (default: raw for a "
+                                   "*.raw file, else detected by qemu-img info).",
+                  type="choice", choices=_FORMATS, default=None, short="-f"),
+            Param("allow_backing", "Also convert a source that reads other files (a backing "
+                                   "file, an external data file, vmdk extents); the chain is "
+                                   "shown. Pseudo-protocols (json:, nbd:, …) are refused even "
+                                   "so.", type="bool", default=False),
+            Param("compress", "Compressed qcow2 clusters.", type="bool", default=False),
+            Param("checksum", "Checksum of the guest-visible content, verified and stored in "
+                              "DST.CHECKSUM: blake3 (of the whole raw byte stream, like `b3sum` "
+                              "of a raw export; fastest), sha256-tree (sha256 over the sha256 "
+                              "of each 1 MiB block: parallel, holes are free) or sha256 (of the "
+                              "whole raw byte stream, like `sha256sum` of a raw export).",
+                  type="choice", choices=("blake3", "sha256-tree", "sha256"), default="blake3"),
+            Param("resume", "Continue an interrupted conversion from its checkpoint.",
+                  type="bool", default=False),
+            Param("force", "Replace DST if it exists.", type="bool", default=False),
+            Param("segment", "Largest checkpoint interval in MiB (a resume redoes at most two); "
+                             "the first and last segments are smaller.", type="int",
+                  default=256),
+            Param("cache", "Target cache: none or directsync (O_DIRECT, like `qemu-img convert "
+                           "-t none`; the read-back comes from the disk), writeback (page "
+                           "cache, one fdatasync per checkpoint; the read-back comes from the "
+                           "page cache), unsafe (no syncs; scratch).", type="choice",
+                  choices=("none", "directsync", "writeback", "unsafe"), default="none"),
+            Param("aio", "Target AIO mode (QEMU aio=).", type="choice",
+                  choices=("threads", "native", "io_uring"), default="threads"),
+            _MODE,
+            Param("dry_run", "Validate and show what would be written; write nothing.",
+                  type="bool", default=False),
+        ),
+        result="an object: the converted image's format, the checksum (key: its algorithm), "
+               "checksum_file, resumed_from, ...; with --dry-run {dry_run: true, plan}",
+        examples=(
+            "debvisor hv convert disk.raw disk.qcow2 -O qcow2 --compress",
+            "debvisor hv convert big.vmdk big.qcow2 -O qcow2 --resume",
+            "debvisor hv convert disk.qcow2 disk.raw -O raw --checksum sha256 --force --json",
+        ),
+    ),
+]

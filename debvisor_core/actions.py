@@ -264,6 +264,12 @@ class Action:
         return self.query is None
 
     @property
+    def journalled(self) -> bool:
+        """Whether its runs are journalled operations (a plan, or an execute with a kind
+        that runs its operation itself): these get --dry-run/--check/--yes/--rollback."""
+        return self.plan is not None or (self.execute is not None and bool(self.kind))
+
+    @property
     def op_kind(self) -> str:
         """The operation kind its runs are journalled under (what --rollback looks for)."""
         return self.kind or self.path
@@ -283,7 +289,7 @@ class Action:
             "path": self.path, "plugin": self.plugin or self.path.split(".")[0],
             "summary": self.summary, "description": self.description,
             "changes_state": self.changes_state, "destructive": self.destructive,
-            "privilege": self.privilege, "kind": self.op_kind if self.plan is not None else None,
+            "privilege": self.privilege, "kind": self.op_kind if self.journalled else None,
             "result": self.result, "examples": list(self.examples),
             "secret_params": [p.name for p in self.params if p.secret],
             "params": self.schema(),
@@ -484,7 +490,7 @@ def command(action: Action, name: str | None = None) -> click.Command:
                 show_default=not p.required and p.default not in (None, False),
                 default=None if p.required else (None if p.default is None else p.default)))
     fn: Any = callback
-    if action.plan is not None:
+    if action.journalled:
         fn = operation_options(action.op_kind, destructive=action.destructive)(fn)
     fn = json_option(fn)
     # click's option decorators store their params in reverse order of application
@@ -495,8 +501,12 @@ def command(action: Action, name: str | None = None) -> click.Command:
 
 def attach(group: click.Group, actions: list[Action], *, strip: int = 1) -> click.Group:
     """Add a command for each action to ``group``, making sub-groups for the middle words
-    of its path (``example.note.add`` → ``example note add`` with ``strip=1``)."""
+    of its path (``example.note.add`` → ``example note add`` with ``strip=1``). In a
+    :class:`~debvisor_core.lazygroup.LazyGroup` each command is generated when first asked
+    for, so ``WORD --help`` stays cheap."""
     import click
+
+    from .lazygroup import LazyGroup
 
     for action in actions:
         words = action.path.split(".")[strip:]
@@ -504,8 +514,16 @@ def attach(group: click.Group, actions: list[Action], *, strip: int = 1) -> clic
         for w in words[:-1]:
             sub = g.commands.get(w)
             if not isinstance(sub, click.Group):
-                sub = click.Group(w, help=f"{w} commands.")
+                sub = (LazyGroup if isinstance(g, LazyGroup) else click.Group)(
+                    w, help=f"{w} commands.")
                 g.add_command(sub)
             g = sub
-        g.add_command(command(action, words[-1]))
+        if isinstance(g, LazyGroup):
+            g.pending[words[-1]] = (action.summary.strip(), _factory(action, words[-1]))
+        else:
+            g.add_command(command(action, words[-1]))
     return group
+
+
+def _factory(action: Action, name: str) -> Callable[[], click.Command]:
+    return lambda: command(action, name)

@@ -123,3 +123,4 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
         return cast(F, wrapped)
 
     return deco
+

@@ -29,10 +29,15 @@ class PluginEntry(NamedTuple):
 
 
 def _cache_file() -> Path | None:
+    """One cache file per interpreter and path set (two venvs, or a test that adds site
+    plugins to PYTHONPATH, never overwrite each other's entry); mtimes decide validity."""
+    import zlib
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     if base.startswith("~"):
         return None
-    return Path(base, "debvisor", "plugins.tsv")
+    paths = "\0".join([sys.executable, *sys.path[1:]])
+    return Path(base, "debvisor", f"plugins-{zlib.crc32(paths.encode()):08x}.tsv")
 
 
 def _fingerprint() -> str:

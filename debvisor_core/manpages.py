@@ -71,7 +71,8 @@ FILES: tuple[tuple[str, str], ...] = (
                           "(the root-only keys of the audit head and of redaction)."),
     ("/var/log/debvisor", "Logs: audit.jsonl, the tamper-evident audit log (a hash chain of "
                           "JSON lines), and audit.head, its sealed head."),
-    ("~/.cache/debvisor/plugins.tsv", "The cached list of installed plugins."),
+    ("~/.cache/debvisor/plugins-*.tsv",
+     "The cached lists of installed plugins (one per interpreter and path set)."),
 )
 _ASCII = {"\u2014": "-", "\u2013": "-", "\u2192": "->", "\u2026": "...", "\u00d7": "x",
           "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}

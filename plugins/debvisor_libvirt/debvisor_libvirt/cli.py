@@ -8,105 +8,23 @@ the engine and the node cluster are imported when a command runs.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from debvisor_core.actions import attach
 from debvisor_core.errors import BadInput
+from debvisor_core.lazygroup import LazyGroup
 
 from .actions import ACTIONS, vnc_endpoint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from debvisor_core.actions import Action
     from debvisor_core.context import Context
 
 __all__ = ["hv", "vnc_endpoint"]
 
 
-class ActionGroup(click.Group):
-    """A group whose commands are built when first asked for (the ones generated from
-    actions, and `console`): `hv --help` lists them from their summaries without building
-    one, so it imports neither the core's command decorators nor the engine."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: name -> (short help for the listing, the function that builds the command)
-        self.pending: dict[str, tuple[Callable[[int], str], Callable[[], click.Command]]] = {}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *self.pending})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands and cmd_name in self.pending:
-            self.add_command(self.pending[cmd_name][1](), cmd_name)
-        return super().get_command(ctx, cmd_name)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """click's listing, with the short help of each command not built yet."""
-        names = self.list_commands(ctx)
-        if not names:
-            return
-        limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = []
-        for name in names:
-            if name in self.commands:
-                cmd = self.commands[name]
-                if not cmd.hidden:
-                    rows.append((name, cmd.get_short_help_str(limit)))
-            else:
-                rows.append((name, self.pending[name][0](limit)))
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-def _generate(action: Action, name: str) -> click.Command:
-    """The click command of ``action`` (``debvisor_core.actions.command``); an action that
-    runs its operation itself (``execute`` with a ``kind``) also gets the operation options
-    of that kind (--dry-run, --check, --yes, --force-maintenance and --rollback, which
-    undoes the last run on the same positional arguments), as a ``plan`` action does."""
-    from debvisor_core.actions import command
-    from debvisor_core.commands import operation_options
-
-    cmd = command(action, name)
-    if action.execute is not None and action.kind:
-        assert cmd.callback is not None
-        before = list(getattr(cmd.callback, "__click_params__", []))
-        wrapped: Any = operation_options(action.op_kind,
-                                         destructive=action.destructive)(cmd.callback)
-        added = [p for p in getattr(wrapped, "__click_params__", []) if p not in before]
-        cmd.callback = wrapped
-        cmd.params = [*cmd.params, *reversed(added)]
-    return cmd
-
-
-def attach_lazily(group: ActionGroup, actions: list[Action]) -> ActionGroup:
-    """Like ``debvisor_core.actions.attach`` (sub-groups for the middle words of a path),
-    but each command is generated when first asked for."""
-    for action in actions:
-        words = action.path.split(".")[1:]
-        g = group
-        for w in words[:-1]:
-            sub = g.commands.get(w)
-            if not isinstance(sub, ActionGroup):
-                sub = ActionGroup(w, help=f"{w} commands.")
-                g.add_command(sub)
-            g = sub
-        g.pending[words[-1]] = (_summary(action), _factory(action, words[-1]))
-    return group
-
-
-def _summary(action: Action) -> Callable[[int], str]:
-    text = inspect.cleandoc(action.summary).strip()  # what get_short_help_str gives
-    return lambda _limit: text
-
-
-def _factory(action: Action, name: str) -> Callable[[], click.Command]:
-    return lambda: _generate(action, name)
-
-
-@click.group("hv", cls=ActionGroup)
+@click.group("hv", cls=LazyGroup)
 def hv() -> None:
     """Hypervisor: VMs, snapshots, consoles, VNC, tickets and live migration (libvirt).
 
@@ -121,7 +39,7 @@ def hv() -> None:
     """
 
 
-@hv.group("ticket", cls=ActionGroup)
+@hv.group("ticket", cls=LazyGroup)
 def ticket() -> None:
     """Signed, short-lived, single-use console tickets (HMAC key in an owner-only file).
 
@@ -137,7 +55,7 @@ def ticket() -> None:
     """
 
 
-@hv.group("vnc", cls=ActionGroup)
+@hv.group("vnc", cls=LazyGroup)
 def vnc() -> None:
     """VNC consoles: probe and repair (ensure), set a VM's VNC target.
 
@@ -148,7 +66,7 @@ def vnc() -> None:
     """
 
 
-@hv.group("iso", cls=ActionGroup)
+@hv.group("iso", cls=LazyGroup)
 def iso() -> None:
     """Validated cloud-init NoCloud seed ISOs (label cidata, ISO 9660 + Joliet + Rock Ridge).
 
@@ -160,7 +78,7 @@ def iso() -> None:
     """
 
 
-attach_lazily(hv, ACTIONS)
+attach(hv, ACTIONS)
 
 
 CONSOLE_HELP = """Attach to VM's serial console like `virsh console`; Ctrl-] detaches.
@@ -200,11 +118,7 @@ def console_command() -> click.Command:
 CONSOLE_SUMMARY = "Attach to VM's serial console like `virsh console`; Ctrl-] detaches"
 
 
-def _console_summary(_limit: int) -> str:
-    return CONSOLE_SUMMARY
-
-
-hv.pending["console"] = (_console_summary, console_command)
+hv.pending["console"] = (CONSOLE_SUMMARY, console_command)
 
 
 def console(ctx: Context, vm: str, force: bool, graphical: bool, linger: float,

@@ -322,9 +322,10 @@ def _entity(lab: dict[str, Any], name: str) -> str:
 
 
 def test_renewer_starts_with_the_first_name(dv_state: Any, lab: dict[str, Any]) -> None:
-    """lock_wait (6 s) > lock_lease (1 s), two names, the second busy: the first stays ours
-    while the holder waits, and nothing is lost once both are held."""
-    ctx, s = _lock_ctx(dv_state, lab, lock_lease=1, lock_wait=6)
+    """lock_wait (20 s) > lock_lease (3 s), two names, the second busy: the first stays ours
+    while the holder waits, and nothing is lost once both are held. (A 3 s lease, renewed
+    every second, holds on a loaded 2-core CI machine; a 1 s one did not always.)"""
+    ctx, s = _lock_ctx(dv_state, lab, lock_lease=3, lock_wait=20)
     busy = RadosLock(ctx, _op("holds t.r2"), ["t.r2"], s)
     busy.__enter__()
     waiter = RadosLock(ctx, _op("wants t.r1 and t.r2"), ["t.r1", "t.r2"], s)
@@ -342,7 +343,7 @@ def test_renewer_starts_with_the_first_name(dv_state: Any, lab: dict[str, Any]) 
             th.start()
             wait_for(lambda: waiter.held == ["t.r1"], timeout=10, what="the first name")
             t = time.monotonic()
-            wait_for(lambda: time.monotonic() - t > 2.5, timeout=5, what="2.5 leases")
+            wait_for(lambda: time.monotonic() - t > 7.5, timeout=15, what="2.5 leases")
             assert waiter.held == ["t.r1"] and th.is_alive()  # still waiting for t.r2
             assert _cookies(lab, "t.r1") == [waiter.cookie]  # renewed meanwhile: nobody could take it
         finally:

@@ -531,7 +531,7 @@ ACTIONS: list[Action] = [
         render=lambda res: print(f"{res.title}: done"),
         summary="Create, list, revert to or delete a VM's snapshots",
         description=(
-            "`create` without NAME picks dv-YYYYmmdd-HHMMSS-XXXX (XXXX random); `--rollback` "
+            "`create` without NAME picks dv-YYYYmmdd-HHMMSS-XXXXXXXX (XXXXXXXX random); `--rollback` "
             "after a create deletes that snapshot, and a failed create never deletes a "
             "snapshot it did not create. Rolling back a `delete` cannot bring the snapshot "
             "back and ends rollback-incomplete (exit 5). `revert` first takes a safety "

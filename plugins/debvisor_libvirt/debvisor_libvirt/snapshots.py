@@ -39,9 +39,10 @@ def domain(ctx: Context, node_name: str, vm: str) -> libvirt.virDomain:
 
 
 def default_name(prefix: str = "dv") -> str:
-    """``PREFIX-YYYYmmdd-HHMMSS-XXXX``: the random suffix keeps two runs in the same second
-    from picking the same name."""
-    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    """``PREFIX-YYYYmmdd-HHMMSS-XXXXXXXX``: the random suffix (32 bits) keeps runs in the
+    same second from picking the same name (16 bits did not: 50 names in one second
+    collided about once in 50 tries)."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 #: marks a snapshot as created by one operation (in its description)

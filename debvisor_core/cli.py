@@ -7,6 +7,7 @@ no pluggy and no importlib.metadata.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -139,10 +140,12 @@ Exit codes: 0 ok, 1 failed, 2 bad input, 3 preflight refused,
 @click.option("-y", "--yes", is_flag=True, help="Answer yes to confirmations (for scripts).")
 @click.option("--events", is_flag=True,
               help="Print one JSON event per line on stdout (plan, log, step, progress, result).")
+@click.option("--origin", metavar="OPID.STEP", hidden=True,
+              help="The remote operation step this run is for (set by RemoteAction).")
 @click.version_option(__version__, prog_name="debvisor")
 @click.pass_context
 def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | None,
-               config_file: str | None, yes: bool, events: bool) -> None:
+               config_file: str | None, yes: bool, events: bool, origin: str | None) -> None:
     """DebVisor operations toolkit: one command to run a DebVisor hypervisor cluster.
 
     Every state change is an operation: preflight, plan, confirmation, journalled
@@ -156,7 +159,9 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
     except OSError as exc:
         raise click.BadParameter(f"cannot open {log_file}: {exc.strerror}",
                                  param_hint="--log-file") from None
-    dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file)
+    if origin is not None and not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}", origin):
+        raise click.BadParameter("must be OPID.STEP", param_hint="--origin")
+    dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file, origin=origin)
     dctx._host = _host(ctx)
     ctx.obj = dctx
     if events and not ctx.resilient_parsing:
@@ -169,7 +174,7 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
 
 
 _GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes", "--events"}
-_GLOBAL_VALUED = {"--log-file", "--config"}
+_GLOBAL_VALUED = {"--log-file", "--config", "--origin"}
 
 
 def _lift_verbose(args: list[str]) -> list[str]:

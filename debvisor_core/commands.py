@@ -85,9 +85,17 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
         if not value or c.resilient_parsing:
             return
         get_ctx(c).op_options.rollback = True
-        # The command's arguments only narrow the choice: none of them is required.
-        for param in c.command.params:
+        # The command's arguments only narrow the choice: none of them is required for
+        # this invocation (restored afterwards: the command object may be reused).
+        relaxed = [p for p in c.command.params if p.required]
+        for param in relaxed:
             param.required = False
+
+        def restore() -> None:
+            for param in relaxed:
+                param.required = True
+
+        c.call_on_close(restore)
 
     def deco(fn: F) -> F:
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -80,6 +80,9 @@ class Context:
     target: dict[str, Any] | None = None
     #: option names whose values are secret (scrubbed from argv in audit and journal)
     secret_options: tuple[str, ...] = ()
+    #: who asked, when it was another node's operation (``OPID.STEP``, from ``--origin``):
+    #: journalled, so that node can find this run again (``ops list --origin``)
+    origin: str | None = None
     env: Env = field(default_factory=Env)
     _ui: RunUI | None = None
 

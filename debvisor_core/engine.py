@@ -11,6 +11,7 @@ invocation's run UI (:mod:`debvisor_core.ui`); nothing here prints or reads stdi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -51,14 +52,25 @@ class _Terminated(BaseException):
 
 @contextmanager
 def _signals_as_failure() -> Iterator[None]:
-    """SIGTERM and SIGHUP (an ssh session that went away) roll back like a failure.
-    Only the main thread can install handlers; a daemon's worker threads are stopped
-    by their own cancellation instead."""
+    """SIGTERM and SIGHUP (an ssh session that went away) roll back like a failure: the
+    first one raises; later ones are ignored until the block (the rollback included) ends.
+    On SIGHUP stdout and stderr go to /dev/null: writing to a hung-up terminal fails, and
+    the rollback must not. Only the main thread can install handlers; a daemon's worker
+    threads are stopped by their own cancellation instead."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    fired: list[int] = []
 
     def handler(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            os.close(null)
+        if fired:
+            return  # already rolling back
+        fired.append(signum)
         raise _Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -78,9 +90,10 @@ def _step_findings(ctx: Context, step: Step) -> list[Finding]:
     return [f if f.source else dataclasses.replace(f, source=step.step_name) for f in found]
 
 
-def preflight(ctx: Context, op: Operation) -> list[Finding]:
+def preflight(ctx: Context, op: Operation, steps: list[Step] | None = None) -> list[Finding]:
     """Every finding about ``op``: the audit log, interrupted operations on its locks,
-    plugins' preflight hooks and each step's own ``check``."""
+    plugins' preflight hooks and the own ``check`` of each step in ``steps`` (default:
+    all; ``ops resume`` checks only the steps still to apply)."""
     from . import audit
 
     findings: list[Finding] = []
@@ -101,7 +114,7 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
             ))
     for result in ctx.hook.debvisor_preflight(ctx=ctx, op=op):
         findings.extend(result or [])
-    for step in op.steps:
+    for step in op.steps if steps is None else steps:
         findings.extend(_step_findings(ctx, step))
     opts = dataclasses.asdict(ctx.op_options)
     for f in findings:
@@ -203,7 +216,6 @@ def run(ctx: Context, op: Operation) -> OpResult:
     from . import audit, locks
 
     op.id = journal.new_id()
-    res.id = op.id
     ctx.operation = op
     with locks.hold(ctx, op, op.lock_names) as cluster:
         # Preflight under the locks: what it found cannot go stale before the steps run.
@@ -217,32 +229,36 @@ def run(ctx: Context, op: Operation) -> OpResult:
         destructive = op.destructive or any(s.DESTRUCTIVE for s in op.steps)
         _confirm(ctx, f"Proceed with: {op.title}?",
                  f"run destructive operation '{op.kind}'" if destructive else None)
-        # No change without its audit record: "started" is durable before any step.
-        try:
-            audit.record(ctx, result="started", op_id=op.id,
-                         details={"kind": op.kind, "title": op.title, "params": op.params,
-                                  "target": op.target})
-        except DebvisorError as exc:
-            res.status, res.error = "refused", exc.message
-            _emit_failure(ctx, res)
-            raise PreflightRefused(f"{exc.message}; refusing to change state; nothing was changed"
-                                   ) from None
-        j = journal.Journal.create(ctx.state_dir, op.id, {
+        header = {
             "kind": op.kind, "title": op.title, "params": op.params, "locks": op.lock_names,
             "user": operator(), "pid": os.getpid(), "argv": ctx.safe_argv(),
-            "rollback_of": op.rollback_of, "target": op.target,
+            "rollback_of": op.rollback_of, "target": op.target, "origin": ctx.origin,
             "phases": [p.to_json(op.phase_range(k).start) for k, p in enumerate(op.phases)],
             "steps": [{**s.to_json(ctx), "phase": op.phase_of(i)} for i, s in enumerate(op.steps)],
-        })
-        log.info(f"operation {op.id}: {op.title}")
-        fence = _Fence(cluster)
-        try:
-            with _signals_as_failure():
-                paused = _apply_all(ctx, op, j, res, fence=fence)
-        except (Exception, KeyboardInterrupt, _Terminated) as exc:  # noqa: BLE001 - any failure rolls back
-            _fail(ctx, op, j, res, exc, t0)
-        finally:
-            j.close()
+        }
+        j = journal.Journal.create(ctx.state_dir, op.id, header)
+        res.id = op.id
+        with _signals_as_failure():
+            try:
+                # No change without its audit record: "started" is durable before any step.
+                try:
+                    audit.record(ctx, result="started", op_id=op.id,
+                                 details={"kind": op.kind, "title": op.title,
+                                          "params": op.params, "target": op.target})
+                except (DebvisorError, _Terminated) as exc:
+                    why = _describe_exc(exc)
+                    j.append("finished", status="refused", error=why)
+                    res.status, res.error = "refused", why
+                    _emit_failure(ctx, res)
+                    raise PreflightRefused(f"{why}; refusing to change state; nothing was "
+                                           "changed") from None
+                try:
+                    log.info(f"operation {op.id}: {op.title}")
+                    paused = _apply_all(ctx, op, j, res, fence=_Fence(cluster))
+                except (Exception, KeyboardInterrupt, _Terminated) as exc:  # noqa: BLE001 - any failure rolls back
+                    _fail(ctx, op, j, res, exc, t0)
+            finally:
+                j.close()
     res.result = op.result
     res.duration_ms = int((time.monotonic() - t0) * 1000)
     if paused is not None:
@@ -299,10 +315,10 @@ def _apply_all(ctx: Context, op: Operation, j: journal.Journal, res: OpResult,
     total = len(op.steps)
     for i in range(start, total):
         step = op.steps[i]
-        if fence is not None:
-            fence.check()
         t = time.monotonic()
         res.steps[i]["status"] = "running"
+        if fence is not None:
+            fence.check()
         ui.step(i + 1, total, step.describe(ctx), "running")
         prior = step.snapshot(ctx) or {}
         j.append("intent", step=i, prior=prior)
@@ -341,18 +357,26 @@ def _undo_steps(ctx: Context, op: Operation, j: journal.Journal,
     hook = ctx.hook
     for i, record in pending:
         step = op.steps[i]
+        _show_undo(ctx, i, step, "running")
         try:
-            ctx.ui.undo(i + 1, step.describe(ctx), "running")
             hook.debvisor_rollback(ctx=ctx, op=op, step=step, record=record)
-            j.append("undone", step=i)
-            ctx.ui.undo(i + 1, step.describe(ctx), "done")
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - keep undoing the rest
             msg = _describe_exc(exc)
-            log.error(f"undo of step {i + 1} ({step.step_name}) failed: {msg}")
             j.append("undo-failed", step=i, error=msg)
-            ctx.ui.undo(i + 1, step.describe(ctx), "failed")
             failures.append(f"step {i + 1} ({step.step_name}): {msg}")
+            with contextlib.suppress(OSError):
+                log.error(f"undo of step {i + 1} ({step.step_name}) failed: {msg}")
+            _show_undo(ctx, i, step, "failed")
+            continue
+        j.append("undone", step=i)
+        _show_undo(ctx, i, step, "done")
     return failures
+
+
+def _show_undo(ctx: Context, i: int, step: Step, status: str) -> None:
+    """Tell the UI; a UI that cannot be written to (a hung-up terminal) never stops an undo."""
+    with contextlib.suppress(OSError):
+        ctx.ui.undo(i + 1, step.describe(ctx), status)
 
 
 def _pending_undo(st: journal.OpState, only: range | None = None) -> list[tuple[int, dict[str, Any]]]:
@@ -375,7 +399,8 @@ def _after_failure(ctx: Context, op: Operation, j: journal.Journal, exc: BaseExc
     err = _describe_exc(exc)
     j.append("failed", step=failed, error=err)
     where = f" at step {failed + 1} ({op.steps[failed].step_name})" if failed is not None else ""
-    log.error(f"operation {op.id} failed{where}: {err}")
+    with contextlib.suppress(OSError):  # a hung-up terminal must not stop the rollback
+        log.error(f"operation {op.id} failed{where}: {err}")
     k = op.phase_of(failed) if failed is not None else None
     policy = op.phases[k].on_failure if k is not None else ROLLBACK_ALL
     if k is not None and policy in (ROLLBACK_PHASE_AND_PAUSE, PAUSE):
@@ -449,6 +474,8 @@ def _rebuild(ctx: Context, st: journal.OpState) -> Operation:
                     locks=st.locks, id=st.id, target=st.target) if phases else
           Operation(kind=st.kind, title=st.title, steps=steps, params=st.params,
                     locks=st.locks, id=st.id, target=st.target))
+    if [type(x) for x in op.steps] != [type(x) for x in steps]:  # journal.load checks phases
+        raise UnknownStep(f"operation {st.id}: its phases do not match its steps")
     return op
 
 
@@ -552,7 +579,13 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
             _check_resumable(st, held=True)
             op = _rebuild(ctx, st)
             ctx.operation = op
-            findings = preflight(ctx, op)
+            first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
+            inflight = st.steps[first] if first < len(st.steps) else None
+            reset = inflight is not None and inflight.status in ("in-flight", "applied",
+                                                                  "undo-failed")
+            # Steps already applied are not checked again (their check would now say "already
+            # there"); an in-flight one is reset (undone) before it is applied again.
+            findings = preflight(ctx, op, op.steps[first + 1 if reset else first:])
             errors = [f for f in findings if f.level == "error"]
             res = OpResult(st.id, st.kind, st.title, "running",
                            [{"name": s.name, "description": s.description,
@@ -560,19 +593,22 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
                             for s in st.steps], [f.to_dict() for f in findings])
             if errors:
                 _refuse(ctx, op, res, errors)
-            first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
             try:
                 audit.record(ctx, result="started", op_id=st.id,
                              details={"kind": st.kind, "title": st.title, "action": "resume"})
             except DebvisorError as exc:
                 raise PreflightRefused(f"{exc.message}; nothing was changed") from None
             j.append("resumed", pid=os.getpid(), user=operator(), step=first)
-            inflight = st.steps[first] if first < len(st.steps) else None
-            if inflight is not None and inflight.status in ("in-flight", "applied", "undo-failed"):
-                rec = inflight.record if inflight.status == "applied" else {
-                    **(inflight.prior or {}), "_partial": True}
-                if _undo_steps(ctx, op, j, [(first, rec or {})]):
-                    raise RollbackIncomplete(f"cannot reset step {first + 1} before resuming")
+            if reset and inflight is not None:
+                rec = _pending_undo(st, range(first, first + 1))
+                if _undo_steps(ctx, op, j, rec):
+                    audit.record(ctx, result="resume-failed", op_id=st.id,
+                                 details={"kind": st.kind, "title": st.title,
+                                          "error": f"cannot reset step {first + 1}"})
+                    raise RollbackIncomplete(
+                        f"cannot reset step {first + 1} before resuming; the operation stays "
+                        "interrupted", hint=f"fix the cause, then `debvisor ops resume {st.id}` "
+                                            f"or `debvisor ops rollback {st.id}`")
             try:
                 with _signals_as_failure():
                     paused = _apply_all(ctx, op, j, res, start=first, fence=_Fence(cluster))

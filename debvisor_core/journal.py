@@ -82,10 +82,15 @@ class Journal:
     def create(cls, state_dir: Path, op_id: str, header: dict[str, Any]) -> Journal:
         path = ops_dir(state_dir) / f"{op_id}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
         j = cls(path, fd)
-        j.append("created", **header)
-        _fsync_dir(path.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            j.append("created", **header)
+            _fsync_dir(path.parent)
+        except BaseException:
+            j.close()
+            path.unlink(missing_ok=True)  # nothing ran: leave no "interrupted" journal
+            raise
         return j
 
     @classmethod
@@ -113,7 +118,7 @@ class Journal:
 
 def check_id(op_id: str) -> str:
     """``op_id`` if it is an operation id or a prefix of one, else one clear refusal."""
-    if not isinstance(op_id, str) or not _PREFIX_RE.match(op_id):
+    if not isinstance(op_id, str) or not _PREFIX_RE.fullmatch(op_id):
         shown = op_id[:40] + "…" if isinstance(op_id, str) and len(op_id) > 40 else op_id
         raise BadInput(f"{shown!r} is not an operation id (like 20261125-101500-ab12cd, or a "
                        "unique prefix of one); see `debvisor ops list`")
@@ -124,10 +129,10 @@ def find(state_dir: Path, op_id: str) -> Path:
     """The journal of ``op_id`` (a unique prefix is enough), inside ``STATE/ops``."""
     check_id(op_id)
     base = ops_dir(state_dir)
-    if ID_RE.match(op_id) and os.path.lexists(base / f"{op_id}.jsonl"):
+    if ID_RE.fullmatch(op_id) and os.path.lexists(base / f"{op_id}.jsonl"):
         return base / f"{op_id}.jsonl"
     matches = sorted(p for p in base.iterdir()
-                     if p.suffix == ".jsonl" and ID_RE.match(p.stem) and p.stem.startswith(op_id))
+                     if p.suffix == ".jsonl" and ID_RE.fullmatch(p.stem) and p.stem.startswith(op_id))
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -168,6 +173,7 @@ class OpState:
     steps: list[StepState] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] | None = None
+    origin: str | None = None
     paused_phase: int | None = None
     events: int = 0
 
@@ -204,6 +210,7 @@ class OpState:
             "steps": len(self.steps),
             "error": self.error,
             "target": self.target,
+            "origin": self.origin,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,7 +265,7 @@ def load(path: Path) -> OpState:
         return _fold(path, _read(path))
     except CorruptJournal:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any way a hostile file breaks the fold
         raise CorruptJournal(f"journal {path.name} is corrupt ({type(exc).__name__}: "
                              f"{str(exc)[:80]})") from None
 
@@ -273,18 +280,53 @@ def _fold(path: Path, data: bytes) -> OpState:
     complete, tail = lines[:-1], lines[-1]
     for n, raw in enumerate(complete, 1):
         try:
-            ev = json.loads(raw)
-        except json.JSONDecodeError:
+            ev = json.loads(raw, parse_constant=_no_constant)
+        except (json.JSONDecodeError, RecursionError):
             raise CorruptJournal(f"journal {path.name} line {n} is not JSON") from None
         _apply_event(st, ev, path, n)
     if tail.strip():
         try:  # a last line without its newline: a torn write unless it parses
-            _apply_event(st, json.loads(tail), path, len(lines))
-        except json.JSONDecodeError:
+            _apply_event(st, json.loads(tail, parse_constant=_no_constant), path, len(lines))
+        except (json.JSONDecodeError, RecursionError):
             pass  # torn write at a crash: the event did not happen
     if not st.kind:
         raise CorruptJournal(f"journal {path.name} has no 'created' record")
+    _check_phases(st, path)
     return st
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _time(value: Any) -> float:
+    """An event's time: a finite epoch in a sane range, or ValueError."""
+    t = float(value)
+    if not 0 <= t < 1e11:
+        raise ValueError(f"time {value!r} is out of range")
+    return t
+
+
+def _check_phases(st: OpState, path: Path) -> None:
+    """Phases must be contiguous, in order and cover every step exactly (a journal that
+    pairs one step's class with another's record is refused, never rebuilt)."""
+    if not st.phases:
+        return
+    n = 0
+    for k, ph in enumerate(st.phases):
+        first, count = ph.get("first"), ph.get("count")
+        if (not isinstance(first, int) or not isinstance(count, int) or first != n or count < 0
+                or ph.get("on_failure", "rollback-all") not in _POLICIES
+                or ph.get("gate", "auto") not in ("auto", "pause")):
+            raise CorruptJournal(f"journal {path.name}: phase {k + 1} is not a valid phase")
+        if any(s.phase != k for s in st.steps[first:first + count]):
+            raise CorruptJournal(f"journal {path.name}: phase {k + 1} does not match its steps")
+        n += count
+    if n != len(st.steps):
+        raise CorruptJournal(f"journal {path.name}: its phases do not cover its steps")
+
+
+_POLICIES = ("rollback-all", "rollback-phase-and-pause", "pause")
 
 
 def _apply_event(st: OpState, ev: Any, path: Path, n: int) -> None:
@@ -301,9 +343,10 @@ def _apply_event(st: OpState, ev: Any, path: Path, n: int) -> None:
             raise CorruptJournal(f"journal {path.name}: its 'created' record lacks kind or steps")
         st.kind, st.title = ev["kind"], str(ev.get("title", ""))
         st.params, st.locks = dict(ev.get("params") or {}), [str(x) for x in ev.get("locks", [])]
-        st.user, st.started = str(ev.get("user", "")), float(ev["t"])
+        st.user, st.started = str(ev.get("user", "")), _time(ev["t"])
         st.rollback_of = ev.get("rollback_of")
         st.target = ev.get("target") if isinstance(ev.get("target"), dict) else None
+        st.origin = ev.get("origin") if isinstance(ev.get("origin"), str) else None
         st.phases = [p for p in ev.get("phases") or [] if isinstance(p, dict)]
         st.steps = [
             StepState(i, str(s["name"]), str(s["type"]), dict(s.get("params") or {}),
@@ -337,7 +380,7 @@ def _apply_event(st: OpState, ev: Any, path: Path, n: int) -> None:
         st.status = "running"
         st.paused_phase = None
     elif kind == "finished":
-        st.status, st.ended = str(ev["status"]), float(ev["t"])
+        st.status, st.ended = str(ev["status"]), _time(ev["t"])
         st.error = ev.get("error", st.error)
 
 
@@ -349,7 +392,7 @@ def all_ops(state_dir: Path, *, warn: bool = True) -> list[OpState]:
         if p.suffix != ".jsonl":
             continue
         try:
-            if not ID_RE.match(p.stem):
+            if not ID_RE.fullmatch(p.stem):
                 raise CorruptJournal(f"{p.name} in {p.parent} is not named like a journal")
             found.append(load(p))
         except CorruptJournal as exc:

@@ -168,7 +168,13 @@ def build_step(type_name: str, params: Any) -> Step:
     if not isinstance(params, dict):
         raise UnknownStep(f"step {name}: the journalled parameters are not an object")
     if version is not None:
-        params = cls.upgrade(version, dict(params))
+        try:
+            params = cls.upgrade(version, dict(params))
+        except UnknownStep:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's upgrade() on untrusted data
+            raise UnknownStep(f"step {name}: its journalled parameters cannot be upgraded: "
+                              f"{type(exc).__name__}: {exc}") from None
     if dataclasses.is_dataclass(cls):
         allowed = {f.name for f in dataclasses.fields(cls) if f.init}
         extra = sorted(set(params) - allowed)
@@ -177,7 +183,7 @@ def build_step(type_name: str, params: Any) -> Step:
                               f"know: {', '.join(extra[:5])}")
     try:
         return cls(**params)
-    except TypeError as exc:
+    except Exception as exc:  # noqa: BLE001 - a step's __init__/__post_init__ on untrusted data
         raise UnknownStep(f"step {name}: the journalled parameters do not fit: {exc}") from None
 
 

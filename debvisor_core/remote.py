@@ -1,9 +1,11 @@
 """Steps that run a declared action on another node, through a transport driver.
 
-``RemoteAction(node, action, args)`` runs ``debvisor --json actions run ACTION -`` on
-``node`` with the parameters as JSON on stdin (never on a command line), journals the
-remote operation's id, and undoes it with ``debvisor ops rollback ID`` there: the
-remote node journals and audits its own operation, this node journals the step.
+``RemoteAction(node, action, args)`` runs ``debvisor --origin OPID.STEP --json actions run
+ACTION -`` on ``node`` with the parameters as JSON on stdin (never on a command line),
+journals the remote operation's id whatever its outcome (``verify`` fails a run that did
+not succeed), and undoes it with ``debvisor ops rollback ID`` there. The remote node
+journals and audits its own operation with the origin, so an apply interrupted before
+its id came back is found again by ``ops list --origin`` — never guessed.
 
 Nodes come from the config: ``[cluster.nodes.NAME]`` with ``transport`` (``ssh``, the
 default, or ``local``), ``host`` (ssh) and, for ``local``, the node's ``state_dir`` and
@@ -13,12 +15,11 @@ default, or ``local``), ``host`` (ssh) and, for ``local``, the node's ``state_di
 
 from __future__ import annotations
 
-import calendar
 import json
 import os
+import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -137,20 +138,31 @@ class RemoteAction(Step):
         return f"on {self.node}: {self.action}({shown})"
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
-        return {"node": self.node, "since": time.time()}
+        op = ctx.operation
+        index = next((i for i, st in enumerate(getattr(op, "steps", [])) if st is self), 0)
+        return {"node": self.node, "origin": f"{getattr(op, 'id', '')}.{index}"}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        """Run the action there. Whatever the outcome, the remote operation's id is
+        recorded (``verify`` then fails a run that did not succeed), so undo never guesses."""
         transport = transport_for(ctx, self.node)
-        code, out, err = transport.run(["--json", "actions", "run", self.action, "-", "--yes"],
-                                       json.dumps(self.args), self.timeout)
+        origin = ["--origin", prior["origin"]] if _ORIGIN_RE.fullmatch(prior.get("origin", "")) else []
+        code, out, err = transport.run([*origin, "--json", "actions", "run", self.action, "-",
+                                        "--yes"], json.dumps(self.args), self.timeout)
         data = _last_json(out)
+        data = data if isinstance(data, dict) else {}
+        return {"remote_op": data.get("id") or None, "remote_status": data.get("status"),
+                "remote_exit": code, "remote_error": _why(code, err) if code else None}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        code, status = record.get("remote_exit"), record.get("remote_status")
         if code != 0:
-            where = f" (operation {data['id']} there)" if isinstance(data, dict) and data.get("id") else ""
+            where = f" (operation {record['remote_op']} there)" if record.get("remote_op") else ""
             raise StepFailed(f"node {self.node}: {self.action} failed with exit {code}{where}: "
-                             f"{_why(code, err)}")
-        if not isinstance(data, dict):
-            raise StepFailed(f"node {self.node}: {self.action} answered no JSON result")
-        return {"remote_op": data.get("id"), "remote_status": data.get("status")}
+                             f"{record.get('remote_error')}")
+        if status not in ("succeeded", "unchanged", None):
+            raise StepFailed(f"node {self.node}: {self.action} ended {status} (operation "
+                             f"{record.get('remote_op')} there), not succeeded")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         transport = transport_for(ctx, self.node)
@@ -158,27 +170,32 @@ class RemoteAction(Step):
         if not op_id and record.get("_partial"):
             op_id = self._find_partial(transport, record)
         if not op_id:
-            return  # nothing ran there (refused, or rolled back by itself)
+            return  # nothing ran there (refused before its journal, or never started)
         code, _, err = transport.run(["--json", "ops", "rollback", str(op_id), "--yes"], None,
                                      self.timeout)
-        if code != 0 and "already rolled-back" not in err:
+        if code != 0 and "already rolled-back" not in err and "already refused" not in err:
             raise StepFailed(f"node {self.node}: rollback of operation {op_id} failed: "
                              f"{_why(code, err)}")
 
     def _find_partial(self, transport: Transport, record: dict[str, Any]) -> str | None:
-        """An interrupted apply: the newest operation of this action on the node since the
-        step began, if it still needs undoing."""
-        code, out, err = transport.run(["--json", "ops", "list", "--limit", "20"], None, 120)
+        """An interrupted apply: the node's operation journalled for this step (``--origin``),
+        if it still needs undoing; one still running there cannot be undone yet."""
+        origin = str(record.get("origin", ""))
+        if not _ORIGIN_RE.fullmatch(origin):
+            raise StepFailed(f"node {self.node}: the journal has no origin for this step; check "
+                             f"`debvisor ops list` there and roll back by hand")
+        code, out, err = transport.run(["--json", "ops", "list", "--origin", origin, "--limit",
+                                        "5"], None, 120)
         ops = _last_json(out) if code == 0 else None
         if not isinstance(ops, list):
             raise StepFailed(f"node {self.node}: cannot list its operations: {_why(code, err)}")
-        code, out, err = transport.run(["--json", "actions", "show", self.action], None, 120)
-        shown = _last_json(out) if code == 0 else None
-        kind = shown.get("kind") if isinstance(shown, dict) else None
-        since = float(record.get("since", 0))
         for o in ops:
-            started = calendar.timegm(time.strptime(o["started"], "%Y-%m-%dT%H:%M:%SZ"))
-            if (o.get("kind") == kind and started + 1 >= since
-                    and o["status"] in ("succeeded", "interrupted", "paused", "rollback-incomplete")):
+            if o.get("status") == "running":
+                raise StepFailed(f"node {self.node}: operation {o['id']} for this step is still "
+                                 "running there; roll back again once it has ended")
+            if o.get("status") in ("succeeded", "interrupted", "paused", "rollback-incomplete"):
                 return str(o["id"])
         return None
+
+
+_ORIGIN_RE = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}")

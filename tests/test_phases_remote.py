@@ -172,3 +172,45 @@ def test_actions_list_show_and_run(dv: Runner, dv_state: StateDir, site_plugins:
     bad = dv("actions", "run", "example.note.add", "-", "--yes", input="[1")
     assert bad.code == 2 and "not a JSON object" in bad.stderr
     assert dv("actions", "show", "nope.nothing").code == 2
+
+
+REMOTE_KILLED = r"""
+import os, signal
+from debvisor_core.context import Context
+from debvisor_core.engine import run
+from debvisor_core.model import Operation
+from debvisor_core.remote import RemoteAction
+
+class Killed(RemoteAction):
+    TYPE = "core.remote-action"  # journalled as the real step, which rollback rebuilds
+
+    def apply(self, ctx, prior):
+        super().apply(ctx, prior)           # the remote operation ran ...
+        os.kill(os.getpid(), signal.SIGKILL)  # ... but we die before its id is journalled
+
+run(Context(yes=True), Operation(kind="cluster.upgrade", title="killed mid-step",
+    steps=[Killed("node1", "example.note.add", {"name": "k", "text": "v"})]))
+"""
+
+
+def test_interrupted_remote_step_is_found_by_its_origin(
+        dv: Runner, dv_state: StateDir, cluster: dict[str, Path]) -> None:
+    """Review 2, #2: the orchestrator dies after the remote operation ran but before its id
+    was journalled here: `ops rollback` finds that operation by its origin (OPID.STEP),
+    never by guessing, and rolls it back there."""
+    res = subprocess.run([sys.executable, "-c", REMOTE_KILLED], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ))
+    assert res.returncode == -9, res.stderr
+    op = json.loads(dv("ops", "list", "--json").stdout)[0]
+    assert op["status"] == "interrupted"
+    node1 = {**os.environ, "DEBVISOR_STATE_DIR": str(cluster["node1"] / "state"),
+             "DEBVISOR_CONFIG": str(cluster["node1"] / "debvisor.toml")}
+    there = dv("ops", "list", "--json", "--origin", f"{op['id']}.0", env=node1)
+    assert [o["status"] for o in there.json] == ["succeeded"], there
+    # an unrelated operation of the same kind on node1, later: must not be the one undone
+    other = dv("example", "note", "add", "other", "x", "--yes", env=node1)
+    assert other.code == 0
+    assert node_notes(cluster["node1"]) == {"INDEX": "k\nother\n", "k": "v", "other": "x"}
+    back = dv("ops", "rollback", op["id"], "--yes")
+    assert back.code == 0, back
+    assert node_notes(cluster["node1"]) == {"INDEX": "other\n", "other": "x"}

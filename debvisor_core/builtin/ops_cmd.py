@@ -16,6 +16,8 @@ def _list(ctx: Context, p: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [o.summary() for o in journal.all_ops(ctx.state_dir)]
     if p["status"]:
         rows = [r for r in rows if r["status"] == p["status"]]
+    if p["origin"]:
+        rows = [r for r in rows if r["origin"] == p["origin"]]
     return rows[:p["limit"]]
 
 
@@ -61,8 +63,11 @@ ACTIONS = [
            render=_render_list,
            params=(Param("limit", "Show at most this many.", type="int", default=20, minimum=1),
                    Param("status", "Only operations with this status (e.g. interrupted).",
+                         default=None),
+                   Param("origin", "Only operations run for this remote step (OPID.STEP).",
                          default=None)),
-           result="a list of {id, kind, title, status, user, started, ended, steps, error, target}",
+           result="a list of {id, kind, title, status, user, started, ended, steps, error, target, "
+                  "origin}",
            examples=("debvisor ops list", "debvisor ops list --status interrupted --json")),
     Action("ops.show", "Show one operation with each step's status and undo record",
            privilege="none", query=_show, render=_render_show, params=(_ID,),

@@ -353,3 +353,46 @@ def test_diagnostics_bundle_never_writes_through_a_planted_file(dv: Runner, dv_s
     assert res.code in (0, 1), res
     assert victim.read_text() == "keep" and out.exists()
     assert oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+def test_sighup_with_the_terminal_gone_still_rolls_back(dv: Runner, dv_state: StateDir,
+                                                        prior: dict[str, str]) -> None:
+    """Review 2, #1: an ssh session that drops takes the terminal with it; writing the
+    failure there must not stop the rollback (stderr is a pipe nobody reads any more)."""
+    ready = dv_state.path / "ready"
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "debvisor_core", "example", "note", "add", "keep", "new", "--yes"],
+        stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+        env={**os.environ, "DEBVISOR_FAULTS": "IndexNote:hang", "DEBVISOR_FAULT_READY": str(ready)})
+    os.close(w)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.close(r)  # the terminal is gone
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=30) == 4
+    assert notes(dv_state) == prior
+    assert ops(dv)[0]["status"] == "rolled-back"
+
+
+@pytest.mark.parametrize("line", [
+    '{"event": "created", "t": 1' + "0" * 400 + ', "kind": "x.y", "steps": []}',
+    '{"event": "created", "t": NaN, "kind": "x.y", "steps": []}',
+    '{"event": "created", "t": Infinity, "kind": "x.y", "steps": []}',
+    "[" * 100000,
+    '{"event": "created", "t": 1, "kind": "x.y", "steps": [{"name": "a", "type": "b.c@1", '
+    '"params": {}, "phase": 1}], "phases": [{"name": "p", "first": 1, "count": 1}]}',
+])
+def test_hostile_journal_numbers_nesting_and_phases_are_skipped(dv: Runner, dv_state: StateDir,
+                                                                 prior: dict[str, str],
+                                                                 line: str) -> None:
+    """Review 2, #5/#6: huge or non-finite times, deep nesting and phases that do not
+    cover the steps are one [WARN] line each, never an internal error."""
+    (dv_state.path / "ops" / "20260101-000000-bbbbbb.jsonl").write_text(line + "\n")
+    res = dv("ops", "list", "--json")
+    assert res.code == 0, res
+    assert "skipping journal 20260101-000000-bbbbbb.jsonl" in res.stderr
+    assert add(dv, "fresh", "t").code == 0
+    assert dv("ops", "show", "20260101-000000-bbbbbb").code == 2

@@ -31,6 +31,19 @@ def _host(ctx: click.Context) -> Any:
     return host
 
 
+def _one_line(summary: str, dist: str, width: int) -> str:
+    """A plugin's one short line for the root --help: what comes after its name in the
+    distribution's summary ("DebVisor DNS plugin (`debvisor dns`): TSIG-signed …" gives
+    "TSIG-signed …"), cut at a word to fit one line."""
+    text = summary.split("): ", 1)[1] if "): " in summary else summary
+    text = text[:1].upper() + text[1:] if text else f"From {dist}."
+    width = max(width, 30)
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"
+
+
 class RootGroup(click.Group):
     """Resolves ``debvisor WORD`` to a built-in or plugin command only when typed."""
 
@@ -61,7 +74,8 @@ class RootGroup(click.Group):
         for entry in discovery.installed():
             if entry.name in BUILTIN_COMMANDS or discovery.blocked_reason(entry.name):
                 continue
-            plugins.append((entry.name, entry.summary or f"from {entry.dist}"))
+            plugins.append((entry.name, _one_line(entry.summary, entry.dist,
+                                                  formatter.width - 8 - len(entry.name))))
         with formatter.section("Core commands"):
             formatter.write_dl(rows)
         if plugins:

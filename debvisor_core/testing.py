@@ -91,12 +91,20 @@ class Runner:
         return Result(res.returncode, res.stdout, res.stderr, argv)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start ``debvisor ARGS`` without waiting (for kill tests)."""
+        """Start ``debvisor ARGS`` without waiting (for kill tests). Ctrl-C (SIGINT) works
+        in it even when the tests run as a background job, which inherit SIGINT ignored
+        (and Python then never installs its KeyboardInterrupt handler)."""
         return subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "debvisor_core", *map(str, args)], text=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})}, preexec_fn=_default_sigint,
         )
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

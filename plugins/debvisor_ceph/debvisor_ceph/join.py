@@ -19,7 +19,6 @@ device, no LVM or device-mapper) and ``file`` (the lab: a BlueStore OSD on a spa
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from debvisor_core import log
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import BadInput, StepFailed
-from debvisor_core.statefile import read_json
+from debvisor_core.statefile import read_json, update_json
 
 from .client import Settings, session
 from .fileosd import OSD_CAPS, _mkfs, osd_argv
@@ -166,31 +165,10 @@ def real_fsid(ctx: Context, plan_uuid: str) -> str:
 
 
 def _remember_fsid(ctx: Context, plan_uuid: str, fsid: str) -> None:
-    """Record ``plan_uuid → fsid`` durably (flock, tmp + fsync + rename + directory fsync):
-    the steps after CreateOsd, and a rollback after a crash, find the OSD through it."""
-    path = _aliases(ctx)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as lk:
-        fcntl.flock(lk, fcntl.LOCK_EX)
-        data = read_json(path, {})
-        if not isinstance(data, dict):
-            data = {}
-        data[plan_uuid] = fsid
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            buf = memoryview((json.dumps(data, indent=1) + "\n").encode())
-            while buf:
-                buf = buf[os.write(fd, buf):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    """Record ``plan_uuid → fsid`` durably (``statefile.update_json``: flock, tmp + fsync +
+    rename + directory fsync): the steps after CreateOsd, and a rollback after a crash, find
+    the OSD through it."""
+    update_json(_aliases(ctx), lambda d: d.__setitem__(plan_uuid, fsid))
 
 
 # --- the disk's identity (recorded at plan time, re-checked before any purge or wipe) ----

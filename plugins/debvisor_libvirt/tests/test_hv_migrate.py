@@ -39,7 +39,20 @@ def _beats_after(log: Path, n: int, timeout: float = 20) -> None:
         if max(lab.console_heartbeats(log), default=0) > n + 1:
             return
         time.sleep(0.2)
-    raise AssertionError(f"no new heartbeat after #{n} in {timeout}s")
+    beats = lab.console_heartbeats(log)
+    restarted = f"; the guest restarted (the last heartbeat is #{beats[-1]})" \
+        if beats and beats[-1] < n else ""
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise AssertionError(f"no new heartbeat after #{n} in {timeout}s{restarted}; "
+                         f"the console's last lines:\n{tail}")
+
+
+def _journal(dv: Any, res: Any) -> str:
+    """The operation's journal named in a failed run's output (for the failure message)."""
+    import re
+
+    ids = re.findall(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}", res.stderr)
+    return str(dv("ops", "show", ids[-1])) if ids else "(no operation id in the output)"
 
 
 def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
@@ -109,7 +122,7 @@ def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
     res = dv("hv", "migrate", VM, _other(src), "--bandwidth", "1MiB/s", "--timeout", "2s",
              "--yes")
-    assert res.code == 4, res
+    assert res.code == 4, f"{res}\n--- the journal\n{_journal(dv, res)}"
     assert f"did not finish within 2s; aborted, it still runs on {src}" in res.stderr
     assert hv_env.where(VM) == [src]
 

@@ -332,6 +332,11 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     ctx.secret_options = tuple(p.option for p in action.params if p.secret)
     if ctx.target is None:
         ctx.target = action.target(params)
+    opts = ctx.op_options
+    if not action.journalled and (opts.dry_run or opts.check or opts.rollback):
+        flag = "--dry-run" if opts.dry_run else "--check" if opts.check else "--rollback"
+        what = "only reads" if action.query is not None else "is not a journalled operation"
+        raise BadInput(f"{action.path} {what}: it has no {flag}")
     if action.query is not None or action.execute is not None:
         fn = action.query or action.execute
         assert fn is not None

@@ -464,6 +464,9 @@ def record(ctx: Context, *, result: str, op_id: str | None = None,
         "duration_ms": duration_ms,
         "details": scrub(details or {}),
     }
+    caller = os.environ.get("DEBVISOR_CALLER")
+    if caller:  # run for a debvisor-rpcd call: who called, as the daemon authenticated them
+        event["caller"] = caller[:200]
     path = log_path(ctx)
     try:
         rec = append(path, event)

@@ -133,6 +133,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "maintenance": ("debvisor_core.builtin.maintenance", "Enable, disable or show maintenance mode."),
     "ops": ("debvisor_core.builtin.ops_cmd", "List, show, roll back and resume operations."),
     "plugins": ("debvisor_core.builtin.plugins_cmd", "List installed plugins and their status."),
+    "rpcd": ("debvisor_core.rpcd.cli", "The node's gRPC API daemon: serve, CA, API keys, calls."),
 }
 
 #: hook-only built-in plugins, always registered

@@ -1,0 +1,138 @@
+"""API keys of debvisor-rpcd: ``dvk_ID.SECRET``, stored as HMAC-SHA256 under a server key.
+
+The store (``STATE/rpcd/api-keys.json``, 0600) keeps per key id its owner (an identity),
+role, expiry and ``HMAC(server key, secret)``; the secret itself is shown once, when the
+key is created. Checking a key is a dictionary lookup and one HMAC (about 2 µs): the
+secrets are 160 random bits, so a slow password hash would buy nothing and cap a core at
+a few dozen calls a second. The server key (``STATE/keys/rpcd-api.key``) lives apart
+from the store: a leaked store alone does not let anyone test guesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+
+KEY_RE = re.compile(r"dvk_([a-z0-9]{8})\.([A-Za-z0-9_-]{27})")
+
+
+def store_path() -> Path:
+    from ..config import state_dir
+
+    return state_dir() / "rpcd" / "api-keys.json"
+
+
+def _server_key() -> bytes:
+    from ..redact import key_path, load_key
+
+    return load_key(key_path("rpcd-api"), "rpcd API-key secret")
+
+
+def _mac(secret: str) -> str:
+    return hmac.new(_server_key(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def load() -> dict[str, Any]:
+    import json
+
+    from ..secrets import read_secret
+
+    p = store_path()
+    if not p.exists():
+        return {}
+    data = json.loads(read_secret(p, "API-key store", max_bytes=16 << 20))
+    return data if isinstance(data, dict) else {}
+
+
+def create(owner: str, role: str, ttl_s: float | None, note: str = "") -> tuple[str, dict[str, Any]]:
+    """A new key for ``owner`` narrowed to ``role``: (the key, shown once; its record)."""
+    from ..statefile import update_json
+
+    key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+    secret = secrets.token_urlsafe(20)
+    now = time.time()
+    rec = {"id": key_id, "owner": owner, "role": role, "created": now, "note": note,
+           "expires": now + ttl_s if ttl_s else None, "revoked": None, "mac": _mac(secret)}
+
+    def add(d: dict[str, Any]) -> None:
+        d[key_id] = rec
+
+    store_path().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    update_json(store_path(), add)  # a 0600 file, replaced atomically under a lock
+    return f"dvk_{key_id}.{secret}", rec
+
+
+def revoke(key_id: str) -> dict[str, Any]:
+    from ..statefile import update_json
+
+    found: dict[str, Any] = {}
+
+    def change(d: dict[str, Any]) -> None:
+        if key_id not in d:
+            raise BadInput(f"no API key {key_id[:20]!r}; see `debvisor rpcd key list`")
+        d[key_id]["revoked"] = d[key_id].get("revoked") or time.time()
+        found.update(d[key_id])
+
+    update_json(store_path(), change)
+    return found
+
+
+def public(rec: dict[str, Any]) -> dict[str, Any]:
+    """A key's record without its MAC (what `key list` shows)."""
+    return {k: v for k, v in rec.items() if k != "mac"}
+
+
+@dataclass
+class KeyCheck:
+    """The outcome of checking a presented key."""
+
+    ok: bool
+    key_id: str | None = None
+    owner: str | None = None
+    role: str | None = None
+    why: str = ""
+
+
+class KeyStore:
+    """The store as the daemon reads it: re-read when the file changes."""
+
+    def __init__(self) -> None:
+        self._mtime: int | None = None
+        self._keys: dict[str, Any] = {}
+        self._server_key: bytes | None = None
+
+    def _refresh(self) -> None:
+        try:
+            m = store_path().stat().st_mtime_ns
+        except OSError:
+            m = None
+        if m != self._mtime:
+            self._keys = load() if m is not None else {}
+            self._mtime = m
+
+    def check(self, presented: str) -> KeyCheck:
+        m = KEY_RE.fullmatch(presented.strip())
+        if not m:
+            return KeyCheck(False, why="malformed API key")
+        self._refresh()
+        rec = self._keys.get(m[1])
+        if rec is None:
+            return KeyCheck(False, why="unknown API key")
+        if self._server_key is None:
+            self._server_key = _server_key()
+        mac = hmac.new(self._server_key, m[2].encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(mac, str(rec.get("mac", ""))):
+            return KeyCheck(False, key_id=m[1], why="wrong API key secret")
+        if rec.get("revoked"):
+            return KeyCheck(False, key_id=m[1], why="API key revoked")
+        if rec.get("expires") and rec["expires"] < time.time():
+            return KeyCheck(False, key_id=m[1], why="API key expired")
+        return KeyCheck(True, key_id=m[1], owner=rec["owner"], role=rec["role"])

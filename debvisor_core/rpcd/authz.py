@@ -1,0 +1,144 @@
+"""Who is calling and what they may do: identities, roles, tokens and rate limits.
+
+Deny by default. The caller is the client certificate's CN (mTLS is always on), or the
+subject of a verified OAuth2 bearer token (JWT) when one is sent. A certificate listed in
+``[rpcd] proxies`` (the web panel's) is nobody by itself: a call from it without a user
+token is UNAUTHENTICATED, so a proxy never borrows the identity of the users it forwards
+(the etcd gateway CVE-2018-16886). An API key (``x-api-key``) can only narrow its owner's
+permissions: the effective permissions are the owner's roles intersected with the key's.
+
+Permissions are patterns: ``rpc:NAME`` for a method (``rpc:*`` all), an action path or glob
+(``hv.migrate``, ``hv.*``, ``*``) for Invoke, and ``@read`` for every read-only action.
+Built-in roles: ``viewer`` (read-only actions and the read methods), ``operator`` and
+``admin`` (everything); ``[rpcd.roles.NAME] allow = [...]`` adds or replaces roles and
+``[rpcd.identities] NAME = [ROLES]`` grants them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+READ_METHODS = ("rpc:ListActions", "rpc:Health", "rpc:ListOperations", "rpc:VerifyAudit",
+                "rpc:AuditEvents", "rpc:WhoAmI")
+BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
+    "viewer": (*READ_METHODS, "rpc:Invoke", "@read"),
+    "operator": ("rpc:*", "*"),
+    "admin": ("rpc:*", "*"),
+}
+
+
+@dataclass
+class Caller:
+    """The authenticated caller of one call."""
+
+    identity: str
+    cert_cn: str
+    via: str | None = None  # the proxy certificate it came through
+    key_id: str | None = None
+    key_role: str | None = None
+    roles: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        out = self.identity + (f" via={self.via}" if self.via else "")
+        return out + (f" key={self.key_id}" if self.key_id else "")
+
+
+@dataclass
+class Policy:
+    """Roles and grants from ``[rpcd]``."""
+
+    roles: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_ROLES))
+    identities: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    proxies: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, conf: dict[str, Any]) -> Policy:
+        roles = dict(BUILTIN_ROLES)
+        for name, r in (conf.get("roles") or {}).items():
+            roles[str(name)] = tuple(str(x) for x in (r.get("allow") or []))
+        ids = {str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
+               for k, v in (conf.get("identities") or {}).items()}
+        return cls(roles, ids, frozenset(str(p) for p in conf.get("proxies") or []))
+
+    def _allows(self, role: str, perm: str, read_only: bool) -> bool:
+        for pat in self.roles.get(role, ()):
+            if pat == "@read" and read_only and not perm.startswith("rpc:"):
+                return True
+            if perm.startswith("rpc:") != pat.startswith("rpc:"):
+                continue
+            if fnmatch.fnmatchcase(perm, pat):
+                return True
+        return False
+
+    def allowed(self, caller: Caller, perm: str, *, read_only: bool = False) -> bool:
+        """Whether ``caller`` may ``perm`` (``rpc:Invoke`` or an action path)."""
+        if not any(self._allows(r, perm, read_only) for r in caller.roles):
+            return False
+        return caller.key_role is None or self._allows(caller.key_role, perm, read_only)
+
+
+class Bucket:
+    """A token bucket per identity (refilled on read)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._state: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, who: str) -> float:
+        """0 when a call may go, else the seconds until one may."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._state.get(who, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1:
+                self._state[who] = (tokens - 1, now)
+                return 0.0
+            self._state[who] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+class JwtVerifier:
+    """OAuth2 bearer tokens: signature against a JWKS file, issuer, audience and expiry
+    required (PyJWT with ``require``: several JWT libraries accept an expired or
+    wrong-audience token unless told to check)."""
+
+    def __init__(self, jwks_file: str, issuer: str, audience: str, leeway: float = 30) -> None:
+        import json
+
+        import jwt
+
+        self._jwt = jwt
+        data = json.loads(Path(jwks_file).read_text())
+        self.keys = jwt.PyJWKSet.from_dict(data)
+        self.issuer, self.audience, self.leeway = issuer, audience, leeway
+
+    def subject(self, token: str) -> str:
+        """The verified token's subject; raises ValueError with the reason."""
+        jwt = self._jwt
+        try:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            keys = [k for k in self.keys.keys if kid is None or k.key_id == kid]
+            if not keys:
+                raise ValueError("no key for the token's kid")
+            last: Exception | None = None
+            for k in keys:
+                try:
+                    claims = jwt.decode(token, k.key, algorithms=[k.algorithm_name],
+                                        audience=self.audience, issuer=self.issuer,
+                                        leeway=self.leeway,
+                                        options={"require": ["exp", "iss", "aud", "sub"]})
+                    return str(claims["sub"])
+                except jwt.InvalidSignatureError as exc:
+                    last = exc
+            raise ValueError(f"bad token: {last}")
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"bad token: {exc}") from None

@@ -1,0 +1,120 @@
+"""A client of debvisor-rpcd: mTLS channel, credentials from owner-only files, events.
+
+Used by ``debvisor rpcd call``, the tests and other nodes. ``[rpcd.client]``: ``address``,
+``ca``, ``cert``, ``key`` (the caller's certificate from the cluster CA), ``api_key_file``
+and ``token_file`` (an OAuth2 bearer token) — secrets are read from files, never argv.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from .. import log
+from ..errors import BadInput, DebvisorError
+from .v1 import debvisor_pb2 as pb
+from .v1 import debvisor_pb2_grpc as pbg
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..context import Context
+
+#: gRPC status -> the CLI's exit code
+STATUS_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: 2, grpc.StatusCode.UNAUTHENTICATED: 3,
+               grpc.StatusCode.PERMISSION_DENIED: 3, grpc.StatusCode.FAILED_PRECONDITION: 3,
+               grpc.StatusCode.RESOURCE_EXHAUSTED: 3}
+
+
+@dataclass
+class Client:
+    address: str
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    api_key_file: str | None = None
+    token_file: str | None = None
+    insecure_lab: bool = False
+
+    @classmethod
+    def from_config(cls, conf: dict[str, Any], **over: Any) -> Client:
+        vals = {k: over.get(k) or conf.get(k) for k in
+                ("address", "ca", "cert", "key", "api_key_file", "token_file", "insecure_lab")}
+        if not vals["address"]:
+            raise BadInput("no rpcd address: give --address or set [rpcd.client] address")
+        return cls(**vals)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        from ..secrets import read_secret
+
+        md = []
+        if self.api_key_file:
+            md.append(("x-api-key", read_secret(self.api_key_file, "API key file").decode().strip()))
+        if self.token_file:
+            tok = read_secret(self.token_file, "token file").decode().strip()
+            md.append(("authorization", f"Bearer {tok}"))
+        return md
+
+    def channel(self) -> grpc.Channel:
+        from ..secrets import read_secret
+
+        if self.insecure_lab:
+            return grpc.insecure_channel(self.address)
+        if not (self.ca and self.cert and self.key):
+            raise BadInput("rpcd client needs [rpcd.client] ca, cert and key (mTLS)")
+        creds = grpc.ssl_channel_credentials(
+            Path(self.ca).read_bytes(), read_secret(self.key, "client key"),
+            Path(self.cert).read_bytes())
+        return grpc.secure_channel(self.address, creds)
+
+    def stub(self) -> pbg.NodeStub:
+        return pbg.NodeStub(self.channel())
+
+    def invoke(self, action: str, params_json: str, *, dry_run: bool = False, check: bool = False,
+               yes: bool = False, timeout: float = 3600) -> Iterator[dict[str, Any]]:
+        """The run's events as dicts; an RPC error becomes a final ``exit`` event."""
+        req = pb.InvokeRequest(action=action, params_json=params_json, dry_run=dry_run,
+                               check=check, yes=yes)
+        try:
+            for ev in self.stub().Invoke(req, timeout=timeout, metadata=self.metadata()):
+                yield json.loads(ev.json)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            yield {"event": "exit", "code": STATUS_EXIT.get(code, 1),
+                   "message": f"{self.address}: {code.name}: {exc.details()}"}  # type: ignore[attr-defined]
+
+
+def render(ctx: Context, ev: dict[str, Any], code: int) -> int:
+    """Show one event the way the CLI would; return the exit code so far."""
+    from ..ui import JsonEventsUI, active
+
+    ui = active()
+    if isinstance(ui, JsonEventsUI):
+        ui.emit(ev.pop("event", "?"), **{k: v for k, v in ev.items() if k != "t"})
+        return int(ev.get("code", code)) if "code" in ev else code
+    kind = ev.get("event")
+    if kind == "log":
+        getattr(log, {"warning": "warn"}.get(ev["level"], ev["level"]), log.info)(ev["message"])
+    elif kind == "plan":
+        verb = ev.get("verb") or "plan"
+        print(f"{verb.capitalize()}: {ev['title']}")
+        for s in ev.get("steps", []):
+            print(f"  {s}")
+    elif kind == "step" and ev.get("status") == "running":
+        log.info(f"step {ev['index']}/{ev['total']}: {ev['description']}")
+    elif kind == "note":
+        print(ev["text"])
+    elif kind == "result":
+        sys.stdout.write(json.dumps(ev["result"], indent=2, default=str) + "\n")
+    elif kind == "exit":
+        if ev.get("message") and ev.get("code"):
+            log.error(ev["message"])
+        return int(ev.get("code") or 0)
+    return code
+
+
+__all__ = ["STATUS_EXIT", "Client", "DebvisorError", "render"]

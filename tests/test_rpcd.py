@@ -1,0 +1,456 @@
+"""debvisor-rpcd against real daemons: real certificates (the CLI's CA), real TLS, real
+gRPC clients. Each case of the auth matrix asserts its exact status code and, where the
+call reached the daemon, its line in the call log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from debvisor_core.rpcd import pki
+from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
+from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
+
+ISSUER, AUD = "https://idp.lab.invalid", "debvisor"
+
+
+def _dv(state: Path, *args: str, config: Path | None = None, input: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBVISOR_STATE_DIR": str(state)}
+    if config:
+        env["DEBVISOR_CONFIG"] = str(config)
+    return subprocess.run([sys.executable, "-m", "debvisor_core", *args], env=env, input=input,
+                          capture_output=True, text=True, timeout=120)
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    address: str
+    state: Path
+    config: Path
+    calllog: Path
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.calllog.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@dataclass
+class Pki:
+    dir: Path
+    rogue: Path
+    jwk_key: Any
+    other_key: Any
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pki]]:
+    root = tmp_path_factory.mktemp("rpcd")
+    state = root / "state"
+    d = root / "pki"
+    for args in (["ca", "init", "--dir", str(d)],
+                 ["ca", "issue", "node1", "--server", "--ip", "127.0.0.1", "--dir", str(d)],
+                 ["ca", "issue", "admin", "--kind", "user", "--dir", str(d)],
+                 ["ca", "issue", "viewer", "--kind", "user", "--dir", str(d)],
+                 ["ca", "issue", "nobody", "--kind", "user", "--dir", str(d)],
+                 ["ca", "issue", "panel", "--kind", "proxy", "--dir", str(d)]):
+        res = _dv(state, "rpcd", *args)
+        assert res.returncode == 0, res.stderr
+    assert (d / "admin.key").stat().st_mode & 0o777 == 0o600
+    # an expired certificate from the right CA, and a valid one from another CA
+    pki.issue(d, "expired", kind="user", days=1,
+              not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
+    rogue = root / "rogue"
+    pki.init(rogue)
+    pki.issue(rogue, "admin", kind="user")
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    (root / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256",
+                                                          "use": "sig"}]}))
+    yield root, Pki(d, rogue, key, other)
+
+
+def _config(root: Path, name: str, **extra: Any) -> Path:
+    d = root / "pki"
+    lines = ["[rpcd]", 'listen = "127.0.0.1:0"', f'ca = "{d}/ca.pem"', f'cert = "{d}/node1.pem"',
+             f'key = "{d}/node1.key"', f'jwks_file = "{root}/jwks.json"', f'jwt_issuer = "{ISSUER}"',
+             f'jwt_audience = "{AUD}"', 'proxies = ["panel"]']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    lines += ["[rpcd.identities]", 'admin = ["admin"]', 'viewer = ["viewer"]', 'alice = ["operator"]',
+              'bob = ["viewer"]', 'expired = ["admin"]']
+    p = root / f"{name}.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _start(root: Path, name: str, *args: str, **extra: Any) -> Daemon:
+    config = _config(root, name, **extra)
+    state = root / "state"
+    log = root / f"{name}-calls.jsonl"
+    env = {**os.environ, "DEBVISOR_STATE_DIR": str(state), "DEBVISOR_CONFIG": str(config)}
+    proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
+                             str(log), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("READY "), (line, proc.stderr.read() if proc.stderr else "")
+    return Daemon(proc, line.split()[1], state, config, log)
+
+
+@pytest.fixture(scope="module")
+def daemon(world: tuple[Path, Pki]) -> Iterator[Daemon]:
+    d = _start(world[0], "main", rate=1000.0, burst=1000.0)
+    yield d
+    d.stop()
+
+
+def _stub(d: Daemon, pk: Pki, who: str | None = "admin", *, ca_dir: Path | None = None,
+          trust: Path | None = None) -> pbg.NodeStub:
+    ca = (trust or pk.dir / "ca.pem").read_bytes()
+    if who is None:
+        creds = grpc.ssl_channel_credentials(ca)
+    else:
+        base = ca_dir or pk.dir
+        creds = grpc.ssl_channel_credentials(ca, (base / f"{who}.key").read_bytes(),
+                                             (base / f"{who}.pem").read_bytes())
+    return pbg.NodeStub(grpc.secure_channel(d.address, creds))
+
+
+def _code(fn: Any) -> tuple[grpc.StatusCode, str]:
+    try:
+        r = fn()
+        if hasattr(r, "__next__"):
+            list(r)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()  # type: ignore[attr-defined]
+    return grpc.StatusCode.OK, ""
+
+
+def _events(it: Any) -> list[dict[str, Any]]:
+    return [json.loads(e.json) for e in it]
+
+
+def _token(pk: Pki, *, sub: str = "alice", key: Any = None, aud: str = AUD, exp: float = 300,
+           iss: str = ISSUER) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": sub, "iss": iss, "aud": aud, "iat": now, "exp": now + exp},
+                      key or pk.jwk_key, algorithm="ES256", headers={"kid": "k1"})
+
+
+# -- the API ---------------------------------------------------------------------------------
+def test_list_actions_comes_from_the_declarations(daemon: Daemon, world: Any) -> None:
+    resp = _stub(daemon, world[1]).ListActions(pb.ListActionsRequest(), timeout=30)
+    by = {a.path: a for a in resp.actions}
+    local = json.loads(_dv(daemon.state, "--json", "actions", "list").stdout)
+    assert set(by) == {a["path"] for a in local}
+    mig = by["hv.migrate"]
+    assert mig.changes_state and json.loads(mig.schema_json)["required"] == ["vm", "target"]
+    assert not by["ops.list"].changes_state
+
+
+def test_invoke_a_query_and_a_journalled_operation(daemon: Daemon, world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    evs = _events(stub.Invoke(pb.InvokeRequest(action="ops.list", params_json='{"limit": 3}'),
+                              timeout=30))
+    assert evs[-1] == {"event": "exit", "code": 0} and evs[-2]["event"] == "result"
+    # the same engine as the CLI, in a child process: preflight, plan, refusal (exit 3) ...
+    req = pb.InvokeRequest(action="hv.register", params_json='{"vm": "test", "owner": "ops"}',
+                           dry_run=True)
+    evs = _events(stub.Invoke(req, timeout=60))
+    plan = next(e for e in evs if e["event"] == "plan")
+    assert plan["title"] == "register test" and "no console" in plan["findings"][0]["message"]
+    assert evs[-1]["event"] == "exit" and evs[-1]["code"] == 3, evs
+    local = _dv(daemon.state, "hv", "register", "test", "--owner", "ops", "--dry-run")
+    assert local.returncode == 3 and evs[-1]["message"] in local.stderr
+    # ... and a state change audited, before it happens, with the caller the daemon saw
+    req = pb.InvokeRequest(action="maintenance.enable", params_json='{"reason": "rpcd test"}',
+                           yes=True)
+    evs = _events(stub.Invoke(req, timeout=60))
+    assert evs[-1] == {"event": "exit", "code": 0}, evs
+    audit = [json.loads(x) for x in (daemon.state / "log" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["result"] == "enabled" and audit[-1]["caller"] == "admin"
+    evs = _events(stub.Invoke(pb.InvokeRequest(action="maintenance.disable", yes=True), timeout=60))
+    assert evs[-1]["code"] == 0
+    assert json.loads(_dv(daemon.state, "--json", "maintenance", "status").stdout)["enabled"] is False
+
+
+def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Daemon,
+                                                                      world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    for action, params in (("no.such", "{}"), ("ops.list", "[1]"), ("ops.list", "{bad"),
+                           ("ops.list", '{"limit": "many"}'), ("ops.list", '{"nope": 1}')):
+        code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(action=action, params_json=params),
+                                              timeout=30))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (action, params, code, why)
+    code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(action="ops.list", dry_run=True),
+                                          timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no dry run" in why
+    cfg = world[0] / "client.toml"
+    d = world[1].dir
+    cfg.write_text(f'[rpcd.client]\nca = "{d}/ca.pem"\ncert = "{d}/admin.pem"\nkey = "{d}/admin.key"\n')
+    res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "ops.show", "-",
+              config=cfg, input='{"id": "../../etc/passwd"}')
+    local = _dv(daemon.state, "ops", "show", "../../etc/passwd")
+    assert res.returncode == local.returncode == 2, (res.stderr, local.stderr)
+    res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "ops.list", config=cfg)
+    assert res.returncode == 0 and isinstance(json.loads(res.stdout), list), res.stderr
+
+
+def test_health_both_services(daemon: Daemon, world: Any) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = _stub(daemon, world[1])
+    h = json.loads(stub.Health(pb.HealthRequest(), timeout=60).json)
+    assert {"core.state-dir", "core.audit-chain"} <= {c["name"] for c in h["checks"]}
+    # the standard service needs no role, but the port still needs a client certificate
+    ch = grpc.secure_channel(daemon.address, grpc.ssl_channel_credentials(
+        (world[1].dir / "ca.pem").read_bytes(), (world[1].dir / "nobody.key").read_bytes(),
+        (world[1].dir / "nobody.pem").read_bytes()))
+    st = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert st.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# -- the auth matrix -----------------------------------------------------------------------------
+def _ops_list(stub: pbg.NodeStub, md: Any = None) -> Any:
+    return lambda: stub.Invoke(pb.InvokeRequest(action="ops.list"), timeout=15, metadata=md)
+
+
+def _last_denial(d: Daemon) -> dict[str, Any]:
+    return next(x for x in reversed(d.lines()) if x["code"] not in ("OK", "STARTED"))
+
+
+def test_tls_failures_never_reach_a_handler(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    before = len(daemon.lines())
+    for stub in (_stub(daemon, pk, None),                       # no client certificate
+                 _stub(daemon, pk, "admin", ca_dir=pk.rogue),   # a certificate from another CA
+                 _stub(daemon, pk, "expired"),                  # expired
+                 _stub(daemon, pk, "admin", trust=pk.rogue / "ca.pem")):  # server not trusted
+        assert _code(_ops_list(stub))[0] == grpc.StatusCode.UNAVAILABLE
+    assert len(daemon.lines()) == before  # the handshake failed: nothing to log
+
+
+def test_rbac_denies_by_default_and_says_why(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    viewer = _stub(daemon, pk, "viewer")
+    assert _code(_ops_list(viewer))[0] == grpc.StatusCode.OK
+    code, why = _code(lambda: viewer.Invoke(pb.InvokeRequest(
+        action="maintenance.enable", params_json='{"reason": "x"}', yes=True), timeout=15))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "may not run maintenance.enable" in why
+    assert _last_denial(daemon)["why"] == why
+    code, _ = _code(lambda: viewer.RollbackOperation(pb.RollbackRequest(id="20260101-000000-abcdef"),
+                                                     timeout=15))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, why = _code(_ops_list(_stub(daemon, pk, "nobody")))  # a valid certificate, no role
+    assert code == grpc.StatusCode.PERMISSION_DENIED and why == "nobody has no role here"
+    status = json.loads(_dv(daemon.state, "--json", "maintenance", "status").stdout)
+    assert status["enabled"] is False
+
+
+def test_unknown_and_streaming_methods_are_denied(daemon: Daemon, world: Any) -> None:
+    ch = grpc.secure_channel(daemon.address, grpc.ssl_channel_credentials(
+        (world[1].dir / "ca.pem").read_bytes(), (world[1].dir / "admin.key").read_bytes(),
+        (world[1].dir / "admin.pem").read_bytes()))
+    for method in ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                   "/debvisor.v1.Node/NoSuchMethod"):
+        bidi = ch.stream_stream(method)
+        code, why = _code(lambda m=bidi: m(iter([b""]), timeout=10))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and why == "method not exposed", method
+        assert _last_denial(daemon)["method"] == method
+
+
+def test_api_keys_authenticate_and_only_narrow(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    made = _dv(daemon.state, "--json", "rpcd", "key", "create", "--owner", "admin", "--role",
+               "viewer", "--ttl", "1h", config=daemon.config)
+    assert made.returncode == 0, made.stderr
+    rec = json.loads(made.stdout)
+    key = rec["key"]
+    admin = _stub(daemon, pk, "admin")
+    md = [("x-api-key", key)]
+    assert _code(_ops_list(admin, md))[0] == grpc.StatusCode.OK
+    code, why = _code(lambda: admin.Invoke(pb.InvokeRequest(action="maintenance.enable",
+                                                            params_json='{"reason": "k"}', yes=True),
+                                           timeout=15, metadata=md))
+    assert code == grpc.StatusCode.PERMISSION_DENIED  # admin's key is a viewer's key
+    assert _last_denial(daemon)["caller"] == f"admin key={rec['id']}"
+    code, why = _code(_ops_list(_stub(daemon, pk, "viewer"), md))
+    assert (code, why) == (grpc.StatusCode.PERMISSION_DENIED,
+                           f"API key {rec['id']} belongs to another identity")
+    for bad, reason in ((key[:-1] + ("A" if key[-1] != "A" else "B"), "wrong API key secret"),
+                        ("dvk_zzzzzzzz." + "a" * 27, "unknown API key"), ("garbage", "malformed API key")):
+        assert _code(_ops_list(admin, [("x-api-key", bad)])) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+    short = json.loads(_dv(daemon.state, "--json", "rpcd", "key", "create", "--owner", "admin",
+                           "--role", "admin", "--ttl", "1s", config=daemon.config).stdout)
+    time.sleep(1.2)  # the key's lifetime, not a wait for the daemon
+    assert _code(_ops_list(admin, [("x-api-key", short["key"])])) == (
+        grpc.StatusCode.UNAUTHENTICATED, "API key expired")
+    assert _dv(daemon.state, "rpcd", "key", "revoke", rec["id"], config=daemon.config).returncode == 0
+    assert _code(_ops_list(admin, md)) == (grpc.StatusCode.UNAUTHENTICATED, "API key revoked")
+    listed = json.loads(_dv(daemon.state, "--json", "rpcd", "key", "list", config=daemon.config).stdout)
+    assert key not in json.dumps(listed) and all("mac" not in r for r in listed)
+
+
+def test_bearer_tokens_and_the_proxy(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    panel = _stub(daemon, pk, "panel")
+    code, why = _code(_ops_list(panel))
+    assert (code, why) == (grpc.StatusCode.UNAUTHENTICATED,
+                           "panel is a proxy: it must forward its user's token")
+    ok = [("authorization", f"Bearer {_token(pk)}")]
+    who = json.loads(panel.WhoAmI(pb.WhoAmIRequest(), timeout=10, metadata=ok).json)
+    assert (who["identity"], who["via"], who["roles"]) == ("alice", "panel", ["operator"])
+    assert _code(_ops_list(panel, ok))[0] == grpc.StatusCode.OK
+    assert any(x.get("caller") == "alice via=panel" for x in daemon.lines())
+    bob = [("authorization", f"Bearer {_token(pk, sub='bob')}")]
+    assert _code(lambda: panel.Invoke(pb.InvokeRequest(action="maintenance.enable",
+                                                       params_json='{"reason": "b"}', yes=True),
+                                      timeout=15, metadata=bob))[0] == grpc.StatusCode.PERMISSION_DENIED
+    for tok, reason in ((_token(pk, key=pk.other_key), "Signature verification failed"),
+                        (_token(pk, aud="someone-else"), "Audience doesn't match"),
+                        (_token(pk, exp=-120), "Signature has expired"),
+                        (_token(pk, iss="https://evil.invalid"), "Invalid issuer")):
+        code, why = _code(_ops_list(panel, [("authorization", f"Bearer {tok}")]))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and reason in why, (reason, why)
+    none = jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUD, "exp": int(time.time()) + 60},
+                      None, algorithm="none")
+    assert _code(_ops_list(panel, [("authorization", f"Bearer {none}")]))[0] == \
+        grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_fuzzed_requests_never_crash_the_server(daemon: Daemon, world: Any) -> None:
+    stub = _stub(daemon, world[1])
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(action=st.one_of(st.text(max_size=40), st.sampled_from(["ops.list", "ops.show", "hv.migrate"])),
+           params=st.one_of(st.text(max_size=200), st.dictionaries(
+               st.sampled_from(["limit", "id", "vm", "target", "x"]),
+               st.one_of(st.integers(), st.text(max_size=30), st.none(), st.booleans()),
+               max_size=3).map(json.dumps)),
+           dry=st.booleans())
+    def one(action: str, params: str, dry: bool) -> None:
+        code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(
+            action=action, params_json=params, dry_run=dry), timeout=30))
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, why)
+
+    one()
+    assert daemon.proc.poll() is None
+    assert _code(_ops_list(stub))[0] == grpc.StatusCode.OK
+
+
+def test_load_is_served_within_bounds(daemon: Daemon, world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    errors: list[Any] = []
+
+    def worker() -> None:
+        for _ in range(25):
+            code, why = _code(lambda: stub.WhoAmI(pb.WhoAmIRequest(), timeout=20))
+            if code != grpc.StatusCode.OK:
+                errors.append((code, why))
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and time.monotonic() - t0 < 120
+    assert sum(1 for x in daemon.lines() if x.get("method", "").endswith("WhoAmI")
+               and x["code"] == "OK") >= 200
+
+
+def test_certificates_reload_on_sighup(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+
+    def served_serial() -> int:
+        c = ssl.create_default_context(cafile=str(pk.dir / "ca.pem"))
+        c.load_cert_chain(pk.dir / "admin.pem", pk.dir / "admin.key")
+        c.set_alpn_protocols(["h2"])
+        host, port = daemon.address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s, \
+                c.wrap_socket(s, server_hostname=host) as t:
+            der = t.getpeercert(binary_form=True)
+        assert der is not None
+        return int(x509.load_der_x509_certificate(der).serial_number)
+
+    old = served_serial()
+    pki.issue(pk.dir, "node1", server=True, ips=("127.0.0.1",))
+    new = x509.load_pem_x509_certificate((pk.dir / "node1.pem").read_bytes()).serial_number
+    assert served_serial() == old  # read at start; files alone change nothing
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while served_serial() != new:
+        assert time.monotonic() < deadline, "the new certificate was never served"
+    assert _code(_ops_list(_stub(daemon, pk)))[0] == grpc.StatusCode.OK
+
+
+# -- daemons of their own: rate limits, a failing audit sink ---------------------------------------
+def test_rate_limit_per_identity(world: Any) -> None:
+    d = _start(world[0], "rate", rate=0.5, burst=3.0)
+    try:
+        admin, viewer = _stub(d, world[1], "admin"), _stub(d, world[1], "viewer")
+        codes = [_code(_ops_list(admin))[0] for _ in range(5)]
+        assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+        with pytest.raises(grpc.RpcError) as err:
+            list(admin.Invoke(pb.InvokeRequest(action="ops.list"), timeout=10))
+        md = dict(err.value.trailing_metadata())  # type: ignore[attr-defined]
+        assert 0 < int(md["retry-after-ms"]) <= 2001  # 1 token at 0.5/s
+        assert _code(_ops_list(viewer))[0] == grpc.StatusCode.OK  # its own bucket
+        assert _last_denial(d)["code"] == "RESOURCE_EXHAUSTED"
+    finally:
+        d.stop()
+
+
+def test_an_unwritable_call_log_blocks_every_call(world: Any) -> None:
+    root = world[0]
+    config = _config(root, "full")
+    env = {**os.environ, "DEBVISOR_STATE_DIR": str(root / "state"), "DEBVISOR_CONFIG": str(config)}
+    proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
+                             "/dev/full"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("READY "), line
+    d = Daemon(proc, line.split()[1], root / "state", config, Path("/dev/full"))
+    try:
+        stub = _stub(d, world[1])
+        code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(
+            action="maintenance.enable", params_json='{"reason": "unaudited"}', yes=True), timeout=15))
+        assert code == grpc.StatusCode.UNAVAILABLE and "audit log cannot be written" in why
+        status = json.loads(_dv(d.state, "--json", "maintenance", "status").stdout)
+        assert status["enabled"] is False  # refused before it ran
+    finally:
+        d.stop()
+
+
+def test_insecure_lab_mode_is_loopback_only(world: Any) -> None:
+    res = _dv(world[0] / "state", "rpcd", "serve", "--insecure-lab", "--listen", "0.0.0.0:0",
+              config=_config(world[0], "insecure"))
+    assert res.returncode == 2 and "only on loopback" in res.stderr, res.stderr

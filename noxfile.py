@@ -55,6 +55,12 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def proto(session: nox.Session) -> None:
+    """Regenerate debvisor_core/rpcd/v1/*_pb2*.py from debvisor.proto (grpcio-tools)."""
+    session.run("bash", str(ROOT / "scripts" / "gen-proto"), external=True)
+
+
+@nox.session(venv_backend="none")
 def docs(session: nox.Session) -> None:
     """Man pages from the command declarations: docs/man/*.1 and each plugin's copy in
     plugins/*/man (what its distribution installs). `nox -s docs -- --check` only compares."""

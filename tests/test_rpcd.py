@@ -34,9 +34,16 @@ from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
 ISSUER, AUD = "https://idp.lab.invalid", "debvisor"
 
 
+SITE: list[str] = []  # the docs' example plugin (a journalled action with an undo)
+
+
+def _env(**more: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(SITE), **more}
+
+
 def _dv(state: Path, *args: str, config: Path | None = None, input: str | None = None
         ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBVISOR_STATE_DIR": str(state)}
+    env = _env(DEBVISOR_STATE_DIR=str(state))
     if config:
         env["DEBVISOR_CONFIG"] = str(config)
     return subprocess.run([sys.executable, "-m", "debvisor_core", *args], env=env, input=input,
@@ -71,7 +78,9 @@ class Pki:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pki]]:
+def world(tmp_path_factory: pytest.TempPathFactory, site_plugins_dir: Path
+          ) -> Iterator[tuple[Path, Pki]]:
+    SITE[:] = [str(site_plugins_dir)]
     root = tmp_path_factory.mktemp("rpcd")
     state = root / "state"
     d = root / "pki"
@@ -114,7 +123,7 @@ def _start(root: Path, name: str, *args: str, **extra: Any) -> Daemon:
     config = _config(root, name, **extra)
     state = root / "state"
     log = root / f"{name}-calls.jsonl"
-    env = {**os.environ, "DEBVISOR_STATE_DIR": str(state), "DEBVISOR_CONFIG": str(config)}
+    env = _env(DEBVISOR_STATE_DIR=str(state), DEBVISOR_CONFIG=str(config))
     proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
                              str(log), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -199,6 +208,22 @@ def test_invoke_a_query_and_a_journalled_operation(daemon: Daemon, world: Any) -
     evs = _events(stub.Invoke(pb.InvokeRequest(action="maintenance.disable", yes=True), timeout=60))
     assert evs[-1]["code"] == 0
     assert json.loads(_dv(daemon.state, "--json", "maintenance", "status").stdout)["enabled"] is False
+    # a journalled operation: unconfirmed it is refused; confirmed it runs; the journal is
+    # listed over the API and the operation rolled back through it
+    add = pb.InvokeRequest(action="example.note.add", params_json='{"name": "n1", "text": "hi"}')
+    evs = _events(stub.Invoke(add, timeout=60))
+    assert evs[-1]["code"] == 3, evs
+    add.yes = True
+    evs = _events(stub.Invoke(add, timeout=60))
+    assert evs[-1]["code"] == 0, evs
+    op = next(e["result"] for e in evs if e["event"] == "result")
+    assert op["status"] == "succeeded" and [e["status"] for e in evs if e["event"] == "step"]
+    listed = json.loads(stub.ListOperations(pb.ListOperationsRequest(limit=5), timeout=30).json)
+    assert listed[0]["id"] == op["id"]
+    evs = _events(stub.RollbackOperation(pb.RollbackRequest(id=op["id"], yes=True), timeout=60))
+    assert evs[-1]["code"] == 0, evs
+    shown = json.loads(stub.ListOperations(pb.ListOperationsRequest(id=op["id"]), timeout=30).json)
+    assert shown["status"] == "rolled-back"
 
 
 def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Daemon,
@@ -206,8 +231,8 @@ def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Dae
     stub = _stub(daemon, world[1])
     for action, params in (("no.such", "{}"), ("ops.list", "[1]"), ("ops.list", "{bad"),
                            ("ops.list", '{"limit": "many"}'), ("ops.list", '{"nope": 1}')):
-        code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(action=action, params_json=params),
-                                              timeout=30))
+        req = pb.InvokeRequest(action=action, params_json=params)
+        code, why = _code(lambda r=req: stub.Invoke(r, timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (action, params, code, why)
     code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(action="ops.list", dry_run=True),
                                           timeout=30))
@@ -431,7 +456,7 @@ def test_rate_limit_per_identity(world: Any) -> None:
 def test_an_unwritable_call_log_blocks_every_call(world: Any) -> None:
     root = world[0]
     config = _config(root, "full")
-    env = {**os.environ, "DEBVISOR_STATE_DIR": str(root / "state"), "DEBVISOR_CONFIG": str(config)}
+    env = _env(DEBVISOR_STATE_DIR=str(root / "state"), DEBVISOR_CONFIG=str(config))
     proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
                              "/dev/full"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

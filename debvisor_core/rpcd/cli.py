@@ -240,6 +240,32 @@ ACTIONS = [
            render=lambda r: print(f"revoked {r['id']} ({r['owner']}, {r['role']})"),
            result="{id, owner, role, revoked}", examples=("debvisor rpcd key revoke ab12cd34",)),
 ]
+
+
+@rpcd.group("ca")
+def ca() -> None:
+    """The cluster CA: node, user and proxy certificates (their CN is the identity).
+
+    \b
+    Examples:
+      debvisor rpcd ca init
+      debvisor rpcd ca issue node1 --server --dns node1 --ip 10.0.0.11
+      debvisor rpcd ca issue panel --kind proxy
+    """
+
+
+@rpcd.group("key")
+def key() -> None:
+    """API keys: an identity's key narrowed to a role, stored as an HMAC, shown once.
+
+    \b
+    Examples:
+      debvisor rpcd key create --owner ci --role viewer --ttl 30d
+      debvisor rpcd key list
+      debvisor rpcd key revoke ab12cd34
+    """
+
+
 attach(rpcd, ACTIONS)
 
 

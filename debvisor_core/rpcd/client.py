@@ -42,11 +42,11 @@ class Client:
 
     @classmethod
     def from_config(cls, conf: dict[str, Any], **over: Any) -> Client:
-        vals = {k: over.get(k) or conf.get(k) for k in
-                ("address", "ca", "cert", "key", "api_key_file", "token_file", "insecure_lab")}
+        vals: dict[str, Any] = {k: over.get(k) or conf.get(k) for k in
+                                ("address", "ca", "cert", "key", "api_key_file", "token_file")}
         if not vals["address"]:
             raise BadInput("no rpcd address: give --address or set [rpcd.client] address")
-        return cls(**vals)
+        return cls(**vals, insecure_lab=bool(over.get("insecure_lab") or conf.get("insecure_lab")))
 
     def metadata(self) -> list[tuple[str, str]]:
         from ..secrets import read_secret
@@ -83,9 +83,9 @@ class Client:
             for ev in self.stub().Invoke(req, timeout=timeout, metadata=self.metadata()):
                 yield json.loads(ev.json)
         except grpc.RpcError as exc:
-            code = exc.code()  # type: ignore[attr-defined]
+            code = exc.code()
             yield {"event": "exit", "code": STATUS_EXIT.get(code, 1),
-                   "message": f"{self.address}: {code.name}: {exc.details()}"}  # type: ignore[attr-defined]
+                   "message": f"{self.address}: {code.name}: {exc.details()}"}
 
 
 def render(ctx: Context, ev: dict[str, Any], code: int) -> int:

@@ -211,8 +211,8 @@ class Guard(grpc.ServerInterceptor):
             rec["caller"] = caller.label()
             perm = "rpc:" + method.rsplit("/", 1)[1]
             if not self.d.policy.allowed(caller, perm):
-                caller, code, why = None, grpc.StatusCode.PERMISSION_DENIED, \
-                    f"{caller.identity} may not call {perm[4:]}"
+                code, why = grpc.StatusCode.PERMISSION_DENIED, f"{caller.identity} may not call {perm[4:]}"
+                caller = None
         if caller is not None:
             wait = self.d.bucket.take(caller.identity)
             if wait:

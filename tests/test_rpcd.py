@@ -479,3 +479,23 @@ def test_insecure_lab_mode_is_loopback_only(world: Any) -> None:
     res = _dv(world[0] / "state", "rpcd", "serve", "--insecure-lab", "--listen", "0.0.0.0:0",
               config=_config(world[0], "insecure"))
     assert res.returncode == 2 and "only on loopback" in res.stderr, res.stderr
+
+
+def test_lab_up_rpcd_serves_the_lab_and_lab_env_points_at_it(tmp_path: Path) -> None:
+    env = _env(DEBVISOR_LAB_DIR=str(tmp_path / "lab"), DEBVISOR_STATE_DIR=str(tmp_path / "st"))
+
+    def dv(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "debvisor_core", *args], env={**env, **more},
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        up = dv("--json", "lab", "up", "rpcd")
+        assert up.returncode == 0, up.stderr
+        config = json.loads(dv("--json", "lab", "env").stdout)["DEBVISOR_CONFIG"]
+        res = dv("--json", "rpcd", "call", "ops.list", DEBVISOR_CONFIG=config)
+        assert res.returncode == 0 and json.loads(res.stdout) == [], res.stderr
+        calls = [json.loads(x) for x in (tmp_path / "lab" / "rpcd" / "calls.jsonl").read_text().splitlines()]
+        assert calls[-1]["caller"] == "admin" and calls[-1]["code"] == "OK"
+    finally:
+        assert dv("lab", "down", "rpcd").returncode == 0
+    assert json.loads(dv("--json", "lab", "status").stdout)["services"]["rpcd"]["running"] is False

@@ -278,3 +278,10 @@ def debvisor_commands() -> click.Command:
 def debvisor_actions() -> list[Action]:
     return ACTIONS
 
+
+
+@hookimpl
+def debvisor_lab_services() -> list[Any]:
+    from .lab import service
+
+    return [service()]

@@ -313,7 +313,7 @@ class Node(pbg.NodeServicer):
         code, data = 0, None
         with ui.bound():
             try:
-                action = actions.find(ctx, path)
+                action = self.d.actions().get(path) or actions.find(ctx, path)
                 result = actions.run(ctx, action, action.validate(params))
                 if isinstance(result, Outcome):
                     code, data = result.code, result.data

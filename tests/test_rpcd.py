@@ -438,7 +438,10 @@ def test_certificates_reload_on_sighup(daemon: Daemon, world: Any) -> None:
 
 # -- daemons of their own: rate limits, a failing audit sink ---------------------------------------
 def test_rate_limit_per_identity(world: Any) -> None:
-    d = _start(world[0], "rate", rate=0.5, burst=3.0)
+    from debvisor_core.lab.process import free_port
+
+    mport = free_port()
+    d = _start(world[0], "rate", "--metrics-listen", f"127.0.0.1:{mport}", rate=0.5, burst=3.0)
     try:
         admin, viewer = _stub(d, world[1], "admin"), _stub(d, world[1], "viewer")
         codes = [_code(_ops_list(admin))[0] for _ in range(5)]
@@ -449,6 +452,14 @@ def test_rate_limit_per_identity(world: Any) -> None:
         assert 0 < int(md["retry-after-ms"]) <= 2001  # 1 token at 0.5/s
         assert _code(_ops_list(viewer))[0] == grpc.StatusCode.OK  # its own bucket
         assert _last_denial(d)["code"] == "RESOURCE_EXHAUSTED"
+        import urllib.request
+
+        tls = ssl.create_default_context(cafile=str(world[1].dir / "ca.pem"))  # metrics over TLS
+        with urllib.request.urlopen(f"https://127.0.0.1:{mport}/metrics", context=tls, timeout=10) as r:
+            text = r.read().decode()
+        assert 'debvisor_rpcd_calls_total{code="RESOURCE_EXHAUSTED",method="/debvisor.v1.Node/Invoke"} 3.0' \
+            in text, text[-2000:]
+        assert 'debvisor_rpcd_operations_total{action="ops.list",exit="0"} 4.0' in text
     finally:
         d.stop()
 

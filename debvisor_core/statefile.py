@@ -1,13 +1,15 @@
-"""Small JSON files in the state dir: read with a default, replaced atomically."""
+"""Files replaced atomically and durably (:func:`atomic_write`), and the small JSON files
+of the state dir: read with a default, replaced atomically, updated under a lock."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -18,28 +20,38 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON, durably (unique temp file, fsync, rename,
-    directory fsync): a reader sees the old or the new file, never half, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+@contextmanager
+def atomic_write(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Replace ``path`` with what the ``with`` block writes to the yielded file, durably: a
+    new file next to it (``O_EXCL``, never an existing name or a symlink), ``mode``,
+    fsync, rename over ``path`` (a symlink planted there is replaced, not followed), then
+    the directory fsynced. On an error the temporary file goes and ``path`` is untouched."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        view = memoryview((json.dumps(data, indent=1) + "\n").encode())
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            os.fchmod(f.fileno(), mode)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    os.close(fd)
-    os.replace(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON (mode 0600) through :func:`atomic_write`: a
+    reader sees the old or the new file, never half, even after a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write((json.dumps(data, indent=1) + "\n").encode())
 
 
 def update_json(path: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
 from debvisor_core.output import Progress, human_bytes, iso_utc
+from debvisor_core.statefile import atomic_write, write_json
 
 from .extents import CHUNK, DIRECT_FORMATS, Extent, GuestReader, Piece, blocks, map_extents, merge
 from .hashing import Blake3Stream, ResumableSha256, block_digest, zero_digest
@@ -322,31 +323,8 @@ class _Sums:
 
 
 def _save_state(plan: Plan, done: int, sums: dict[str, str | None]) -> None:
-    data = {"identity": plan.identity(), "tmp": str(plan.tmp), "done": done, "sums": sums,
-            "time": iso_utc()}
-    fd, tmp = tempfile.mkstemp(dir=plan.state_path.parent, prefix=plan.state_path.name)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, plan.state_path)
-
-
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``path`` atomically with ``mode``: a new file (``O_EXCL``, created 0600) in the same
-    directory, fsynced, then renamed over ``path``, so a symlink planted there is replaced,
-    never followed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), mode)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(plan.state_path, {"identity": plan.identity(), "tmp": str(plan.tmp), "done": done,
+                                 "sums": sums, "time": iso_utc()})
 
 
 def _run(argv: list[str], what: str, ok: tuple[int, ...] = (0,)) -> str:
@@ -503,9 +481,9 @@ def convert(plan: Plan) -> dict[str, Any]:
     how = {"blake3": "qemu-img convert -O raw {n} x.raw && b3sum x.raw",
            "sha256": "qemu-img convert -O raw {n} x.raw && sha256sum x.raw"}.get(
         plan.checksum, "sha256 over the sha256 digests of its 1 MiB blocks (see MEDIA.md)")
-    write_private(plan.checksum_path,
-                  f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
-                  f"# check: {how.format(n=name)}\n{digest}  {name}\n".encode(), plan.mode)
+    with atomic_write(plan.checksum_path, plan.mode) as f:
+        f.write(f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
+                f"# check: {how.format(n=name)}\n{digest}  {name}\n".encode())
     plan.state_path.unlink(missing_ok=True)
     dfd = os.open(Path(os.path.abspath(plan.dst)).parent, os.O_RDONLY)
     os.fsync(dfd)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from debvisor_core.errors import BadInput
+from debvisor_core.statefile import atomic_write
 
 LABEL = "cidata"
 ORDER = ("user-data", "meta-data", "network-config", "vendor-data")
@@ -33,17 +32,9 @@ def write_iso(files: dict[str, bytes], output: str | Path, *, label: str = LABEL
     for name in sorted(files, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER)):
         data = files[name]
         iso.add_fp(io.BytesIO(data), len(data), _iso_name(name), rr_name=name, joliet_path="/" + name)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(out, mode) as f:
             iso.write_fp(f)
-            os.fchmod(f.fileno(), mode)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         iso.close()
 

@@ -246,6 +246,14 @@ def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Dae
     assert res.returncode == local.returncode == 2, (res.stderr, local.stderr)
     res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "ops.list", config=cfg)
     assert res.returncode == 0 and isinstance(json.loads(res.stdout), list), res.stderr
+    # a refusal through the daemon reads like the local one: its plan, one [ERROR] line, exit 3
+    res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "hv.register", "-",
+              "--dry-run", config=cfg, input='{"vm": "test"}')
+    local = _dv(daemon.state, "hv", "register", "test", "--dry-run")
+    assert res.returncode == local.returncode == 3
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[ERROR]")]
+    assert errors == [ln for ln in local.stderr.splitlines() if ln.startswith("[ERROR]")], res.stderr
+    assert res.stdout.startswith("Plan: register test\n") and local.stdout.startswith("Plan: register test\n")
 
 
 def test_health_both_services(daemon: Daemon, world: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_there_are_units() -> None:
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
 def test_unit_verifies_and_is_sandboxed(unit: Path, tmp_path: Path) -> None:
-    exe = shutil.which("debvisor") or str(Path(__import__("sys").executable).with_name("debvisor"))
+    exe = shutil.which("debvisor") or str(Path(sys.executable).with_name("debvisor"))
     assert Path(exe).exists(), "debvisor is not installed next to this interpreter"
     # the unit as installed, pointing at this installation's executable
     copy = tmp_path / unit.name

@@ -75,7 +75,9 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
 
     settings = Settings.from_config(ctx.section("rpcd"), listen=listen, insecure_lab=insecure_lab,
                                     metrics_listen=metrics_listen, call_log=call_log)
-    daemon = Daemon(settings, ctx.config_file or _config_env())
+    import os
+
+    daemon = Daemon(settings, ctx.config_file or os.environ.get("DEBVISOR_CONFIG"))
 
     def ready(port: int) -> None:
         mode = "plain text (lab)" if settings.insecure_lab else "mTLS"
@@ -85,12 +87,6 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
         print(f"READY {host}:{port}", flush=True)
 
     daemon.serve(ready)
-
-
-def _config_env() -> str | None:
-    import os
-
-    return os.environ.get("DEBVISOR_CONFIG")
 
 
 @rpcd.command("call")

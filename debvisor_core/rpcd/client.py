@@ -8,7 +8,6 @@ and ``token_file`` (an OAuth2 bearer token) — secrets are read from files, nev
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from .. import log
-from ..errors import BadInput, DebvisorError
+from ..errors import BadInput
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
@@ -76,7 +75,7 @@ class Client:
 
     def invoke(self, action: str, params_json: str, *, dry_run: bool = False, check: bool = False,
                yes: bool = False, timeout: float = 3600) -> Iterator[dict[str, Any]]:
-        """The run's events as dicts; an RPC error becomes a final ``exit`` event."""
+        """The run's events as dicts; an RPC error becomes a ``log`` and a final ``exit`` event."""
         req = pb.InvokeRequest(action=action, params_json=params_json, dry_run=dry_run,
                                check=check, yes=yes)
         try:
@@ -84,37 +83,40 @@ class Client:
                 yield json.loads(ev.json)
         except grpc.RpcError as exc:
             code = exc.code()
-            yield {"event": "exit", "code": STATUS_EXIT.get(code, 1),
-                   "message": f"{self.address}: {code.name}: {exc.details()}"}
+            message = f"{self.address}: {code.name}: {exc.details()}"
+            yield {"event": "log", "level": "error", "message": message}
+            yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message}
 
 
 def render(ctx: Context, ev: dict[str, Any], code: int) -> int:
-    """Show one event the way the CLI would; return the exit code so far."""
-    from ..ui import JsonEventsUI, active
+    """Replay one event of the node's run on this invocation's run UI (the terminal's, or
+    the --events one): the node's run looks like a local one. Returns the exit code so far."""
+    from ..model import Finding
+    from ..ui import JsonEventsUI
 
-    ui = active()
-    if isinstance(ui, JsonEventsUI):
-        ui.emit(ev.pop("event", "?"), **{k: v for k, v in ev.items() if k != "t"})
-        return int(ev.get("code", code)) if "code" in ev else code
+    ui = ctx.ui
     kind = ev.get("event")
     if kind == "log":
         getattr(log, {"warning": "warn"}.get(ev["level"], ev["level"]), log.info)(ev["message"])
     elif kind == "plan":
-        verb = ev.get("verb") or "plan"
-        print(f"{verb.capitalize()}: {ev['title']}")
-        for s in ev.get("steps", []):
-            print(f"  {s}")
-    elif kind == "step" and ev.get("status") == "running":
-        log.info(f"step {ev['index']}/{ev['total']}: {ev['description']}")
+        ui.plan(ev["title"], ev.get("steps", []), [Finding(**f) for f in ev.get("findings", [])],
+                verb=str(ev.get("verb") or "plan").capitalize())
+    elif kind == "step":
+        ui.step(ev["index"], ev["total"], ev["description"], ev["status"])
+    elif kind == "undo":
+        ui.undo(ev["index"], ev["description"], ev["status"])
     elif kind == "note":
-        print(ev["text"])
+        ui.note(ev["text"])
+    elif kind == "progress":
+        ui.progress(ev["label"], ev["done"], ev.get("total"), eta=ev.get("eta"), rate=ev.get("rate"),
+                    note=ev.get("note", ""))
     elif kind == "result":
-        sys.stdout.write(json.dumps(ev["result"], indent=2, default=str) + "\n")
-    elif kind == "exit":
-        if ev.get("message") and ev.get("code"):
-            log.error(ev["message"])
+        ctx.emit(ev["result"])
+    elif kind == "exit":  # its message came as a log event already
+        if isinstance(ui, JsonEventsUI):
+            ui.emit("exit", code=ev.get("code", 0), message=ev.get("message"), hint=ev.get("hint"))
         return int(ev.get("code") or 0)
     return code
 
 
-__all__ = ["STATUS_EXIT", "Client", "DebvisorError", "render"]
+__all__ = ["STATUS_EXIT", "Client", "render"]

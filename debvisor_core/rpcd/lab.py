@@ -8,6 +8,7 @@ gets ``[rpcd.client]`` (address and the ``admin`` certificate): after
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
@@ -44,7 +45,7 @@ def _start(lctx: LabContext) -> dict[str, Any]:
         "identities": {"admin": ["admin"], "viewer": ["viewer"]},
         "client": {"address": f"127.0.0.1:{port}", "ca": str(d / "ca.pem"),
                    "cert": str(d / "admin.pem"), "key": str(d / "admin.key")}}}
-    served = merge(merge({}, lctx.config), fragment)
+    served = merge(copy.deepcopy(lctx.config), fragment)  # the lab's services, and rpcd
     conf_file.write_text("# written by `debvisor lab up rpcd`\n" + to_toml(served))
     log = lctx.dir / "rpcd.log"
     pid = proc.spawn([sys.executable, "-m", "debvisor_core", "rpcd", "serve"], pidfile=pidfile,

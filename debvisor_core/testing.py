@@ -45,6 +45,37 @@ class Result:
                 f"\n--- stderr\n{self.stderr}")
 
 
+def one_error(stderr: str) -> str:
+    """The one ``[ERROR]`` line of a run's stderr, asserting it is the only one and that no
+    traceback or "internal error" came with it."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
+    assert len(errors) == 1, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    return errors[0]
+
+
+_PROBE = """
+import contextlib, io, json, sys
+from debvisor_core.cli import main_group
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main_group.main(sys.argv[1:], prog_name="debvisor")
+    except SystemExit:
+        pass
+print(json.dumps({"stdout": out.getvalue(), "modules": sorted(sys.modules)}))
+"""
+
+
+def imports_of(*argv: str) -> tuple[str, set[str]]:
+    """Run ``debvisor ARGV`` in a fresh interpreter: (its stdout, every module it imported) —
+    for tests that keep ``--help`` light."""
+    res = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,  # noqa: S603
+                         check=True)
+    doc = json.loads(res.stdout)
+    return doc["stdout"], set(doc["modules"])
+
+
 class StateDir:
     """An isolated DebVisor state dir plus its config file."""
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from debvisor_core.testing import Runner, StateDir
+from debvisor_core.testing import Runner, StateDir, imports_of
 
 WALK = """
 import json, click
@@ -48,29 +48,9 @@ def test_help_on_every_command_of_every_plugin(dv: Runner, site_plugins: object)
         assert "Example" in res.stdout, f"`debvisor {' '.join(path)} --help` has no example"
 
 
-PROBE = """
-import contextlib, io, json, sys
-from debvisor_core.cli import main_group
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    try:
-        main_group.main(sys.argv[1:], prog_name="debvisor")
-    except SystemExit:
-        pass
-print(json.dumps({"stdout": out.getvalue(), "modules": sorted(sys.modules)}))
-"""
-
-
-def _probe(*argv: str) -> tuple[str, set[str]]:
-    res = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                         check=True)
-    doc = json.loads(res.stdout)
-    return doc["stdout"], set(doc["modules"])
-
-
 def test_help_imports_no_plugin_and_no_pluggy(dv: Runner, site_plugins: object) -> None:
     dv("--help")  # warm the plugin cache
-    out, modules = _probe("--help")
+    out, modules = imports_of("--help")
     for heavy in ("pluggy", "debvisor_example", "debvisor_example.plugin", "dv_testplugins",
                   "importlib.metadata", "rich", "debvisor_core.engine", "tomllib"):
         assert heavy not in modules, f"--help imported {heavy}"
@@ -78,7 +58,7 @@ def test_help_imports_no_plugin_and_no_pluggy(dv: Runner, site_plugins: object) 
 
 
 def test_typing_a_word_imports_only_that_plugin(dv: Runner, site_plugins: object) -> None:
-    out, modules = _probe("slow", "ping")
+    out, modules = imports_of("slow", "ping")
     assert out.strip() == "pong"
     assert "dv_testplugins.slow" in modules
     assert "debvisor_example.plugin" not in modules

@@ -5,13 +5,14 @@ checks the Param model cannot say (refused before any connection)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+
+from debvisor_core.testing import imports_of, one_error
 
 OPS = ["--json", "--dry-run", "--check", "--yes", "--force-maintenance", "--rollback"]
 
@@ -27,13 +28,6 @@ def offline(dv_state: Any, tmp_path: Path) -> Path:
     path: Path = dv_state.config({"ceph": {"conf": str(conf), "keyring": str(keyring),
                                            "timeout": 1, "provisioner": "file"}})
     return path
-
-
-def _one_error(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    return errors[0]
 
 
 def test_every_ceph_command_is_a_declared_action(dv: Any) -> None:
@@ -105,28 +99,13 @@ def test_generated_commands_keep_todays_arguments_and_options() -> None:
     assert (ceph.commands["osd"].help or "").startswith("OSDs: list with suggestions")
 
 
-PROBE = """
-import contextlib, io, json, sys
-from debvisor_core.cli import main_group
-out = io.StringIO()
-with contextlib.redirect_stdout(out):
-    try:
-        main_group.main(sys.argv[1:], prog_name="debvisor")
-    except SystemExit:
-        pass
-print(json.dumps({"stdout": out.getvalue(), "modules": sorted(sys.modules)}))
-"""
-
-
 @pytest.mark.parametrize("argv", [["ceph", "--help"], ["ceph", "pg", "balance", "--help"]])
 def test_help_imports_neither_rados_nor_the_analysis(argv: list[str]) -> None:
-    res = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                         check=True)
-    doc = json.loads(res.stdout)
-    assert "Usage:" in doc["stdout"] and "Example" in doc["stdout"]
+    out, modules = imports_of(*argv)
+    assert "Usage:" in out and "Example" in out
     heavy = {"rados", "debvisor_ceph.client", "debvisor_ceph.analysis", "debvisor_ceph.steps",
              "debvisor_ceph.join", "debvisor_core.engine"}
-    assert not heavy & set(doc["modules"]), heavy & set(doc["modules"])
+    assert not heavy & modules, heavy & modules
 
 
 def test_cephctl_is_the_same_tree(dv: Any) -> None:
@@ -148,7 +127,7 @@ def test_input_is_refused_before_connecting(dv: Any, offline: Path, argv: list[s
                                             words: str) -> None:
     res = dv("ceph", *argv)
     assert res.code == 2, res
-    assert words in _one_error(res.stderr)
+    assert words in one_error(res.stderr)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -176,16 +155,16 @@ def test_actions_run_refuses_what_the_command_line_refuses(dv: Any, offline: Pat
                                                            words: str) -> None:
     res = dv("actions", "run", "ceph.join", "-", "--yes", input=json.dumps(params))
     assert res.code == 2, res
-    assert words in _one_error(res.stderr)
+    assert words in one_error(res.stderr)
 
 
 def test_rollback_with_nothing_to_roll_back(dv: Any, offline: Path) -> None:
     """--rollback needs no --devices (the operation's arguments only narrow the choice)."""
     res = dv("ceph", "join", "--rollback", "--yes")
     assert res.code == 2, res
-    assert "no successful 'ceph.join' operation to roll back" in _one_error(res.stderr)
+    assert "no successful 'ceph.join' operation to roll back" in one_error(res.stderr)
     res = dv("ceph", "noout", "unset", "--rollback", "--yes")
-    assert "no successful 'ceph.noout' operation to roll back" in _one_error(res.stderr)
+    assert "no successful 'ceph.noout' operation to roll back" in one_error(res.stderr)
 
 
 # --- against the lab cluster -----------------------------------------------------------

@@ -12,6 +12,7 @@ import click
 import pytest
 
 from debvisor_core.errors import BadInput
+from debvisor_core.testing import one_error
 
 ZONE = "lab.debvisor.test"
 
@@ -27,13 +28,6 @@ def offline(dv_state: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> P
     path: Path = dv_state.config({"dns": {"tsig_key_file": str(key), "timeout": 0.2,
                                           "zones": {ZONE: {"primaries": ["127.0.0.1:9"]}}}})
     return path
-
-
-def _one_error(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    return errors[0]
 
 
 def test_every_dns_command_is_a_declared_action(dv: Any, offline: Path) -> None:
@@ -118,7 +112,7 @@ def test_actions_run_refuses_what_the_command_line_refuses(
            for k, v in params.items()}
     res = dv("actions", "run", "dns.update", "-", "--yes", input=json.dumps(raw))
     assert res.code == 2, res
-    assert words in _one_error(res.stderr)
+    assert words in one_error(res.stderr)
 
 
 @pytest.mark.lab
@@ -160,4 +154,4 @@ def test_a_critical_zone_is_exit_1_after_the_report_from_either_front_end(
                 dv("actions", "run", "dns.check", "-", input=json.dumps({"zone": lab.zone}))):
         assert res.code == 1, res
         assert res.json["status"] == "crit" and res.json["zones"][0]["zone"] == f"{lab.zone}."
-        assert _one_error(res.stderr) == "[ERROR] DNS check: 1 zone(s) critical"
+        assert one_error(res.stderr) == "[ERROR] DNS check: 1 zone(s) critical"

@@ -15,18 +15,12 @@ from typing import Any
 import pytest
 
 from debvisor_core.errors import BadInput
+from debvisor_core.testing import one_error
 
 ZONE = "lab.debvisor.test"
 RZONE = "0.77.10.in-addr.arpa"
 # Bytes that are not UTF-8 (0xed at position 1, as in the review), then secret-ish text.
 BINARY_KEY = b"\x01\xed\x9f\xbfTOPSECRETKEYMATERIAL\x00\xff"
-
-
-def _one_error(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    return errors[0]
 
 
 def _cfg(**extra: Any) -> Any:
@@ -109,11 +103,11 @@ def test_cli_binary_key_file_is_exit_2(dv: Any, offline: Any, tmp_path: Path) ->
     offline(tsig_key_file=str(key))
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res
-    assert f"(mode 0644); run: chmod 600 {key}" in _one_error(res.stderr)
+    assert f"(mode 0644); run: chmod 600 {key}" in one_error(res.stderr)
     os.chmod(key, 0o600)
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res
-    assert "is not UTF-8" in _one_error(res.stderr)
+    assert "is not UTF-8" in one_error(res.stderr)
     assert "TOPSECRET" not in res.stderr + res.stdout and "0xed" not in res.stderr
 
 
@@ -174,7 +168,7 @@ def test_cli_bad_config_is_exit_2_naming_the_file(dv: Any, offline: Any) -> None
     path = offline(default_ttl=True, vm_zone=5)
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res
-    err = _one_error(res.stderr)
+    err = one_error(res.stderr)
     assert f"config {path}: [dns] default_ttl must be a whole number" in err
 
 
@@ -231,17 +225,17 @@ def test_cli_batch_errors_are_exit_2(dv: Any, offline: Any, tmp_path: Path) -> N
     bad.write_bytes("update caf\xe9 10.77.0.1\n".encode("latin-1"))
     res = dv("dns", "update", "--batch", str(bad), "--dry-run")
     assert res.code == 2, res
-    assert "is not UTF-8 text" in _one_error(res.stderr)
+    assert "is not UTF-8 text" in one_error(res.stderr)
     js = tmp_path / "b.json"
     js.write_text('[{"name": ["x"], "value": "10.77.0.1"}]')
     res = dv("dns", "update", "--batch", str(js), "--dry-run")
     assert res.code == 2, res
-    assert "entry 1: name must be a string" in _one_error(res.stderr)
+    assert "entry 1: name must be a string" in one_error(res.stderr)
     txt = tmp_path / "b.txt"
     txt.write_text("update ok 10.77.0.1\nupdate vm2 vm-name\n")
     res = dv("dns", "update", "--batch", str(txt), "--dry-run")
     assert res.code == 2, res
-    assert f"{txt}:2: 'vm-name' is not an IP address" in _one_error(res.stderr)
+    assert f"{txt}:2: 'vm-name' is not an IP address" in one_error(res.stderr)
 
 
 # --- 4. owner names ------------------------------------------------------------------------
@@ -323,7 +317,7 @@ def test_invalid_owner_name_never_reaches_bind(dv: Any, lab_config: Any) -> None
     for bad in ("bad name!", "a\\.", "a\\.lab.debvisor.test", "a\\999"):
         res = dv("--json", "dns", "update", bad, "10.77.0.11", "--yes")
         assert res.code == 2, res
-        _one_error(res.stderr)
+        one_error(res.stderr)
     res = dv("--json", "ops", "list")
     assert res.code == 0 and res.json == [], res  # no operation was started, none rolled back
     res = dv("--json", "dns", "update", "ok-after", "10.77.0.11", "--dry-run")

@@ -35,6 +35,8 @@ from debvisor_dns.tsigkey import (
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from debvisor_core.testing import one_error
+
 
 def parse_tsig_keys(text: str, where: str = "(text)") -> list[TsigKey]:
     # imported here, not at the top, so that the tests that need only the old API can be
@@ -46,13 +48,6 @@ def parse_tsig_keys(text: str, where: str = "(text)") -> list[TsigKey]:
 
 SLASH_SECRET = base64.b64encode(b"\x00" * 15 + b"\xff\xff\xff" + b"\x10" * 14).decode()
 assert "////" in SLASH_SECRET
-
-
-def _one_error(stderr: str) -> str:
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
-    assert len(errors) == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    return errors[0]
 
 
 # --- 1. the `//` key and generated key files ------------------------------------------
@@ -229,7 +224,7 @@ def test_key_file_symlink_is_refused_with_exit_2(dv: Any, dv_state: Any, tmp_pat
                              "zones": {"lab.debvisor.test": {"primaries": ["127.0.0.1:9"]}}}})
     res = dv("dns", "update", "x", "10.77.0.5", "--dry-run")
     assert res.code == 2, res
-    err = _one_error(res.stderr)
+    err = one_error(res.stderr)
     assert f"TSIG key file {link} is a symbolic link" in err and "c2VjcmV0" not in res.stderr
 
 

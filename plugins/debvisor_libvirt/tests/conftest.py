@@ -28,7 +28,7 @@ class HvLab:
         return lv().open(self.uri(node))
 
     def guest(self, name: str, node: str = "node1", *, memory_mib: int = 128,
-              disk: bool = False) -> Path:
+              disk: bool = False, vnc_password: str | None = None) -> Path:
         """Define and boot guest ``name`` on ``node``; wait for it; return its console log."""
         from debvisor_libvirt import lab
 
@@ -39,7 +39,7 @@ class HvLab:
             image = lab.make_disk(self.dir / f"{name}.qcow2", 32)
         g = self.config["hv"]["guest"]
         lab.define_guest(self.conn(node), name, memory_mib=memory_mib, kernel=g["kernel"],
-                         initrd=g["initrd"], console_log=log, disk=image)
+                         initrd=g["initrd"], console_log=log, disk=image, vnc_password=vnc_password)
         lab.wait_console(log, timeout=120)
         return log
 

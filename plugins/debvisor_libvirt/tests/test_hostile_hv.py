@@ -32,14 +32,7 @@ META_NS = "https://debvisor.org/xmlns/hv/1"
 @pytest.fixture(scope="module")
 def guest(hv_lab: Any) -> Iterator[Path]:
     hv_lab.remove(VM)
-    g = hv_lab.config["hv"]["guest"]
-    log = hv_lab.dir / f"{VM}.console.log"
-    log.unlink(missing_ok=True)
-    image = lab.make_disk(hv_lab.dir / f"{VM}.qcow2", 32)
-    lab.define_guest(hv_lab.conn("node1"), VM, kernel=g["kernel"], initrd=g["initrd"],
-                     console_log=log, disk=image, vnc_password="initial")
-    lab.wait_console(log, timeout=120)
-    yield log
+    yield hv_lab.guest(VM, "node1", disk=True, vnc_password="initial")
     hv_lab.remove(VM)
 
 

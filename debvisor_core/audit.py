@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import log
 from .errors import DebvisorError
-from .identity import who
+from .identity import rpc_caller, who
 from .output import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -464,9 +464,7 @@ def record(ctx: Context, *, result: str, op_id: str | None = None,
         "duration_ms": duration_ms,
         "details": scrub(details or {}),
     }
-    caller = os.environ.get("DEBVISOR_CALLER")
-    if caller:  # run for a debvisor-rpcd call: who called, as the daemon authenticated them
-        event["caller"] = caller[:200]
+    event.update(rpc_caller())  # run for a debvisor-rpcd call: who the daemon authenticated
     path = log_path(ctx)
     try:
         rec = append(path, event)

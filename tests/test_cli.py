@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from debvisor_core.testing import Runner, StateDir, imports_of
+from debvisor_core.testing import Runner, imports_of
 
 WALK = """
 import json, click
@@ -167,13 +167,3 @@ def test_alias_script_runs_the_plugin_word(dv: Runner, dv_state: object, site_pl
     ev = json.loads(dv("audit", "show", "--json").stdout)[-1]
     assert (ev["plugin"], ev["action"]) == ("example", "note add")
 
-
-def test_actions_run_refuses_a_dry_run_it_cannot_honour(dv: Runner, dv_state: StateDir) -> None:
-    """`actions run X --dry-run` on an action with no dry run (not journalled) used to run it
-    for real: maintenance.disable turned maintenance off. Now: one sentence, exit 2."""
-    assert dv("maintenance", "enable", "--reason", "r").code == 0
-    res = dv("actions", "run", "maintenance.disable", "--dry-run")
-    assert res.code == 2 and "has no --dry-run" in res.stderr, res
-    assert json.loads(dv("maintenance", "status", "--json").stdout)["enabled"] is True
-    res = dv("actions", "run", "ops.list", "--check")
-    assert res.code == 2 and "ops.list only reads: it has no --check" in res.stderr

@@ -36,6 +36,7 @@ import grpc
 
 from .. import log
 from ..errors import BadInput, DebvisorError
+from ..identity import caller_env
 from .authz import Bucket, Caller, JwtVerifier, Policy
 from .calllog import CallLog
 from .v1 import debvisor_pb2 as pb
@@ -381,7 +382,7 @@ class Node(pbg.NodeServicer):
         """Run ``debvisor --events ARGS`` (the CLI's engine) and stream its events; a
         cancelled call or an exceeded deadline stops it like Ctrl-C (SIGTERM: roll back)."""
         env = dict(os.environ)
-        env["DEBVISOR_CALLER"] = who.label()
+        env.update(caller_env(who.label()))  # sealed: audited as `caller`, not claimed
         if self.d.config_file:
             env["DEBVISOR_CONFIG"] = self.d.config_file
         proc = subprocess.Popen(  # noqa: S603 - an argv list, parameters on stdin

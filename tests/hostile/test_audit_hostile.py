@@ -344,3 +344,18 @@ def test_a_forged_sudo_user_is_recorded_as_a_claim(monkeypatch: pytest.MonkeyPat
     # no login uid (a container): believed only for a process running as root
     w = who(str(other.pw_uid), "4294967295")
     assert (w["sudo_user"] == other.pw_name) == (os.getuid() == 0)
+
+
+def test_a_caller_set_by_hand_is_recorded_as_claimed(dv: Runner, dv_state: StateDir) -> None:
+    """DEBVISOR_CALLER names the rpcd caller a child run is for. Set by hand (anyone can set
+    an environment variable) it must not read as an authenticated caller in the audit log:
+    only the daemon's sealed value does; anything else is kept apart, as claimed_caller."""
+    res = dv("maintenance", "enable", "--reason", "spoof", env={"DEBVISOR_CALLER": "admin"})
+    assert res.code == 0, res
+    ev = records(log_of(dv_state))[-1]
+    assert ev["result"] == "enabled"
+    assert "caller" not in ev and ev["claimed_caller"] == "admin", ev
+    res = dv("maintenance", "disable", env={"DEBVISOR_CALLER": "admin",
+                                            "DEBVISOR_CALLER_SEAL": "0" * 64})
+    ev = records(log_of(dv_state))[-1]
+    assert res.code == 0 and "caller" not in ev and ev["claimed_caller"] == "admin", ev

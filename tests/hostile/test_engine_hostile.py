@@ -396,3 +396,14 @@ def test_hostile_journal_numbers_nesting_and_phases_are_skipped(dv: Runner, dv_s
     assert "skipping journal 20260101-000000-bbbbbb.jsonl" in res.stderr
     assert add(dv, "fresh", "t").code == 0
     assert dv("ops", "show", "20260101-000000-bbbbbb").code == 2
+
+
+def test_actions_run_refuses_a_dry_run_it_cannot_honour(dv: Runner, dv_state: StateDir) -> None:
+    """`actions run X --dry-run` on an action with no dry run (not journalled) used to run it
+    for real: maintenance.disable turned maintenance off. Now: one sentence, exit 2."""
+    assert dv("maintenance", "enable", "--reason", "r").code == 0
+    res = dv("actions", "run", "maintenance.disable", "--dry-run")
+    assert res.code == 2 and "has no --dry-run" in res.stderr, res
+    assert json.loads(dv("maintenance", "status", "--json").stdout)["enabled"] is True
+    res = dv("actions", "run", "ops.list", "--check")
+    assert res.code == 2 and "ops.list only reads: it has no --check" in res.stderr

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import log
 from .errors import DebvisorError
-from .identity import rpc_caller, who
+from .identity import who
 from .output import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -440,6 +440,37 @@ def _command() -> tuple[str | None, str | None]:
     else:
         words = words[1:]
     return (words[0] if words else None), (" ".join(words[1:]) or None)
+
+
+def _caller_seal(label: str) -> str | None:
+    """HMAC of ``label`` under the root-only ``rpcd-caller`` key (None without access)."""
+    from .redact import key_path as redact_key_path
+    from .redact import load_key
+
+    try:
+        key = load_key(redact_key_path("rpcd-caller"), "rpcd caller key")
+    except Exception:  # noqa: BLE001 - no key, no state dir, not root: nothing is verified
+        return None
+    return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
+
+
+def caller_env(label: str) -> dict[str, str]:
+    """The environment that tells a child ``debvisor`` which rpcd caller it runs for,
+    sealed so that the child can tell it from a variable anyone could set."""
+    return {"DEBVISOR_CALLER": label, "DEBVISOR_CALLER_SEAL": _caller_seal(label) or ""}
+
+
+def rpc_caller() -> dict[str, str]:
+    """``{"caller": NAME}`` when debvisor-rpcd sealed it, ``{"claimed_caller": NAME}`` when
+    DEBVISOR_CALLER was set some other way, ``{}`` when it is not set (for audit events)."""
+    label = os.environ.get("DEBVISOR_CALLER", "")[:200]
+    if not label:
+        return {}
+    seal = _caller_seal(label)
+    given = os.environ.get("DEBVISOR_CALLER_SEAL", "")
+    if seal is not None and hmac.compare_digest(given, seal):
+        return {"caller": label}
+    return {"claimed_caller": label}
 
 
 def record(ctx: Context, *, result: str, op_id: str | None = None,

@@ -76,37 +76,3 @@ def operator() -> str:
         return f"{w['name']} (claims sudo by {w['claimed_sudo_user']}, unverified)"
     return str(w["name"])
 
-
-def _caller_seal(label: str) -> str | None:
-    """HMAC of ``label`` under the root-only ``rpcd-caller`` key (None without access)."""
-    import hashlib
-    import hmac
-
-    from .redact import key_path, load_key
-
-    try:
-        key = load_key(key_path("rpcd-caller"), "rpcd caller key")
-    except Exception:  # noqa: BLE001 - no key, no state dir, not root: nothing is verified
-        return None
-    return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
-
-
-def caller_env(label: str) -> dict[str, str]:
-    """The environment that tells a child ``debvisor`` which rpcd caller it runs for,
-    sealed so that the child can tell it from a variable anyone could set."""
-    return {"DEBVISOR_CALLER": label, "DEBVISOR_CALLER_SEAL": _caller_seal(label) or ""}
-
-
-def rpc_caller() -> dict[str, str]:
-    """``{"caller": NAME}`` when debvisor-rpcd sealed it, ``{"claimed_caller": NAME}`` when
-    DEBVISOR_CALLER was set some other way, ``{}`` when it is not set (for audit events)."""
-    import hmac
-
-    label = os.environ.get("DEBVISOR_CALLER", "")[:200]
-    if not label:
-        return {}
-    seal = _caller_seal(label)
-    given = os.environ.get("DEBVISOR_CALLER_SEAL", "")
-    if seal is not None and hmac.compare_digest(given, seal):
-        return {"caller": label}
-    return {"claimed_caller": label}

@@ -35,8 +35,8 @@ from typing import Any
 import grpc
 
 from .. import log
+from ..audit import caller_env
 from ..errors import BadInput, DebvisorError
-from ..identity import caller_env
 from .authz import Bucket, Caller, JwtVerifier, Policy
 from .calllog import CallLog
 from .v1 import debvisor_pb2 as pb

@@ -75,4 +75,3 @@ def operator() -> str:
     if w.get("claimed_sudo_user"):
         return f"{w['name']} (claims sudo by {w['claimed_sudo_user']}, unverified)"
     return str(w["name"])
-

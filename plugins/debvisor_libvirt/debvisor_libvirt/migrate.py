@@ -9,6 +9,7 @@ memory stream goes straight from QEMU to QEMU over ``tcp://MIGRATION_ADDRESS`` (
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import threading
@@ -535,7 +536,7 @@ class MigrateVM(Step):
                         if side == "target":  # the abort came during switch-over, too late
                             raise StepFailed(f"migration of {self.vm} did not finish within "
                                              f"{self.timeout_s:g}s; the abort came too late, "
-                                             f"it runs on {dst.name}")
+                                             f"it runs on {dst.name}{self._refused()}")
                         where = src.name if side == "source" else "neither node (check both)"
                         raise StepFailed(f"migration of {self.vm} did not finish within "
                                          f"{self.timeout_s:g}s; aborted, it still runs on {where}")
@@ -575,18 +576,31 @@ class MigrateVM(Step):
         }
 
     def _abort(self, dom: libvirt.virDomain, th: threading.Thread) -> None:
+        """Cancel the job and wait for the migration thread, asking again every 2 s.
+
+        One abortJob is not always enough: libvirt refuses it while the job is being set up
+        on the target, and an abort that lands between two phases can be lost. Repeating it
+        is harmless (QEMU ignores a cancel with no migration running).
+        """
         if getattr(self, "_aborted", False):
             return
         self._aborted = True
+        self.abort_errors: list[str] = []
         log.warn(f"aborting the migration of {self.vm}")
         deadline = time.monotonic() + 60
         while th.is_alive() and time.monotonic() < deadline:
-            try:  # refused while the job is still being set up on the target: retry
+            try:
                 dom.abortJob()
-                th.join(max(deadline - time.monotonic(), 0))
             except lv().libvirtError as exc:
-                log.debug(f"abortJob: {exc.get_error_message()}")
-                th.join(0.2)
+                msg = exc.get_error_message()
+                log.debug(f"abortJob: {msg}")  # reported only if the abort fails
+                if msg not in self.abort_errors:
+                    self.abort_errors.append(msg)
+            th.join(min(2.0, max(deadline - time.monotonic(), 0)))
+
+    def _refused(self) -> str:
+        errors = getattr(self, "abort_errors", [])
+        return f" (libvirt refused the abort: {'; '.join(errors)})" if errors else ""
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         result = self._migrate(ctx, node(ctx, self.source), node(ctx, self.target),
@@ -640,8 +654,10 @@ class MigrateVM(Step):
         if not _running(dconn, self.vm):
             raise StepFailed(f"{self.vm} runs neither on {self.source} nor on {self.target}")
         log.warn(f"migrating {self.vm} back to {self.source}")
+        # no time limit going back: an undo that gives up halfway helps nobody (Ctrl-C still
+        # aborts it, and the operation stays rollback-incomplete)
         back = MigrateVM(self.vm, self.target, self.source, self.bandwidth_mib,
-                         self.max_downtime_ms, self.timeout_s, self.copy_storage, self.tls)
+                         self.max_downtime_ms, math.inf, self.copy_storage, self.tls)
         back._migrate(ctx, dst, src, record.get("persistent", True), back=True)
         if not _running(sconn, self.vm):
             raise StepFailed(f"{self.vm} is not running on {self.source} after migrating back")

@@ -55,6 +55,15 @@ def _journal(dv: Any, res: Any) -> str:
     return str(dv("ops", "show", ids[-1])) if ids else "(no operation id in the output)"
 
 
+def _daemon_errors(hv_env: Any, since: str) -> str:
+    """The lab libvirtds' error lines logged since ``since`` (a "YYYY-MM-DD HH:MM:SS" stamp)."""
+    lines = []
+    for log in sorted(hv_env.dir.glob("libvirt/node*/libvirtd.log")):
+        lines += [f"{log.parent.name}: {line}" for line in log.read_text(errors="replace")
+                  .splitlines() if line[:19] >= since]
+    return "\n".join(lines[-30:]) or "(none)"
+
+
 def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
     dst = _other(src)
@@ -120,9 +129,11 @@ def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, gues
 
 def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     res = dv("hv", "migrate", VM, _other(src), "--bandwidth", "1MiB/s", "--timeout", "2s",
              "--yes")
-    assert res.code == 4, f"{res}\n--- the journal\n{_journal(dv, res)}"
+    assert res.code == 4, (f"{res}\n--- the journal\n{_journal(dv, res)}\n"
+                           f"--- libvirtd errors\n{_daemon_errors(hv_env, since)}")
     assert f"did not finish within 2s; aborted, it still runs on {src}" in res.stderr
     assert hv_env.where(VM) == [src]
 

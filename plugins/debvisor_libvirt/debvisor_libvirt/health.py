@@ -1,4 +1,4 @@
-"""Health checks: libvirtd reachable per node, VMs crashed or paused on error, VNC listening."""
+"""Health checks: libvirtd reachable per node, VMs crashed or paused (and why), VNC listening."""
 
 from __future__ import annotations
 
@@ -9,9 +9,30 @@ from debvisor_core.health import CheckResult, HealthCheck
 
 from .nodes import Node, NodeUnreachable, connect, lv, nodes
 
-# VIR_DOMAIN_PAUSED_* reasons that mean trouble (I/O error, watchdog, crashed, API error…)
-BAD_PAUSE = {2: "I/O error", 6: "watchdog", 9: "shutting down", 10: "snapshot failed",
-             12: "post-copy failed", 13: "API error", 11: "crashed"}
+
+def pause_verdicts() -> dict[int, tuple[str, str]]:
+    """libvirt's VIR_DOMAIN_PAUSED_* reason -> (status, the reason in virsh's words).
+
+    ``crit``: the guest stopped on an error and needs an operator; ``warn``: paused on
+    purpose or for a job that should end by itself.
+    """
+    libvirt = lv()
+    return {
+        libvirt.VIR_DOMAIN_PAUSED_UNKNOWN: ("warn", "unknown"),
+        libvirt.VIR_DOMAIN_PAUSED_USER: ("warn", "user"),
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION: ("warn", "migrating"),
+        libvirt.VIR_DOMAIN_PAUSED_SAVE: ("warn", "saving"),
+        libvirt.VIR_DOMAIN_PAUSED_DUMP: ("warn", "dumping"),
+        libvirt.VIR_DOMAIN_PAUSED_IOERROR: ("crit", "I/O error"),
+        libvirt.VIR_DOMAIN_PAUSED_WATCHDOG: ("crit", "watchdog"),
+        libvirt.VIR_DOMAIN_PAUSED_FROM_SNAPSHOT: ("warn", "from snapshot"),
+        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: ("warn", "shutting down"),
+        libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: ("warn", "creating snapshot"),
+        libvirt.VIR_DOMAIN_PAUSED_CRASHED: ("crit", "crashed"),
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: ("warn", "starting up"),
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY: ("warn", "post-copy"),
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED: ("crit", "post-copy failed"),
+    }
 
 
 def _reachable(n: Node, ctx: Context) -> CheckResult:
@@ -27,8 +48,10 @@ def _reachable(n: Node, ctx: Context) -> CheckResult:
 
 
 def _vm_states(ctx: Context) -> CheckResult:
+    """crit for crashed VMs and VMs paused on an error, warn for other pauses."""
     libvirt = lv()
-    bad: list[str] = []
+    verdicts = pause_verdicts()
+    found: dict[str, list[str]] = {"crit": [], "warn": []}
     total = 0
     unreachable = []
     for n in nodes(ctx).values():
@@ -41,13 +64,18 @@ def _vm_states(ctx: Context) -> CheckResult:
             total += 1
             state, reason = dom.state()
             if state == libvirt.VIR_DOMAIN_CRASHED:
-                bad.append(f"{dom.name()}@{n.name} crashed")
-            elif state == libvirt.VIR_DOMAIN_PAUSED and reason in BAD_PAUSE:
-                bad.append(f"{dom.name()}@{n.name} paused ({BAD_PAUSE[reason]})")
-    if bad:
-        return CheckResult.crit(f"{len(bad)} VM(s) in trouble: {', '.join(bad)}", vms=bad)
+                found["crit"].append(f"{dom.name()}@{n.name} crashed")
+            elif state == libvirt.VIR_DOMAIN_PAUSED:
+                status, words = verdicts.get(reason, ("warn", f"reason {reason}"))
+                found[status].append(f"{dom.name()}@{n.name} paused ({words})")
     note = f" ({', '.join(unreachable)} unreachable)" if unreachable else ""
-    return CheckResult.ok(f"{total} VMs, none crashed or paused on error{note}")
+    vms = found["crit"] + found["warn"]
+    if found["crit"]:
+        return CheckResult.crit(f"{len(found['crit'])} VM(s) in trouble: "
+                                f"{', '.join(vms)}{note}", vms=vms)
+    if found["warn"]:
+        return CheckResult.warn(f"{len(vms)} VM(s) paused: {', '.join(vms)}{note}", vms=vms)
+    return CheckResult.ok(f"{total} VMs, none crashed or paused{note}")
 
 
 def _vnc_listening(ctx: Context) -> CheckResult:

@@ -51,6 +51,7 @@ CACHE_DIR = Path(os.environ.get("DEBVISOR_LAB_CACHE", "/var/cache/debvisor-lab")
 BUSYBOX = Path("/bin/busybox")
 READY_LINE = "DEBVISOR-GUEST-READY"
 HEARTBEAT = "DEBVISOR-HEARTBEAT"
+FILLED_LINE = "DEBVISOR-DISK-FILLED"
 
 # Private dir (under the node dir) -> the system path it replaces inside the node.
 _BINDS = {
@@ -73,11 +74,21 @@ hostname "$2"
 exec libvirtd --listen -f /etc/libvirt/libvirtd.conf -p "$node/run/libvirtd.pid"
 """.format(pairs=" ".join(f"{k}:{v}" for k, v in _BINDS.items()))
 
+MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
+           "virtio_pci", "virtio_blk")
+"""Kernel modules put in the initramfs, in load order, so guests see virtio disks (/dev/vda)."""
+
+
 _INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in {" ".join(MODULES)}; do insmod /lib/modules/$m.ko 2>/dev/null; done
 echo {READY_LINE}
+if grep -q dv.fill /proc/cmdline; then  # fill the disk (tests of a disk that fills up)
+    dd if=/dev/urandom of=/dev/vda bs=64k conv=fsync 2>/dev/null && echo {FILLED_LINE} &
+fi
 n=0
 while :; do
     n=$((n + 1))
@@ -90,13 +101,20 @@ done
 # --- guest assets -------------------------------------------------------------------------
 
 
+def _modules_dir(vmlinuz: Path) -> Path:
+    return vmlinuz.with_name("modules-" + vmlinuz.name.removeprefix("vmlinuz-"))
+
+
 def ensure_kernel(cache: Path = CACHE_DIR) -> Path:
-    """A Debian amd64 kernel (vmlinuz) in ``cache``, downloaded with apt on first use."""
-    found = sorted(cache.glob("vmlinuz-*"))
+    """A Debian amd64 kernel (vmlinuz) in ``cache`` with its :data:`MODULES` beside it
+    (``modules-VERSION/``), downloaded with apt on first use."""
+    found = [k for k in sorted(cache.glob("vmlinuz-*"))
+             if all((_modules_dir(k) / f"{m}.ko").exists() for m in MODULES)]
     if found:
         return found[-1]
     cache.mkdir(parents=True, exist_ok=True)
     pkg = _kernel_package()
+    wanted = {f"{m}.ko" for m in MODULES}
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         res = subprocess.run(  # noqa: S603 - argument list
             ["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True, timeout=600
@@ -104,6 +122,7 @@ def ensure_kernel(cache: Path = CACHE_DIR) -> Path:
         debs = list(Path(tmp).glob("*.deb"))
         if res.returncode != 0 or not debs:
             raise LabError(f"apt-get download {pkg} failed: {res.stderr.strip()[-300:]}")
+        got: dict[str, bytes] = {}
         with subprocess.Popen(  # noqa: S603 - argument list
             ["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE
         ) as proc:
@@ -111,19 +130,27 @@ def ensure_kernel(cache: Path = CACHE_DIR) -> Path:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 for member in tar:
                     base = member.name.rsplit("/", 1)[-1]
-                    if member.isfile() and re.fullmatch(r"\./boot/vmlinuz-.+", member.name):
-                        data = tar.extractfile(member)
-                        assert data is not None
-                        part = Path(tmp, base)
-                        part.write_bytes(data.read())
-                        part.chmod(0o644)
-                        part.rename(cache / base)
-                        break
+                    if member.isfile() and (base in wanted or re.fullmatch(
+                            r"\./boot/vmlinuz-.+", member.name)):
+                        member_file = tar.extractfile(member)
+                        assert member_file is not None
+                        got[base] = member_file.read()
+                        if len(got) == len(wanted) + 1:
+                            break
             proc.kill()  # the rest of the package is not needed
-    found = sorted(cache.glob("vmlinuz-*"))
-    if not found:
-        raise LabError(f"no /boot/vmlinuz-* in {pkg}")
-    return found[-1]
+        kernels = [name for name in got if name.startswith("vmlinuz-")]
+        if not kernels or len(got) != len(wanted) + 1:
+            raise LabError(f"{pkg} lacks /boot/vmlinuz-* or one of {', '.join(sorted(wanted))}")
+        kernel = cache / kernels[0]
+        staging = Path(tmp, "modules")
+        staging.mkdir()
+        for name, content in got.items():
+            (staging / name if name in wanted else Path(tmp, name)).write_bytes(content)
+        shutil.rmtree(_modules_dir(kernel), ignore_errors=True)
+        staging.rename(_modules_dir(kernel))
+        Path(tmp, kernel.name).chmod(0o644)
+        Path(tmp, kernel.name).rename(kernel)
+    return kernel
 
 
 def _kernel_package() -> str:
@@ -135,16 +162,19 @@ def _kernel_package() -> str:
 
 
 def ensure_initrd(cache: Path = CACHE_DIR) -> Path:
-    """A gzip'd newc initramfs with static busybox and the heartbeat ``/init`` (cached)."""
+    """A gzip'd newc initramfs with static busybox, the kernel's :data:`MODULES` and the
+    heartbeat ``/init`` (cached)."""
     busybox = BUSYBOX.read_bytes()
-    digest = hashlib.sha256(busybox + _INIT.encode()).hexdigest()[:12]
+    modules = {m: (_modules_dir(ensure_kernel(cache)) / f"{m}.ko").read_bytes() for m in MODULES}
+    digest = hashlib.sha256(busybox + _INIT.encode() + b"".join(modules.values())).hexdigest()[:12]
     path = cache / f"initrd-debvisor-{digest}.img"
     if path.exists():
         return path
     cache.mkdir(parents=True, exist_ok=True)
     entries: list[tuple[str, int, bytes, tuple[int, int]]] = [
         (d, 0o040755, b"", (0, 0))
-        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp")
+        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp",
+                  "lib", "lib/modules")
     ]
     entries += [
         ("dev/console", 0o020600, b"", (5, 1)),
@@ -152,6 +182,7 @@ def ensure_initrd(cache: Path = CACHE_DIR) -> Path:
         ("bin/sh", 0o120777, b"busybox", (0, 0)),
         ("init", 0o100755, _INIT.encode(), (0, 0)),
     ]
+    entries += [(f"lib/modules/{m}.ko", 0o100644, data, (0, 0)) for m, data in modules.items()]
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(gzip.compress(cpio_newc(entries), mtime=0))
     tmp.chmod(0o644)
@@ -192,13 +223,16 @@ def guest_xml(
     cmdline: str = "console=ttyS0 quiet",
     disk: str | Path | None = None,
     vnc_password: str | None = None,
+    error_policy: str | None = None,
 ) -> str:
     """Domain XML of a diskless TCG guest booted from ``kernel``/``initrd``.
 
     Serial console on a pty (``virDomain.openConsole``); with ``console_log`` the serial
     output is also appended to that file (any node can write it: same host). VNC listens
     on the node's 127.0.0.1. ``disk`` attaches a qcow2 image (see :func:`make_disk`) so
-    that internal snapshots work (QEMU stores the VM state in it).
+    that internal snapshots work (QEMU stores the VM state in it); ``error_policy`` is its
+    libvirt ``error_policy`` (``stop`` pauses the guest on a write error). The guest sees it
+    as /dev/vda; ``dv.fill`` on the ``cmdline`` makes it write the disk full.
     """
     dom = ET.Element("domain", type="qemu")
     ET.SubElement(dom, "name").text = name
@@ -218,7 +252,9 @@ def guest_xml(
     )
     if disk is not None:
         d = ET.SubElement(dev, "disk", type="file", device="disk")
-        ET.SubElement(d, "driver", name="qemu", type="qcow2")
+        drv = ET.SubElement(d, "driver", name="qemu", type="qcow2")
+        if error_policy:
+            drv.set("error_policy", error_policy)
         ET.SubElement(d, "source", file=str(disk))
         ET.SubElement(d, "target", dev="vda", bus="virtio")
     serial = ET.SubElement(dev, "serial", type="pty")
@@ -248,11 +284,14 @@ def define_guest(
     console_log: str | Path | None = None,
     disk: str | Path | None = None,
     vnc_password: str | None = None,
+    cmdline: str = "console=ttyS0 quiet",
+    error_policy: str | None = None,
 ) -> libvirt.virDomain:
     """Define (persistently) the :func:`guest_xml` guest on ``conn`` and start it."""
     xml = guest_xml(
         name, memory_mib=memory_mib, kernel=kernel, initrd=initrd, vnc=vnc,
-        console_log=console_log, disk=disk, vnc_password=vnc_password,
+        console_log=console_log, disk=disk, vnc_password=vnc_password, cmdline=cmdline,
+        error_policy=error_policy,
     )
     dom = conn.defineXML(xml)
     if start:

@@ -375,9 +375,9 @@ def query_maintenance_plan(ctx: Context, params: dict[str, Any]) -> dict[str, An
     with session(ctx) as c:
         d = fetch(c, "osd_df", "osd_tree", "osd_dump", "pgs_brief", "pools")
         data: dict[str, Any] = analysis.maintenance_plan(params["node"], d)
-        if data["osds"]:
-            ret, _out, _err = c.mgr_raw("osd ok-to-stop", (-11, -16),
-                                        ids=[str(i) for i in data["osds"]])
+        up = [i for i in data["osds"] if i not in data["already_down"]]
+        if up:  # a down OSD is stopped already: the mgr would only repeat its inactive PGs
+            ret, _out, _err = c.mgr_raw("osd ok-to-stop", (-11, -16), ids=[str(i) for i in up])
             data["ceph_ok_to_stop"] = ret == 0
     return data
 
@@ -388,7 +388,8 @@ def render_maintenance_plan(p: dict[str, Any]) -> None:
         print(f"already down: {', '.join(f'osd.{i}' for i in p['already_down'])}")
     live = ""
     if "ceph_ok_to_stop" in p:
-        live = f" (ceph ok-to-stop: {'yes' if p['ceph_ok_to_stop'] else 'no'})"
+        which = " of the up OSDs" if p["already_down"] else ""
+        live = f" (ceph ok-to-stop{which}: {'yes' if p['ceph_ok_to_stop'] else 'no'})"
     print(f"can all stop together: {'yes' if p['can_stop_together'] else 'no'}{live}")
     for i, b in enumerate(p["batches"], 1):
         print(f"  batch {i}: {', '.join(f'osd.{o}' for o in b['osds'])}"
@@ -632,11 +633,15 @@ ACTIONS = [
         render=render_maintenance_plan,
         summary="Which OSDs on NODE can stop together, and what stopping them does",
         description="The PGs that would become degraded or inactive, the flags to set and the "
-                    "data movement to expect, with Ceph's own ok-to-stop for all of them.",
+                    "data movement to expect, with Ceph's own ok-to-stop for those still up. "
+                    "PGs already inactive (their copies on down OSDs) are reported once as "
+                    "such and counted in no batch.",
         params=(Param("node", "The node's CRUSH host name.", positional=True),),
         result="an object: node, osds [id], already_down [id], can_stop_together, "
                "ceph_ok_to_stop, batches [{osds, inactive_pgs}], pgs_affected, pgs_degraded, "
-               "pgs_inactive, flags [flag], data_movement {without_noout_bytes, ...}, notes",
+               "pgs_inactive, pgs_already_inactive, already_inactive_pgs [pgid], "
+               "already_inactive_on [id], flags [flag], data_movement {without_noout_bytes, "
+               "...}, notes",
         examples=("cephctl maintenance-plan node2",
                   "debvisor ceph maintenance-plan node2 --json"),
     ),

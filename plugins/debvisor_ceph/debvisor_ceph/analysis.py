@@ -516,7 +516,11 @@ def _pg_num_rec(pool: dict[str, Any], new: int, why: str) -> dict[str, Any]:
 
 def maintenance_plan(node: str, dumps: dict[str, Any]) -> dict[str, Any]:
     """Which OSDs of ``node`` can stop together, the PGs that would be degraded or inactive,
-    the flags to set and the data movement to expect."""
+    the flags to set and the data movement to expect.
+
+    A PG whose acting OSDs still up are already fewer than its pool's ``min_size`` (its only
+    copies sit on down OSDs) is inactive before anything stops: it is reported once, as
+    already inactive, and counted in no batch and in none of the degraded/inactive counts."""
     idx = tree_index(dumps["osd_tree"])
     if node not in idx["osds_of"]:
         raise BadInput(f"no CRUSH host {node!r}; hosts: {', '.join(idx['hosts']) or 'none'}")
@@ -525,12 +529,19 @@ def maintenance_plan(node: str, dumps: dict[str, Any]) -> dict[str, Any]:
     down = {i for i, x in rows.items() if not x["up"]}
     pools = {int(p["pool_id"]): p for p in dumps.get("pools") or []}
     affected = []
+    already: list[str] = []  # PGs inactive before anything stops
+    already_on: set[int] = set()  # the down OSDs holding them
     for pg in dumps.get("pgs_brief") or []:
         acting = [o for o in (pg.get("acting") or pg.get("up") or []) if o >= 0]
         if set(acting) & set(mine):
             p = pools.get(int(pg["pgid"].split(".")[0]), {})
             live = [o for o in acting if o not in down]
-            affected.append((pg["pgid"], live, int(p.get("min_size", 1)), int(p.get("size", len(acting)))))
+            mn = int(p.get("min_size", 1))
+            if len(live) < mn:
+                already.append(pg["pgid"])
+                already_on.update(o for o in acting if o in down)
+                continue
+            affected.append((pg["pgid"], live, mn, int(p.get("size", len(acting)))))
 
     def inactive_if(stop: set[int]) -> list[str]:
         return [pgid for pgid, live, mn, _ in affected if len([o for o in live if o not in stop]) < mn]
@@ -561,6 +572,12 @@ def maintenance_plan(node: str, dumps: dict[str, Any]) -> dict[str, Any]:
     flags = ["noout"]
     notes = [f"set noout (or `ceph osd set-group noout {node}`) so the stopped OSDs are not marked "
              "out and no data moves; unset it when the node is back"]
+    if already:
+        where = "too few OSDs in their acting sets"
+        if already_on:
+            where = f"on down OSDs {', '.join(f'osd.{i}' for i in sorted(already_on))}"
+        notes.append(f"{len(already)} PGs already inactive ({where}): no batch counts them and "
+                     f"stopping OSDs of {node} does not change that; bring their OSDs back up for them")
     if inactive:
         notes.append(f"{len(inactive)} PGs would become inactive (I/O blocked) if all OSDs of {node} stop "
                      "together: stop them in the batches shown, or accept the outage")
@@ -571,8 +588,10 @@ def maintenance_plan(node: str, dumps: dict[str, Any]) -> dict[str, Any]:
         "node": node, "osds": mine, "already_down": sorted(down & everything),
         "can_stop_together": not inactive,
         "batches": [{"osds": b, "inactive_pgs": len(inactive_if(set(b)))} for b in batches],
-        "pgs_affected": len(affected), "pgs_degraded": len(degraded), "pgs_inactive": len(inactive),
-        "inactive_pgs": inactive[:50], "flags": flags,
+        "pgs_affected": len(affected) + len(already), "pgs_degraded": len(degraded),
+        "pgs_inactive": len(inactive), "inactive_pgs": inactive[:50],
+        "pgs_already_inactive": len(already), "already_inactive_pgs": already[:50],
+        "already_inactive_on": sorted(already_on), "flags": flags,
         "data_movement": {"with_noout_bytes": 0, "without_noout_bytes": data,
                           "projected_utilization_if_out": projected},
         "notes": notes,

@@ -101,6 +101,23 @@ def test_maintenance_plan_single_host_size1() -> None:
         analysis.maintenance_plan("nope", load("lab-healthy"))
 
 
+def test_maintenance_plan_pgs_already_inactive_on_a_down_osd() -> None:
+    """Issue 18: the only copies of some PGs sit on the down osd.2 and osd.0/osd.1 hold none.
+    Those PGs are reported once, as already inactive, and charged to no batch."""
+    d = load("lab-osd-down")  # one-copy pools, osd.2 down
+    d["pgs_brief"] = [pg for pg in d["pgs_brief"] if pg["acting"] == [2]]
+    p = analysis.maintenance_plan("lab-node1", d)
+    assert p["batches"] == [{"osds": [0, 1], "inactive_pgs": 0}] and p["can_stop_together"]
+    assert (p["pgs_already_inactive"], p["already_inactive_on"], p["pgs_inactive"]) == (9, [2], 0)
+    assert len(p["already_inactive_pgs"]) == 9 and p["pgs_degraded"] == 0
+    (note,) = [n for n in p["notes"] if "already inactive" in n]
+    assert note.startswith("9 PGs already inactive (on down OSDs osd.2)")
+    # with PGs of their own on osd.0 and osd.1, each batch counts exactly those
+    full = analysis.maintenance_plan("lab-node1", load("lab-osd-down"))
+    assert full["batches"] == [{"osds": [0], "inactive_pgs": 12}, {"osds": [1], "inactive_pgs": 12}]
+    assert (full["pgs_inactive"], full["pgs_already_inactive"]) == (24, 9)
+
+
 def test_maintenance_plan_replicated_hosts() -> None:
     sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
     from synthetic import scaled_dump

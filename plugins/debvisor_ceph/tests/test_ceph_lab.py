@@ -199,6 +199,71 @@ def test_maintenance_plan_and_ok_to_stop(cdv: Any) -> None:
     assert host.code == 1 and host.json["osds"][:3] == [0, 1, 2]
 
 
+ONE_COPY = "dvonecopy"
+
+
+def _pgs(c: Any) -> list[dict[str, Any]]:
+    from debvisor_ceph.client import Cluster
+    from debvisor_ceph.dumps import pg_stats
+
+    return pg_stats(Cluster(c).mgr("pg dump", dumpcontents=["pgs_brief"]))
+
+
+def _all_active_clean(c: Any) -> bool:
+    return all(s["state_name"] == "active+clean" for s in mon_json(c, "status")["pgmap"]["pgs_by_state"])
+
+
+def test_maintenance_plan_pgs_on_a_killed_osd(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    """Issue 18: a one-copy pool whose only PG sits on a killed OSD. Its PGs (and every other
+    PG on that OSD) are already inactive: the plan says so once and charges them to no batch,
+    so each batch's count is what the mgr's ok-to-stop says for exactly those OSDs."""
+    from debvisor_ceph import lab
+
+    lctx = _lctx(ceph_lab)
+    conf, keyring = ceph_lab["conf"], ceph_lab["keyring"]
+    with connect(conf, keyring) as c:
+        mon_command(c, "osd pool create", pool=ONE_COPY, pg_num=1, pgp_num=1)
+        victim = -1
+        try:
+            mon_command(c, "osd pool set", pool=ONE_COPY, var="size", val="1", yes_i_really_mean_it=True)
+            mon_command(c, "osd pool application enable", pool=ONE_COPY, app="rbd")
+            pool_id = next(p["pool_id"] for p in mon_json(c, "osd pool ls", detail="detail")
+                           if p["pool_name"] == ONE_COPY)
+            wait_for(lambda: _all_active_clean(c) and any(
+                pg["pgid"] == f"{pool_id}.0" for pg in _pgs(c)), timeout=60, what=f"pool {ONE_COPY} active")
+            (pg,) = [pg for pg in _pgs(c) if pg["pgid"] == f"{pool_id}.0"]
+            (victim,) = pg["acting"]
+            mon_command(c, "osd set", key="noout")  # the killed OSD stays in: its PGs stay on it
+            lab.stop_osd(lctx, victim, kill=True, wait_down=True)
+            on_victim = {p["pgid"] for p in _pgs(c) if victim in p["acting"]}
+            assert f"{pool_id}.0" in on_victim
+
+            res = cdv("ceph", "maintenance-plan", "lab-node1", "--json")
+            assert res.code == 0, res
+            p = res.json
+            assert p["already_down"] == [victim]
+            for b in p["batches"]:  # the plan agrees with the mgr on every batch
+                ok = cdv("ceph", "osd", "ok-to-stop", *map(str, b["osds"]), "--json")
+                assert ok.json["ok_to_stop"] == (b["inactive_pgs"] == 0), (b, ok.json)
+                assert len(ok.json["become_inactive"]) == b["inactive_pgs"], (b, ok.json)
+            assert p["pgs_already_inactive"] == len(on_victim)
+            assert set(p["already_inactive_pgs"]) == on_victim
+            assert not set(p["inactive_pgs"]) & on_victim
+            assert [o for b in p["batches"] for o in b["osds"]] == [o for o in p["osds"] if o != victim]
+            said = f"{len(on_victim)} PGs already inactive (on down OSDs osd.{victim})"
+            notes = [n for n in p["notes"] if "already inactive" in n]  # said once, in the notes
+            assert len(notes) == 1 and notes[0].startswith(said), p["notes"]
+            human = cdv("ceph", "maintenance-plan", "lab-node1")
+            assert human.code == 0, human
+            assert human.stdout.count("already inactive") == 1 and said in human.stdout, human.stdout
+        finally:
+            mon_command(c, "osd unset", key="noout")
+            if victim >= 0:
+                lab.start_osd(lctx, victim)
+            mon_command(c, "osd pool delete", pool=ONE_COPY, pool2=ONE_COPY, yes_i_really_really_mean_it=True)
+            wait_for(lambda: _all_active_clean(c), timeout=90, what="every PG active+clean again")
+
+
 def test_join_auto_says_already_joined(cdv: Any) -> None:
     res = cdv("ceph", "join", "--devices", "auto", "--json")
     assert res.code == 0, res

@@ -21,7 +21,7 @@ from debvisor_core.errors import StepFailed
 
 from . import dnssec, wire
 from .config import DnsConfig, Server, ZoneConfig
-from .records import same, show_state
+from .records import key, same, show_state
 
 MIN_WAIT, MAX_WAIT, GROWTH = 0.001, 0.05, 1.5
 
@@ -100,10 +100,25 @@ def poll_server(server: Server, zone: ZoneConfig, changes: list[dict[str, Any]],
     return status
 
 
+def _already(proven: dict[tuple[str, str], dict[str, Any]] | None, zone: str, server: Server,
+             changes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The status of a poll that already proved ``server`` serves all of ``changes``."""
+    seen = (proven or {}).get((zone, str(server)))
+    if seen and {key(ch) for ch in changes} <= set(seen["changes"]):
+        return dict(seen["status"])
+    return None
+
+
 def await_all(cfg: DnsConfig, changes: list[dict[str, Any]], *, t0: float | None = None,
-              targets: dict[str, int] | None = None, timeout: float | None = None
+              targets: dict[str, int] | None = None, timeout: float | None = None,
+              proven: dict[tuple[str, str], dict[str, Any]] | None = None
               ) -> list[dict[str, Any]]:
     """Wait until every server of every zone touched serves ``changes``; per-server results.
+
+    Each server is polled by SOA serial until it reaches the zone's target, then asked once
+    for every changed RRset. ``proven`` maps (zone, server) to a poll of this operation that
+    already proved that server serves those changes (the primary, by the UPDATE's verify):
+    it is not asked again.
 
     Raises :class:`dnssec.Bogus` at the first bogus answer and
     :class:`PropagationTimeout` when a server is still behind at the timeout.
@@ -116,16 +131,21 @@ def await_all(cfg: DnsConfig, changes: list[dict[str, Any]], *, t0: float | None
     for ch in changes:
         by_zone[ch["zone"]].append(ch)
     jobs = []
+    done: list[dict[str, Any]] = []
     for zname, zchanges in by_zone.items():
         zone = cfg.zone(zname)
         keys = dnssec.zone_keys(zone, cfg.key(zone).dns_key(), timeout=cfg.timeout,
                                 mode=cfg.dnssec)
         target = (targets or {}).get(zone.name)
         for server in dict.fromkeys(zone.all_servers):
-            jobs.append((server, zone, zchanges, keys, target))
+            seen = _already(proven, zone.name, server, zchanges)
+            if seen is not None:
+                done.append(seen)
+            else:
+                jobs.append((server, zone, zchanges, keys, target))
     with ThreadPoolExecutor(max_workers=min(16, len(jobs) or 1)) as pool:
         futures = [pool.submit(poll_server, *job, cfg, t0, deadline) for job in jobs]
-        results = [f.result() for f in futures]  # a Bogus answer raises here
+        results = done + [f.result() for f in futures]  # a Bogus answer raises here
     late = [r for r in results if not r["ok"]]
     for r in results:
         if r["ok"]:

@@ -147,12 +147,16 @@ class UpdateRRsets(DnsStep):
         target = (serial + 1) % 2**32 if serial is not None else None
         keys = dnssec.zone_keys(zone, tkey.dns_key(), timeout=cfg.timeout, mode=cfg.dnssec)
         t0 = time.monotonic()
-        status = propagation.poll_server(server, zone, changes, keys, target, cfg, t0,
+        status = propagation.poll_server(server, zone, changes, keys, target, cfg,
+                                         self.timing(ctx).get("t_update", t0),
                                          t0 + min(cfg.propagation_timeout, 10.0))
         if not status["ok"]:
             raise StepFailed(f"{server} answered NOERROR but does not serve the change: "
                              f"{status.get('why', 'no answer')}")
         self.report(ctx).setdefault("serials", {})[self.zone] = status["serial"]
+        # the propagation step need not ask this server again for these changes
+        proven = self.timing(ctx).setdefault("proven", {})
+        proven[(self.zone, str(server))] = {"status": status, "changes": sent}
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         """Put back the exact RRsets of the snapshot, unless someone changed them since."""
@@ -216,8 +220,10 @@ class AwaitPropagation(DnsStep):
 
         cfg = dnsconfig.load(ctx)
         rep = self.report(ctx)
-        results = propagation.await_all(cfg, self.changes, t0=self.timing(ctx).pop("t_update", None),
-                                        targets=rep.get("serials"), timeout=self.timeout)
+        timing = self.timing(ctx)
+        results = propagation.await_all(cfg, self.changes, t0=timing.pop("t_update", None),
+                                        targets=rep.get("serials"), timeout=self.timeout,
+                                        proven=timing.pop("proven", None))
         rep.setdefault("propagation", []).extend(
             {k: r.get(k) for k in ("zone", "server", "ms", "serial", "dnssec")} for r in results)
         return {}

@@ -465,6 +465,11 @@ def command(action: Action, name: str | None = None) -> click.Command:
             if p.secret and value is not None:
                 value = _read_secret_value(p, str(value))
             raw[p.name] = value
+        if ctx.remote is not None:  # parsed and checked here, run on the node's rpcd
+            action.validate(raw)
+            from .rpcd.client import run_remote
+
+            raise click.exceptions.Exit(run_remote(ctx, action, raw))
         exit_with(run(ctx, action, action.validate(raw)))
 
     params: list[click.Parameter] = []
@@ -499,9 +504,11 @@ def command(action: Action, name: str | None = None) -> click.Command:
         fn = operation_options(action.op_kind, destructive=action.destructive)(fn)
     fn = json_option(fn)
     # click's option decorators store their params in reverse order of application
-    return click.Command(name or action.path.rsplit(".", 1)[1], callback=fn,
-                         params=params + list(reversed(getattr(fn, "__click_params__", []))),
-                         help=_help(action), short_help=action.summary)
+    cmd = click.Command(name or action.path.rsplit(".", 1)[1], callback=fn,
+                        params=params + list(reversed(getattr(fn, "__click_params__", []))),
+                        help=_help(action), short_help=action.summary)
+    cmd.debvisor_action = action.path  # type: ignore[attr-defined]  # --remote runs only these
+    return cmd
 
 
 def attach(group: click.Group, actions: list[Action], *, strip: int = 1) -> click.Group:

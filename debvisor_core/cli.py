@@ -44,6 +44,22 @@ def _one_line(summary: str, dist: str, width: int) -> str:
     return cut + "…"
 
 
+def _remote_runs(ctx: click.Context, cmd: click.Command, words: list[str]) -> None:
+    """Refuse ``--remote`` before anything runs unless the words name a declared action
+    (only those go through a node's rpcd; help stays local)."""
+    leaf, rest = cmd, words[1:]
+    while isinstance(leaf, click.Group) and rest and not rest[0].startswith("-"):
+        nxt = leaf.get_command(ctx, rest[0])
+        if nxt is None:
+            return  # click reports the unknown command
+        leaf, rest = nxt, rest[1:]
+    if getattr(leaf, "debvisor_action", None) or "--help" in rest or "-h" in rest:
+        return
+    said = " ".join(words[: len(words) - len(rest)])
+    raise click.UsageError(f"--remote runs declared actions (`debvisor actions list`); "
+                           f"`{said}` is not one")
+
+
 class RootGroup(click.Group):
     """Resolves ``debvisor WORD`` to a built-in or plugin command only when typed."""
 
@@ -61,6 +77,8 @@ class RootGroup(click.Group):
             if reason:  # installed, but disabled or broken: say which, and why
                 raise click.UsageError(f"'{args[0]}' is {reason}") from None
             raise
+        if ctx.params.get("remote") and cmd is not None and not ctx.resilient_parsing:
+            _remote_runs(ctx, cmd, [str(name), *rest])
         alias = os.environ.get("DEBVISOR_ALIAS")
         if alias and not ctx.info_name and name == os.environ.get("DEBVISOR_ALIAS_WORD"):
             name = alias  # usage lines read `hvctl list`, not `hvctl hv list`
@@ -156,10 +174,14 @@ Exit codes: 0 ok, 1 failed, 2 bad input, 3 preflight refused,
               help="Print one JSON event per line on stdout (plan, log, step, progress, result).")
 @click.option("--origin", metavar="OPID.STEP", hidden=True,
               help="The remote operation step this run is for (set by RemoteAction).")
+@click.option("--remote", metavar="NODE",
+              help="Run the command (a declared action) on NODE through its debvisor-rpcd: "
+                   "same output and exit code ([rpcd.client], [rpcd.nodes.NODE] address).")
 @click.version_option(__version__, prog_name="debvisor")
 @click.pass_context
 def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | None,
-               config_file: str | None, yes: bool, events: bool, origin: str | None) -> None:
+               config_file: str | None, yes: bool, events: bool, origin: str | None,
+               remote: str | None) -> None:
     """DebVisor operations toolkit: one command to run a DebVisor hypervisor cluster.
 
     Every state change is an operation: preflight, plan, confirmation, journalled
@@ -175,7 +197,8 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
                                  param_hint="--log-file") from None
     if origin is not None and not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}", origin):
         raise click.BadParameter("must be OPID.STEP", param_hint="--origin")
-    dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file, origin=origin)
+    dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file, origin=origin,
+                   remote=remote)
     dctx._host = _host(ctx)
     ctx.obj = dctx
     if events and not ctx.resilient_parsing:
@@ -188,7 +211,7 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
 
 
 _GLOBAL_FLAGS = {"--json", "-v", "--verbose", "-y", "--yes", "--events"}
-_GLOBAL_VALUED = {"--log-file", "--config", "--origin"}
+_GLOBAL_VALUED = {"--log-file", "--config", "--origin", "--remote"}
 
 
 def _lift_verbose(args: list[str]) -> list[str]:

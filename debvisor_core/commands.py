@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from .context import Context
+from .errors import BadInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +104,9 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
             ctx = get_ctx(c)
             ctx.target = _target(c, kwargs)
             if ctx.op_options.rollback:
+                if ctx.remote is not None:
+                    raise BadInput("--rollback does not go through --remote; run it on the "
+                                   "node (or `debvisor --remote NODE ops rollback ID`)")
                 from .engine import rollback_last
 
                 rollback_last(ctx, kind, ctx.target)

@@ -83,6 +83,8 @@ class Context:
     #: who asked, when it was another node's operation (``OPID.STEP``, from ``--origin``):
     #: journalled, so that node can find this run again (``ops list --origin``)
     origin: str | None = None
+    #: ``--remote NODE``: declared actions run on that node's rpcd instead of here
+    remote: str | None = None
     env: Env = field(default_factory=Env)
     _ui: RunUI | None = None
 

@@ -664,14 +664,19 @@ def rollback_last(ctx: Context, kind: str, target: dict[str, Any] | None = None)
 def execute(ctx: Context, op: Operation, human: Any = None) -> OpResult:
     """Run ``op`` and print its result (JSON with --json); what commands call."""
     res = run(ctx, op)
+    emit_result(ctx, res, human)
+    return res
+
+
+def emit_result(ctx: Context, res: OpResult, human: Any = None) -> None:
+    """Print an operation's result: JSON with --json/--events, else ``human(res)`` on success."""
     from .output import emit
 
     if ctx.json or ctx.ui.events:
         emit(ctx, res.to_dict())
     elif callable(human) and res.status == "succeeded":
         human(res)
-    return res
 
 
-__all__ = ["Finding", "OpResult", "Operation", "Phase", "Step", "StepFailed", "execute",
-           "rollback_last", "rollback_op", "resume_op", "run"]
+__all__ = ["Finding", "OpResult", "Operation", "Phase", "Step", "StepFailed", "emit_result",
+           "execute", "rollback_last", "rollback_op", "resume_op", "run"]

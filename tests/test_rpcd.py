@@ -256,6 +256,35 @@ def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Dae
     assert res.stdout.startswith("Plan: register test\n") and local.stdout.startswith("Plan: register test\n")
 
 
+def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, world: Any) -> None:
+    """`debvisor --remote NODE …` parses the command here and runs it on NODE's rpcd: the
+    same stdout, stderr and exit code as the same command run on the node."""
+    d = world[1].dir
+    cfg = world[0] / "remote.toml"
+    cfg.write_text(f'[rpcd.client]\nca = "{d}/ca.pem"\ncert = "{d}/admin.pem"\n'
+                   f'key = "{d}/admin.key"\n[rpcd.nodes.node1]\naddress = "{daemon.address}"\n')
+    here = world[0] / "elsewhere"  # the caller's own state: empty, unlike the node's
+    for args in (["ops", "list", "--limit", "3"], ["--json", "ops", "list"],
+                 ["hv", "register", "test", "--owner", "ops", "--dry-run"],
+                 ["ops", "show", "../../etc/passwd"]):
+        remote = _dv(here, "--remote", "node1", *args, config=cfg)
+        local = _dv(daemon.state, *args)
+        assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), args
+        assert [ln for ln in remote.stderr.splitlines() if ln.startswith("[ERROR]")] == \
+            [ln for ln in local.stderr.splitlines() if ln.startswith("[ERROR]")], args
+    assert not (here / "journal").exists()  # nothing ran here
+    # what cannot go through the daemon is refused before anything runs: exit 2, one line
+    for args, why in ((["rpcd", "serve"], "`rpcd serve` is not one"),
+                      (["audit", "verify"], "--remote runs declared actions"),
+                      (["ops", "list", "--limit", "many"], "many"),
+                      (["hv", "register", "test", "--rollback"], "--rollback does not go through")):
+        res = _dv(here, "--remote", "node1", *args, config=cfg)
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+    res = _dv(here, "--remote", "no such node!", "ops", "list", config=cfg)
+    assert res.returncode == 2 and "not a node name or host:port" in res.stderr, res.stderr
+
+
 def test_health_both_services(daemon: Daemon, world: Any) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 

@@ -8,7 +8,8 @@ and ``token_file`` (an OAuth2 bearer token) — secrets are read from files, nev
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,15 @@ import grpc
 
 from .. import log
 from ..errors import BadInput
+from ..model import OpResult
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..actions import Action
     from ..context import Context
+
+DEFAULT_PORT = 7443
 
 #: gRPC status -> the CLI's exit code
 STATUS_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: 2, grpc.StatusCode.UNAUTHENTICATED: 3,
@@ -88,9 +93,11 @@ class Client:
             yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message}
 
 
-def render(ctx: Context, ev: dict[str, Any], code: int) -> int:
+def render(ctx: Context, ev: dict[str, Any], code: int,
+           on_result: Callable[[Any], None] | None = None) -> int:
     """Replay one event of the node's run on this invocation's run UI (the terminal's, or
-    the --events one): the node's run looks like a local one. Returns the exit code so far."""
+    the --events one): the node's run looks like a local one. Returns the exit code so far.
+    ``on_result`` shows the final result (default: as generic data)."""
     from ..model import Finding
     from ..ui import JsonEventsUI
 
@@ -111,7 +118,10 @@ def render(ctx: Context, ev: dict[str, Any], code: int) -> int:
         ui.progress(ev["label"], ev["done"], ev.get("total"), eta=ev.get("eta"), rate=ev.get("rate"),
                     note=ev.get("note", ""))
     elif kind == "result":
-        ctx.emit(ev["result"])
+        if on_result is not None:
+            on_result(ev["result"])
+        else:
+            ctx.emit(ev["result"])
     elif kind == "exit":  # its message came as a log event already
         if isinstance(ui, JsonEventsUI):
             ui.emit("exit", code=ev.get("code", 0), message=ev.get("message"), hint=ev.get("hint"))
@@ -119,4 +129,42 @@ def render(ctx: Context, ev: dict[str, Any], code: int) -> int:
     return code
 
 
-__all__ = ["STATUS_EXIT", "Client", "render"]
+def node_address(ctx: Context, node: str) -> str:
+    """host:port of ``node``'s rpcd: ``[rpcd.nodes.NODE] address``, else NODE itself when it
+    has a port, else NODE:7443."""
+    nodes = ctx.section("rpcd").get("nodes") or {}
+    conf = nodes.get(node) if isinstance(nodes, dict) else None
+    if isinstance(conf, dict) and conf.get("address"):
+        return str(conf["address"])
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}",
+                        node):
+        raise BadInput(f"--remote {node[:60]!r}: not a node name or host:port")
+    return node if ":" in node else f"{node}:{DEFAULT_PORT}"
+
+
+def run_remote(ctx: Context, action: Action, raw: dict[str, Any]) -> int:
+    """Run ``action`` with the CLI's parsed parameters on ``ctx.remote``'s rpcd, showing the
+    node's run as if it were local; returns the exit code."""
+    from ..engine import emit_result
+
+    opts = ctx.op_options
+    if opts.force_maintenance:  # (--rollback is refused before: commands.operation_options)
+        raise BadInput("--force-maintenance does not go through --remote; run it on the node")
+    assert ctx.remote is not None
+    client = Client.from_config(ctx.section("rpcd").get("client") or {},
+                                address=node_address(ctx, ctx.remote))
+
+    def on_result(data: Any) -> None:
+        if action.plan is not None and isinstance(data, dict) and "steps" in data:
+            emit_result(ctx, OpResult(**data), action.render)
+        else:
+            ctx.emit(data, action.render if action.plan is None else action.unchanged)
+
+    code = 0
+    for ev in client.invoke(action.path, json.dumps(raw), dry_run=opts.dry_run,
+                            check=opts.check, yes=ctx.yes):
+        code = render(ctx, ev, code, on_result)
+    return code
+
+
+__all__ = ["STATUS_EXIT", "Client", "node_address", "render", "run_remote"]

@@ -325,8 +325,6 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     """Run ``action`` with validated ``params`` through the engine; return its result
     (the query's data, or the operation result as a dict; an :class:`Outcome` when the
     exit code is not 0) and show it on ctx's UI."""
-    from . import engine
-
     ctx.action = action.path
     ctx.plugin = action.path.split(".")[0]
     ctx.secret_options = tuple(p.option for p in action.params if p.secret)
@@ -347,6 +345,8 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
         ctx.emit(data, action.render)
         return outcome if outcome is not None and outcome.code else data
     assert action.plan is not None
+    from . import engine  # not on the query path above: `hv list` should start fast
+
     if ctx.op_options.rollback:
         return engine.rollback_last(ctx, action.op_kind, ctx.target).to_dict()
     try:

@@ -6,13 +6,18 @@
    next one (which knows the target's finish time); peer: `virsh migrate --live` of the
    same guest at the same bandwidth, as a time ratio.
 2. `hvctl list` across 2 nodes with 50 domains each, against `virsh list --all` run once
-   per node (sum), as a ratio (median of 5 runs each).
+   per node (sum), as a ratio (median of 5 runs each). Each run is a fresh process: most
+   of `hvctl list`'s time is Python starting, importing (libvirt.py is ~10k lines) and
+   exiting, and far more of it when nothing can use or write .pyc files
+   (PYTHONDONTWRITEBYTECODE=1 and none installed): then every run compiles every module.
 
 Run: /work/main/.venv/bin/python plugins/debvisor_libvirt/bench/bench_hv.py  (root)
+     add ``--only list`` (or ``--only migrate``) to run one section.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -41,13 +46,90 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
+def bench_migrate(lab_dir: Path, env: dict[str, str], uris: dict[str, str],
+                  conns: dict[str, Any], g: dict[str, Any], fig: dict[str, Any]) -> None:
+    """Section 1: live migration of a 256 MiB guest, `hvctl migrate` vs `virsh migrate`."""
     from debvisor_libvirt import lab
+
+    hvctl = str(Path(sys.executable).parent / "hvctl")
+    log = lab_dir / f"{VM}.log"
+    lab.define_guest(conns["node1"], VM, memory_mib=256, kernel=g["kernel"],
+                     initrd=g["initrd"], console_log=log)
+    lab.wait_console(log, timeout=120)
+
+    def migrate_hv() -> dict[str, Any]:
+        res = sh([hvctl, "--json", "migrate", VM, "node2", "--bandwidth",
+                  f"{BANDWIDTH_MIB}MiB/s", "--yes"], env)
+        return dict(json.loads(res.stdout)["result"]["migration"])
+
+    def virsh_back() -> float:
+        t = time.perf_counter()
+        sh(["virsh", "-c", uris["node2"], "migrate", "--live", "--persistent",
+            "--undefinesource", VM, uris["node1"], "tcp://10.77.0.1",
+            "--bandwidth", str(BANDWIDTH_MIB)], env)
+        return time.perf_counter() - t
+
+    def eta_at_50(mig: dict[str, Any]) -> tuple[float, float] | None:
+        """(ETA shown, actual remaining time) at the first sample at or past 50 %."""
+        at50 = next((p for p in mig["progress"] if p["pct"] >= 50 and p["eta_s"] is not None),
+                    None)
+        return None if at50 is None else (at50["eta_s"], mig["total_s"] - at50["t"])
+
+    # run 1: a fresh state dir, nothing learned about this target yet
+    first = migrate_hv()
+    fig["virsh_migrate_total_s"] = round(virsh_back(), 3)
+    # run 2: the finish/confirm time of run 1 is known (what an operator sees normally)
+    mig = migrate_hv()
+    fig["hv_migrate_total_s"] = mig["total_s"]
+    fig["hv_migrate_downtime_ms"] = mig["downtime_ms"]
+    fig["hv_migrate_avg_rate_mib_s"] = round(mig["avg_rate_bps"] / 2**20, 2)
+    fig["hv_migrate_transfer_s"] = mig["transfer_s"]
+    fig["hv_migrate_finish_s"] = mig["finish_s"]
+    fig["guest_ram_nonzero_share"] = round(mig["nonzero_share"] or 0, 3)
+    for key, run in (("", mig), ("_first_run", first)):
+        e = eta_at_50(run)
+        if e:
+            eta, actual = e
+            fig[f"eta_at_50pct_s{key}"] = round(eta, 2)
+            fig[f"actual_remaining_at_50pct_s{key}"] = round(actual, 2)
+            fig[f"eta_error_at_50pct_rel{key}"] = round((eta - actual) / actual, 3)
+    fig["migrate_time_ratio_hv_vs_virsh"] = round(
+        fig["hv_migrate_total_s"] / fig["virsh_migrate_total_s"], 3)
+    virsh_back()
+    dom = conns["node1"].lookupByName(VM)
+    dom.destroy()
+    dom.undefine()
+
+
+def bench_list(env: dict[str, str], uris: dict[str, str], conns: dict[str, Any],
+               g: dict[str, Any], fig: dict[str, Any]) -> None:
+    """Section 2: `hvctl list` over 2 nodes x 50 domains vs `virsh list --all` per node."""
+    from debvisor_libvirt import lab
+
+    hvctl = str(Path(sys.executable).parent / "hvctl")
+    for n, c in conns.items():
+        for i in range(50):
+            c.defineXML(lab.guest_xml(f"bl-{n}-{i:02d}", kernel=g["kernel"],
+                                      initrd=g["initrd"], vnc=False))
+    sh([hvctl, "list"], env)  # warm caches
+    hv_runs = [timed([hvctl, "list"], env) for _ in range(5)]
+    virsh_runs = [sum(timed(["virsh", "-c", u, "list", "--all"], env) for u in uris.values())
+                  for _ in range(5)]
+    fig["hv_list_100_domains_s"] = round(statistics.median(hv_runs), 3)
+    fig["virsh_list_all_per_node_sum_s"] = round(statistics.median(virsh_runs), 3)
+    fig["list_ratio_hv_vs_virsh"] = round(fig["hv_list_100_domains_s"]
+                                          / fig["virsh_list_all_per_node_sum_s"], 2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Benchmarks of the hv plugin on the lab.")
+    parser.add_argument("--only", choices=("migrate", "list"),
+                        help="run only this section (default: every section)")
+    only = parser.parse_args(argv).only
     from debvisor_libvirt.nodes import lv
 
     libvirt = lv()
-    bindir = Path(sys.executable).parent
-    debvisor, hvctl = str(bindir / "debvisor"), str(bindir / "hvctl")
+    debvisor = str(Path(sys.executable).parent / "debvisor")
     lab_dir = Path(tempfile.mkdtemp(prefix="dvlb-", dir="/tmp"))
     env = {**os.environ, "DEBVISOR_LAB_DIR": str(lab_dir),
            "DEBVISOR_STATE_DIR": str(lab_dir / "state"), "DEBVISOR_PLUGINS": "hv"}
@@ -60,68 +142,10 @@ def main() -> None:
         conns = {n: libvirt.open(u) for n, u in uris.items()}
         g = cfg["guest"]
         fig: dict[str, Any] = {}
-
-        # 1. migration of a 256 MiB guest
-        log = lab_dir / f"{VM}.log"
-        lab.define_guest(conns["node1"], VM, memory_mib=256, kernel=g["kernel"],
-                         initrd=g["initrd"], console_log=log)
-        lab.wait_console(log, timeout=120)
-        def migrate_hv() -> dict[str, Any]:
-            res = sh([hvctl, "--json", "migrate", VM, "node2", "--bandwidth",
-                      f"{BANDWIDTH_MIB}MiB/s", "--yes"], env)
-            return dict(json.loads(res.stdout)["result"]["migration"])
-
-        def virsh_back() -> float:
-            t = time.perf_counter()
-            sh(["virsh", "-c", uris["node2"], "migrate", "--live", "--persistent",
-                "--undefinesource", VM, uris["node1"], "tcp://10.77.0.1",
-                "--bandwidth", str(BANDWIDTH_MIB)], env)
-            return time.perf_counter() - t
-
-        def eta_at_50(mig: dict[str, Any]) -> tuple[float, float] | None:
-            """(ETA shown, actual remaining time) at the first sample at or past 50 %."""
-            at50 = next((p for p in mig["progress"] if p["pct"] >= 50 and p["eta_s"] is not None),
-                        None)
-            return None if at50 is None else (at50["eta_s"], mig["total_s"] - at50["t"])
-
-        # run 1: a fresh state dir, nothing learned about this target yet
-        first = migrate_hv()
-        fig["virsh_migrate_total_s"] = round(virsh_back(), 3)
-        # run 2: the finish/confirm time of run 1 is known (what an operator sees normally)
-        mig = migrate_hv()
-        fig["hv_migrate_total_s"] = mig["total_s"]
-        fig["hv_migrate_downtime_ms"] = mig["downtime_ms"]
-        fig["hv_migrate_avg_rate_mib_s"] = round(mig["avg_rate_bps"] / 2**20, 2)
-        fig["hv_migrate_transfer_s"] = mig["transfer_s"]
-        fig["hv_migrate_finish_s"] = mig["finish_s"]
-        fig["guest_ram_nonzero_share"] = round(mig["nonzero_share"] or 0, 3)
-        for key, run in (("", mig), ("_first_run", first)):
-            e = eta_at_50(run)
-            if e:
-                eta, actual = e
-                fig[f"eta_at_50pct_s{key}"] = round(eta, 2)
-                fig[f"actual_remaining_at_50pct_s{key}"] = round(actual, 2)
-                fig[f"eta_error_at_50pct_rel{key}"] = round((eta - actual) / actual, 3)
-        fig["migrate_time_ratio_hv_vs_virsh"] = round(
-            fig["hv_migrate_total_s"] / fig["virsh_migrate_total_s"], 3)
-        virsh_back()
-        dom = conns["node1"].lookupByName(VM)
-        dom.destroy()
-        dom.undefine()
-
-        # 2. list across 2 nodes x 50 domains
-        for n, c in conns.items():
-            for i in range(50):
-                c.defineXML(lab.guest_xml(f"bl-{n}-{i:02d}", kernel=g["kernel"],
-                                          initrd=g["initrd"], vnc=False))
-        sh([hvctl, "list"], env)  # warm caches
-        hv_runs = [timed([hvctl, "list"], env) for _ in range(5)]
-        virsh_runs = [sum(timed(["virsh", "-c", u, "list", "--all"], env) for u in uris.values())
-                      for _ in range(5)]
-        fig["hv_list_100_domains_s"] = round(statistics.median(hv_runs), 3)
-        fig["virsh_list_all_per_node_sum_s"] = round(statistics.median(virsh_runs), 3)
-        fig["list_ratio_hv_vs_virsh"] = round(fig["hv_list_100_domains_s"]
-                                              / fig["virsh_list_all_per_node_sum_s"], 2)
+        if only in (None, "migrate"):
+            bench_migrate(lab_dir, env, uris, conns, g, fig)  # 1. a 256 MiB guest
+        if only in (None, "list"):
+            bench_list(env, uris, conns, g, fig)  # 2. 2 nodes x 50 domains
         for k, v in fig.items():
             print(f"{k}: {v}")
         print(json.dumps(fig))

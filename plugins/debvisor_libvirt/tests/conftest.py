@@ -53,9 +53,10 @@ class HvLab:
                 dom = self.conn(node).lookupByName(name)
             except libvirt.libvirtError:
                 continue
+            persistent = dom.isPersistent()  # a transient domain is gone once destroyed
             if dom.isActive():
                 dom.destroy()
-            if dom.isPersistent():
+            if persistent:
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
     def where(self, name: str) -> list[str]:

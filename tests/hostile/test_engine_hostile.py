@@ -407,3 +407,23 @@ def test_actions_run_refuses_a_dry_run_it_cannot_honour(dv: Runner, dv_state: St
     assert json.loads(dv("maintenance", "status", "--json").stdout)["enabled"] is True
     res = dv("actions", "run", "ops.list", "--check")
     assert res.code == 2 and "ops.list only reads: it has no --check" in res.stderr
+
+
+@pytest.mark.parametrize("extra", [["--rollback"], ["--force-maintenance"], []])
+def test_remote_never_runs_the_command_here(dv: Runner, dv_state: StateDir,
+                                            prior: dict[str, str], extra: list[str]) -> None:
+    """`--remote NODE` must run a command on NODE or not at all: `--rollback` used to be
+    handled before the remote dispatch and undid the last local run; a node that cannot be
+    reached changes nothing here either. Nothing new in the journal, the notes unchanged."""
+    before = ops(dv)
+    args = ["example", "note", "add", "keep", "old text", "--yes"]  # the prior run's target
+    res = dv("--remote", "127.0.0.1:9", *args, *extra)  # discard port: nothing answers
+    assert res.code != 0 and "Traceback" not in res.stderr, res
+    if extra:
+        assert res.code == 2 and f"{extra[0]} does not go through --remote" in res.stderr, res
+    assert notes(dv_state) == prior
+    assert ops(dv) == before
+    for bad in ("-x", "node;id", "../etc", "a b"):  # a node name is never an option or path
+        res = dv("--remote", bad, *args)
+        assert res.code == 2 and "not a node name or host:port" in res.stderr, (bad, res)
+    assert notes(dv_state) == prior and ops(dv) == before

@@ -103,10 +103,12 @@ def operation_options(kind: str, *, destructive: bool = False) -> Callable[[F], 
             c = click.get_current_context()
             ctx = get_ctx(c)
             ctx.target = _target(c, kwargs)
-            if ctx.op_options.rollback:
-                if ctx.remote is not None:
-                    raise BadInput("--rollback does not go through --remote; run it on the "
-                                   "node (or `debvisor --remote NODE ops rollback ID`)")
+            opts = ctx.op_options
+            if ctx.remote is not None and (opts.rollback or opts.force_maintenance):
+                flag = "--rollback" if opts.rollback else "--force-maintenance"
+                raise BadInput(f"{flag} does not go through --remote; run it on the node "
+                               "(or `debvisor --remote NODE ops rollback ID`)")
+            if opts.rollback:
                 from .engine import rollback_last
 
                 rollback_last(ctx, kind, ctx.target)

@@ -147,9 +147,7 @@ def run_remote(ctx: Context, action: Action, raw: dict[str, Any]) -> int:
     node's run as if it were local; returns the exit code."""
     from ..engine import emit_result
 
-    opts = ctx.op_options
-    if opts.force_maintenance:  # (--rollback is refused before: commands.operation_options)
-        raise BadInput("--force-maintenance does not go through --remote; run it on the node")
+    opts = ctx.op_options  # --rollback/--force-maintenance: refused by operation_options
     assert ctx.remote is not None
     client = Client.from_config(ctx.section("rpcd").get("client") or {},
                                 address=node_address(ctx, ctx.remote))

@@ -331,8 +331,8 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     if ctx.target is None:
         ctx.target = action.target(params)
     opts = ctx.op_options
-    if not action.journalled and (opts.dry_run or opts.check or opts.rollback):
-        flag = "--dry-run" if opts.dry_run else "--check" if opts.check else "--rollback"
+    if not action.journalled and (opts.dry_run or opts.check):  # (--rollback: no such option)
+        flag = "--dry-run" if opts.dry_run else "--check"
         what = "only reads" if action.query is not None else "is not a journalled operation"
         raise BadInput(f"{action.path} {what}: it has no {flag}")
     if action.query is not None or action.execute is not None:

@@ -7,7 +7,6 @@ no pluggy and no importlib.metadata.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any
 
@@ -195,8 +194,11 @@ def main_group(ctx: click.Context, json_: bool, verbose: bool, log_file: str | N
     except OSError as exc:
         raise click.BadParameter(f"cannot open {log_file}: {exc.strerror}",
                                  param_hint="--log-file") from None
-    if origin is not None and not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}", origin):
-        raise click.BadParameter("must be OPID.STEP", param_hint="--origin")
+    if origin is not None:
+        from .journal import ORIGIN_RE
+
+        if not ORIGIN_RE.fullmatch(origin):
+            raise click.BadParameter("must be OPID.STEP", param_hint="--origin")
     dctx = Context(json=json_, verbose=verbose, yes=yes, config_file=config_file, origin=origin,
                    remote=remote)
     dctx._host = _host(ctx)

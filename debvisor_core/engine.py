@@ -171,7 +171,7 @@ def _log_findings(findings: list[Finding]) -> None:
 
 def _refuse(ctx: Context, op: Operation, res: OpResult, errors: list[Finding]) -> None:
     res.status, res.error = "refused", errors[0].message
-    _emit_failure(ctx, res)
+    emit_result(ctx, res)
     more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
     raise PreflightRefused(f"preflight refused {op.kind}: {errors[0].message}{_where(errors[0])}"
                            f"{more}; nothing was changed")
@@ -249,7 +249,7 @@ def run(ctx: Context, op: Operation) -> OpResult:
                     why = _describe_exc(exc)
                     j.append("finished", status="refused", error=why)
                     res.status, res.error = "refused", why
-                    _emit_failure(ctx, res)
+                    emit_result(ctx, res)
                     raise PreflightRefused(f"{why}; refusing to change state; nothing was "
                                            "changed") from None
                 try:
@@ -289,7 +289,7 @@ def _fail(ctx: Context, op: Operation, j: journal.Journal, res: OpResult, exc: B
                  details={"kind": op.kind, "title": op.title, "error": err, "action": action,
                           "params": op.params, "result": op.result,
                           "failed_step": failed_at + 1 if failed_at is not None else None})
-    _emit_failure(ctx, res)
+    emit_result(ctx, res)
     verb = "resume of " if action == "resume" else ""
     if status == "paused" and phase is not None:
         name = op.phases[phase].name
@@ -423,13 +423,6 @@ def _running_index(res: OpResult) -> int | None:
     return next((i for i, s in enumerate(res.steps) if s.get("status") == "running"), None)
 
 
-def _emit_failure(ctx: Context, res: OpResult) -> None:
-    if ctx.json or ctx.ui.events:
-        from .output import emit
-
-        emit(ctx, res.to_dict())
-
-
 # -- after the fact: rollback / resume ----------------------------------------
 def _declare_step_types(ctx: Context, type_name: str) -> None:
     """Ask installed plugins to declare their step classes (hook ``debvisor_step_types``):
@@ -541,7 +534,7 @@ def rollback_op(ctx: Context, op_id: str) -> OpResult:
                    [{"index": i + 1, "name": op.steps[i].step_name} for i, _ in pending], [],
                    ms, error="; ".join(failures) or None)
     if failures:
-        _emit_failure(ctx, res)
+        emit_result(ctx, res)
         raise RollbackIncomplete(f"rollback of {st.id} is incomplete: {'; '.join(failures)}",
                                  hint=f"fix the cause, then run `debvisor ops rollback {st.id}`")
     log.info(f"operation {st.id} rolled back")
@@ -580,9 +573,8 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
             op = _rebuild(ctx, st)
             ctx.operation = op
             first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
-            inflight = st.steps[first] if first < len(st.steps) else None
-            reset = inflight is not None and inflight.status in ("in-flight", "applied",
-                                                                  "undo-failed")
+            reset = first < len(st.steps) and st.steps[first].status in (
+                "in-flight", "applied", "undo-failed")
             # Steps already applied are not checked again (their check would now say "already
             # there"); an in-flight one is reset (undone) before it is applied again.
             findings = preflight(ctx, op, op.steps[first + 1 if reset else first:])
@@ -599,7 +591,7 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
             except DebvisorError as exc:
                 raise PreflightRefused(f"{exc.message}; nothing was changed") from None
             j.append("resumed", pid=os.getpid(), user=operator(), step=first)
-            if reset and inflight is not None:
+            if reset:
                 rec = _pending_undo(st, range(first, first + 1))
                 if _undo_steps(ctx, op, j, rec):
                     audit.record(ctx, result="resume-failed", op_id=st.id,
@@ -653,10 +645,7 @@ def rollback_last(ctx: Context, kind: str, target: dict[str, Any] | None = None)
             log.info(f"--rollback picks operation {st.id} ({st.title}, {st.user}, "
                      f"{journal.iso_utc(st.started)})")
             res = rollback_op(ctx, st.id)
-            if ctx.json or ctx.ui.events:
-                from .output import emit
-
-                emit(ctx, res.to_dict())
+            emit_result(ctx, res)
             return res
     raise BadInput(f"no successful {what} operation to roll back")
 

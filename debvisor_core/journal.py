@@ -32,6 +32,8 @@ from .errors import BadInput, DebvisorError
 from .timefmt import iso_utc
 
 ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+ORIGIN_RE = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}")
+"""``OPID.STEP``: the remote operation step a run is for (``--origin``)."""
 _PREFIX_RE = re.compile(r"^[0-9][0-9a-f-]{0,21}$")
 #: statuses whose operation still holds its resources (new operations on its locks wait)
 BLOCKING = ("interrupted", "rollback-incomplete", "paused")

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import BadInput, StepFailed
+from .journal import ORIGIN_RE
 from .model import Step
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,7 +146,7 @@ class RemoteAction(Step):
         """Run the action there. Whatever the outcome, the remote operation's id is
         recorded (``verify`` then fails a run that did not succeed), so undo never guesses."""
         transport = transport_for(ctx, self.node)
-        origin = ["--origin", prior["origin"]] if _ORIGIN_RE.fullmatch(prior.get("origin", "")) else []
+        origin = ["--origin", prior["origin"]] if ORIGIN_RE.fullmatch(prior.get("origin", "")) else []
         code, out, err = transport.run([*origin, "--json", "actions", "run", self.action, "-",
                                         "--yes"], json.dumps(self.args), self.timeout)
         data = _last_json(out)
@@ -181,7 +181,7 @@ class RemoteAction(Step):
         """An interrupted apply: the node's operation journalled for this step (``--origin``),
         if it still needs undoing; one still running there cannot be undone yet."""
         origin = str(record.get("origin", ""))
-        if not _ORIGIN_RE.fullmatch(origin):
+        if not ORIGIN_RE.fullmatch(origin):
             raise StepFailed(f"node {self.node}: the journal has no origin for this step; check "
                              f"`debvisor ops list` there and roll back by hand")
         code, out, err = transport.run(["--json", "ops", "list", "--origin", origin, "--limit",
@@ -198,4 +198,3 @@ class RemoteAction(Step):
         return None
 
 
-_ORIGIN_RE = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\.[0-9]{1,5}")

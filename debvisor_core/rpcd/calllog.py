@@ -11,13 +11,12 @@ engine as well, in the core audit log, with the caller.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from ..audit import _canonical, _chained
+from ..audit import _canonical, _chained, _record, _tail, _write_all
 
 
 class CallLog:
@@ -33,26 +32,15 @@ class CallLog:
         self._seq, self._prev = self._tail()
 
     def _tail(self) -> tuple[int, str]:
-        size = os.fstat(self._fd).st_size
-        if not size:
-            return 0, ""
-        data = os.pread(self._fd, min(size, 65536), max(0, size - 65536))
-        for line in reversed(data.splitlines()):
-            try:
-                rec = json.loads(line)
-                return int(rec["seq"]), str(rec["hash"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        return 0, ""
+        last = _record(_tail(self._fd).last)
+        return (int(last["seq"]), last["hash"]) if last and "seq" in last else (0, "")
 
     def write(self, rec: dict[str, Any]) -> None:
         """Append ``rec`` durably; raises OSError when it cannot (the call then fails)."""
         with self._lock:
             chained = _chained(rec, self._seq + 1, self._prev)
             data = (_canonical(chained) + "\n").encode()
-            n = os.write(self._fd, data)
-            if n != len(data):
-                raise OSError(f"short write to {self.path}")
+            _write_all(self._fd, data)
             self._seq, self._prev = chained["seq"], chained["hash"]
         if self.durable:
             os.fsync(self._fd)

@@ -54,6 +54,15 @@ def _cert_pem(cert: Any) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _write_cert(path: Path, cert: Any) -> None:
+    """Replace a certificate file atomically: rpcd re-reads certificates on SIGHUP and must
+    never see half of one."""
+    from ..statefile import atomic_write
+
+    with atomic_write(path, 0o644) as f:
+        f.write(_cert_pem(cert))
+
+
 def init(directory: Path, *, days: int = 3650, name: str = "DebVisor cluster CA") -> dict[str, Any]:
     """Create the CA in ``directory`` (refused when one exists: never overwrite a CA)."""
     x509 = _crypto()
@@ -76,7 +85,7 @@ def init(directory: Path, *, days: int = 3650, name: str = "DebVisor cluster CA"
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     write_secret(directory / "ca.key", _key_pem(key), "CA key")
-    (directory / "ca.pem").write_bytes(_cert_pem(cert))
+    _write_cert(directory / "ca.pem", cert)
     return {"ca": str(directory / "ca.pem"), "key": str(directory / "ca.key"),
             "not_after": cert.not_valid_after_utc.isoformat()}
 
@@ -122,7 +131,7 @@ def issue(directory: Path, name: str, *, kind: str = "node", server: bool = Fals
     cert = b.sign(ca_key, hashes.SHA256())
     dest = out or directory
     write_secret(dest / f"{name}.key", _key_pem(key), f"{name} key")
-    (dest / f"{name}.pem").write_bytes(_cert_pem(cert))
+    _write_cert(dest / f"{name}.pem", cert)
     return {"name": name, "kind": kind, "cert": str(dest / f"{name}.pem"),
             "key": str(dest / f"{name}.key"), "ca": str(directory / "ca.pem"),
             "server": server, "not_after": cert.not_valid_after_utc.isoformat()}

@@ -48,7 +48,6 @@ _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("rpcd_ca
 _record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("rpcd_rec", default=None)
 #: methods anyone with a valid TLS connection may call (probes); mTLS still applies
 UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
-EXIT_STATUS = {2: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 @dataclass
@@ -276,10 +275,7 @@ class Guard(grpc.ServerInterceptor):
         rec.pop("params", None)
         self.d.metrics.calls.labels(rec["method"], rec["code"]).inc()
         self.d.metrics.latency.labels(rec["method"]).observe(elapsed)
-        try:
-            self.d.calllog.write(rec)
-        except OSError as exc:
-            log.error(f"rpcd: the call log cannot be written: {exc}")
+        self.d.record(rec)
 
 
 def caller() -> Caller:
@@ -534,14 +530,16 @@ class Daemon:
         secret = {p.name for p in action.params if p.secret} if action else set()
         return scrub({k: secret_digest(str(v)) if k in secret else v for k, v in params.items()})
 
-    def record(self, rec: dict[str, Any], context: grpc.ServicerContext) -> None:
-        """Write a call-log record, or fail the call (blocking audit)."""
+    def record(self, rec: dict[str, Any], context: grpc.ServicerContext | None = None) -> None:
+        """Write a call-log record; when it cannot be written, fail the call given
+        (blocking audit) or, for a call that already ran, say so."""
         try:
             self.calllog.write({"time": time.time(), **rec})
         except OSError as exc:
             log.error(f"rpcd: the call log cannot be written ({exc}); refusing calls")
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "the audit log cannot be written; the call was refused")
+            if context is not None:
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              "the audit log cannot be written; the call was refused")
 
     def denied(self, context: grpc.ServicerContext, why: str) -> None:
         """Refuse the call being served (PERMISSION_DENIED); the guard logs it with ``why``."""

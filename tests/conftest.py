@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# This process holds gRPC channels (the rpcd tests) and forks `debvisor` runs: without this,
+# grpc's fork handlers can kill a child before exec (SIGABRT, "epoll_wait error: Bad file
+# descriptor", grpc/grpc#43055; seen once in CI). Set before any test module imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @pytest.fixture(scope="session")

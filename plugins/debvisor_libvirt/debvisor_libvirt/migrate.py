@@ -586,9 +586,11 @@ class MigrateVM(Step):
             return
         self._aborted = True
         self.abort_errors: list[str] = []
+        self.abort_calls: list[float] = []  # how long each abortJob call took, in seconds
         log.warn(f"aborting the migration of {self.vm}")
         deadline = time.monotonic() + 60
         while th.is_alive() and time.monotonic() < deadline:
+            t = time.monotonic()
             try:
                 dom.abortJob()
             except lv().libvirtError as exc:
@@ -596,11 +598,18 @@ class MigrateVM(Step):
                 log.debug(f"abortJob: {msg}")  # reported only if the abort fails
                 if msg not in self.abort_errors:
                     self.abort_errors.append(msg)
+            self.abort_calls.append(time.monotonic() - t)
             th.join(min(2.0, max(deadline - time.monotonic(), 0)))
 
     def _refused(self) -> str:
+        """Why an abort did not stop the migration, as far as libvirt said (for the error)."""
         errors = getattr(self, "abort_errors", [])
-        return f" (libvirt refused the abort: {'; '.join(errors)})" if errors else ""
+        calls = getattr(self, "abort_calls", [])
+        said = f"libvirt refused the abort: {'; '.join(errors)}" if errors else \
+            "libvirt accepted the abort"
+        asked = f", asked {len(calls)} times, the longest call took {max(calls):.1f}s" \
+            if calls else ""
+        return f" ({said}{asked})"
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         result = self._migrate(ctx, node(ctx, self.source), node(ctx, self.target),

@@ -128,13 +128,16 @@ def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, gues
 
 
 def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
+    # The timeout falls well inside the transfer (~70 s at 1 MiB/s), as Ctrl-C does above:
+    # an abort in the migration's first second was twice ignored by libvirt on CI.
     src = hv_env.where(VM)[0]
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    res = dv("hv", "migrate", VM, _other(src), "--bandwidth", "1MiB/s", "--timeout", "2s",
+    res = dv("hv", "migrate", VM, _other(src), "--bandwidth", "1MiB/s", "--timeout", "6s",
              "--yes")
-    assert res.code == 4, (f"{res}\n--- the journal\n{_journal(dv, res)}\n"
-                           f"--- libvirtd errors\n{_daemon_errors(hv_env, since)}")
-    assert f"did not finish within 2s; aborted, it still runs on {src}" in res.stderr
+    why = (f"{res}\n--- the journal\n{_journal(dv, res)}\n"
+           f"--- libvirtd errors\n{_daemon_errors(hv_env, since)}")
+    assert res.code == 4, why
+    assert f"did not finish within 6s; aborted, it still runs on {src}" in res.stderr, why
     assert hv_env.where(VM) == [src]
 
 

@@ -484,6 +484,8 @@ def command(action: Action, name: str | None = None) -> click.Command:
             ptype = click.FloatRange(p.minimum, p.maximum)
         elif p.type == "path":
             ptype = click.Path(dir_okay=True)
+        elif p.type in ("duration", "size"):  # "3s", "1.5GiB": never FLOAT/INT from a default
+            ptype = click.STRING
         if p.positional:
             params.append(click.Argument([p.name], required=p.required, type=ptype,
                                          nargs=-1 if p.type == "list" else 1))

@@ -1,0 +1,214 @@
+"""`debvisor k8s …` declared once, as actions: nodes and workloads (reads), cordon,
+uncordon and drain (state changes, journalled steps with undo). The CLI (cli.py),
+`debvisor actions list|show|run` and the daemon all read these declarations.
+
+Light module: the ``kubernetes`` client is imported only when an action runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core.actions import Action, Param
+
+if TYPE_CHECKING:  # pragma: no cover
+    from debvisor_core.context import Context
+    from debvisor_core.model import Operation, OpResult
+
+_NODE = Param("node", "The Kubernetes node's name.", positional=True, pattern=r"[a-z0-9.-]{1,253}")
+
+
+# -- k8s.nodes ---------------------------------------------------------------------------
+def query_nodes(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Every node with its conditions, capacity and what needs attention."""
+    from .inventory import node_rows
+    from .steps import api
+
+    a = api(ctx)
+    nodes = a.items("/api/v1/nodes")
+    pods = a.items("/api/v1/pods", fieldSelector="status.phase!=Succeeded,status.phase!=Failed")
+    return {"nodes": node_rows(nodes, pods)}
+
+
+def render_nodes(data: dict[str, Any]) -> None:
+    from .inventory import nodes_text
+
+    print(nodes_text(data))
+
+
+# -- k8s.workloads -----------------------------------------------------------------------
+def query_workloads(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Deployments, statefulsets, daemonsets and every pod that is not healthy."""
+    from .client import Settings
+    from .inventory import pod_problem, workload_rows
+    from .steps import api
+
+    a = api(ctx)
+    ns = None if params["all_namespaces"] else (params["namespace"] or _default_ns(ctx, Settings))
+    pre = f"/namespaces/{ns}" if ns else ""
+    rows = workload_rows(a.items(f"/apis/apps/v1{pre}/deployments"),
+                         a.items(f"/apis/apps/v1{pre}/statefulsets"),
+                         a.items(f"/apis/apps/v1{pre}/daemonsets"))
+    pods = [p for p in (pod_problem(x) for x in a.items(f"/api/v1{pre}/pods")) if p]
+    return {"namespace": ns, "workloads": rows, "pods": pods}
+
+
+def _default_ns(ctx: Context, settings: Any) -> str:
+    """The kubeconfig context's namespace, else ``default``."""
+    from kubernetes.config import list_kube_config_contexts
+
+    from .client import kubeconfig_path
+
+    s = settings.of(ctx)
+    path = kubeconfig_path(s)
+    if path is None:
+        return "default"
+    try:
+        contexts, current = list_kube_config_contexts(str(path))
+    except Exception:  # noqa: BLE001 - the client already read it; a namespace is a nicety
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == s.context), current) \
+        if s.context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
+def render_workloads(data: dict[str, Any]) -> None:
+    from .inventory import workloads_text
+
+    print(workloads_text(data))
+
+
+# -- cordon / uncordon / drain -----------------------------------------------------------
+def plan_cordon(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core.model import Operation
+
+    from .steps import Cordon, get_node
+
+    node = get_node(ctx, params["node"])
+    reason = params["reason"] or ""
+    if (node.get("spec") or {}).get("unschedulable") and not reason:
+        return None
+    return Operation(kind="k8s.cordon", title=f"cordon {params['node']}",
+                     steps=[Cordon(params["node"], reason)], target={"node": params["node"]})
+
+
+def plan_uncordon(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core.model import Operation
+
+    from .steps import Uncordon, get_node
+
+    if not (get_node(ctx, params["node"]).get("spec") or {}).get("unschedulable"):
+        return None
+    return Operation(kind="k8s.uncordon", title=f"uncordon {params['node']}",
+                     steps=[Uncordon(params["node"])], target={"node": params["node"]})
+
+
+def plan_drain(ctx: Context, params: dict[str, Any]) -> Operation:
+    """Cordon, then evict (PDB-aware) and wait; a drain that fails un-cordons the node
+    unless --keep-cordoned (then the operation pauses: `ops resume` retries the evictions,
+    `ops rollback` un-cordons)."""
+    from debvisor_core.model import PAUSE, ROLLBACK_ALL, Operation, Phase
+
+    from .steps import Cordon, Evict, classify, get_node, pod_key, pods_on
+
+    name = params["node"]
+    get_node(ctx, name)
+    planned = [pod_key(p) for p in classify(pods_on(ctx, name))["evict"]]
+    reason = params["reason"] or "drained by debvisor k8s drain"
+    evict = Evict(name, timeout_s=float(params["timeout"]), grace_period_s=params["grace_period"],
+                  force=params["force"], delete_emptydir_data=params["delete_emptydir_data"],
+                  planned=planned)
+    return Operation(
+        kind="k8s.drain", title=f"drain {name}", target={"node": name},
+        params={"node": name},
+        phases=[Phase("cordon", [Cordon(name, reason)]),
+                Phase("evict", [evict],
+                      on_failure=PAUSE if params["keep_cordoned"] else ROLLBACK_ALL)])
+
+
+def render_op(res: OpResult) -> None:
+    for step in res.steps:
+        evicted = (step.get("record") or {}).get("evicted") if isinstance(step, dict) else None
+        if evicted:
+            print(f"evicted: {', '.join(evicted)}")
+    print(f"{res.title}: done")
+
+
+_OP_RESULT = ("the operation result: id, kind, title, status, steps, findings, duration_ms, "
+              'error; or {"status": "unchanged"}')
+
+ACTIONS = [
+    Action(
+        path="k8s.nodes", query=query_nodes, render=render_nodes, privilege="none",
+        summary="Nodes: Ready and other conditions, cordon, taints, kubelet, requested vs "
+                "allocatable CPU and memory, pods, and what needs attention",
+        result="an object: nodes [{name, ready, ready_for_s, roles, conditions [{type, status, "
+               "reason, message, since}], cordoned, cordon_reason, taints [{key, value, "
+               "effect}], kubelet, allocatable {cpu, memory_bytes, pods}, requested {cpu, "
+               "memory_bytes}, pods, attention [str]}]",
+        examples=("k8sctl nodes", "debvisor k8s nodes --json"),
+    ),
+    Action(
+        path="k8s.workloads", query=query_workloads, render=render_workloads,
+        privilege="none",
+        summary="Deployments, statefulsets and daemonsets (ready/desired/updated) and every "
+                "pod that is not healthy, with its reason",
+        params=(
+            Param("namespace", "Only this namespace (default: the kubeconfig context's).",
+                  short="-n", default=None, pattern=r"[a-z0-9-]{1,63}"),
+            Param("all_namespaces", "Every namespace.", type="bool", default=False, short="-A"),
+        ),
+        result="an object: namespace (null: all), workloads [{kind, namespace, name, desired, "
+               "ready, updated, ok}], pods [{namespace, name, node, phase, restarts, "
+               "container, reason, message}] (only pods that are not healthy)",
+        examples=("k8sctl workloads -A", "debvisor k8s workloads -n kube-system --json"),
+    ),
+    Action(
+        path="k8s.cordon", kind="k8s.cordon", plan=plan_cordon, render=render_op,
+        summary="Mark NODE unschedulable, recording why (undo: as it was)",
+        params=(_NODE, Param("reason", "Why (kept as the node's debvisor.io/cordon-reason "
+                                       "annotation).", default=None)),
+        unchanged="the node is already cordoned",
+        result=_OP_RESULT,
+        examples=("k8sctl cordon worker2 --reason 'disk replacement' --yes",),
+    ),
+    Action(
+        path="k8s.uncordon", kind="k8s.uncordon", plan=plan_uncordon, render=render_op,
+        summary="Make NODE schedulable again",
+        params=(_NODE,),
+        unchanged="the node is not cordoned",
+        result=_OP_RESULT,
+        examples=("k8sctl uncordon worker2 --yes", "k8sctl uncordon --rollback --yes"),
+    ),
+    Action(
+        path="k8s.drain", kind="k8s.drain", plan=plan_drain, render=render_op,
+        destructive=True,
+        summary="Cordon NODE and evict its pods through the Eviction API (PDB-aware), naming "
+                "any PodDisruptionBudget that blocks",
+        description=(
+            "DaemonSet and mirror pods stay. A pod whose PodDisruptionBudget refuses is "
+            "retried every 5 s until --timeout, with the budget and the pod named. If the "
+            "drain fails, the cordon is undone, unless --keep-cordoned: then the node stays "
+            "cordoned and the operation pauses (`debvisor ops resume ID` retries, `debvisor "
+            "ops rollback ID` un-cordons). Pods without a controller and pods with emptyDir "
+            "volumes are refused unless --force / --delete-emptydir-data."),
+        params=(
+            _NODE,
+            Param("timeout", "Give up after this long (e.g. 10m).", type="duration",
+                  default=600.0, minimum=1),
+            Param("grace_period", "Seconds each pod gets to terminate (default: the pod's "
+                                  "own).", type="int", default=None, minimum=0),
+            Param("force", "Also evict pods that no controller manages (they are not "
+                           "recreated).", type="bool", default=False),
+            Param("delete_emptydir_data", "Also evict pods with emptyDir volumes (their data "
+                                          "is lost).", type="bool", default=False),
+            Param("keep_cordoned", "Leave the node cordoned if the drain fails (the operation "
+                                   "pauses).", type="bool", default=False),
+            Param("reason", "Why (the cordon's annotation).", default=None),
+        ),
+        result=_OP_RESULT + "; the evict step's record holds evicted [namespace/pod]",
+        examples=("k8sctl drain worker2 --timeout 10m --yes",
+                  "debvisor k8s drain worker2 --dry-run",
+                  "k8sctl drain worker2 --keep-cordoned --yes"),
+    ),
+]

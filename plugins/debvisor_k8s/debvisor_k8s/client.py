@@ -1,0 +1,154 @@
+"""The Kubernetes API client: kubeconfig from ``[k8s] kubeconfig``, ``KUBECONFIG``,
+``~/.kube/config`` or the in-cluster service account, in that order.
+
+The official ``kubernetes`` client is imported here, when a command talks to the API (not
+by ``k8s --help``). Reads ask for raw JSON (``_preload_content=False``): the results are
+JSON anyway, and the client's model classes would cost more than the request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core.errors import BadInput, DebvisorError
+from debvisor_core.settings import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from debvisor_core.context import Context
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class ApiError(DebvisorError):
+    """The API server answered with an error (one sentence: HTTP status and its message)."""
+
+    def __init__(self, status: int, reason: str, message: str, body: dict[str, Any]) -> None:
+        super().__init__(f"Kubernetes API: {message or reason} (HTTP {status})")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+
+@dataclass
+class Settings:
+    """``[k8s]``: kubeconfig, context, request_timeout (seconds)."""
+
+    kubeconfig: str | None
+    context: str | None
+    request_timeout: float
+
+    @classmethod
+    def of(cls, ctx: Context) -> Settings:
+        s = Section.of(ctx, "k8s")
+        return cls(kubeconfig=s.string("kubeconfig"), context=s.string("context"),
+                   request_timeout=s.number("request_timeout", 30, minimum=0.1,
+                                            unit="seconds"))
+
+
+def kubeconfig_path(settings: Settings) -> Path | None:
+    """The kubeconfig in effect, or None for in-cluster."""
+    if settings.kubeconfig:
+        return Path(settings.kubeconfig).expanduser()
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return Path(env.split(os.pathsep)[0]).expanduser()
+    home = Path("~/.kube/config").expanduser()
+    if home.exists() or not IN_CLUSTER_TOKEN.exists():
+        return home
+    return None
+
+
+class Api:
+    """One API server: ``get``/``post``/``patch``/``delete`` of paths, JSON in and out."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.settings = Settings.of(ctx)
+        self.timeout = self.settings.request_timeout
+        self.client = _client(self.settings)
+
+    def call(self, method: str, path: str, *, query: dict[str, Any] | None = None,
+             body: Any = None, content_type: str = "application/json",
+             timeout: float | None = None, stream: bool = False) -> Any:
+        """One request; JSON (or text, or the raw response with ``stream``) back."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json, */*", "Content-Type": content_type}
+        try:
+            req = self.client.param_serialize(method, path, query_params=params,
+                                              header_params=headers, body=body,
+                                              auth_settings=["BearerToken"])
+            resp = self.client.call_api(*req, _request_timeout=timeout or self.timeout)
+        except ApiException as exc:  # the client's own: TLS errors come as status 0
+            raise DebvisorError(f"cannot reach the Kubernetes API at {self.host}: "
+                                f"{str(exc.reason or exc).splitlines()[-1][:200]}") from None
+        except (HTTPError, OSError) as exc:
+            raise DebvisorError(f"cannot reach the Kubernetes API at {self.host}: "
+                                f"{_reason(exc)}") from None
+        if not 200 <= resp.status <= 299:
+            raise _api_error(resp.status, resp.reason or "", resp.read())
+        if stream:
+            return resp.response
+        data = resp.read()
+        if (resp.headers.get("Content-Type") or "").startswith("application/json"):
+            return json.loads(data)
+        return data.decode("utf-8", "replace")
+
+    @property
+    def host(self) -> str:
+        return str(self.client.configuration.host)
+
+    def get(self, path: str, **query: Any) -> Any:
+        return self.call("GET", path, query=query)
+
+    def items(self, path: str, **query: Any) -> list[dict[str, Any]]:
+        """The items of a list (every page)."""
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.get(path, **query, **({"continue": token} if token else {}))
+            out += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", None)
+    return str(inner or exc).split(": ", 1)[-1][:200]
+
+
+def _api_error(status: int, reason: str, body: Any) -> ApiError:
+    try:
+        data = json.loads(body) if body else {}
+    except (ValueError, TypeError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    return ApiError(status, reason, str(data.get("message") or ""), data)
+
+
+def _client(settings: Settings) -> Any:
+    """A configured ``kubernetes.client.ApiClient``, or one sentence (exit 2) why not."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    path = kubeconfig_path(settings)
+    conf = client.Configuration()
+    try:
+        if path is None:
+            config.load_incluster_config(client_configuration=conf)
+        else:
+            if not path.is_file():
+                raise BadInput(f"no kubeconfig at {path}: set [k8s] kubeconfig or KUBECONFIG")
+            config.load_kube_config(config_file=str(path), context=settings.context,
+                                    client_configuration=conf, persist_config=False)
+    except ConfigException as exc:
+        where = "the in-cluster service account" if path is None else f"kubeconfig {path}"
+        raise BadInput(f"{where}: {exc}") from None
+    return client.ApiClient(conf)

@@ -1,0 +1,73 @@
+"""`k8s logs POD`: a pod's log, streamed with ``-f`` as the kubelet writes it (a click
+command, not an action: it streams until the pod ends or the operator stops it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core.errors import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from debvisor_core.context import Context
+
+
+def containers(pod: dict[str, Any]) -> list[str]:
+    return [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+
+
+def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | None,
+             follow: bool, since: float | None, tail: int | None, previous: bool,
+             timestamps: bool) -> None:
+    """Print POD's log (one container's); with ``follow``, keep printing until it ends."""
+    from .actions import _default_ns
+    from .client import ApiError, Settings
+    from .steps import api
+
+    ns = namespace or _default_ns(ctx, Settings)
+    a = api(ctx)
+    try:
+        spec = a.get(f"/api/v1/namespaces/{ns}/pods/{pod}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise BadInput(f"no pod {pod} in namespace {ns}") from None
+        raise
+    names = containers(spec)
+    if container is None and len(names) > 1:
+        raise BadInput(f"pod {pod} has {len(names)} containers: {', '.join(names)}; choose "
+                       f"one with -c")
+    if container is not None and container not in names:
+        raise BadInput(f"pod {pod} has no container {container!r} (it has "
+                       f"{', '.join(names)})")
+    query = {"container": container or (names[0] if names else None),
+             "follow": "true" if follow else None,
+             "sinceSeconds": int(since) if since else None, "tailLines": tail,
+             "previous": "true" if previous else None,
+             "timestamps": "true" if timestamps else None}
+    path = f"/api/v1/namespaces/{ns}/pods/{pod}/log"
+    which = {"namespace": ns, "pod": pod, "container": query["container"]}
+    if not follow:
+        text = a.call("GET", path, query=query)
+        text = text if isinstance(text, str) else json.dumps(text)
+        if ctx.json:
+            sys.stdout.write(json.dumps({**which, "lines": text.splitlines()}) + "\n")
+        else:
+            sys.stdout.write(text)
+        return
+    resp = a.call("GET", path, query=query, stream=True, timeout=None)
+    try:
+        pending = b""
+        for chunk in resp.stream(4096, decode_content=True):
+            if not ctx.json:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                continue
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                sys.stdout.write(json.dumps({**which, "line": line.decode("utf-8", "replace")})
+                                 + "\n")
+            sys.stdout.flush()
+    finally:
+        resp.release_conn()

@@ -134,6 +134,112 @@ def render_op(res: OpResult) -> None:
     print(f"{res.title}: done")
 
 
+# -- addons ------------------------------------------------------------------------------
+def query_addon_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Every addon found, with whether its objects are there and it is ready."""
+    from . import addons
+    from .steps import api, current
+
+    out = []
+    for a in addons.all_addons(ctx).values():
+        objs = a.objects()
+        present = sum(current(ctx, o) is not None for o in objs)
+        checks = addons.readiness(api(ctx), a) if present else []
+        out.append({"name": a.name, "source": a.source, "description": a.description,
+                    "objects": len(objs), "present": present,
+                    "enabled": present == len(objs),
+                    "ready": present == len(objs) and all(c["ready"] for c in checks)})
+    return {"addons": out}
+
+
+def render_addon_list(data: dict[str, Any]) -> None:
+    from debvisor_core.output import table
+
+    rows = [{**a, "state": ("ready" if a["ready"] else "enabled, not ready") if a["enabled"]
+             else ("partly there" if a["present"] else "disabled")} for a in data["addons"]]
+    print(table(rows, [("name", "ADDON"), ("state", "STATE"), ("source", "SOURCE"),
+                       ("description", "DESCRIPTION")]))
+
+
+def query_addon_status(ctx: Context, params: dict[str, Any]) -> Any:
+    """The addon's own readiness checks; exit 1 when one fails."""
+    from debvisor_core.actions import Outcome
+    from debvisor_core.errors import EXIT_FAILED
+
+    from . import addons
+    from .steps import api
+
+    a = addons.get(ctx, params["name"])
+    checks = addons.readiness(api(ctx), a)
+    data = {"name": a.name, "ready": all(c["ready"] for c in checks), "checks": checks}
+    if not data["ready"]:
+        bad = [f"{c['kind']} {c['name']}: {c['detail']}" for c in checks if not c["ready"]]
+        return Outcome(data, EXIT_FAILED, f"addon {a.name} is not ready: {'; '.join(bad)}")
+    return data
+
+
+def render_addon_status(data: dict[str, Any]) -> None:
+    from debvisor_core.output import table
+
+    rows = [{**c, "state": "ready" if c["ready"] else "NOT READY"} for c in data["checks"]]
+    print(table(rows, [("kind", "KIND"), ("namespace", "NAMESPACE"), ("name", "NAME"),
+                       ("state", "STATE"), ("detail", "DETAIL")]))
+
+
+def plan_addon_enable(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    """Server-side dry-run of every object first (the server validates them), then the diff
+    against what is there; None when nothing would change."""
+    from debvisor_core.model import Operation
+
+    from . import addons
+    from .steps import ApplyObjects, current, server_apply
+
+    a = addons.get(ctx, params["name"])
+    objs = a.objects()
+    diff, changes = [], 0
+    new_ns: set[str] = set()  # namespaces this addon creates: a dry run cannot fill them
+    for obj in objs:
+        ns = (obj.get("metadata") or {}).get("namespace")
+        live = None if ns in new_ns else current(ctx, obj)
+        if live is None and obj["kind"] == "Namespace" and obj["apiVersion"] == "v1":
+            new_ns.add(obj["metadata"]["name"])
+        if ns not in new_ns:
+            server_apply(ctx, obj, dry_run=True)
+        if live is None:
+            diff.append(f"+ {addons.key(obj)} (create)")
+            changes += 1
+            continue
+        paths = addons.changed_paths(obj, live)
+        if paths:
+            more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+            diff.append(f"~ {addons.key(obj)}: {', '.join(paths[:5])}{more}")
+            changes += 1
+        else:
+            diff.append(f"= {addons.key(obj)} (unchanged)")
+    if not changes:
+        return None
+    return Operation(kind="k8s.addon", title=f"enable addon {a.name}", target={"name": a.name},
+                     params={"addon": a.name}, steps=[ApplyObjects(a.name, objs, diff)])
+
+
+def plan_addon_disable(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core.model import Operation
+
+    from . import addons
+    from .steps import DeleteObjects, current
+
+    a = addons.get(ctx, params["name"])
+    there = [o for o in a.objects() if current(ctx, o) is not None]
+    if not there:
+        return None
+    return Operation(kind="k8s.addon", title=f"disable addon {a.name}", target={"name": a.name},
+                     params={"addon": a.name}, destructive=True,
+                     steps=[DeleteObjects(a.name, there)])
+
+
+_ADDON = Param("name", "The addon (see `k8s addon list`).", positional=True,
+               pattern=r"[a-z0-9][a-z0-9-]{0,62}")
+
 _OP_RESULT = ("the operation result: id, kind, title, status, steps, findings, duration_ms, "
               'error; or {"status": "unchanged"}')
 
@@ -179,6 +285,44 @@ ACTIONS = [
         unchanged="the node is not cordoned",
         result=_OP_RESULT,
         examples=("k8sctl uncordon worker2 --yes", "k8sctl uncordon --rollback --yes"),
+    ),
+    Action(
+        path="k8s.addon.list", query=query_addon_list, render=render_addon_list,
+        privilege="none",
+        summary="Addons (shipped and from [k8s] addon_dirs): enabled, ready",
+        result="an object: addons [{name, source, description, objects, present, enabled, "
+               "ready}]",
+        examples=("k8sctl addon list", "debvisor k8s addon list --json"),
+    ),
+    Action(
+        path="k8s.addon.status", query=query_addon_status, render=render_addon_status,
+        privilege="none",
+        summary="Check an addon's own readiness (exit 1 when it is not ready)",
+        params=(_ADDON,),
+        result="an object: name, ready, checks [{kind, namespace, name, ready, detail}]",
+        examples=("k8sctl addon status metrics-server",),
+    ),
+    Action(
+        path="k8s.addon.enable", kind="k8s.addon", plan=plan_addon_enable, render=render_op,
+        summary="Apply an addon's manifests (server-side apply), showing the diff first",
+        description=("The plan is a server-side dry run of every object and the diff against "
+                     "what the cluster has (+ create, ~ change: the fields, = unchanged). "
+                     "Undo deletes what was created and re-applies what was changed."),
+        params=(_ADDON,),
+        unchanged="the addon's objects are already as its manifests say",
+        result=_OP_RESULT,
+        examples=("k8sctl addon enable monitoring --dry-run",
+                  "k8sctl addon enable metrics-server --yes",
+                  "k8sctl addon enable metrics-server --rollback --yes"),
+    ),
+    Action(
+        path="k8s.addon.disable", kind="k8s.addon", plan=plan_addon_disable, render=render_op,
+        destructive=True,
+        summary="Delete an addon's objects (undo: apply them again as they were)",
+        params=(_ADDON,),
+        unchanged="none of the addon's objects is there",
+        result=_OP_RESULT,
+        examples=("k8sctl addon disable ingress --yes",),
     ),
     Action(
         path="k8s.drain", kind="k8s.drain", plan=plan_drain, render=render_op,

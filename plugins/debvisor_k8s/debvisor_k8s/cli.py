@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @click.group("k8s", cls=LazyGroup)
 def k8s() -> None:
-    """Kubernetes: nodes, workloads, logs, cordon/uncordon and PDB-aware drain.
+    """Kubernetes: nodes, workloads, logs, addons, cordon/uncordon and PDB-aware drain.
 
     The kubeconfig comes from [k8s] kubeconfig, KUBECONFIG, ~/.kube/config or the
     in-cluster service account. `k8sctl ...` is the same as `debvisor k8s ...`.
@@ -29,6 +29,7 @@ def k8s() -> None:
       k8sctl nodes
       k8sctl workloads -A
       k8sctl logs web-0 -f --since 10m
+      k8sctl addon enable monitoring --dry-run
       k8sctl drain worker2 --timeout 10m --yes
     """
 

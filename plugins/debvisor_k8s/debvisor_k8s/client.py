@@ -69,6 +69,8 @@ class Api:
         self.settings = Settings.of(ctx)
         self.timeout = self.settings.request_timeout
         self.client = _client(self.settings)
+        #: group/version -> kind -> {name, namespaced} (steps.api_resources)
+        self.discovery: dict[str, dict[str, dict[str, Any]]] = {}
 
     def call(self, method: str, path: str, *, query: dict[str, Any] | None = None,
              body: Any = None, content_type: str = "application/json",

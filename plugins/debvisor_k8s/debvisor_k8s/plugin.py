@@ -35,7 +35,7 @@ def debvisor_actions() -> list[Action]:
 def debvisor_step_types() -> list[type[Step]]:
     from . import steps
 
-    return [steps.Cordon, steps.Uncordon, steps.Evict]
+    return [steps.Cordon, steps.Uncordon, steps.Evict, steps.ApplyObjects, steps.DeleteObjects]
 
 
 @hookimpl

@@ -300,3 +300,164 @@ def _names(pods: list[dict[str, Any]], limit: int = 10) -> str:
     keys = [pod_key(p) for p in pods]
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+# -- manifests (addons) -------------------------------------------------------------------
+def api_resources(a: Api, group_version: str) -> dict[str, dict[str, Any]]:
+    """kind -> {name, namespaced} of a group/version's top-level resources (discovery,
+    asked once per client)."""
+    cache = a.discovery
+    if group_version not in cache:
+        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        from .client import ApiError
+
+        try:
+            listing = a.get(base)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            listing = {}
+        cache[group_version] = {r["kind"]: {"name": r["name"], "namespaced": r["namespaced"]}
+                                for r in listing.get("resources") or [] if "/" not in r["name"]}
+    return cache[group_version]
+
+
+def clean(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without what the server owns (status, uid, resourceVersion…): re-appliable."""
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+            if k not in ("uid", "resourceVersion", "generation", "creationTimestamp",
+                         "managedFields", "selfLink")}
+    out["metadata"] = meta
+    return out
+
+
+def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    """Server-side apply of ``obj`` as field manager ``debvisor`` (forced)."""
+    import json
+
+    from .addons import FIELD_MANAGER, object_path
+
+    a = api(ctx)
+    result: dict[str, Any] = a.call(
+        "PATCH", object_path(a, obj), body=json.dumps(obj),
+        content_type="application/apply-patch+yaml",
+        query={"fieldManager": FIELD_MANAGER, "force": "true",
+               "dryRun": "All" if dry_run else None})
+    return result
+
+
+def current(ctx: Context, obj: dict[str, Any]) -> dict[str, Any] | None:
+    from .addons import object_path
+    from .client import ApiError
+
+    a = api(ctx)
+    try:
+        live: dict[str, Any] = a.get(object_path(a, obj))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return live
+
+
+def delete_object(ctx: Context, obj: dict[str, Any]) -> None:
+    from .addons import object_path
+    from .client import ApiError
+
+    a = api(ctx)
+    try:
+        a.call("DELETE", object_path(a, obj), query={"propagationPolicy": "Background"})
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+@dataclass
+class ApplyObjects(Step):
+    """Server-side apply ADDON's objects, in order (undo: delete what was created, re-apply
+    the previous version of what was changed)."""
+
+    TYPE = "k8s.apply"
+    NAME = "ApplyObjects"
+    addon: str
+    objects: list[dict[str, Any]]
+    #: the plan's diff, one line per object (for the plan and the journal)
+    diff: list[str] = field(default_factory=list)
+
+    def describe(self, ctx: Context) -> str:
+        lines = "".join(f"\n      {d}" for d in self.diff)
+        return f"server-side apply addon {self.addon}: {len(self.objects)} object(s){lines}"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        before = []
+        for obj in self.objects:
+            live = current(ctx, obj)
+            before.append(None if live is None else clean(live))
+        return {"before": before}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from .addons import key
+
+        for obj in self.objects:
+            server_apply(ctx, obj)
+            log.info(f"applied {key(obj)}")
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        from .addons import key
+
+        missing = [key(o) for o in self.objects if current(ctx, o) is None]
+        if missing:
+            raise StepFailed(f"addon {self.addon}: not on the server after the apply: "
+                             f"{', '.join(missing)}")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        before = record.get("before") or [None] * len(self.objects)
+        for obj, old in reversed(list(zip(self.objects, before, strict=False))):
+            if old is None:
+                delete_object(ctx, obj)
+            else:
+                server_apply(ctx, old)
+
+
+@dataclass
+class DeleteObjects(Step):
+    """Delete ADDON's objects, in reverse order (undo: apply them again as they were)."""
+
+    TYPE = "k8s.delete"
+    NAME = "DeleteObjects"
+    addon: str
+    objects: list[dict[str, Any]]
+
+    def describe(self, ctx: Context) -> str:
+        from .addons import key
+
+        return (f"delete addon {self.addon}: "
+                + ", ".join(key(o) for o in reversed(self.objects)))
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        return {"before": [None if (live := current(ctx, o)) is None else clean(live)
+                           for o in self.objects]}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from .addons import key
+
+        for obj in reversed(self.objects):
+            delete_object(ctx, obj)
+            log.info(f"deleted {key(obj)}")
+        return {}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        from .addons import key
+
+        left = [key(o) for o in self.objects
+                if (live := current(ctx, o)) is not None
+                and not (live.get("metadata") or {}).get("deletionTimestamp")]
+        if left:
+            raise StepFailed(f"addon {self.addon}: still on the server: {', '.join(left)}")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        for old in record.get("before") or []:
+            if old is not None:
+                server_apply(ctx, old)

@@ -2,44 +2,98 @@
 
 It serves real Kubernetes JSON over HTTPS (bearer token, its own CA) so the real ``kubectl``
 binaries and the official Python client ``kubernetes`` can talk to it as to a cluster, for
-the handful of things the plugin uses: nodes, namespaces, pods (logs, eviction, delete,
-patch), deployments, statefulsets, daemonsets, replicasets and pod disruption budgets.
-``test_kubectl_referee.py`` referees it with kubectl 1.27 and 1.33 and the Python client.
+the things the plugin uses: nodes, namespaces, pods (logs, eviction, delete, patch),
+deployments, statefulsets, daemonsets, replicasets and pod disruption budgets; and, stored
+generically (list per namespace and across all, get, create, update, delete, merge /
+strategic merge / JSON patch, server-side apply, label and field selectors, watch), services,
+configmaps, serviceaccounts, secrets, RBAC (clusterroles, clusterrolebindings, roles,
+rolebindings), ingresses, ingressclasses and apiservices. ``test_kubectl_referee.py``
+referees it with kubectl 1.27 and 1.33 and the Python client.
 
 Usage (conftest.py's ``k8s_api`` fixture does the first two lines)::
 
     tls = make_tls(tmp_dir)                      # once per session (openssl, ~30 ms)
     emu = Emulator(tls, workdir).start()         # kubeconfig at emu.kubeconfig
-    emu.add(node("n1"))                          # or emu.add(emu.node("n1"))
+    emu.add(node("n1"))                          # or emu.add(emu.node("n1")); any served kind
     emu.add(pod("web-1", node="n1", owner=("ReplicaSet", "web-5d8f")))
     emu.set_log("default", "web-1", "hello\n")
     ...                                          # run kubectl / the plugin against emu.kubeconfig
-    emu.get("pods", "web-1"); emu.requests; emu.evictions
+    emu.set_status("deployments", "web", "shop", {"readyReplicas": 2, ...})  # a controller's part
+    emu.get("pods", "web-1"); emu.list("services", "shop"); emu.requests; emu.evictions
     emu.stop()
 
 Builders (``node``, ``pod``, ``deployment``, ``statefulset``, ``daemonset``, ``replicaset``,
 ``pdb``) return the objects as a real cluster shows them; their uids are derived from
-kind/namespace/name, so a pod's ownerReference names the uid its owner gets when added.
+kind/namespace/name, so a pod's ownerReference names the uid its owner gets when added. The
+other kinds have no builders: ``emu.add()`` takes any dict with a served ``kind``.
+
+Discovery (legacy APIResourceList per group version; /apis lists apiregistration.k8s.io,
+apps, networking.k8s.io, policy, rbac.authorization.k8s.io, all v1) gives each kind its
+real name, singularName, namespaced, kind, shortNames (cm, ns, no, po, sa, svc, ds, deploy,
+rs, sts, ing, pdb) and categories (``all``; ``api-extensions`` for apiservices); verbs are
+what is served: create, delete, get, list, patch, update, watch (no deletecollection).
+
+Server-side apply (``PATCH`` with ``Content-Type: application/apply-patch+yaml``, a YAML or
+JSON body; kubectl sends JSON): ``fieldManager`` is required (422 Invalid ``PatchOptions``,
+as the real server answers; ``force`` on any other patch is a 422 too); an absent object is
+created (201, also with ``dryRun=All``, which stores nothing), else the configuration is
+merged in (200): maps field by field, associative lists by their key (containers, env,
+volumes... by name, container ports by containerPort, Service ports by port), other lists
+replaced. Each manager's fields are kept in ``metadata.managedFields`` (operation Apply,
+real ``FieldsV1``); a field the manager applied before and no longer applies is removed
+unless another manager has it; a field another manager has with another value is a 409
+conflict (the real message, which kubectl prints) unless ``force=true``, which moves the
+field to the applier. An apply that changes nothing answers the object unchanged (same
+resourceVersion); a changed spec bumps ``metadata.generation``.
+
+Namespaces are real objects: POST creates one; creating in a missing namespace is 404, in
+a terminating one 403 (NamespaceLifecycle). DELETE answers the namespace with phase
+Terminating (its ``kubernetes`` finalizer) and removes it with every object in it at once,
+or ``emu.namespace_delete_delay`` seconds later (the namespace controller's work; a second
+DELETE meanwhile is a 409, as for real). ``kubectl delete -f`` deletes in file order, so a
+manifest that starts with its Namespace needs the delay (else the later deletes are 404).
+
+Defaulting done: pods (common fields, status Pending) on create; Services on every write
+(type ClusterIP, a cluster IP from 10.96.0.0/16 derived from the name and kept, port
+protocol TCP and targetPort, node ports for NodePort/LoadBalancer, status.loadBalancer);
+Secrets (``stringData`` written into ``data`` as base64, type Opaque).
 
 What it does NOT do (a real cluster would):
 
 - no controllers or scheduler: nothing recreates evicted pods, scales workloads, schedules
-  pending pods or updates workload status; only PDB status is computed (from the matching
-  pods, every time it is read or used) and ``spec.unschedulable`` keeps the
-  ``node.kubernetes.io/unschedulable`` taint in step, as the node lifecycle controller does;
+  pending pods or updates workload status (a Deployment created or applied keeps the status
+  it was given, none when none: ``emu.set_status`` plays the controller); no garbage
+  collection of owned objects, no ``default`` ServiceAccount or ``kube-root-ca.crt``
+  ConfigMap in new namespaces, no token Secrets, no Endpoints; only PDB status is computed
+  (from the matching pods, every time it is read or used) and ``spec.unschedulable`` keeps
+  the ``node.kubernetes.io/unschedulable`` taint in step, as the node lifecycle controller
+  does;
+- server-side apply simplified: status is applied like any field (the real server ignores it
+  for kinds with a status subresource), no Update entries in managedFields (create, update
+  and non-apply patches keep the entries as they are, so their fields count as nobody's),
+  list keys are single fields (a real Service port is keyed by port and protocol), primitive
+  lists (finalizers, args) are atomic, no field validation (``fieldValidation`` is ignored),
+  no apply to subresources;
 - watch (``watch=true``) streams ADDED/MODIFIED/DELETED from an in-memory event log, but
   sends no BOOKMARK events, ignores ``sendInitialEvents``, and PDB status changes (computed,
   never stored) make no events; kubectl drain and the commands refereed here never watch,
   ``kubectl delete``/``get -w``/``wait`` and the Python client's ``watch.Watch`` do;
 - no pagination (``limit`` is accepted, everything comes back, never a ``continue`` token), no
-  ``resourceVersion`` semantics on reads, no server-side apply (415), no deletecollection;
-- no admission, little validation (a created pod needs containers; names must match the
-  URL), no defaulting beyond the common pod fields, no RBAC (one token, all rights);
-- no protobuf (clients that also accept JSON get JSON), no OpenAPI (``/openapi/v2`` and
-  ``/openapi/v3`` are 404: ``kubectl get/drain/logs/delete/patch/label/cordon`` never ask, but
-  ``kubectl create/replace/apply -f`` validate against it: pass ``--validate=false``), no
-  aggregated discovery (legacy discovery JSON is served; kubectl >= 1.30 falls back to it);
-- no exec/attach/port-forward, no events, services, configmaps, secrets or any other kind;
+  ``resourceVersion`` semantics on reads, no deletecollection, no subresources but
+  ``pods/log`` and ``pods/eviction`` (no ``/status``, ``/scale``: ``kubectl scale`` is 404);
+- no admission beyond NamespaceLifecycle, little validation (a created pod needs
+  containers; names must match the URL; kind and apiVersion must match the resource), no
+  defaulting beyond the above, no RBAC (one token, all rights: RBAC objects are just
+  stored);
+- no protobuf: JSON answers to clients that also accept JSON, but a protobuf request body
+  is a 415 (kubectl 1.33's typed ``kubectl create namespace/configmap/...`` send one;
+  ``kubectl create -f``, ``apply`` and the Python client send JSON); no CBOR;
+- no OpenAPI (``/openapi/v2`` and ``/openapi/v3`` are 404: ``kubectl
+  get/drain/logs/delete/patch/label/cordon`` never ask, but ``kubectl create/replace/apply
+  -f`` validate against it: pass ``--validate=false``), no aggregated discovery (legacy
+  discovery JSON is served; kubectl >= 1.30 falls back to it);
+- no exec/attach/port-forward, no events, endpoints, jobs, networkpolicies, CRDs or any other
+  kind;
 - Table output (``kubectl get`` without ``-o``) mimics the real printers' columns and the
   pod STATUS logic, simplified (no readiness gates, no sidecar restart rules);
 - log ``sinceSeconds``/``sinceTime`` are accepted and ignored; ``limitBytes`` cuts bytes.
@@ -238,6 +292,7 @@ class Resource:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    generation: bool = False  # the server sets metadata.generation and bumps it on spec changes
 
     @property
     def api_version(self) -> str:
@@ -249,22 +304,39 @@ class Resource:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
+_RBAC = "rbac.authorization.k8s.io"
+_NETWORKING = "networking.k8s.io"
+_APIREGISTRATION = "apiregistration.k8s.io"
+
 RESOURCES: tuple[Resource, ...] = (
+    Resource("", "v1", "configmaps", "configmap", "ConfigMap", True, ("cm",)),
     Resource("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",)),
     Resource("", "v1", "nodes", "node", "Node", False, ("no",)),
     Resource("", "v1", "pods", "pod", "Pod", True, ("po",), ("all",)),
-    Resource("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), ("all",)),
-    Resource("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), ("all",)),
-    Resource("apps", "v1", "replicasets", "replicaset", "ReplicaSet", True, ("rs",), ("all",)),
-    Resource("apps", "v1", "statefulsets", "statefulset", "StatefulSet", True, ("sts",), ("all",)),
+    Resource("", "v1", "secrets", "secret", "Secret", True),
+    Resource("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", True, ("sa",)),
+    Resource("", "v1", "services", "service", "Service", True, ("svc",), ("all",)),
+    Resource(_APIREGISTRATION, "v1", "apiservices", "apiservice", "APIService", False, (),
+             ("api-extensions",)),
+    Resource("apps", "v1", "daemonsets", "daemonset", "DaemonSet", True, ("ds",), ("all",), True),
+    Resource("apps", "v1", "deployments", "deployment", "Deployment", True, ("deploy",), ("all",), True),
+    Resource("apps", "v1", "replicasets", "replicaset", "ReplicaSet", True, ("rs",), ("all",), True),
+    Resource("apps", "v1", "statefulsets", "statefulset", "StatefulSet", True, ("sts",), ("all",), True),
+    Resource(_NETWORKING, "v1", "ingressclasses", "ingressclass", "IngressClass", False, generation=True),
+    Resource(_NETWORKING, "v1", "ingresses", "ingress", "Ingress", True, ("ing",), generation=True),
     Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget",
-             True, ("pdb",)),
+             True, ("pdb",), generation=True),
+    Resource(_RBAC, "v1", "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", False),
+    Resource(_RBAC, "v1", "clusterroles", "clusterrole", "ClusterRole", False),
+    Resource(_RBAC, "v1", "rolebindings", "rolebinding", "RoleBinding", True),
+    Resource(_RBAC, "v1", "roles", "role", "Role", True),
 )
 _BY_PLURAL = {r.plural: r for r in RESOURCES}
 _BY_KIND = {r.kind: r for r in RESOURCES}
-_GROUPS = ("apps", "policy")
+# in the order the real /apis lists them
+_GROUPS = (_APIREGISTRATION, "apps", _NETWORKING, "policy", _RBAC)
 _GROUP_VERSIONS = {(r.group, r.version) for r in RESOURCES}
-_VERBS = ["create", "delete", "get", "list", "patch", "update"]
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 
 _UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 _FIELDS_COMMON = ("metadata.name", "metadata.namespace")
@@ -274,6 +346,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
                               "status.podIP", "status.nominatedNodeName"),
     "nodes": _FIELDS_COMMON + ("spec.unschedulable",),
     "namespaces": _FIELDS_COMMON + ("status.phase",),
+    "secrets": _FIELDS_COMMON + ("type",),
 }
 
 
@@ -344,6 +417,12 @@ def _invalid(res: Resource, name: str, field: str, detail: str) -> ApiError:
     d["kind"] = res.kind
     d["causes"] = [{"reason": "FieldValueRequired", "message": f"Required value: {detail}", "field": field}]
     return ApiError(422, "Invalid", f'{res.kind} "{name}" is invalid: {field}: Required value: {detail}', d)
+
+
+def _patch_options_invalid(field: str, reason: str, detail: str) -> ApiError:
+    return ApiError(422, "Invalid", f'PatchOptions.meta.k8s.io "" is invalid: {field}: {detail}',
+                    {"group": "meta.k8s.io", "kind": "PatchOptions",
+                     "causes": [{"reason": reason, "message": detail, "field": field}]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,6 +705,224 @@ def _remove(doc: Any, parts: list[str]) -> None:
         del parent[int(parts[-1])]
     else:
         del parent[parts[-1]]
+
+
+# --------------------------------------------------------------------------------------------
+# server-side apply: field sets (the managedFields "FieldsV1" format) and the apply merge
+
+_FieldPath = tuple[str, ...]  # ("f:spec", "f:containers", 'k:{"name":"app"}', "f:image"); "." = the item
+# server-set metadata, never part of what a manager owns
+_SERVER_META = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+                "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink")
+
+
+def _list_key(field: str, items: Sequence[Any]) -> str | None:
+    """The key of an associative list for apply (None: the list is atomic, replaced whole):
+    the strategic merge keys, ``port`` for Service ports."""
+    candidates = ("containerPort", "port") if field == "ports" else (
+        (_MERGE_KEYS[field],) if field in _MERGE_KEYS else ())
+    for key in candidates:
+        if items and all(isinstance(i, dict) and key in i for i in items):
+            return key
+    return None
+
+
+def _strip_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_nulls(v) for v in value]
+    return value
+
+
+def _apply_merge(current: Any, applied: Any, field: str = "") -> Any:
+    """Merge an apply configuration into an object: maps field by field, associative lists
+    (containers by name, Service ports by port, ...) item by item, anything else replaced;
+    nulls in the configuration are ignored."""
+    if isinstance(applied, dict):
+        merged: Obj = copy.deepcopy(current) if isinstance(current, dict) else {}
+        for k, v in applied.items():
+            if v is not None:
+                merged[k] = _apply_merge(merged.get(k), v, k)
+        return merged
+    if isinstance(applied, list) and isinstance(current, list):
+        key = _list_key(field, applied)
+        if key is not None:
+            out = copy.deepcopy(current)
+            for item in applied:
+                idx = next((i for i, x in enumerate(out) if isinstance(x, dict) and x.get(key) == item[key]),
+                           None)
+                if idx is None:
+                    out.append(_apply_merge(None, item))
+                else:
+                    out[idx] = _apply_merge(out[idx], item)
+            return out
+    return _strip_nulls(copy.deepcopy(applied))
+
+
+def _item_element(key: str, value: Any) -> str:
+    return "k:" + json.dumps({key: value}, separators=(",", ":"))
+
+
+def _field_paths(value: Any, prefix: _FieldPath = (), field: str = "") -> set[_FieldPath]:
+    if isinstance(value, dict):
+        items = [(k, v) for k, v in value.items() if v is not None]
+        if not items:
+            return {prefix} if prefix else set()
+        out: set[_FieldPath] = set()
+        for k, v in items:
+            out |= _field_paths(v, (*prefix, f"f:{k}"), k)
+        return out
+    if isinstance(value, list):
+        key = _list_key(field, value)
+        if key is None:
+            return {prefix}
+        out = set()
+        for item in value:
+            at = (*prefix, _item_element(key, item[key]))
+            out.add((*at, "."))
+            out |= _field_paths(item, at)
+        return out
+    return {prefix}
+
+
+def _applied_fields(config: Obj) -> set[_FieldPath]:
+    """The fields an apply configuration sets (what its manager then owns)."""
+    body = {k: v for k, v in config.items() if k not in ("apiVersion", "kind")}
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_META}
+    body.pop("metadata", None)
+    if meta:
+        body["metadata"] = meta
+    return _field_paths(body)
+
+
+def _fields_v1(paths: Iterable[_FieldPath]) -> Obj:
+    """Field paths as the ``fieldsV1`` tree of a managedFields entry."""
+    tree: Obj = {}
+    for path in sorted(paths):
+        node_ = tree
+        for el in path:
+            node_ = node_.setdefault(el, {})
+    return tree
+
+
+def _paths_of(tree: Any, prefix: _FieldPath = ()) -> set[_FieldPath]:
+    out: set[_FieldPath] = set()
+    for k, v in (tree or {}).items():
+        if isinstance(v, dict) and v:
+            out |= _paths_of(v, (*prefix, k))
+        else:
+            out.add((*prefix, k))
+    return out
+
+
+_ABSENT = object()
+_APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def _managed_entry(manager: str, res: Resource, paths: Iterable[_FieldPath]) -> Obj:
+    return {"manager": manager, "operation": "Apply", "apiVersion": res.api_version, "time": rfc3339(),
+            "fieldsType": "FieldsV1", "fieldsV1": _fields_v1(paths)}
+
+
+def _unmanaged(obj: Obj) -> Obj:
+    """obj without metadata.managedFields (a shallow copy, for comparing)."""
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"}}
+
+
+def _print_manager(entry: Obj) -> str:
+    """How apply conflicts name a manager (apiserver fieldmanager printManager)."""
+    out = json.dumps(entry.get("manager", ""))
+    if entry.get("subresource"):
+        out += f" with subresource {json.dumps(entry['subresource'])}"
+    if entry.get("operation") == "Update":
+        out += f" using {entry.get('apiVersion', '')}" + (f" at {entry['time']}" if entry.get("time") else "")
+    return out
+
+
+def _apply_conflict(conflicts: Sequence[tuple[str, _FieldPath]]) -> ApiError:
+    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {m}", "field": _path_string(p)}
+              for m, p in conflicts]
+    if len(conflicts) == 1:
+        m, p = conflicts[0]
+        message = f"Apply failed with 1 conflict: conflict with {m}: {_path_string(p)}"
+    else:
+        lines = []
+        for m in sorted({m for m, _ in conflicts}):
+            lines.append(f"conflicts with {m}:")
+            lines += [f"- {_path_string(p)}" for mm, p in conflicts if mm == m]
+        message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+    return ApiError(409, "Conflict", message, {"causes": causes})
+
+
+def _item_want(el: str) -> dict[str, Any] | None:
+    try:
+        want = json.loads(el[2:])
+    except ValueError:
+        return None
+    return want if isinstance(want, dict) else None
+
+
+def _item_matches(x: Any, want: Mapping[str, Any]) -> bool:
+    return isinstance(x, dict) and all(x.get(k) == v for k, v in want.items())
+
+
+def _at_path(obj: Any, path: _FieldPath) -> Any:
+    """The value at a field path, or _ABSENT."""
+    cur = obj
+    for el in path:
+        if el == ".":
+            return cur
+        if el.startswith("f:") and isinstance(cur, dict) and el[2:] in cur:
+            cur = cur[el[2:]]
+        elif el.startswith("k:") and isinstance(cur, list) and (want := _item_want(el)) is not None:
+            cur = next((x for x in cur if _item_matches(x, want)), _ABSENT)
+            if cur is _ABSENT:
+                return _ABSENT
+        else:
+            return _ABSENT
+    return cur
+
+
+def _remove_field(obj: Obj, path: _FieldPath, keep: set[_FieldPath]) -> None:
+    """Remove the field (or list item, for a path ending in ".") at path, then the maps
+    that removal left empty unless keep names them."""
+    if path[-1] == ".":
+        path = path[:-1]
+    parent = _at_path(obj, path[:-1])
+    last = path[-1]
+    if last.startswith("f:") and isinstance(parent, dict):
+        parent.pop(last[2:], None)
+    elif last.startswith("k:") and isinstance(parent, list) and (want := _item_want(last)) is not None:
+        parent[:] = [x for x in parent if not _item_matches(x, want)]
+    else:
+        return
+    up = path[:-1]
+    while up and up[-1].startswith("f:") and up not in keep and _at_path(obj, up) in ({}, []):
+        holder = _at_path(obj, up[:-1])
+        if isinstance(holder, dict):
+            holder.pop(up[-1][2:], None)
+        up = up[:-1]
+
+
+def _still_needed(path: _FieldPath, kept: set[_FieldPath]) -> bool:
+    """Whether a field its manager gave up stays: something below it is kept, or it is the key
+    of a list item (kept as long as the item is)."""
+    base = path[:-1] if path[-1] == "." else path
+    if len(base) >= 2 and base[-2].startswith("k:") and base[-1][2:] in (_item_want(base[-2]) or {}):
+        return True
+    return any(k[:len(base)] == base for k in kept)
+
+
+def _path_string(path: _FieldPath) -> str:
+    """A field path as the API server prints it in apply conflicts."""
+    out = ""
+    for el in path:
+        if el.startswith("f:"):
+            out += "." + el[2:]
+        elif el.startswith("k:"):
+            out += "[" + ",".join(f"{k}={json.dumps(v)}" for k, v in (_item_want(el) or {}).items()) + "]"
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1236,6 +1533,72 @@ _WIDE_WORKLOAD = (
 _SELECTOR_COL = _Col("Selector", lambda o: _format_selector((o.get("spec") or {}).get("selector")),
                      "Label selector for pods.", priority=1)
 
+def _service_ports(o: Obj) -> str:
+    out = []
+    for p in (o.get("spec") or {}).get("ports") or ():
+        port = f"{p.get('port')}:{p['nodePort']}" if p.get("nodePort") else str(p.get("port"))
+        out.append(f"{port}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
+def _service_external_ip(o: Obj) -> str:
+    spec = o.get("spec") or {}
+    ips = list(spec.get("externalIPs") or ())
+    if spec.get("type") == "ExternalName":
+        return str(spec.get("externalName") or "<none>")
+    if spec.get("type") == "LoadBalancer":
+        ingress = ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
+        ips += [i.get("ip") or i.get("hostname") or "" for i in ingress]
+        return ",".join(ips) or "<pending>"
+    return ",".join(ips) or "<none>"
+
+
+def _binding_subjects(o: Obj, kind: str) -> str:
+    out = []
+    for sub in o.get("subjects") or ():
+        if sub.get("kind") != kind:
+            continue
+        if kind == "ServiceAccount":
+            out.append(f"{sub.get('namespace') or o['metadata'].get('namespace', '')}/{sub.get('name')}")
+        else:
+            out.append(str(sub.get("name")))
+    return ", ".join(out)
+
+
+_BINDING_COLS = (
+    _Col("Role", lambda o: f"{(o.get('roleRef') or {}).get('kind')}/{(o.get('roleRef') or {}).get('name')}",
+         "RoleRef references the role being bound."),
+    _AGE_COL,
+    _Col("Users", lambda o: _binding_subjects(o, "User"), "Users in the binding.", priority=1),
+    _Col("Groups", lambda o: _binding_subjects(o, "Group"), "Groups in the binding.", priority=1),
+    _Col("ServiceAccounts", lambda o: _binding_subjects(o, "ServiceAccount"),
+         "ServiceAccounts in the binding.", priority=1),
+)
+
+
+def _ingress_class_parameters(o: Obj) -> str:
+    ref = (o.get("spec") or {}).get("parameters")
+    if not ref:
+        return "<none>"
+    kind = f"{ref.get('kind')}.{ref['apiGroup']}" if ref.get("apiGroup") else str(ref.get("kind"))
+    return f"{kind}/{ref.get('name')}"
+
+
+def _apiservice_service(o: Obj) -> str:
+    svc = (o.get("spec") or {}).get("service")
+    return f"{svc.get('namespace')}/{svc.get('name')}" if svc else "Local"
+
+
+def _apiservice_available(o: Obj) -> str:
+    cond = next((c for c in (o.get("status") or {}).get("conditions") or () if c.get("type") == "Available"),
+                None)
+    if cond is None:
+        return "Unknown"
+    if cond.get("status") == "True":
+        return "True"
+    return f"{cond.get('status')} ({cond.get('reason', '')})"
+
+
 _TABLES: dict[str, tuple[_Col, ...]] = {
     "pods": (
         _NAME_COL,
@@ -1328,6 +1691,73 @@ _TABLES: dict[str, tuple[_Col, ...]] = {
         _Col("Ready", lambda o: _st(o, "readyReplicas"), "Number of the pod with ready state",
              type="integer"),
         _AGE_COL, *_WIDE_WORKLOAD, _SELECTOR_COL,
+    ),
+    "services": (
+        _NAME_COL,
+        _Col("Type", lambda o: (o.get("spec") or {}).get("type", "ClusterIP"), "The type of the service."),
+        _Col("Cluster-IP", lambda o: (o.get("spec") or {}).get("clusterIP") or "<none>",
+             "clusterIP is the IP address of the service."),
+        _Col("External-IP", _service_external_ip, "externalIPs and load balancer ingress IPs."),
+        _Col("Port(s)", _service_ports, "The list of ports that are exposed by this service."),
+        _AGE_COL,
+        _Col("Selector", lambda o: ",".join(f"{k}={v}" for k, v in sorted(
+            ((o.get("spec") or {}).get("selector") or {}).items())) or "<none>",
+             "Route service traffic to pods with label keys and values matching this selector.",
+             priority=1),
+    ),
+    "configmaps": (
+        _NAME_COL,
+        _Col("Data", lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+             "Data contains the configuration data.", type="integer"),
+        _AGE_COL,
+    ),
+    "secrets": (
+        _NAME_COL,
+        _Col("Type", lambda o: o.get("type", ""), "Used to facilitate programmatic handling of secret data."),
+        _Col("Data", lambda o: len(o.get("data") or {}), "Data contains the secret data.", type="integer"),
+        _AGE_COL,
+    ),
+    "serviceaccounts": (
+        _NAME_COL,
+        _Col("Secrets", lambda o: len(o.get("secrets") or ()),
+             "Secrets is a list of the secrets in the same namespace that pods running using this "
+             "ServiceAccount are allowed to use.", type="integer"),
+        _AGE_COL,
+    ),
+    "roles": (_NAME_COL, _Col("Created At", lambda o: o["metadata"].get("creationTimestamp", ""),
+                              _AGE_DESC, format="date")),
+    "clusterroles": (_NAME_COL, _Col("Created At", lambda o: o["metadata"].get("creationTimestamp", ""),
+                                     _AGE_DESC, format="date")),
+    "rolebindings": (_NAME_COL, *_BINDING_COLS),
+    "clusterrolebindings": (_NAME_COL, *_BINDING_COLS),
+    "ingressclasses": (
+        _NAME_COL,
+        _Col("Controller", lambda o: (o.get("spec") or {}).get("controller", ""),
+             "Controller that should handle this class."),
+        _Col("Parameters", _ingress_class_parameters,
+             "A link to a custom resource containing additional configuration for the controller."),
+        _AGE_COL,
+    ),
+    "ingresses": (
+        _NAME_COL,
+        _Col("Class", lambda o: (o.get("spec") or {}).get("ingressClassName") or "<none>",
+             "The name of the IngressClass resource."),
+        _Col("Hosts", lambda o: ",".join(r.get("host") or "*"
+                                         for r in (o.get("spec") or {}).get("rules") or ()) or "*",
+             "Hosts that incoming requests are matched against."),
+        _Col("Address", lambda o: ",".join(
+            i.get("ip") or i.get("hostname") or ""
+            for i in ((o.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()),
+             "Address is a list containing ingress points for the load-balancer."),
+        _Col("Ports", lambda o: "80, 443" if (o.get("spec") or {}).get("tls") else "80",
+             "Ports of TLS configurations that open."),
+        _AGE_COL,
+    ),
+    "apiservices": (
+        _NAME_COL,
+        _Col("Service", _apiservice_service, "The reference to the service that hosts this API endpoint."),
+        _Col("Available", _apiservice_available, "Whether this service is available."),
+        _AGE_COL,
     ),
     "poddisruptionbudgets": (
         _NAME_COL,
@@ -1606,6 +2036,7 @@ class Emulator:
         self.evictions: list[Obj] = []
         self.errors: list[str] = []
         self.eviction_delay: float = 0.0
+        self.namespace_delete_delay: float = 0.0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._store: dict[str, dict[tuple[str, str], Obj]] = {r.plural: {} for r in RESOURCES}
@@ -1695,10 +2126,28 @@ class Emulator:
                     if namespace is None or ns == namespace]
 
     def delete(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
-        """Remove an object at once (no grace, no eviction_delay); returns it, or None."""
+        """Remove an object at once (no grace, no eviction_delay, no namespace_delete_delay; a
+        namespace goes with its objects); returns it, or None."""
         res = _lookup_resource(plural)
         with self._cond:
+            if res.plural == "namespaces":
+                return self._remove_namespace(name)
             return self._remove(res, self._key(res, name, namespace))
+
+    def set_status(self, plural: str, name: str, namespace: str | None, status: Obj) -> Obj:
+        """Replace an object's status (what a controller would write: e.g. make an applied
+        Deployment ready); a new resourceVersion and a MODIFIED event, the rest untouched.
+        Returns the object as served; KeyError when it does not exist."""
+        res = _lookup_resource(plural)
+        with self._cond:
+            obj = self._store[res.plural].get(self._key(res, name, namespace))
+            if obj is None:
+                where = f"{namespace or 'default'}/" if res.namespaced else ""
+                raise KeyError(f"{res.qualified} {where}{name} not found")
+            obj["status"] = copy.deepcopy(status)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self._event("MODIFIED", res, obj)
+            return self._served(res, obj)
 
     def set_log(self, namespace: str, pod: str, text: str, container: str | None = None,
                 previous: bool = False) -> None:
@@ -1768,7 +2217,7 @@ class Emulator:
         meta["creationTimestamp"] = (meta.get("creationTimestamp")
                                      or (old or {}).get("metadata", {}).get("creationTimestamp") or rfc3339())
         meta["resourceVersion"] = self._next_rv()
-        if res.group and "generation" not in meta:
+        if res.generation and "generation" not in meta:
             meta["generation"] = 1
         if res.plural == "namespaces":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
@@ -1777,6 +2226,21 @@ class Emulator:
         self._store[res.plural][key] = obj
         self._event("MODIFIED" if old is not None else "ADDED", res, obj)
         return obj
+
+    def _remove_namespace(self, name: str) -> Obj | None:
+        """Remove a namespace and every object in it now (caller holds the lock)."""
+        for r in RESOURCES:
+            if r.namespaced:
+                for key in [k for k in self._store[r.plural] if k[0] == name]:
+                    self._remove(r, key)
+        return self._remove(_BY_PLURAL["namespaces"], ("", name))
+
+    def _finish_namespace(self, name: str, uid: str) -> None:
+        """The namespace controller's job, namespace_delete_delay after the DELETE."""
+        with self._cond:
+            ns = self._store["namespaces"].get(("", name))
+            if ns is not None and ns["metadata"]["uid"] == uid and ns["metadata"].get("deletionTimestamp"):
+                self._remove_namespace(name)
 
     def _remove(self, res: Resource, key: tuple[str, str]) -> Obj | None:
         """Remove an object now (caller holds the lock); its DELETED event has a new resourceVersion."""
@@ -2103,6 +2567,11 @@ class Emulator:
         return _json(200, obj)
 
     def _body_object(self, res: Resource, req: _Request) -> Obj:
+        if req.content_type not in ("", "application/json", "application/yaml"):
+            # kubectl >= 1.33's typed commands (`kubectl create namespace X`) send protobuf
+            raise ApiError(415, "UnsupportedMediaType",
+                           f"the body of the request was in an unknown format - accepted media types "
+                           f"include: application/json, application/yaml (got {req.content_type!r})")
         body = req.json()
         if not isinstance(body, dict):
             raise _bad_request("the body of the request was in an unknown format - accepted media types "
@@ -2132,23 +2601,53 @@ class Emulator:
                                                               for _ in range(5))
             else:
                 raise _invalid(res, "", "metadata.name", "name or generateName is required")
-        if res.plural == "pods":
-            self._default_pod(body)
+        self._default(res, body, None)
         with self._cond:
-            if res.namespaced and ("", namespace or "") not in self._store["namespaces"]:
-                raise _not_found(_BY_PLURAL["namespaces"], namespace or "")
+            self._check_namespace(res, namespace, meta["name"])
             if self._key(res, meta["name"], namespace) in self._store[res.plural]:
                 raise ApiError(409, "AlreadyExists", f'{res.qualified} "{meta["name"]}" already exists',
                                _details(res, meta["name"]))
             for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"):
                 meta.pop(k, None)
-            if dry:
-                body["kind"], body["apiVersion"] = res.kind, res.api_version
-                meta["uid"] = str(uuid.uuid4())
-                meta["creationTimestamp"] = rfc3339()
-                return _json(201, self._served(res, body))
-            stored = self._put(res, body)
-            return _json(201, self._served(res, stored))
+            return self._store_new(res, body, dry)
+
+    def _store_new(self, res: Resource, body: Obj, dry: bool) -> _Response:
+        """Store a created object (or, dry, show it as it would be): 201 (caller holds the lock)."""
+        if dry:
+            meta = body["metadata"]
+            body["kind"], body["apiVersion"] = res.kind, res.api_version
+            meta["uid"] = str(uuid.uuid4())
+            meta["creationTimestamp"] = rfc3339()
+            if res.generation:
+                meta.setdefault("generation", 1)
+            return _json(201, self._served(res, body))
+        return _json(201, self._served(res, self._put(res, body)))
+
+    def _check_namespace(self, res: Resource, namespace: str | None, name: str) -> None:
+        """A namespaced object can be created in an existing namespace that is not terminating
+        (the NamespaceLifecycle admission plugin); caller holds the lock."""
+        if not res.namespaced:
+            return
+        ns = self._store["namespaces"].get(("", namespace or ""))
+        if ns is None:
+            raise _not_found(_BY_PLURAL["namespaces"], namespace or "")
+        if ns["metadata"].get("deletionTimestamp"):
+            d = _details(res, name)
+            d["causes"] = [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being "
+                            f"terminated", "field": "metadata.namespace"}]
+            raise ApiError(403, "Forbidden", f'{res.qualified} "{name}" is forbidden: unable to create new '
+                                             f"content in namespace {namespace} because it is being "
+                                             f"terminated", d)
+
+    def _default(self, res: Resource, body: Obj, cur: Obj | None) -> None:
+        """The defaulting (and IP/port allocation) the emulator does: pods when created,
+        Services and Secrets on every write."""
+        if res.plural == "pods" and cur is None:
+            self._default_pod(body)
+        elif res.plural == "services":
+            _default_service(body, cur)
+        elif res.plural == "secrets":
+            _default_secret(body)
 
     def _default_pod(self, body: Obj) -> None:
         spec = body.setdefault("spec", {})
@@ -2199,7 +2698,12 @@ class Emulator:
                 meta[k] = cmeta[k]
             else:
                 meta.pop(k, None)
-        if res.group and (new.get("spec") != cur.get("spec")):
+        if "managedFields" not in meta and "managedFields" in cmeta:
+            meta["managedFields"] = copy.deepcopy(cmeta["managedFields"])
+        if res.plural == "namespaces" and "status" in cur:  # the status subresource's (the controller's)
+            new["status"] = copy.deepcopy(cur["status"])
+        self._default(res, new, cur)
+        if res.generation and new.get("spec") != cur.get("spec"):
             meta["generation"] = int(cmeta.get("generation", 1)) + 1
         if res.plural == "nodes":
             _sync_unschedulable_taint(new, cur)
@@ -2212,11 +2716,17 @@ class Emulator:
     def _patch(self, res: Resource, namespace: str | None, name: str, req: _Request, dry: bool) -> _Response:
         ctype = req.content_type
         if ctype not in ("application/strategic-merge-patch+json", "application/merge-patch+json",
-                         "application/json-patch+json"):
+                         "application/json-patch+json", _APPLY_PATCH):
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types "
                            f"include: application/json-patch+json, application/merge-patch+json, "
-                           f"application/strategic-merge-patch+json (got {ctype!r})")
+                           f"application/apply-patch+yaml, application/strategic-merge-patch+json "
+                           f"(got {ctype!r})")
+        if ctype == _APPLY_PATCH:
+            return self._apply(res, namespace, name, req, dry)
+        if "force" in req.query:
+            raise _patch_options_invalid("force", "FieldValueForbidden",
+                                         "Forbidden: may not be specified for non-apply patch")
         patch = req.json()
         with self._cond:
             cur = self._existing(res, namespace, name)
@@ -2234,6 +2744,110 @@ class Emulator:
                 raise _conflict(res, name, "the object has been modified; please apply your changes to the "
                                            "latest version and try again")
             return self._write(res, cur, new, dry)
+
+    def _apply(self, res: Resource, namespace: str | None, name: str, req: _Request, dry: bool) -> _Response:
+        """Server-side apply: create the object (201) or merge the configuration into it (200);
+        the manager's fields are recorded in metadata.managedFields (operation Apply), fields
+        it applied before and no longer applies are removed unless another manager has them,
+        a field another manager has with another value is a conflict (409) unless force."""
+        manager = req.query.get("fieldManager", "")
+        if not manager:
+            raise _patch_options_invalid("fieldManager", "FieldValueRequired",
+                                         "Required value: is required for apply patch")
+        if len(manager) > 128:
+            raise _patch_options_invalid("fieldManager", "FieldValueTooLong",
+                                         "Too long: may not be more than 128 bytes")
+        force = req.query.get("force", "") in ("1", "t", "T", "true", "TRUE", "True")
+        config = self._apply_config(res, namespace, name, req)
+        paths = _applied_fields(config)
+        body = {k: v for k, v in config.items() if k not in ("apiVersion", "kind", "metadata")}
+        body["metadata"] = {k: v for k, v in config["metadata"].items() if k not in _SERVER_META}
+        want_rv = config["metadata"].get("resourceVersion")
+        with self._cond:
+            cur = self._store[res.plural].get(self._key(res, name, namespace))
+            if cur is None:
+                if want_rv:
+                    raise _not_found(res, name)
+                new = _apply_merge({}, body)
+                new["metadata"]["name"] = name
+                if res.namespaced:
+                    new["metadata"]["namespace"] = namespace
+                new["metadata"]["managedFields"] = [_managed_entry(manager, res, paths)]
+                self._check_namespace(res, namespace, name)
+                self._default(res, new, None)
+                return self._store_new(res, new, dry)
+            if want_rv and want_rv != cur["metadata"].get("resourceVersion"):
+                raise _conflict(res, name, "the object has been modified; please apply your changes to the "
+                                           "latest version and try again")
+            entries: ObjList = list(cur["metadata"].get("managedFields") or ())
+            mine = next((i for i, e in enumerate(entries) if e.get("manager") == manager
+                         and e.get("operation") == "Apply" and not e.get("subresource")), None)
+            before = _paths_of(entries[mine].get("fieldsV1")) if mine is not None else set()
+            new = _apply_merge(cur, body)
+            theirs: list[set[_FieldPath]] = []
+            conflicts: list[tuple[str, _FieldPath]] = []
+            for i, e in enumerate(entries):
+                owned = set() if i == mine else _paths_of(e.get("fieldsV1"))
+                clash = sorted(p for p in owned & paths
+                               if p[-1] != "." and _at_path(cur, p) != _at_path(new, p))
+                conflicts += [(_print_manager(e), p) for p in clash]
+                theirs.append(owned - set(clash) if force else owned)
+            if conflicts and not force:
+                raise _apply_conflict(conflicts)
+            kept = paths.union(*theirs)
+            for p in sorted(before - kept, key=len):  # a list item before the fields in it
+                if not _still_needed(p, kept):
+                    _remove_field(new, p, kept)
+            self._default(res, new, cur)
+            managed: ObjList = []
+            for i, e in enumerate(entries):
+                if i == mine:
+                    managed.append(_managed_entry(manager, res, paths))
+                elif theirs[i]:
+                    managed.append(e if theirs[i] == _paths_of(e.get("fieldsV1"))
+                                   else {**e, "fieldsV1": _fields_v1(theirs[i])})
+            if mine is None:
+                managed.append(_managed_entry(manager, res, paths))
+            if _unmanaged(new) == _unmanaged(cur) and paths == before and not (force and conflicts):
+                return _json(200, self._served(res, cur))  # a no-op apply changes nothing, not even the rv
+            new["metadata"]["managedFields"] = managed
+            return self._write(res, cur, new, dry)
+
+    @staticmethod
+    def _apply_config(res: Resource, namespace: str | None, name: str, req: _Request) -> Obj:
+        """The apply configuration: YAML or JSON, one object of this resource's kind and name."""
+        text = req.body.decode("utf-8", "replace")
+        try:
+            config = json.loads(text)
+        except ValueError:
+            import yaml  # PyYAML, for apply bodies only
+
+            try:
+                config = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise _bad_request(f"error decoding YAML: {e}") from e
+        if not isinstance(config, dict):
+            raise _bad_request("error decoding YAML: the apply configuration is not a YAML or JSON object")
+        if not config.get("apiVersion") or not config.get("kind"):
+            raise _bad_request("invalid object type: an apply configuration needs apiVersion and kind")
+        if config["kind"] != res.kind:
+            raise _bad_request(f"the kind of the object ({config['kind']}) does not match the resource "
+                               f"({res.kind})")
+        if config["apiVersion"] != res.api_version:
+            raise _bad_request(f"the API version in the data ({config['apiVersion']}) does not match the "
+                               f"expected API version ({res.api_version})")
+        meta = config.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise _bad_request("metadata must be an object")
+        if meta.get("managedFields") is not None:
+            raise _bad_request("metadata.managedFields must be nil")
+        if meta.get("name") not in (None, "", name):
+            raise _bad_request(f"the name of the object ({meta.get('name')}) does not match the name on the "
+                               f"URL ({name})")
+        if res.namespaced and meta.get("namespace") not in (None, "", namespace):
+            raise _bad_request("the namespace of the provided object does not match the namespace sent on "
+                               "the request")
+        return config
 
     @staticmethod
     def _delete_options(req: _Request) -> Obj:
@@ -2264,16 +2878,41 @@ class Emulator:
                                            f"{cur['metadata']['resourceVersion']}")
             if res.plural == "pods":
                 return _json(200, self._delete_pod(cur, opts.get("gracePeriodSeconds"), dry))
+            if res.plural == "namespaces":
+                return _json(200, self._delete_namespace(cur, dry))
             if not dry:
                 self._remove(res, self._key(res, name, namespace))
-                if res.plural == "namespaces":
-                    for r in RESOURCES:
-                        for key in [k for k in self._store[r.plural] if r.namespaced and k[0] == name]:
-                            self._remove(r, key)
             d = _details(res, name)
             d["uid"] = cur["metadata"]["uid"]
             return _json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                "details": d})
+
+    def _delete_namespace(self, cur: Obj, dry: bool) -> Obj:
+        """A namespace has the "kubernetes" finalizer: DELETE answers it Terminating; it goes with
+        its objects namespace_delete_delay later (at once when 0). Caller holds the lock."""
+        res, meta = _BY_PLURAL["namespaces"], cur["metadata"]
+        if meta.get("deletionTimestamp"):
+            raise _conflict(res, meta["name"], "The system is ensuring all content is removed from this "
+                                               "namespace.  Upon completion, this namespace will "
+                                               "automatically be purged by the system.")
+        out = self._served(res, cur)
+        out["metadata"]["deletionTimestamp"] = rfc3339()
+        out.setdefault("status", {})["phase"] = "Terminating"
+        if dry:
+            return out
+        if self.namespace_delete_delay <= 0:
+            self._remove_namespace(meta["name"])
+            return out
+        meta["deletionTimestamp"] = out["metadata"]["deletionTimestamp"]
+        cur.setdefault("status", {})["phase"] = "Terminating"
+        meta["resourceVersion"] = self._next_rv()
+        self._event("MODIFIED", res, cur)
+        timer = threading.Timer(self.namespace_delete_delay, self._finish_namespace,
+                                args=(meta["name"], meta["uid"]))
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+        return self._served(res, cur)
 
     def _delete_pod(self, cur: Obj, grace: int | None, dry: bool) -> Obj:
         """Delete (or start deleting, with eviction_delay) a pod; caller holds the lock."""
@@ -2461,3 +3100,55 @@ def _sync_unschedulable_taint(new: Obj, cur: Obj) -> None:
         spec["taints"] = taints
     else:
         spec.pop("taints", None)
+
+
+
+def _service_ip(namespace: str, name: str) -> str:
+    h = int(_hex("svc", namespace, name, n=8), 16)
+    return f"10.96.{h % 250}.{(h >> 8) % 250 + 2}"
+
+
+def _node_port(namespace: str, name: str, port: Any) -> int:
+    return 30000 + int(_hex("nodeport", namespace, name, str(port), n=8), 16) % 2768
+
+
+def _default_service(svc: Obj, cur: Obj | None) -> None:
+    """The API server's Service defaulting and allocation (IPv4 only, no collision checks): type
+    ClusterIP, a cluster IP (kept from cur), port protocol and targetPort, node ports."""
+    spec = svc.setdefault("spec", {})
+    old = (cur or {}).get("spec") or {}
+    meta = svc.get("metadata") or {}
+    ns, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+    kind = spec.setdefault("type", "ClusterIP")
+    if kind != "ExternalName":
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = old.get("clusterIP") or _service_ip(ns, name)
+        if not spec.get("clusterIPs"):
+            spec["clusterIPs"] = [spec["clusterIP"]]
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    spec.setdefault("sessionAffinity", "None")
+    old_ports = {p.get("port"): p for p in old.get("ports") or ()}
+    for p in spec.get("ports") or ():
+        p.setdefault("protocol", "TCP")
+        if kind != "ExternalName":
+            p.setdefault("targetPort", p.get("port"))
+        if kind in ("NodePort", "LoadBalancer") and not p.get("nodePort"):
+            p["nodePort"] = (old_ports.get(p.get("port"), {}).get("nodePort")
+                             or _node_port(ns, name, p.get("port")))
+    if kind in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if kind == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+    svc.setdefault("status", {"loadBalancer": {}})
+
+
+def _default_secret(secret: Obj) -> None:
+    """stringData is written into data (base64), type defaults to Opaque."""
+    string_data = secret.pop("stringData", None)
+    if string_data:
+        data = secret.setdefault("data", {})
+        for k, v in string_data.items():
+            data[k] = base64.b64encode(str(v).encode()).decode("ascii")
+    secret.setdefault("type", "Opaque")

@@ -12,7 +12,7 @@ What kubectl does against the emulator, as seen here (and what the emulator had 
 - discovery: kubectl >= 1.30 asks /api and /apis for aggregated discovery
   (``as=APIGroupDiscoveryList``, v2 then v2beta1; 1.27 asks v2beta1) with ``application/json``
   last; the legacy APIVersions/APIGroupList JSON is accepted and kubectl then reads each group
-  version's APIResourceList. OpenAPI is never fetched by the commands below.
+  version's APIResourceList. OpenAPI is fetched only by ``apply -f`` (below).
 - ``kubectl drain`` finds the eviction API through the ``pods/eviction`` entry of /api/v1
   (group policy, version v1, kind Eviction); it cordons with a strategic merge patch
   ``{"spec":{"unschedulable":true}}`` (``dryRun=All`` in the query with --dry-run=server),
@@ -30,6 +30,25 @@ What kubectl does against the emulator, as seen here (and what the emulator had 
   is what ``kubectl get --raw .../log`` and the Python client get.
 - after a NotFound on a namespaced GET, kubectl GETs the namespace and reports
   ``namespaces "X" not found`` instead when that is missing too.
+- ``kubectl apply --server-side -f FILE`` sends one PATCH per object, in file order, no GET
+  first: ``Content-Type: application/apply-patch+yaml`` with a JSON body, query
+  ``fieldManager`` (--field-manager), ``force=false`` (``true`` with --force-conflicts),
+  ``fieldValidation`` and with --dry-run=server ``dryRun=All``; it prints ``KIND/NAME
+  serverside-applied`` (`` (server dry run)``) per object. It first validates the file
+  against OpenAPI (1.27: /openapi/v2 then /swagger-2.0.0.pb-v1; 1.33: /openapi/v3 then
+  /openapi/v2), which the emulator does not serve: hence ``--validate=false`` (kubectl then
+  sends ``fieldValidation=Ignore``; 1.27 and 1.28 still GET /openapi/v2 and
+  /swagger-2.0.0.pb-v1 and ignore the 404s). A 409 apply conflict is printed as ``error:
+  <the server's message>`` plus advice on --force-conflicts. A server dry run of a manifest
+  with a new Namespace fails for the objects in it (``namespaces "X" not found``), as
+  against a real server.
+- ``kubectl delete -f FILE`` deletes in file order, then waits for all of them (watch): a
+  Namespace first means its objects must outlive its DELETE (Terminating) for theirs to work.
+- kubectl 1.33's typed ``create namespace/configmap/...`` send protobuf bodies (the emulator
+  answers 415); ``create -f``, ``apply`` and 1.27 send JSON.
+- Python client 37: ``patch_*(..., _content_type="application/apply-patch+yaml",
+  field_manager=...)`` is server-side apply; ``delete_namespace`` answers a plain dict (its
+  response type is "object"; the server sends the Terminating Namespace).
 - Python client 37: the eviction call is ``CoreV1Api.create_namespaced_pod_eviction``
   (PolicyV1Api has none); the server's 201 ``Status`` body comes back as a V1Eviction whose
   kind is "Status"; ``patch_node`` sends strategic merge patch for a dict, JSON patch for a list.
@@ -543,5 +562,376 @@ def test_python_client_models(kubectl_bin: Path, k8s_api: Emulator) -> None:
         done = core.create_namespaced_pod_eviction("web-1", "default", eviction)
         assert done.kind == "Status"  # 201 with a Status body, as the real server answers
         assert emu.get("pods", "web-1") is None
+    finally:
+        api.close()
+
+
+# --------------------------------------------------------------------------------------------
+# server-side apply, the generically stored kinds
+
+APPLY_MANIFEST = """\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: web
+  namespace: shop
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: shop
+data:
+  @CONFIG@
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels:
+    app: web
+spec:
+  replicas: @REPLICAS@
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      serviceAccountName: web
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector:
+    app: web
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: web-reader
+rules:
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: web-reader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: web-reader
+subjects:
+- kind: ServiceAccount
+  name: web
+  namespace: shop
+"""
+# what kubectl names the manifest's objects, in file order; and where the emulator keeps them
+APPLIED = ["namespace/shop", "serviceaccount/web", "configmap/web-config", "deployment.apps/web",
+           "service/web", "clusterrole.rbac.authorization.k8s.io/web-reader",
+           "clusterrolebinding.rbac.authorization.k8s.io/web-reader"]
+APPLIED_OBJECTS = [("namespaces", "shop", None), ("serviceaccounts", "web", "shop"),
+                   ("configmaps", "web-config", "shop"), ("deployments", "web", "shop"),
+                   ("services", "web", "shop"), ("clusterroles", "web-reader", None),
+                   ("clusterrolebindings", "web-reader", None)]
+CLUSTER_SCOPED_APPLIED = [APPLIED[0], APPLIED[5], APPLIED[6]]
+
+
+def write_manifest(path: Path, *, replicas: int = 2, config: str = "LOG_LEVEL: info") -> Path:
+    path.write_text(APPLY_MANIFEST.replace("@REPLICAS@", str(replicas)).replace("@CONFIG@", config))
+    return path
+
+
+def apply_server_side(kubectl_bin: Path, emu: Emulator, path: Path, *args: str,
+                      manager: str = "debvisor") -> subprocess.CompletedProcess[str]:
+    # --validate=false: kubectl validates -f input against the server's OpenAPI schema (1.27 GETs
+    # /openapi/v2, 1.33 /openapi/v3 then /openapi/v2), which the emulator does not serve: without
+    # it, apply fails before sending anything ("the server could not find the requested resource",
+    # 1.33: "failed to download openapi"). It also makes kubectl send fieldValidation=Ignore.
+    return kubectl(kubectl_bin, emu, "apply", "--server-side", f"--field-manager={manager}",
+                   "--validate=false", "-f", str(path), *args)
+
+
+def _resource_versions(emu: Emulator) -> dict[str, str]:
+    out = {}
+    for plural, name, ns in APPLIED_OBJECTS:
+        obj = emu.get(plural, name, ns)
+        assert obj is not None, (plural, name)
+        out[plural] = obj["metadata"]["resourceVersion"]
+    return out
+
+
+def test_apply_server_side_creates_then_changes_nothing(kubectl_bin: Path, k8s_api: Emulator,
+                                                        tmp_path: Path) -> None:
+    emu = k8s_api
+    manifest = write_manifest(tmp_path / "shop.yaml")
+
+    res = apply_server_side(kubectl_bin, emu, manifest)
+
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines() == [f"{n} serverside-applied" for n in APPLIED] and res.stderr == ""
+    patches = emu.requests_to("PATCH")
+    assert len(patches) == len(APPLIED)
+    assert {(r.content_type, r.query["fieldManager"], r.query["force"]) for r in patches} \
+        == {("application/apply-patch+yaml", "debvisor", "false")}
+    for plural, name, ns in APPLIED_OBJECTS:
+        obj = emu.get(plural, name, ns)
+        assert obj is not None, (plural, name)
+        (entry,) = obj["metadata"]["managedFields"]
+        assert (entry["manager"], entry["operation"], entry["apiVersion"], entry["fieldsType"]) \
+            == ("debvisor", "Apply", obj["apiVersion"], "FieldsV1")
+    dep = emu.get("deployments", "web", "shop")
+    assert dep is not None and dep["metadata"]["generation"] == 1 and dep["spec"]["replicas"] == 2
+    assert not dep.get("status")  # no controller: nobody fills in the status
+    assert dep["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"] \
+        == {'k:{"name":"web"}': {".": {}, "f:image": {}, "f:name": {}, "f:ports": {
+            'k:{"containerPort":80}': {".": {}, "f:containerPort": {}}}}}
+    svc = emu.get("services", "web", "shop")
+    assert svc is not None and re.fullmatch(r"10\.96\.\d+\.\d+", svc["spec"]["clusterIP"])
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"port": 80, "targetPort": 80, "protocol": "TCP"}]
+    assert emu.get("configmaps", "web-config", "shop")["data"] == {"LOG_LEVEL": "info"}  # type: ignore[index]
+    binding = emu.get("clusterrolebindings", "web-reader")
+    assert binding is not None and binding["subjects"] == [{"kind": "ServiceAccount", "name": "web",
+                                                            "namespace": "shop"}]
+    before = _resource_versions(emu)
+
+    # the same configuration again: every object answered unchanged, nothing written
+    again = apply_server_side(kubectl_bin, emu, manifest)
+    assert again.returncode == 0, again
+    assert again.stdout.splitlines() == [f"{n} serverside-applied" for n in APPLIED]
+    assert len(emu.requests_to("PATCH")) == 2 * len(APPLIED)
+    assert _resource_versions(emu) == before
+
+    res = kubectl(kubectl_bin, emu, "get", "deploy,svc,cm", "-n", "shop", "-o", "name")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["deployment.apps/web", "service/web", "configmap/web-config"]
+
+    res = kubectl(kubectl_bin, emu, "get", "svc", "-n", "shop")
+    assert res.returncode == 0, res.stderr
+    (row,) = parse_table(res.stdout)
+    assert (row["NAME"], row["TYPE"], row["CLUSTER-IP"], row["EXTERNAL-IP"], row["PORT(S)"]) \
+        == ("web", "ClusterIP", svc["spec"]["clusterIP"], "<none>", "80/TCP")
+
+
+def test_apply_server_side_updates_and_delete_f(kubectl_bin: Path, k8s_api: Emulator, tmp_path: Path) -> None:
+    emu = k8s_api
+    manifest = write_manifest(tmp_path / "shop.yaml")
+    assert apply_server_side(kubectl_bin, emu, manifest).returncode == 0
+    # what the deployment controller would report; applies never touch it (not in the manifest)
+    emu.set_status("deployments", "web", "shop", {"observedGeneration": 1, "replicas": 2, "readyReplicas": 2,
+                                                  "updatedReplicas": 2, "availableReplicas": 2})
+    before = _resource_versions(emu)
+
+    # 3 replicas; the ConfigMap's LOG_LEVEL replaced by MODE
+    res = apply_server_side(kubectl_bin, emu, write_manifest(manifest, replicas=3, config="MODE: fast"))
+
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines() == [f"{n} serverside-applied" for n in APPLIED]
+    after = _resource_versions(emu)
+    changed = {p for p in after if after[p] != before[p]}
+    assert changed == {"deployments", "configmaps"}
+    dep = emu.get("deployments", "web", "shop")
+    assert dep is not None and dep["spec"]["replicas"] == 3 and dep["metadata"]["generation"] == 2
+    assert dep["status"]["readyReplicas"] == 2
+    # a field the manager applied before and no longer applies is removed
+    assert emu.get("configmaps", "web-config", "shop")["data"] == {"MODE": "fast"}  # type: ignore[index]
+    res = kubectl(kubectl_bin, emu, "get", "deploy", "web", "-n", "shop")
+    assert res.returncode == 0, res.stderr
+    assert parse_table(res.stdout)[0]["READY"] == "2/3"
+
+    # kubectl deletes in file order: the namespace first, which stays Terminating (with its
+    # objects) until the namespace controller is done, so the namespaced deletes still succeed
+    emu.namespace_delete_delay = 0.5
+    res = kubectl(kubectl_bin, emu, "delete", "-f", str(manifest), timeout=60)
+
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines() == ['{} "{}" deleted'.format(*n.split("/", 1)) for n in APPLIED]
+    for plural, name, ns in APPLIED_OBJECTS:
+        assert emu.get(plural, name, ns) is None, (plural, name)
+    assert {n["metadata"]["name"] for n in emu.list("namespaces")} == {"default", "kube-system"}
+    assert [r.path for r in emu.requests_to("DELETE")][:2] == ["/api/v1/namespaces/shop",
+                                                                "/api/v1/namespaces/shop/serviceaccounts/web"]
+
+
+def test_apply_server_side_dry_run(kubectl_bin: Path, k8s_api: Emulator, tmp_path: Path) -> None:
+    emu = k8s_api
+    manifest = write_manifest(tmp_path / "shop.yaml")
+
+    # as against a real server: the dry-run Namespace is not created, so the objects in it fail
+    res = apply_server_side(kubectl_bin, emu, manifest, "--dry-run=server")
+
+    assert res.returncode != 0, res
+    assert res.stdout.splitlines() == [f"{n} serverside-applied (server dry run)"
+                                       for n in CLUSTER_SCOPED_APPLIED]
+    assert res.stderr.count('Error from server (NotFound): namespaces "shop" not found') == 4, res.stderr
+    assert all(r.query.get("dryRun") == "All" for r in emu.requests_to("PATCH"))
+    assert emu.get("namespaces", "shop") is None and emu.list("clusterroles") == []
+
+    emu.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    ns_version = emu.get("namespaces", "shop")["metadata"]["resourceVersion"]  # type: ignore[index]
+    res = apply_server_side(kubectl_bin, emu, manifest, "--dry-run=server")
+
+    assert res.returncode == 0, res
+    assert res.stdout.splitlines() == [f"{n} serverside-applied (server dry run)" for n in APPLIED]
+    ns = emu.get("namespaces", "shop")
+    assert ns is not None and ns["metadata"]["resourceVersion"] == ns_version
+    assert "managedFields" not in ns["metadata"]
+    for plural, name, namespace in APPLIED_OBJECTS[1:]:
+        assert emu.get(plural, name, namespace) is None, (plural, name)
+
+
+def test_apply_server_side_conflicts(kubectl_bin: Path, k8s_api: Emulator, tmp_path: Path) -> None:
+    emu = k8s_api
+    assert apply_server_side(kubectl_bin, emu, write_manifest(tmp_path / "shop.yaml")).returncode == 0
+    ops = tmp_path / "ops.yaml"  # another manager: same template, other replicas
+    ops.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n"
+                   "spec:\n  replicas: 5\n  selector:\n    matchLabels:\n      app: web\n  template:\n"
+                   "    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n"
+                   "      - name: web\n        image: nginx:1.25\n")
+
+    res = apply_server_side(kubectl_bin, emu, ops, manager="ops")
+
+    assert res.returncode != 0, res
+    assert 'error: Apply failed with 1 conflict: conflict with "debvisor": .spec.replicas' in res.stderr
+    assert "command with the `--force-conflicts` flag" in res.stderr
+    dep = emu.get("deployments", "web", "shop")
+    assert dep is not None and dep["spec"]["replicas"] == 2 and dep["metadata"]["generation"] == 1
+
+    res = apply_server_side(kubectl_bin, emu, ops, "--force-conflicts", manager="ops")
+
+    assert res.returncode == 0, res
+    assert res.stdout == "deployment.apps/web serverside-applied\n"
+    assert emu.requests_to("PATCH")[-1].query["force"] == "true"
+    dep = emu.get("deployments", "web", "shop")
+    assert dep is not None and dep["spec"]["replicas"] == 5 and dep["metadata"]["generation"] == 2
+    owners = {e["manager"]: e["fieldsV1"]["f:spec"] for e in dep["metadata"]["managedFields"]}
+    assert set(owners) == {"debvisor", "ops"}
+    assert "f:replicas" in owners["ops"] and "f:replicas" not in owners["debvisor"]  # ownership moved
+    assert "f:template" in owners["ops"] and "f:template" in owners["debvisor"]  # same values: shared
+
+
+def test_python_client_new_kinds(kubectl_bin: Path, k8s_api: Emulator) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    emu = k8s_api
+    api = config.new_client_from_config(config_file=str(emu.kubeconfig))
+    try:
+        # Any: the assertions below reach through Optional fields the models type as "X | None"
+        core: Any = client.CoreV1Api(api)
+        rbac: Any = client.RbacAuthorizationV1Api(api)
+        net: Any = client.NetworkingV1Api(api)
+        reg: Any = client.ApiregistrationV1Api(api)
+
+        ns = core.create_namespace({"metadata": {"name": "shop"}})
+        assert ns.status.phase == "Active" and ns.metadata.labels == {"kubernetes.io/metadata.name": "shop"}
+        core.create_namespaced_service("shop", {"metadata": {"name": "web"}, "spec": {
+            "type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}})
+        core.create_namespaced_secret("shop", {"metadata": {"name": "creds"},
+                                               "stringData": {"user": "admin"}})
+        core.create_namespaced_service_account("shop", {"metadata": {"name": "web"}})
+        rbac.create_cluster_role({"metadata": {"name": "reader", "labels": {"tier": "base"}}, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]})
+        rbac.create_cluster_role({"metadata": {"name": "admin-extra"}, "rules": []})
+        rbac.create_namespaced_role_binding("shop", {
+            "metadata": {"name": "web-reads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "web", "namespace": "shop"}]})
+        net.create_ingress_class({"metadata": {"name": "nginx"},
+                                  "spec": {"controller": "k8s.io/ingress-nginx"}})
+        net.create_namespaced_ingress("shop", {"metadata": {"name": "web"}, "spec": {
+            "ingressClassName": "nginx", "rules": [{"host": "shop.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
+        emu.add({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                 "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                 "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100,
+                          "versionPriority": 100,
+                          "service": {"name": "metrics-server", "namespace": "kube-system"}},
+                 "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Passed",
+                                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+
+        (svc,) = core.list_namespaced_service("shop").items
+        assert svc.spec.type == "NodePort" and svc.spec.cluster_ip.startswith("10.96.")
+        port = svc.spec.ports[0]
+        assert (port.port, port.target_port, port.protocol) == (80, 80, "TCP")
+        assert 30000 <= port.node_port <= 32767
+        (secret,) = core.list_namespaced_secret("shop").items
+        assert (secret.type, secret.data, secret.string_data) == ("Opaque", {"user": "YWRtaW4="}, None)
+        assert [r.metadata.name for r in rbac.list_cluster_role().items] == ["admin-extra", "reader"]
+        (reader,) = rbac.list_cluster_role(label_selector="tier=base").items
+        assert reader.rules[0].verbs == ["get", "list"]
+        (binding,) = rbac.list_role_binding_for_all_namespaces().items
+        assert (binding.role_ref.kind, binding.subjects[0].name) == ("ClusterRole", "web")
+        (ingress_class,) = net.list_ingress_class().items
+        assert ingress_class.spec.controller == "k8s.io/ingress-nginx"
+        assert ingress_class.metadata.generation == 1
+        (ingress,) = net.list_namespaced_ingress("shop").items
+        assert ingress.spec.rules[0].http.paths[0].backend.service.port.number == 80
+        (apiservice,) = reg.list_api_service().items
+        assert apiservice.spec.service.name == "metrics-server"
+
+        # server-side apply through the client: the content type picks it
+        apply_body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config"},
+                      "data": {"MODE": "fast"}}
+        applied = core.patch_namespaced_config_map("web-config", "shop", apply_body,
+                                                   field_manager="debvisor-py",
+                                                   _content_type="application/apply-patch+yaml")
+        assert applied.data == {"MODE": "fast"}
+        assert [(m.manager, m.operation) for m in applied.metadata.managed_fields] \
+            == [("debvisor-py", "Apply")]
+        with pytest.raises(ApiException) as exc:
+            core.patch_namespaced_config_map("web-config", "shop", apply_body,
+                                             _content_type="application/apply-patch+yaml")
+        assert exc.value.status == 422
+        assert json.loads(exc.value.body or "")["message"] == ('PatchOptions.meta.k8s.io "" is invalid: '
+                                                               "fieldManager: Required value: is required "
+                                                               "for apply patch")
+
+        # kubectl sees the same objects, in its tables
+        res = kubectl(kubectl_bin, emu, "get", "ingress,rolebinding", "-n", "shop")
+        assert res.returncode == 0, res.stderr
+        ing_table, rb_table = res.stdout.split("\n\n")
+        row = parse_table(ing_table)[0]
+        assert (row["NAME"], row["CLASS"], row["HOSTS"], row["PORTS"]) \
+            == ("ingress.networking.k8s.io/web", "nginx", "shop.example", "80")
+        assert parse_table(rb_table)[0]["ROLE"] == "ClusterRole/reader"
+        res = kubectl(kubectl_bin, emu, "get", "apiservices")
+        assert res.returncode == 0, res.stderr
+        row = parse_table(res.stdout)[0]
+        assert (row["NAME"], row["SERVICE"], row["AVAILABLE"]) == ("v1beta1.metrics.k8s.io",
+                                                                   "kube-system/metrics-server", "True")
+
+        # a namespace goes with everything in it
+        gone = core.delete_namespace("shop")
+        # the namespace, Terminating, as the real server answers (its finalizer); the client's
+        # response type for delete_namespace is "object": a plain dict
+        assert (gone["kind"], gone["status"]["phase"]) == ("Namespace", "Terminating")
+        assert gone["metadata"]["deletionTimestamp"]
+        assert emu.get("namespaces", "shop") is None
+        assert core.list_namespaced_service("shop").items == [] and emu.list("secrets") == []
+        assert [i.metadata.name for i in net.list_ingress_class().items] == ["nginx"]  # cluster-scoped: stays
     finally:
         api.close()

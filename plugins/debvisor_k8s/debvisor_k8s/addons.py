@@ -1,0 +1,180 @@
+"""Addons: sets of manifests applied with server-side apply, each with its own readiness
+checks. Shipped ones live in ``addons/NAME/`` beside this module; a site adds its own in
+a directory named by ``[k8s] addon_dirs`` (those are searched first, so a site can
+replace a shipped addon). An addon directory holds ``addon.toml``::
+
+    description = "Resource metrics for kubectl top and autoscalers"
+    manifests = ["metrics-server.yaml"]          # applied in this order
+    [[ready]]                                    # what "ready" means for this addon
+    kind = "Deployment"                          # Deployment, DaemonSet, StatefulSet, APIService
+    namespace = "kube-system"
+    name = "metrics-server"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from debvisor_core.errors import BadInput
+from debvisor_core.settings import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from debvisor_core.context import Context
+
+    from .client import Api
+
+SHIPPED = Path(__file__).with_name("addons")
+FIELD_MANAGER = "debvisor"
+READY_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "APIService")
+#: fields the server owns: never part of a diff
+_SERVER_FIELDS = {"status", "managedFields", "resourceVersion", "uid", "generation",
+                  "creationTimestamp", "selfLink"}
+
+
+@dataclass(frozen=True)
+class Addon:
+    name: str
+    source: str  # "shipped" or the directory it came from
+    description: str
+    manifests: tuple[Path, ...]
+    ready: tuple[dict[str, str], ...]
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object of the addon's manifests, in order."""
+        import yaml
+
+        out: list[dict[str, Any]] = []
+        for path in self.manifests:
+            try:
+                docs = list(yaml.safe_load_all(path.read_text()))
+            except (OSError, yaml.YAMLError) as exc:
+                raise BadInput(f"addon {self.name}: cannot read {path}: {exc}") from None
+            for doc in docs:
+                if doc is None:
+                    continue
+                if not (isinstance(doc, dict) and doc.get("apiVersion") and doc.get("kind")
+                        and (doc.get("metadata") or {}).get("name")):
+                    raise BadInput(f"addon {self.name}: {path} holds a document without "
+                                   f"apiVersion, kind and metadata.name")
+                out.append(doc)
+        return out
+
+
+def _load(directory: Path, source: str) -> Addon:
+    meta_path = directory / "addon.toml"
+    try:
+        meta = tomllib.loads(meta_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"addon {directory.name}: cannot read {meta_path}: {exc}") from None
+    manifests = meta.get("manifests")
+    if not isinstance(manifests, list) or not manifests or \
+            not all(isinstance(m, str) and "/" not in m for m in manifests):
+        raise BadInput(f"addon {directory.name}: {meta_path}: manifests must be a list of file "
+                       f"names in its directory")
+    ready = meta.get("ready") or []
+    for r in ready:
+        if not isinstance(r, dict) or r.get("kind") not in READY_KINDS or not r.get("name"):
+            raise BadInput(f"addon {directory.name}: {meta_path}: each [[ready]] needs kind "
+                           f"({', '.join(READY_KINDS)}) and name")
+    return Addon(directory.name, source, str(meta.get("description") or ""),
+                 tuple(directory / m for m in manifests), tuple(ready))
+
+
+def dirs(ctx: Context) -> list[tuple[Path, str]]:
+    """(directory, source) to search for addons: the configured ones, then the shipped."""
+    configured = Section.of(ctx, "k8s").strings("addon_dirs")
+    return [(Path(d), d) for d in configured] + [(SHIPPED, "shipped")]
+
+
+def all_addons(ctx: Context) -> dict[str, Addon]:
+    found: dict[str, Addon] = {}
+    for base, source in dirs(ctx):
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if d.name not in found and (d / "addon.toml").is_file():
+                found[d.name] = _load(d, source)
+    return found
+
+
+def get(ctx: Context, name: str) -> Addon:
+    addons = all_addons(ctx)
+    if name not in addons:
+        raise BadInput(f"no addon {name!r}; there are: {', '.join(sorted(addons)) or 'none'}")
+    return addons[name]
+
+
+# -- objects on the server ------------------------------------------------------------
+def object_path(api: Api, obj: dict[str, Any], *, collection: bool = False) -> str:
+    """The REST path of ``obj`` (or of its collection), found through discovery."""
+    from .steps import api_resources
+
+    group_version = str(obj["apiVersion"])
+    resource = api_resources(api, group_version).get(str(obj["kind"]))
+    if resource is None:
+        raise BadInput(f"the API server has no kind {obj['kind']} in {group_version}")
+    base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace") or "default"
+    prefix = f"{base}/namespaces/{ns}" if resource["namespaced"] else base
+    path = f"{prefix}/{resource['name']}"
+    return path if collection else f"{path}/{meta['name']}"
+
+
+def key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj['kind']} {ns}{meta.get('name')}"
+
+
+def changed_paths(desired: Any, current: Any, prefix: str = "") -> list[str]:
+    """Paths of ``desired`` (a manifest's fields) whose value differs in ``current``."""
+    if isinstance(desired, dict) and isinstance(current, dict):
+        out = []
+        for k, v in desired.items():
+            if k in _SERVER_FIELDS:
+                continue
+            out += changed_paths(v, current.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(desired, list) and isinstance(current, list) and len(desired) == len(current):
+        return [p for i, (d, c) in enumerate(zip(desired, current, strict=True))
+                for p in changed_paths(d, c, f"{prefix}[{i}]")]
+    return [] if desired == current else [prefix or "."]
+
+
+def readiness(api: Api, addon: Addon) -> list[dict[str, Any]]:
+    """Each of the addon's readiness checks: {kind, namespace, name, ready, detail}."""
+    from .client import ApiError
+
+    out = []
+    for r in addon.ready:
+        ns = r.get("namespace")
+        obj = {"apiVersion": "apiregistration.k8s.io/v1" if r["kind"] == "APIService"
+               else "apps/v1", "kind": r["kind"],
+               "metadata": {"name": r["name"], **({"namespace": ns} if ns else {})}}
+        row: dict[str, Any] = {"kind": r["kind"], "namespace": ns, "name": r["name"]}
+        try:
+            live = api.get(object_path(api, obj))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            out.append({**row, "ready": False, "detail": "not found"})
+            continue
+        st = live.get("status") or {}
+        if r["kind"] == "APIService":
+            conds = st.get("conditions") or []
+            cond: dict[str, Any] = next((c for c in conds if c.get("type") == "Available"), {})
+            ok = cond.get("status") == "True"
+            detail = "Available" if ok else (cond.get("message") or "not Available yet")
+        elif r["kind"] == "DaemonSet":
+            want, have = int(st.get("desiredNumberScheduled") or 0), int(st.get("numberReady") or 0)
+            ok, detail = want > 0 and have >= want, f"{have}/{want} ready"
+        else:
+            want = int((live.get("spec") or {}).get("replicas", 1))
+            have = int(st.get("readyReplicas") or 0)
+            ok, detail = have >= want, f"{have}/{want} ready"
+        out.append({**row, "ready": ok, "detail": detail})
+    return out

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from debvisor_core.actions import Action, Param
 
+from .client import LABEL, SUBDOMAIN
+
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
     from debvisor_core.model import Operation, OpResult
 
-_NODE = Param("node", "The Kubernetes node's name.", positional=True, pattern=r"[a-z0-9.-]{1,253}")
+_NODE = Param("node", "The Kubernetes node's name.", positional=True, pattern=SUBDOMAIN)
 
 
 # -- k8s.nodes ---------------------------------------------------------------------------
@@ -261,7 +263,7 @@ ACTIONS = [
                 "pod that is not healthy, with its reason",
         params=(
             Param("namespace", "Only this namespace (default: the kubeconfig context's).",
-                  short="-n", default=None, pattern=r"[a-z0-9-]{1,63}"),
+                  short="-n", default=None, pattern=LABEL),
             Param("all_namespaces", "Every namespace.", type="bool", default=False, short="-A"),
         ),
         result="an object: namespace (null: all), workloads [{kind, namespace, name, desired, "

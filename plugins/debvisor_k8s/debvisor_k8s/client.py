@@ -21,6 +21,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+#: DNS-1123 label (namespaces, containers) and subdomain (nodes, pods): what Kubernetes
+#: itself accepts as names, and nothing that could walk the API's URL space ("..", "/", "?")
+LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+SUBDOMAIN = rf"(?=.{{1,253}}$){LABEL}(\.{LABEL})*"
+
+
+def check_name(what: str, value: str, pattern: str = SUBDOMAIN) -> str:
+    """``value`` if it is a valid Kubernetes name, else one sentence (exit 2)."""
+    import re
+
+    if not re.fullmatch(pattern, value):
+        raise BadInput(f"{what} {value[:80]!r} is not a valid Kubernetes name (lower-case "
+                       f"letters, digits, '-'{', ' + repr('.') if pattern == SUBDOMAIN else ''})")
+    return value
 
 
 class ApiError(DebvisorError):

@@ -22,9 +22,14 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
              timestamps: bool) -> None:
     """Print POD's log (one container's); with ``follow``, keep printing until it ends."""
     from .actions import _default_ns
-    from .client import ApiError, Settings
+    from .client import LABEL, ApiError, Settings, check_name
     from .steps import api
 
+    check_name("pod", pod)
+    if namespace is not None:
+        check_name("namespace", namespace, LABEL)
+    if container is not None:
+        check_name("container", container, LABEL)
     ns = namespace or _default_ns(ctx, Settings)
     a = api(ctx)
     try:

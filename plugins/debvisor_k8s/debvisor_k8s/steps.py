@@ -62,17 +62,10 @@ def _cordon_state(node: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class Cordon(Step):
-    """Mark NODE unschedulable, with the reason as an annotation (undo: as it was)."""
+class _CordonState(Step):
+    """A change of NODE's cordon; undo puts back the state and reason it had."""
 
-    TYPE = "k8s.cordon"
-    NAME = "Cordon"
     node: str
-    reason: str = ""
-
-    def describe(self, ctx: Context) -> str:
-        why = f" ({self.reason})" if self.reason else ""
-        return f"cordon {self.node}{why}"
 
     def check(self, ctx: Context) -> list[Finding] | None:
         get_node(ctx, self.node)
@@ -80,6 +73,22 @@ class Cordon(Step):
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
         return _cordon_state(get_node(ctx, self.node))
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        set_cordon(ctx, self.node, bool(record.get("was_cordoned")), record.get("old_reason"))
+
+
+@dataclass
+class Cordon(_CordonState):
+    """Mark NODE unschedulable, with the reason as an annotation (undo: as it was)."""
+
+    TYPE = "k8s.cordon"
+    NAME = "Cordon"
+    reason: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"cordon {self.node}{why}"
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         set_cordon(ctx, self.node, True, self.reason or prior.get("old_reason") or None)
@@ -89,27 +98,16 @@ class Cordon(Step):
         if not _cordon_state(get_node(ctx, self.node))["was_cordoned"]:
             raise StepFailed(f"{self.node} is still schedulable after the cordon")
 
-    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        set_cordon(ctx, self.node, bool(record.get("was_cordoned")), record.get("old_reason"))
-
 
 @dataclass
-class Uncordon(Step):
+class Uncordon(_CordonState):
     """Make NODE schedulable again and drop the cordon reason (undo: cordon it again)."""
 
     TYPE = "k8s.uncordon"
     NAME = "Uncordon"
-    node: str
 
     def describe(self, ctx: Context) -> str:
         return f"uncordon {self.node}"
-
-    def check(self, ctx: Context) -> list[Finding] | None:
-        get_node(ctx, self.node)
-        return None
-
-    def snapshot(self, ctx: Context) -> dict[str, Any]:
-        return _cordon_state(get_node(ctx, self.node))
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         set_cordon(ctx, self.node, False, None)
@@ -118,9 +116,6 @@ class Uncordon(Step):
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         if _cordon_state(get_node(ctx, self.node))["was_cordoned"]:
             raise StepFailed(f"{self.node} is still cordoned")
-
-    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        set_cordon(ctx, self.node, bool(record.get("was_cordoned")), record.get("old_reason"))
 
 
 # -- drain -------------------------------------------------------------------------------

@@ -129,10 +129,9 @@ def plan_drain(ctx: Context, params: dict[str, Any]) -> Operation:
 
 
 def render_op(res: OpResult) -> None:
-    for step in res.steps:
-        evicted = (step.get("record") or {}).get("evicted") if isinstance(step, dict) else None
-        if evicted:
-            print(f"evicted: {', '.join(evicted)}")
+    evicted = (res.result or {}).get("evicted")
+    if evicted:
+        print(f"evicted: {', '.join(evicted)}")
     print(f"{res.title}: done")
 
 
@@ -145,12 +144,14 @@ def query_addon_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     out = []
     for a in addons.all_addons(ctx).values():
         objs = a.objects()
-        present = sum(current(ctx, o) is not None for o in objs)
-        checks = addons.readiness(api(ctx), a) if present else []
+        live = [current(ctx, o) for o in objs]
+        present = sum(x is not None for x in live)
+        applied = sum(addons.owned(x) for x in live)
+        enabled = applied == len(objs)
+        checks = addons.readiness(api(ctx), a) if enabled else []
         out.append({"name": a.name, "source": a.source, "description": a.description,
-                    "objects": len(objs), "present": present,
-                    "enabled": present == len(objs),
-                    "ready": present == len(objs) and all(c["ready"] for c in checks)})
+                    "objects": len(objs), "present": present, "applied": applied,
+                    "enabled": enabled, "ready": enabled and all(c["ready"] for c in checks)})
     return {"addons": out}
 
 
@@ -158,7 +159,9 @@ def render_addon_list(data: dict[str, Any]) -> None:
     from debvisor_core.output import table
 
     rows = [{**a, "state": ("ready" if a["ready"] else "enabled, not ready") if a["enabled"]
-             else ("partly there" if a["present"] else "disabled")} for a in data["addons"]]
+             else ("partly applied" if a["applied"] else
+                   ("present, not applied by debvisor" if a["present"] else "disabled"))}
+            for a in data["addons"]]
     print(table(rows, [("name", "ADDON"), ("state", "STATE"), ("source", "SOURCE"),
                        ("description", "DESCRIPTION")]))
 
@@ -191,12 +194,15 @@ def render_addon_status(data: dict[str, Any]) -> None:
 def plan_addon_enable(ctx: Context, params: dict[str, Any]) -> Operation | None:
     """Server-side dry-run of every object first (the server validates them), then the diff
     against what is there; None when nothing would change."""
+    from debvisor_core.errors import PreflightRefused
     from debvisor_core.model import Operation
 
     from . import addons
+    from .client import ApiError
     from .steps import ApplyObjects, current, server_apply
 
     a = addons.get(ctx, params["name"])
+    force = bool(params["force_conflicts"])
     objs = a.objects()
     diff, changes = [], 0
     new_ns: set[str] = set()  # namespaces this addon creates: a dry run cannot fill them
@@ -206,7 +212,15 @@ def plan_addon_enable(ctx: Context, params: dict[str, Any]) -> Operation | None:
         if live is None and obj["kind"] == "Namespace" and obj["apiVersion"] == "v1":
             new_ns.add(obj["metadata"]["name"])
         if ns not in new_ns:
-            server_apply(ctx, obj, dry_run=True)
+            try:
+                server_apply(ctx, obj, dry_run=True, force=force)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                raise PreflightRefused(
+                    f"addon {a.name}: {addons.key(obj)}: {exc.body.get('message') or exc}",
+                    hint="another manager set these fields: give --force-conflicts to take "
+                         "them over") from None
         if live is None:
             diff.append(f"+ {addons.key(obj)} (create)")
             changes += 1
@@ -221,17 +235,30 @@ def plan_addon_enable(ctx: Context, params: dict[str, Any]) -> Operation | None:
     if not changes:
         return None
     return Operation(kind="k8s.addon", title=f"enable addon {a.name}", target={"name": a.name},
-                     params={"addon": a.name}, steps=[ApplyObjects(a.name, objs, diff)])
+                     params={"addon": a.name},
+                     steps=[ApplyObjects(a.name, objs, diff, force_conflicts=force)])
 
 
 def plan_addon_disable(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core import log
     from debvisor_core.model import Operation
 
     from . import addons
-    from .steps import DeleteObjects, current
+    from .steps import DeleteObjects, api, current
 
     a = addons.get(ctx, params["name"])
-    there = [o for o in a.objects() if current(ctx, o) is not None]
+    objs = a.objects()
+    there = []  # only what enabling this addon created: never what was there before
+    for o in objs:
+        if not addons.created_by(current(ctx, o), a.name):
+            continue
+        if o["kind"] == "Namespace" and o["apiVersion"] == "v1":
+            others = addons.foreign_objects(api(ctx), o["metadata"]["name"], objs)
+            if others:
+                log.warn(f"namespace {o['metadata']['name']} stays: it holds objects that are "
+                         f"not the addon's ({', '.join(others)})")
+                continue
+        there.append(o)
     if not there:
         return None
     return Operation(kind="k8s.addon", title=f"disable addon {a.name}", target={"name": a.name},
@@ -310,7 +337,9 @@ ACTIONS = [
         description=("The plan is a server-side dry run of every object and the diff against "
                      "what the cluster has (+ create, ~ change: the fields, = unchanged). "
                      "Undo deletes what was created and re-applies what was changed."),
-        params=(_ADDON,),
+        params=(_ADDON, Param("force_conflicts", "Take over fields another field manager set "
+                                                 "(else such a conflict refuses the plan).",
+                              type="bool", default=False)),
         unchanged="the addon's objects are already as its manifests say",
         result=_OP_RESULT,
         examples=("k8sctl addon enable monitoring --dry-run",
@@ -320,7 +349,10 @@ ACTIONS = [
     Action(
         path="k8s.addon.disable", kind="k8s.addon", plan=plan_addon_disable, render=render_op,
         destructive=True,
-        summary="Delete an addon's objects (undo: apply them again as they were)",
+        summary="Delete the objects enabling an addon created (undo: apply them again)",
+        description=("Objects that were there before the addon was enabled (a cluster's own "
+                     "metrics-server, a monitoring namespace of another stack) are never "
+                     "deleted, nor a namespace that holds objects the addon did not create."),
         params=(_ADDON,),
         unchanged="none of the addon's objects is there",
         result=_OP_RESULT,
@@ -352,7 +384,7 @@ ACTIONS = [
                                    "pauses).", type="bool", default=False),
             Param("reason", "Why (the cordon's annotation).", default=None),
         ),
-        result=_OP_RESULT + "; the evict step's record holds evicted [namespace/pod]",
+        result=_OP_RESULT + "; result.evicted: [namespace/pod]",
         examples=("k8sctl drain worker2 --timeout 10m --yes",
                   "debvisor k8s drain worker2 --dry-run",
                   "k8sctl drain worker2 --keep-cordoned --yes"),

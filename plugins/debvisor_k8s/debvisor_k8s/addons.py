@@ -13,6 +13,7 @@ replace a shipped addon). An addon directory holds ``addon.toml``::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SHIPPED = Path(__file__).with_name("addons")
 FIELD_MANAGER = "debvisor"
+#: set on the objects an addon's enable created (and kept by later applies): disable deletes
+#: only those, never an object that was there before
+CREATED_BY = "debvisor.io/created-by-addon"
 READY_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "APIService")
 #: fields the server owns: never part of a diff
 _SERVER_FIELDS = {"status", "managedFields", "resourceVersion", "uid", "generation",
@@ -55,12 +59,83 @@ class Addon:
             for doc in docs:
                 if doc is None:
                     continue
-                if not (isinstance(doc, dict) and doc.get("apiVersion") and doc.get("kind")
-                        and (doc.get("metadata") or {}).get("name")):
+                meta = doc.get("metadata") if isinstance(doc, dict) else None
+                if not (isinstance(meta, dict) and doc.get("apiVersion") and doc.get("kind")
+                        and meta.get("name")):
                     raise BadInput(f"addon {self.name}: {path} holds a document without "
                                    f"apiVersion, kind and metadata.name")
+                _check_names(self.name, path, str(doc["apiVersion"]), str(doc["kind"]),
+                             str(meta["name"]), meta.get("namespace"))
                 out.append(doc)
         return out
+
+
+def _check_names(addon: str, where: Path, api_version: str, kind: str, name: str,
+                 namespace: Any) -> None:
+    """Names that go into API paths: never a path of their own (RBAC names have ':')."""
+    from .client import LABEL
+
+    bad = None
+    if not re.fullmatch(r"([a-z0-9.-]+/)?v[0-9a-z]+", api_version):
+        bad = f"apiVersion {api_version!r}"
+    elif not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", kind):
+        bad = f"kind {kind!r}"
+    elif not re.fullmatch(r"[A-Za-z0-9:._@-]{1,253}", name) or name in (".", ".."):
+        bad = f"name {name!r}"
+    elif namespace is not None and not re.fullmatch(LABEL, str(namespace)):
+        bad = f"namespace {namespace!r}"
+    if bad:
+        raise BadInput(f"addon {addon}: {where}: {bad} is not a valid Kubernetes {bad.split()[0]}")
+
+
+def created_by(obj: dict[str, Any] | None, addon: str) -> bool:
+    """``obj`` (as the server has it) was created by enabling ``addon``."""
+    return bool(obj) and ((obj or {}).get("metadata") or {}).get("annotations", {}) \
+        .get(CREATED_BY) == addon
+
+
+def with_mark(obj: dict[str, Any], addon: str) -> dict[str, Any]:
+    """``obj`` carrying the created-by-``addon`` annotation."""
+    meta = dict(obj.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), CREATED_BY: addon}
+    return {**obj, "metadata": meta}
+
+
+#: kinds whose objects in a namespace mean it holds more than the addon put there
+FOREIGN_KINDS = (("apps/v1", "deployments"), ("apps/v1", "statefulsets"), ("apps/v1", "daemonsets"),
+                 ("v1", "services"), ("v1", "persistentvolumeclaims"), ("v1", "configmaps"))
+
+
+def foreign_objects(api: Api, namespace: str, objs: list[dict[str, Any]]) -> list[str]:
+    """Objects in ``namespace`` that are not among the addon's ``objs`` (first few)."""
+    from .client import ApiError
+
+    mine = {(o["kind"], (o.get("metadata") or {}).get("name")) for o in objs
+            if (o.get("metadata") or {}).get("namespace") == namespace}
+    found = []
+    for gv, plural in FOREIGN_KINDS:
+        base = f"/api/{gv}" if gv == "v1" else f"/apis/{gv}"
+        try:
+            items = api.items(f"{base}/namespaces/{namespace}/{plural}")
+        except ApiError as exc:
+            if exc.status == 404:
+                continue
+            raise
+        for it in items:
+            name = (it.get("metadata") or {}).get("name")
+            if plural == "configmaps" and name == "kube-root-ca.crt":
+                continue
+            if not any(n == name for _, n in mine):
+                found.append(f"{plural}/{name}")
+    return found[:5]
+
+
+def owned(obj: dict[str, Any] | None) -> bool:
+    """``obj`` (as the server has it) was applied by DebVisor (its managedFields say so)."""
+    if obj is None:
+        return False
+    return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
+               for m in (obj.get("metadata") or {}).get("managedFields") or [])
 
 
 def _load(directory: Path, source: str) -> Addon:
@@ -79,6 +154,8 @@ def _load(directory: Path, source: str) -> Addon:
         if not isinstance(r, dict) or r.get("kind") not in READY_KINDS or not r.get("name"):
             raise BadInput(f"addon {directory.name}: {meta_path}: each [[ready]] needs kind "
                            f"({', '.join(READY_KINDS)}) and name")
+        _check_names(directory.name, meta_path, "v1", r["kind"], str(r["name"]),
+                     r.get("namespace"))
     return Addon(directory.name, source, str(meta.get("description") or ""),
                  tuple(directory / m for m in manifests), tuple(ready))
 
@@ -169,12 +246,19 @@ def readiness(api: Api, addon: Addon) -> list[dict[str, Any]]:
             cond: dict[str, Any] = next((c for c in conds if c.get("type") == "Available"), {})
             ok = cond.get("status") == "True"
             detail = "Available" if ok else (cond.get("message") or "not Available yet")
-        elif r["kind"] == "DaemonSet":
-            want, have = int(st.get("desiredNumberScheduled") or 0), int(st.get("numberReady") or 0)
-            ok, detail = want > 0 and have >= want, f"{have}/{want} ready"
-        else:
-            want = int((live.get("spec") or {}).get("replicas", 1))
-            have = int(st.get("readyReplicas") or 0)
-            ok, detail = have >= want, f"{have}/{want} ready"
+        else:  # ready and updated to this generation: an old pod must not hide a broken rollout
+            if r["kind"] == "DaemonSet":
+                want = int(st.get("desiredNumberScheduled") or 0)
+                have, updated = int(st.get("numberReady") or 0), \
+                    int(st.get("updatedNumberScheduled") or 0)
+            else:
+                want = int((live.get("spec") or {}).get("replicas", 1))
+                have, updated = int(st.get("readyReplicas") or 0), int(st.get("updatedReplicas") or 0)
+            current_gen = int(st.get("observedGeneration") or 0) >= \
+                int((live.get("metadata") or {}).get("generation") or 0)
+            ok = have >= want and updated >= want and current_gen and \
+                (want > 0 or r["kind"] != "DaemonSet")
+            detail = f"{have}/{want} ready, {updated} updated" + \
+                ("" if current_gen else ", the controller has not seen the latest spec")
         out.append({**row, "ready": ok, "detail": detail})
     return out

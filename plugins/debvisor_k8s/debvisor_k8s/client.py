@@ -95,24 +95,30 @@ class Api:
 
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
         headers = {"Accept": "application/json, */*", "Content-Type": content_type}
+        # a stream (logs -f) may be quiet for long: no read timeout, only the connect one
+        limit = (self.timeout, None) if stream else (timeout or self.timeout)
         try:
             req = self.client.param_serialize(method, path, query_params=params,
                                               header_params=headers, body=body,
                                               auth_settings=["BearerToken"])
-            resp = self.client.call_api(*req, _request_timeout=timeout or self.timeout)
+            resp = self.client.call_api(*req, _request_timeout=limit)
+            if not 200 <= resp.status <= 299:
+                raise _api_error(resp.status, resp.reason or "", resp.read())
+            if stream:
+                return resp.response
+            data = resp.read()
         except ApiException as exc:  # the client's own: TLS errors come as status 0
             raise DebvisorError(f"cannot reach the Kubernetes API at {self.host}: "
                                 f"{str(exc.reason or exc).splitlines()[-1][:200]}") from None
         except (HTTPError, OSError) as exc:
             raise DebvisorError(f"cannot reach the Kubernetes API at {self.host}: "
                                 f"{_reason(exc)}") from None
-        if not 200 <= resp.status <= 299:
-            raise _api_error(resp.status, resp.reason or "", resp.read())
-        if stream:
-            return resp.response
-        data = resp.read()
         if (resp.headers.get("Content-Type") or "").startswith("application/json"):
-            return json.loads(data)
+            try:
+                return json.loads(data)
+            except ValueError:
+                raise DebvisorError(f"the Kubernetes API at {self.host} sent malformed JSON "
+                                    f"for {path}") from None
         return data.decode("utf-8", "replace")
 
     @property
@@ -151,6 +157,7 @@ def _api_error(status: int, reason: str, body: Any) -> ApiError:
 
 def _client(settings: Settings) -> Any:
     """A configured ``kubernetes.client.ApiClient``, or one sentence (exit 2) why not."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -164,7 +171,8 @@ def _client(settings: Settings) -> Any:
                 raise BadInput(f"no kubeconfig at {path}: set [k8s] kubeconfig or KUBECONFIG")
             config.load_kube_config(config_file=str(path), context=settings.context,
                                     client_configuration=conf, persist_config=False)
-    except ConfigException as exc:
+    except (ConfigException, ValueError, OSError, yaml.YAMLError) as exc:
         where = "the in-cluster service account" if path is None else f"kubeconfig {path}"
-        raise BadInput(f"{where}: {exc}") from None
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise BadInput(f"{where}: {detail}") from None
     return client.ApiClient(conf)

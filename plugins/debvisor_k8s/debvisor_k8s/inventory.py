@@ -61,8 +61,10 @@ def _human_age(seconds: float | None) -> str:
 
 
 def pod_requests(pod: dict[str, Any]) -> tuple[Decimal, Decimal]:
-    """(CPU cores, memory bytes) the scheduler counts for ``pod``: the larger of the sum of
-    its containers' and its largest init container's requests, plus the pod overhead."""
+    """(CPU cores, memory bytes) the scheduler counts for ``pod``: pod-level requests when
+    set, else the containers' sum against the init containers' peak (a native sidecar, an
+    init container with restartPolicy Always, keeps running and adds to both), plus the
+    pod overhead."""
     spec = pod.get("spec") or {}
 
     def req(c: dict[str, Any], what: str) -> Decimal:
@@ -70,9 +72,18 @@ def pod_requests(pod: dict[str, Any]) -> tuple[Decimal, Decimal]:
 
     out = []
     for what in ("cpu", "memory"):
+        pod_level = ((spec.get("resources") or {}).get("requests") or {}).get(what)
         total = sum((req(c, what) for c in spec.get("containers") or []), Decimal(0))
-        init = max((req(c, what) for c in spec.get("initContainers") or []), default=Decimal(0))
-        out.append(max(total, init) + quantity((spec.get("overhead") or {}).get(what)))
+        side = peak = Decimal(0)
+        for c in spec.get("initContainers") or []:
+            if c.get("restartPolicy") == "Always":
+                total += req(c, what)
+                side += req(c, what)
+                peak = max(peak, side)
+            else:
+                peak = max(peak, req(c, what) + side)
+        base = quantity(pod_level) if pod_level is not None else max(total, peak)
+        out.append(base + quantity((spec.get("overhead") or {}).get(what)))
     return out[0], out[1]
 
 

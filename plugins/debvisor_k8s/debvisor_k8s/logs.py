@@ -7,14 +7,15 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from debvisor_core.errors import BadInput
+from debvisor_core.errors import BadInput, DebvisorError
 
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
 
 
-def containers(pod: dict[str, Any]) -> list[str]:
-    return [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+def containers(pod: dict[str, Any], kinds: tuple[str, ...] = ("containers",)) -> list[str]:
+    spec = pod.get("spec") or {}
+    return [c.get("name", "") for k in kinds for c in spec.get(k) or []]
 
 
 def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | None,
@@ -42,9 +43,10 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
     if container is None and len(names) > 1:
         raise BadInput(f"pod {pod} has {len(names)} containers: {', '.join(names)}; choose "
                        f"one with -c")
-    if container is not None and container not in names:
+    every = containers(spec, ("initContainers", "containers", "ephemeralContainers"))
+    if container is not None and container not in every:
         raise BadInput(f"pod {pod} has no container {container!r} (it has "
-                       f"{', '.join(names)})")
+                       f"{', '.join(every)})")
     query = {"container": container or (names[0] if names else None),
              "follow": "true" if follow else None,
              "sinceSeconds": int(since) if since else None, "tailLines": tail,
@@ -60,9 +62,15 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
         else:
             sys.stdout.write(text)
         return
-    resp = a.call("GET", path, query=query, stream=True, timeout=None)
+    from urllib3.exceptions import HTTPError
+
+    resp = a.call("GET", path, query=query, stream=True)
+    pending = b""
+
+    def out(line: bytes) -> None:
+        sys.stdout.write(json.dumps({**which, "line": line.decode("utf-8", "replace")}) + "\n")
+
     try:
-        pending = b""
         for chunk in resp.stream(4096, decode_content=True):
             if not ctx.json:
                 sys.stdout.buffer.write(chunk)
@@ -71,8 +79,12 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                sys.stdout.write(json.dumps({**which, "line": line.decode("utf-8", "replace")})
-                                 + "\n")
+                out(line)
             sys.stdout.flush()
+        if pending:
+            out(pending)
+    except (HTTPError, OSError) as exc:
+        raise DebvisorError(f"the log stream of pod {ns}/{pod} broke: "
+                            f"{' '.join(str(exc).split())[:200]}") from None
     finally:
         resp.release_conn()

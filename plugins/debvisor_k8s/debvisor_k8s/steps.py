@@ -75,7 +75,14 @@ class _CordonState(Step):
         return _cordon_state(get_node(ctx, self.node))
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        set_cordon(ctx, self.node, bool(record.get("was_cordoned")), record.get("old_reason"))
+        from .client import ApiError
+
+        try:
+            set_cordon(ctx, self.node, bool(record.get("was_cordoned")), record.get("old_reason"))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            log.warn(f"node {self.node} is gone from the cluster: nothing to restore")
 
 
 @dataclass
@@ -195,18 +202,19 @@ class Evict(Step):
         return (f"evict {what} from {self.node} (PDB-aware, timeout "
                 f"{self.timeout_s:g}s), DaemonSet pods stay")
 
-    def check(self, ctx: Context) -> list[Finding] | None:
-        kinds = classify(pods_on(ctx, self.node))
+    def _refusals(self, kinds: dict[str, list[dict[str, Any]]]) -> list[str]:
         out = []
         if kinds["unmanaged"] and not self.force:
-            out.append(Finding("error", f"pods not managed by a controller would be deleted "
-                                        f"for good: {_names(kinds['unmanaged'])} (give --force)",
-                               "k8s.drain"))
+            out.append(f"pods not managed by a controller would be deleted for good: "
+                       f"{_names(kinds['unmanaged'])} (give --force)")
         if kinds["emptydir"] and not self.delete_emptydir_data:
-            out.append(Finding("error", f"pods with emptyDir volumes would lose that data: "
-                                        f"{_names(kinds['emptydir'])} (give "
-                                        f"--delete-emptydir-data)", "k8s.drain"))
+            out.append(f"pods with emptyDir volumes would lose that data: "
+                       f"{_names(kinds['emptydir'])} (give --delete-emptydir-data)")
         return out
+
+    def check(self, ctx: Context) -> list[Finding] | None:
+        return [Finding("error", m, "k8s.drain")
+                for m in self._refusals(classify(pods_on(ctx, self.node)))]
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         from .client import ApiError
@@ -216,7 +224,14 @@ class Evict(Step):
         told: dict[str, str] = {}  # pod -> the blocker last logged
         while True:
             blocked: dict[str, str] = {}
-            for pod in classify(pods_on(ctx, self.node))["evict"]:
+            kinds = classify(pods_on(ctx, self.node))
+            refused = self._refusals(kinds)  # pods that came after the preflight count too
+            if refused:
+                raise StepFailed(f"drain of {self.node}: {'; '.join(refused)}")
+            fresh = [p for p in kinds["evict"] if pod_key(p) not in evicted]
+            if not fresh:
+                break  # a listing with nothing new to evict: the node is drained
+            for pod in fresh:
                 key, meta = pod_key(pod), pod.get("metadata") or {}
                 if key in evicted or meta.get("deletionTimestamp"):
                     evicted.setdefault(key, str(meta.get("uid")))
@@ -239,13 +254,15 @@ class Evict(Step):
                 evicted[key] = str(meta.get("uid"))
                 log.info(f"evicting pod {key}")
             if not blocked:
-                break
+                continue  # list again: a pod bound after the cordon must go too
             if time.monotonic() + self.retry_s > deadline:
                 lines = "; ".join(f"pod {k} by {v}" for k, v in sorted(blocked.items()))
                 raise StepFailed(f"drain of {self.node} did not finish within "
                                  f"{self.timeout_s:g}s: eviction blocked: {lines}")
             time.sleep(self.retry_s)
         self._wait_gone(ctx, evicted, deadline)
+        if ctx.operation is not None:  # in the operation's result (--json), not only the journal
+            ctx.operation.result["evicted"] = sorted(evicted)
         return {"evicted": sorted(evicted)}
 
     def _evict(self, ctx: Context, pod: dict[str, Any]) -> None:
@@ -327,8 +344,10 @@ def clean(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-    """Server-side apply of ``obj`` as field manager ``debvisor`` (forced)."""
+def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False,
+                 force: bool = True) -> dict[str, Any]:
+    """Server-side apply of ``obj`` as field manager ``debvisor``; without ``force`` a
+    field another manager set otherwise is a conflict (HTTP 409)."""
     import json
 
     from .addons import FIELD_MANAGER, object_path
@@ -337,7 +356,7 @@ def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False) ->
     result: dict[str, Any] = a.call(
         "PATCH", object_path(a, obj), body=json.dumps(obj),
         content_type="application/apply-patch+yaml",
-        query={"fieldManager": FIELD_MANAGER, "force": "true",
+        query={"fieldManager": FIELD_MANAGER, "force": "true" if force else None,
                "dryRun": "All" if dry_run else None})
     return result
 
@@ -379,6 +398,8 @@ class ApplyObjects(Step):
     objects: list[dict[str, Any]]
     #: the plan's diff, one line per object (for the plan and the journal)
     diff: list[str] = field(default_factory=list)
+    #: take fields other managers set (else their conflict fails the step)
+    force_conflicts: bool = False
 
     def describe(self, ctx: Context) -> str:
         lines = "".join(f"\n      {d}" for d in self.diff)
@@ -392,10 +413,13 @@ class ApplyObjects(Step):
         return {"before": before}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
-        from .addons import key
+        from .addons import created_by, key, with_mark
 
-        for obj in self.objects:
-            server_apply(ctx, obj)
+        before = prior.get("before") or [None] * len(self.objects)
+        for obj, old in zip(self.objects, before, strict=False):
+            mine = old is None or created_by(old, self.addon)  # created now, or by us before
+            server_apply(ctx, with_mark(obj, self.addon) if mine else obj,
+                         force=self.force_conflicts)
             log.info(f"applied {key(obj)}")
         return {}
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def test_drain_evicts_through_the_eviction_api_and_leaves_daemonset_pods(dv: Any
     _drain_bed(k8s, allowed=True)
     res = dv("--json", "k8s", "drain", "worker1", "--reason", "kernel update", "--yes")
     assert res.code == 0, res
+    assert res.json["result"]["evicted"] == ["shop/db-0", "shop/web-1"]
     assert _names(k8s) == {"web-2", "agent-x"}
     node = k8s.get("nodes", "worker1")
     assert node["spec"]["unschedulable"] is True
@@ -210,3 +212,23 @@ def test_logs_follow_streams_until_the_log_ends(k8s: Any) -> None:
         assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
         proc.kill()
+
+
+def test_requests_count_native_sidecars_as_the_scheduler_does() -> None:
+    from debvisor_k8s.inventory import pod_requests
+
+    def c(name: str, cpu: str, **kw: str) -> dict[str, Any]:
+        return {"name": name, "resources": {"requests": {"cpu": cpu}}, **kw}
+
+    pod = {"spec": {"containers": [c("app", "200m")],
+                    "initContainers": [c("migrate", "500m"),
+                                       c("proxy", "100m", restartPolicy="Always"),
+                                       c("late", "250m")]}}
+    # sidecar 100m runs beside the app: 300m; the init peak is max(500m, 250m + 100m)
+    assert pod_requests(pod)[0] == Decimal("0.5")
+    pod["spec"]["initContainers"][0]["resources"]["requests"]["cpu"] = "150m"
+    assert pod_requests(pod)[0] == Decimal("0.35")  # late init 250m + the sidecar
+    pod["spec"]["initContainers"][2]["resources"]["requests"]["cpu"] = "50m"
+    assert pod_requests(pod)[0] == Decimal("0.3")  # app + sidecar
+    pod["spec"]["resources"] = {"requests": {"cpu": "2"}}  # pod-level requests win
+    assert pod_requests(pod)[0] == Decimal(2)

@@ -62,7 +62,8 @@ def test_enable_shows_the_diff_applies_and_status_follows_readiness(dv: Any, k8s
     assert st.code == 1, st
     assert "addon metrics-server is not ready: Deployment metrics-server: 0/1 ready" in st.stderr
     k8s.set_status("deployments", "metrics-server", "kube-system",
-                   {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})
+                   {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1,
+                    "observedGeneration": dep["metadata"]["generation"]})
     k8s.set_status("apiservices", "v1beta1.metrics.k8s.io", None,
                    {"conditions": [{"type": "Available", "status": "True"}]})
     ok = dv("--json", "k8s", "addon", "status", "metrics-server")
@@ -73,6 +74,7 @@ def test_enable_shows_the_diff_applies_and_status_follows_readiness(dv: Any, k8s
 def test_changed_object_shows_its_fields_and_rollback_restores(dv: Any, k8s: Any) -> None:
     assert dv("k8s", "addon", "enable", "hello", "--yes").code == 0
     dep = k8s.get("deployments", "hello", "hello")
+    assert dep["metadata"]["annotations"]["debvisor.io/created-by-addon"] == "hello"
     dep["spec"]["replicas"] = 5  # someone scaled it by hand
     k8s.add(dep)
     dry = dv("k8s", "addon", "enable", "hello", "--dry-run")
@@ -95,6 +97,35 @@ def test_disable_deletes_and_its_undo_brings_back(dv: Any, k8s: Any) -> None:
     assert k8s.get("deployments", "hello", "hello")["spec"]["replicas"] == 2
 
 
+def test_disable_never_deletes_what_was_there_before(dv: Any, k8s: Any) -> None:
+    # another stack already runs in namespace monitoring, with its own kube-state-metrics
+    k8s.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}})
+    k8s.add(k8s.deployment("kube-state-metrics", "monitoring", replicas=1, ready=1))
+    k8s.add(k8s.deployment("prometheus", "monitoring", replicas=1, ready=1))
+    assert dv("k8s", "addon", "enable", "monitoring", "--yes").code == 0
+    assert k8s.get("daemonsets", "node-exporter", "monitoring") is not None
+    gone = dv("k8s", "addon", "disable", "monitoring", "--yes")
+    assert gone.code == 0, gone
+    assert k8s.get("daemonsets", "node-exporter", "monitoring") is None  # the addon's own
+    assert k8s.get("deployments", "kube-state-metrics", "monitoring") is not None
+    assert k8s.get("deployments", "prometheus", "monitoring") is not None
+    assert k8s.get("namespaces", "monitoring") is not None
+    listed = {a["name"]: a for a in dv("--json", "k8s", "addon", "list").json["addons"]}
+    assert not listed["monitoring"]["enabled"]
+
+
+def test_a_namespace_the_addon_created_stays_while_it_holds_other_objects(dv: Any,
+                                                                          k8s: Any) -> None:
+    assert dv("k8s", "addon", "enable", "hello", "--yes").code == 0
+    k8s.add(k8s.deployment("someone-elses", "hello", replicas=1, ready=1))
+    gone = dv("k8s", "addon", "disable", "hello", "--yes")
+    assert gone.code == 0, gone
+    assert "namespace hello stays: it holds objects that are not the addon's " \
+        "(deployments/someone-elses)" in gone.stderr
+    assert k8s.get("deployments", "hello", "hello") is None
+    assert k8s.get("deployments", "someone-elses", "hello") is not None
+
+
 def test_unknown_addon_and_bad_manifest_are_one_sentence(dv: Any, k8s: Any) -> None:
     res = dv("k8s", "addon", "enable", "nosuch", "--yes")
     assert res.code == 2
@@ -102,3 +133,7 @@ def test_unknown_addon_and_bad_manifest_are_one_sentence(dv: Any, k8s: Any) -> N
     (k8s.site / "hello" / "hello.yaml").write_text("kind: Deployment\nmetadata: {name: x}\n")
     bad = dv("k8s", "addon", "enable", "hello", "--yes")
     assert bad.code == 2 and "without apiVersion, kind and metadata.name" in bad.stderr
+    (k8s.site / "hello" / "hello.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '../../../api/v1/nodes/x'}\n")
+    walk = dv("k8s", "addon", "enable", "hello", "--yes")
+    assert walk.code == 2 and "is not a valid Kubernetes name" in walk.stderr, walk

@@ -34,6 +34,20 @@ def k8s() -> None:
     """
 
 
+@k8s.group("addon", cls=LazyGroup)
+def addon() -> None:
+    """Addons: manifest sets applied by server-side apply, with the diff shown first.
+
+    Shipped: metrics-server, monitoring, ingress; a site adds its own in [k8s] addon_dirs.
+
+    \b
+    Example:
+      k8sctl addon list
+      k8sctl addon enable monitoring --dry-run
+      k8sctl addon status metrics-server
+    """
+
+
 attach(k8s, ACTIONS)
 
 LOGS_SUMMARY = "Print a pod's log; -f streams it as it is written"

@@ -54,13 +54,22 @@ class Settings:
     kubeconfig: str | None
     context: str | None
     request_timeout: float
+    node_name: str | None = None
 
     @classmethod
     def of(cls, ctx: Context) -> Settings:
         s = Section.of(ctx, "k8s")
         return cls(kubeconfig=s.string("kubeconfig"), context=s.string("context"),
                    request_timeout=s.number("request_timeout", 30, minimum=0.1,
-                                            unit="seconds"))
+                                            unit="seconds"),
+                   node_name=s.string("node_name"))
+
+    def this_node(self) -> str:
+        """This host's Kubernetes node name: [k8s] node_name, else the short host name."""
+        import socket
+
+        return check_name("[k8s] node_name", self.node_name or
+                          socket.gethostname().split(".")[0].lower())
 
 
 def kubeconfig_path(settings: Settings) -> Path | None:

@@ -480,3 +480,50 @@ class DeleteObjects(Step):
         for old in record.get("before") or []:
             if old is not None:
                 server_apply(ctx, old)
+
+
+# -- the upgrade contract (plugin.debvisor_steps) ------------------------------------------
+@dataclass
+class UpgradeCordon(Cordon):
+    """Cordon this node before an upgrade (ORDER 12, after Ceph's noout); a node already
+    cordoned keeps its own reason."""
+
+    TYPE = "k8s.upgrade-cordon"
+    NAME = "K8sUpgradeCordon"
+    ORDER = 12
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        keep = prior.get("old_reason") if prior.get("was_cordoned") else None
+        set_cordon(ctx, self.node, True, keep or self.reason or None)
+        return {}
+
+
+@dataclass
+class UpgradeUncordon(_CordonState):
+    """After the upgrade (ORDER 88): uncordon the node, unless its cordon is no longer the
+    upgrade's (someone cordoned it for another reason meanwhile, or before)."""
+
+    TYPE = "k8s.upgrade-uncordon"
+    NAME = "K8sUpgradeUncordon"
+    ORDER = 88
+    reason: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        return f"uncordon {self.node} (if still cordoned for: {self.reason})"
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        if prior.get("was_cordoned") and prior.get("old_reason") == self.reason:
+            set_cordon(ctx, self.node, False, None)
+            return {"uncordoned": True}
+        if prior.get("was_cordoned"):
+            log.info(f"{self.node} stays cordoned: {prior.get('old_reason') or 'no reason'}")
+        return {"uncordoned": False}
+
+
+@dataclass
+class UpgradeEvict(Evict):
+    """Drain this node before an upgrade (ORDER 14)."""
+
+    TYPE = "k8s.upgrade-evict"
+    NAME = "K8sUpgradeEvict"
+    ORDER = 14

@@ -276,3 +276,15 @@ def test_precheck_refuses_when_target_lacks_memory(dv: Any, dv_state: Any, hv_en
     assert "nothing was changed" in res.stderr
     assert hv_env.where(VM) == [src]
     assert VM not in [d.name() for d in hv_env.conn(dst).listAllDomains()]
+
+
+def test_precheck_refuses_the_same_host_under_another_name(dv: Any, dv_state: Any, hv_env: Any,
+                                                           guest: Path) -> None:
+    """A second node name for the source's own daemon: same host name, same host UUID."""
+    src = hv_env.where(VM)[0]
+    alias = dict(hv_env.config["hv"]["nodes"][src])
+    dv_state.config({"hv": {"nodes": {"again": alias}}}, base=hv_env.config_path)
+    res = dv("hv", "migrate", VM, "again", "--check")
+    assert res.code == 3, res
+    assert f"{src} and again are the same libvirt host (same host UUID)" in res.stderr
+    assert hv_env.where(VM) == [src]

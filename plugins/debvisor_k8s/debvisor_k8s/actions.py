@@ -41,37 +41,19 @@ def render_nodes(data: dict[str, Any]) -> None:
 # -- k8s.workloads -----------------------------------------------------------------------
 def query_workloads(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Deployments, statefulsets, daemonsets and every pod that is not healthy."""
-    from .client import Settings
+    from .client import Settings, default_namespace
     from .inventory import pod_problem, workload_rows
     from .steps import api
 
     a = api(ctx)
-    ns = None if params["all_namespaces"] else (params["namespace"] or _default_ns(ctx, Settings))
+    ns = None if params["all_namespaces"] else \
+        (params["namespace"] or default_namespace(Settings.of(ctx)))
     pre = f"/namespaces/{ns}" if ns else ""
     rows = workload_rows(a.items(f"/apis/apps/v1{pre}/deployments"),
                          a.items(f"/apis/apps/v1{pre}/statefulsets"),
                          a.items(f"/apis/apps/v1{pre}/daemonsets"))
     pods = [p for p in (pod_problem(x) for x in a.items(f"/api/v1{pre}/pods")) if p]
     return {"namespace": ns, "workloads": rows, "pods": pods}
-
-
-def _default_ns(ctx: Context, settings: Any) -> str:
-    """The kubeconfig context's namespace, else ``default``."""
-    from kubernetes.config import list_kube_config_contexts
-
-    from .client import kubeconfig_path
-
-    s = settings.of(ctx)
-    path = kubeconfig_path(s)
-    if path is None:
-        return "default"
-    try:
-        contexts, current = list_kube_config_contexts(str(path))
-    except Exception:  # noqa: BLE001 - the client already read it; a namespace is a nicety
-        return "default"
-    chosen = next((c for c in contexts if c.get("name") == s.context), current) \
-        if s.context else current
-    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
 def render_workloads(data: dict[str, Any]) -> None:

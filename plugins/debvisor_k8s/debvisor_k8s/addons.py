@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core.errors import BadInput
 from debvisor_core.settings import Section
 
+from .client import SERVER_OWNED, group_path
+
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
 
@@ -33,9 +35,6 @@ FIELD_MANAGER = "debvisor"
 #: only those, never an object that was there before
 CREATED_BY = "debvisor.io/created-by-addon"
 READY_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "APIService")
-#: fields the server owns: never part of a diff
-_SERVER_FIELDS = {"status", "managedFields", "resourceVersion", "uid", "generation",
-                  "creationTimestamp", "selfLink"}
 
 
 @dataclass(frozen=True)
@@ -114,9 +113,8 @@ def foreign_objects(api: Api, namespace: str, objs: list[dict[str, Any]]) -> lis
             if (o.get("metadata") or {}).get("namespace") == namespace}
     found = []
     for gv, plural in FOREIGN_KINDS:
-        base = f"/api/{gv}" if gv == "v1" else f"/apis/{gv}"
         try:
-            items = api.items(f"{base}/namespaces/{namespace}/{plural}")
+            items = api.items(f"{group_path(gv)}/namespaces/{namespace}/{plural}")
         except ApiError as exc:
             if exc.status == 404:
                 continue
@@ -185,22 +183,6 @@ def get(ctx: Context, name: str) -> Addon:
 
 
 # -- objects on the server ------------------------------------------------------------
-def object_path(api: Api, obj: dict[str, Any], *, collection: bool = False) -> str:
-    """The REST path of ``obj`` (or of its collection), found through discovery."""
-    from .steps import api_resources
-
-    group_version = str(obj["apiVersion"])
-    resource = api_resources(api, group_version).get(str(obj["kind"]))
-    if resource is None:
-        raise BadInput(f"the API server has no kind {obj['kind']} in {group_version}")
-    base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace") or "default"
-    prefix = f"{base}/namespaces/{ns}" if resource["namespaced"] else base
-    path = f"{prefix}/{resource['name']}"
-    return path if collection else f"{path}/{meta['name']}"
-
-
 def key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
@@ -212,7 +194,7 @@ def changed_paths(desired: Any, current: Any, prefix: str = "") -> list[str]:
     if isinstance(desired, dict) and isinstance(current, dict):
         out = []
         for k, v in desired.items():
-            if k in _SERVER_FIELDS:
+            if k == "status" or k in SERVER_OWNED:
                 continue
             out += changed_paths(v, current.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
@@ -234,7 +216,7 @@ def readiness(api: Api, addon: Addon) -> list[dict[str, Any]]:
                "metadata": {"name": r["name"], **({"namespace": ns} if ns else {})}}
         row: dict[str, Any] = {"kind": r["kind"], "namespace": ns, "name": r["name"]}
         try:
-            live = api.get(object_path(api, obj))
+            live = api.get(api.object_path(obj))
         except ApiError as exc:
             if exc.status != 404:
                 raise

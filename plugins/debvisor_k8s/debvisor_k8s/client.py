@@ -72,6 +72,32 @@ class Settings:
                           socket.gethostname().split(".")[0].lower())
 
 
+#: metadata fields the API server owns: never applied, never part of a diff
+SERVER_OWNED = frozenset({"uid", "resourceVersion", "generation", "creationTimestamp",
+                          "managedFields", "selfLink"})
+
+
+def group_path(group_version: str) -> str:
+    """``/api/v1`` for the core group, ``/apis/GROUP/VERSION`` for the others."""
+    return f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+
+
+def default_namespace(settings: Settings) -> str:
+    """The kubeconfig context's namespace, else ``default``."""
+    from kubernetes.config import list_kube_config_contexts
+
+    path = kubeconfig_path(settings)
+    if path is None:
+        return "default"
+    try:
+        contexts, current = list_kube_config_contexts(str(path))
+    except Exception:  # noqa: BLE001 - the client already read it; a namespace is a nicety
+        return "default"
+    chosen = next((c for c in contexts if c.get("name") == settings.context), current) \
+        if settings.context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
 def kubeconfig_path(settings: Settings) -> Path | None:
     """The kubeconfig in effect, or None for in-cluster."""
     if settings.kubeconfig:
@@ -92,7 +118,7 @@ class Api:
         self.settings = Settings.of(ctx)
         self.timeout = self.settings.request_timeout
         self.client = _client(self.settings)
-        #: group/version -> kind -> {name, namespaced} (steps.api_resources)
+        #: group/version -> kind -> {name, namespaced} (:meth:`resources`)
         self.discovery: dict[str, dict[str, dict[str, Any]]] = {}
 
     def call(self, method: str, path: str, *, query: dict[str, Any] | None = None,
@@ -133,6 +159,33 @@ class Api:
     @property
     def host(self) -> str:
         return str(self.client.configuration.host)
+
+    def resources(self, group_version: str) -> dict[str, dict[str, Any]]:
+        """kind -> {name, namespaced} of a group/version's top-level resources (discovery,
+        asked once per client)."""
+        if group_version not in self.discovery:
+            try:
+                listing = self.get(group_path(group_version))
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                listing = {}
+            self.discovery[group_version] = {
+                r["kind"]: {"name": r["name"], "namespaced": r["namespaced"]}
+                for r in listing.get("resources") or [] if "/" not in r["name"]}
+        return self.discovery[group_version]
+
+    def object_path(self, obj: dict[str, Any]) -> str:
+        """The REST path of a manifest's object, found through discovery."""
+        group_version = str(obj["apiVersion"])
+        resource = self.resources(group_version).get(str(obj["kind"]))
+        if resource is None:
+            raise BadInput(f"the API server has no kind {obj['kind']} in {group_version}")
+        meta = obj.get("metadata") or {}
+        base = group_path(group_version)
+        if resource["namespaced"]:
+            base += f"/namespaces/{meta.get('namespace') or 'default'}"
+        return f"{base}/{resource['name']}/{meta['name']}"
 
     def get(self, path: str, **query: Any) -> Any:
         return self.call("GET", path, query=query)

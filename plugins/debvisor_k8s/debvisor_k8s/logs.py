@@ -22,8 +22,7 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
              follow: bool, since: float | None, tail: int | None, previous: bool,
              timestamps: bool) -> None:
     """Print POD's log (one container's); with ``follow``, keep printing until it ends."""
-    from .actions import _default_ns
-    from .client import LABEL, ApiError, Settings, check_name
+    from .client import LABEL, ApiError, Settings, check_name, default_namespace
     from .steps import api
 
     check_name("pod", pod)
@@ -31,7 +30,7 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
         check_name("namespace", namespace, LABEL)
     if container is not None:
         check_name("container", container, LABEL)
-    ns = namespace or _default_ns(ctx, Settings)
+    ns = namespace or default_namespace(Settings.of(ctx))
     a = api(ctx)
     try:
         spec = a.get(f"/api/v1/namespaces/{ns}/pods/{pod}")

@@ -315,31 +315,12 @@ def _names(pods: list[dict[str, Any]], limit: int = 10) -> str:
 
 
 # -- manifests (addons) -------------------------------------------------------------------
-def api_resources(a: Api, group_version: str) -> dict[str, dict[str, Any]]:
-    """kind -> {name, namespaced} of a group/version's top-level resources (discovery,
-    asked once per client)."""
-    cache = a.discovery
-    if group_version not in cache:
-        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
-        from .client import ApiError
-
-        try:
-            listing = a.get(base)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            listing = {}
-        cache[group_version] = {r["kind"]: {"name": r["name"], "namespaced": r["namespaced"]}
-                                for r in listing.get("resources") or [] if "/" not in r["name"]}
-    return cache[group_version]
-
-
 def clean(obj: dict[str, Any]) -> dict[str, Any]:
     """``obj`` without what the server owns (status, uid, resourceVersion…): re-appliable."""
     out = {k: v for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
-            if k not in ("uid", "resourceVersion", "generation", "creationTimestamp",
-                         "managedFields", "selfLink")}
+    from .client import SERVER_OWNED
+
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_OWNED}
     out["metadata"] = meta
     return out
 
@@ -350,11 +331,11 @@ def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False,
     field another manager set otherwise is a conflict (HTTP 409)."""
     import json
 
-    from .addons import FIELD_MANAGER, object_path
+    from .addons import FIELD_MANAGER
 
     a = api(ctx)
     result: dict[str, Any] = a.call(
-        "PATCH", object_path(a, obj), body=json.dumps(obj),
+        "PATCH", a.object_path(obj), body=json.dumps(obj),
         content_type="application/apply-patch+yaml",
         query={"fieldManager": FIELD_MANAGER, "force": "true" if force else None,
                "dryRun": "All" if dry_run else None})
@@ -362,12 +343,11 @@ def server_apply(ctx: Context, obj: dict[str, Any], *, dry_run: bool = False,
 
 
 def current(ctx: Context, obj: dict[str, Any]) -> dict[str, Any] | None:
-    from .addons import object_path
     from .client import ApiError
 
     a = api(ctx)
     try:
-        live: dict[str, Any] = a.get(object_path(a, obj))
+        live: dict[str, Any] = a.get(a.object_path(obj))
     except ApiError as exc:
         if exc.status == 404:
             return None
@@ -376,12 +356,11 @@ def current(ctx: Context, obj: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def delete_object(ctx: Context, obj: dict[str, Any]) -> None:
-    from .addons import object_path
     from .client import ApiError
 
     a = api(ctx)
     try:
-        a.call("DELETE", object_path(a, obj), query={"propagationPolicy": "Background"})
+        a.call("DELETE", a.object_path(obj), query={"propagationPolicy": "Background"})
     except ApiError as exc:
         if exc.status != 404:
             raise

@@ -331,7 +331,7 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     if ctx.target is None:
         ctx.target = action.target(params)
     opts = ctx.op_options
-    if not action.journalled and (opts.dry_run or opts.check):  # (--rollback: no such option)
+    if not action.journalled and (opts.dry_run or opts.check):
         flag = "--dry-run" if opts.dry_run else "--check"
         what = "only reads" if action.query is not None else "is not a journalled operation"
         raise BadInput(f"{action.path} {what}: it has no {flag}")
@@ -347,8 +347,6 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     assert action.plan is not None
     from . import engine  # not on the query path above: `hv list` should start fast
 
-    if ctx.op_options.rollback:
-        return engine.rollback_last(ctx, action.op_kind, ctx.target).to_dict()
     try:
         op = action.plan(ctx, params)
     except Unchanged as nothing:
@@ -465,12 +463,12 @@ def command(action: Action, name: str | None = None) -> click.Command:
             if p.secret and value is not None:
                 value = _read_secret_value(p, str(value))
             raw[p.name] = value
+        checked = action.validate(raw)
         if ctx.remote is not None:  # parsed and checked here, run on the node's rpcd
-            action.validate(raw)
             from .rpcd.client import run_remote
 
             raise click.exceptions.Exit(run_remote(ctx, action, raw))
-        exit_with(run(ctx, action, action.validate(raw)))
+        exit_with(run(ctx, action, checked))
 
     params: list[click.Parameter] = []
     for p in action.params:

@@ -10,3 +10,6 @@ forks and then uses grpc in the child, which is all that fork support is for."""
 import os
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+#: the port of a node's rpcd when an address names none (and of `rpcd serve` by default)
+DEFAULT_PORT = 7443

@@ -112,7 +112,7 @@ def call(ctx: Context, action: str, params_file: str | None, address: str | None
       echo '{"vm": "vm1", "target": "node2"}' | debvisor rpcd call hv.migrate - --yes
     """
     _grpc_missing()
-    from .client import Client, render
+    from .client import Client, stream
 
     raw = "{}"
     if params_file:
@@ -125,10 +125,8 @@ def call(ctx: Context, action: str, params_file: str | None, address: str | None
     except ValueError as exc:
         raise BadInput(f"--timeout {timeout!r} {exc}") from None
     client = Client.from_config(ctx.section("rpcd").get("client") or {}, address=address)
-    code = 0
-    for ev in client.invoke(action, raw, dry_run=dry_run, check=check, yes=yes, timeout=limit):
-        code = render(ctx, ev, code)
-    raise click.exceptions.Exit(code)
+    raise click.exceptions.Exit(stream(ctx, client, action, raw, dry_run=dry_run, check=check,
+                                       yes=yes, timeout=limit))
 
 
 # -- CA and API keys: declared actions (audited before they change anything) -------------

@@ -19,6 +19,7 @@ import grpc
 from .. import log
 from ..errors import BadInput
 from ..model import OpResult
+from . import DEFAULT_PORT
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..actions import Action
     from ..context import Context
 
-DEFAULT_PORT = 7443
 
 #: gRPC status -> the CLI's exit code
 STATUS_EXIT = {grpc.StatusCode.INVALID_ARGUMENT: 2, grpc.StatusCode.UNAUTHENTICATED: 3,
@@ -158,11 +158,19 @@ def run_remote(ctx: Context, action: Action, raw: dict[str, Any]) -> int:
         else:
             ctx.emit(data, action.render if action.plan is None else action.unchanged)
 
+    return stream(ctx, client, action.path, json.dumps(raw), dry_run=opts.dry_run,
+                  check=opts.check, yes=ctx.yes, on_result=on_result)
+
+
+def stream(ctx: Context, client: Client, action: str, params_json: str, *, dry_run: bool,
+           check: bool, yes: bool, timeout: float = 3600,
+           on_result: Callable[[Any], None] | None = None) -> int:
+    """Invoke ``action`` and replay the node's run here (:func:`render`); the exit code."""
     code = 0
-    for ev in client.invoke(action.path, json.dumps(raw), dry_run=opts.dry_run,
-                            check=opts.check, yes=ctx.yes):
+    for ev in client.invoke(action, params_json, dry_run=dry_run, check=check, yes=yes,
+                            timeout=timeout):
         code = render(ctx, ev, code, on_result)
     return code
 
 
-__all__ = ["STATUS_EXIT", "Client", "node_address", "render", "run_remote"]
+__all__ = ["STATUS_EXIT", "Client", "node_address", "render", "run_remote", "stream"]

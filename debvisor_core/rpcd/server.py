@@ -37,6 +37,7 @@ import grpc
 from .. import log
 from ..audit import caller_env
 from ..errors import BadInput, DebvisorError
+from . import DEFAULT_PORT
 from .authz import Bucket, Caller, JwtVerifier, Policy
 from .calllog import CallLog
 from .v1 import debvisor_pb2 as pb
@@ -54,7 +55,7 @@ UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Wa
 class Settings:
     """``[rpcd]`` of the config, with the command line's overrides."""
 
-    listen: str = "127.0.0.1:7443"
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     ca: str = ""
     cert: str = ""
     key: str = ""

@@ -51,7 +51,6 @@ CACHE_DIR = Path(os.environ.get("DEBVISOR_LAB_CACHE", "/var/cache/debvisor-lab")
 BUSYBOX = Path("/bin/busybox")
 READY_LINE = "DEBVISOR-GUEST-READY"
 HEARTBEAT = "DEBVISOR-HEARTBEAT"
-FILLED_LINE = "DEBVISOR-DISK-FILLED"
 
 # Private dir (under the node dir) -> the system path it replaces inside the node.
 _BINDS = {
@@ -87,7 +86,7 @@ mount -t devtmpfs devtmpfs /dev
 for m in {" ".join(MODULES)}; do insmod /lib/modules/$m.ko 2>/dev/null; done
 echo {READY_LINE}
 if grep -q dv.fill /proc/cmdline; then  # fill the disk (tests of a disk that fills up)
-    dd if=/dev/urandom of=/dev/vda bs=64k conv=fsync 2>/dev/null && echo {FILLED_LINE} &
+    dd if=/dev/urandom of=/dev/vda bs=64k conv=fsync 2>/dev/null &
 fi
 n=0
 while :; do
@@ -165,7 +164,8 @@ def ensure_initrd(cache: Path = CACHE_DIR) -> Path:
     """A gzip'd newc initramfs with static busybox, the kernel's :data:`MODULES` and the
     heartbeat ``/init`` (cached)."""
     busybox = BUSYBOX.read_bytes()
-    modules = {m: (_modules_dir(ensure_kernel(cache)) / f"{m}.ko").read_bytes() for m in MODULES}
+    mods = _modules_dir(ensure_kernel(cache))
+    modules = {m: (mods / f"{m}.ko").read_bytes() for m in MODULES}
     digest = hashlib.sha256(busybox + _INIT.encode() + b"".join(modules.values())).hexdigest()[:12]
     path = cache / f"initrd-debvisor-{digest}.img"
     if path.exists():

@@ -544,12 +544,12 @@ class MigrateVM(Step):
                         prog.update(point["done"], point["total"], eta=point["eta_s"],
                                     rate=point["bps"], note=f"pass {point['iteration']}")
                     if time.monotonic() - t0 > self.timeout_s and th.is_alive():
-                        self._abort(dom, th)
+                        said = self._abort(dom, th)
                         side = settled_side(sconn, dconn, self.vm)
                         if side == "target":  # the abort came during switch-over, too late
                             raise StepFailed(f"migration of {self.vm} did not finish within "
                                              f"{self.timeout_s:g}s; the abort came too late, "
-                                             f"it runs on {dst.name}{self._refused()}")
+                                             f"it runs on {dst.name}{said}")
                         where = src.name if side == "source" else "neither node (check both)"
                         raise StepFailed(f"migration of {self.vm} did not finish within "
                                          f"{self.timeout_s:g}s; aborted, it still runs on {where}")
@@ -588,18 +588,19 @@ class MigrateVM(Step):
             "progress": samples[-600:],
         }
 
-    def _abort(self, dom: libvirt.virDomain, th: threading.Thread) -> None:
-        """Cancel the job and wait for the migration thread, asking again every 2 s.
+    def _abort(self, dom: libvirt.virDomain, th: threading.Thread) -> str:
+        """Cancel the job and wait for the migration thread, asking again every 2 s; return
+        what libvirt said, for an error that must explain why the migration went on.
 
         One abortJob is not always enough: libvirt refuses it while the job is being set up
         on the target, and an abort that lands between two phases can be lost. Repeating it
         is harmless (QEMU ignores a cancel with no migration running).
         """
         if getattr(self, "_aborted", False):
-            return
+            return ""
         self._aborted = True
-        self.abort_errors: list[str] = []
-        self.abort_calls: list[float] = []  # how long each abortJob call took, in seconds
+        errors: list[str] = []
+        calls: list[float] = []  # how long each abortJob call took, in seconds
         log.warn(f"aborting the migration of {self.vm}")
         deadline = time.monotonic() + 60
         while th.is_alive() and time.monotonic() < deadline:
@@ -609,15 +610,10 @@ class MigrateVM(Step):
             except lv().libvirtError as exc:
                 msg = exc.get_error_message()
                 log.debug(f"abortJob: {msg}")  # reported only if the abort fails
-                if msg not in self.abort_errors:
-                    self.abort_errors.append(msg)
-            self.abort_calls.append(time.monotonic() - t)
+                if msg not in errors:
+                    errors.append(msg)
+            calls.append(time.monotonic() - t)
             th.join(min(2.0, max(deadline - time.monotonic(), 0)))
-
-    def _refused(self) -> str:
-        """Why an abort did not stop the migration, as far as libvirt said (for the error)."""
-        errors = getattr(self, "abort_errors", [])
-        calls = getattr(self, "abort_calls", [])
         said = f"libvirt refused the abort: {'; '.join(errors)}" if errors else \
             "libvirt accepted the abort"
         asked = f", asked {len(calls)} times, the longest call took {max(calls):.1f}s" \

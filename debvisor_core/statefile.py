@@ -46,6 +46,16 @@ def atomic_write(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
         os.close(dfd)
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of :func:`atomic_write` of ``path`` that a killed process
+    left (SIGKILL runs no cleanup). Call it once ``path`` itself is done with, while no
+    other process writes it."""
+    import glob
+
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON (mode 0600) through :func:`atomic_write`: a
     reader sees the old or the new file, never half, even after a crash."""

@@ -115,6 +115,18 @@ def test_raw_to_qcow2_verified(dv, tmp_path: Path, src_image: tuple[Path, str], 
     assert again.code == 2 and "--force" in again.stderr
 
 
+def test_a_checkpoint_write_cut_by_sigkill_leaves_nothing_behind(dv, tmp_path: Path,
+                                                                 src_image: tuple[Path, str]) -> None:
+    # What a SIGKILL between the temporary file and its rename leaves (seen on CI): the
+    # finished conversion removes it with the state file.
+    src, _ = src_image
+    dst = tmp_path / "out.qcow2"
+    (tmp_path / "..out.qcow2.convert-state.json.k29zj2ue.tmp").write_text("{")
+    res = dv("hv", "convert", src, dst, "-O", "qcow2")
+    assert res.code == 0, res
+    assert leftovers(tmp_path) == []
+
+
 def test_blake3_default_matches_raw_export(dv, tmp_path: Path, src_image: tuple[Path, str]) -> None:
     """The default checksum is plain BLAKE3 of the guest bytes: b3sum of a raw export."""
     src, _ = src_image

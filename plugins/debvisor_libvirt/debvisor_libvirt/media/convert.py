@@ -36,7 +36,7 @@ from typing import Any
 from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
 from debvisor_core.output import Progress, human_bytes, iso_utc
-from debvisor_core.statefile import atomic_write, write_json
+from debvisor_core.statefile import atomic_write, remove_stale_temps, write_json
 
 from .extents import CHUNK, DIRECT_FORMATS, Extent, GuestReader, Piece, blocks, map_extents, merge
 from .hashing import Blake3Stream, ResumableSha256, block_digest, zero_digest
@@ -485,6 +485,7 @@ def convert(plan: Plan) -> dict[str, Any]:
         f.write(f"# {plan.checksum} of the guest-visible content ({plan.size} bytes) of {name}\n"
                 f"# check: {how.format(n=name)}\n{digest}  {name}\n".encode())
     plan.state_path.unlink(missing_ok=True)
+    remove_stale_temps(plan.state_path)  # a checkpoint write cut short by a SIGKILL
     dfd = os.open(Path(os.path.abspath(plan.dst)).parent, os.O_RDONLY)
     os.fsync(dfd)
     os.close(dfd)

@@ -128,11 +128,15 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "actions": ("debvisor_core.builtin.actions_cmd",
                 "List, describe and run the declared actions (JSON in, JSON out)."),
     "audit": ("debvisor_core.builtin.audit_cmd", "Show and verify the tamper-evident audit log."),
+    "firstboot": ("debvisor_core.builtin.firstboot_cmd",
+                  "Run the first-boot modules once, and show their report."),
     "health": ("debvisor_core.builtin.health_cmd", "Run every plugin's health checks."),
     "lab": ("debvisor_core.builtin.lab_cmd", "Start, stop and inspect the lab of real services."),
     "maintenance": ("debvisor_core.builtin.maintenance", "Enable, disable or show maintenance mode."),
     "ops": ("debvisor_core.builtin.ops_cmd", "List, show, roll back and resume operations."),
     "plugins": ("debvisor_core.builtin.plugins_cmd", "List installed plugins and their status."),
+    "upgrade": ("debvisor_core.builtin.upgrade_cmd",
+                "Pre-upgrade checks of this node and the package changes apt predicts."),
     "rpcd": ("debvisor_core.rpcd.cli", "The node's gRPC API daemon: serve, CA, API keys, calls."),
 }
 

@@ -55,8 +55,12 @@ class HealthCheck:
     plugin: str = ""
 
 
-def run_checks(ctx: Context, checks: list[HealthCheck]) -> dict[str, Any]:
-    """Run every check in its own daemon thread; a check past its timeout is crit."""
+def run_checks(ctx: Context, checks: list[HealthCheck], order: dict[str, int] | None = None,
+               failed: str = "crit") -> dict[str, Any]:
+    """Run every check in its own daemon thread; a check that raises or is past its timeout
+    is ``failed``. ``order`` ranks the statuses a check may return (default ok < warn <
+    crit; the upgrade checker's are skip < pass < warn < fail)."""
+    order = order or ORDER
     t0 = time.monotonic()
     results: dict[int, dict[str, Any]] = {}
     threads: list[tuple[int, HealthCheck, threading.Thread, float]] = []
@@ -65,12 +69,12 @@ def run_checks(ctx: Context, checks: list[HealthCheck]) -> dict[str, Any]:
         start = time.monotonic()
         try:
             r = chk.fn(ctx)
-            if not isinstance(r, CheckResult) or r.status not in ORDER:
+            if not isinstance(r, CheckResult) or r.status not in order:
                 raise TypeError(f"check returned {r!r}, not a CheckResult")
             out: dict[str, Any] = {"status": r.status, "summary": r.summary, "details": r.details}
-        except Exception as exc:  # noqa: BLE001 - a failing check is a crit result
+        except Exception as exc:  # noqa: BLE001 - a failing check is a failed result
             msg = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            out = {"status": "crit", "summary": f"check failed: {msg}", "details": {}}
+            out = {"status": failed, "summary": f"check failed: {msg}", "details": {}}
         out["duration_ms"] = int((time.monotonic() - start) * 1000)
         results[i] = out
 
@@ -81,11 +85,12 @@ def run_checks(ctx: Context, checks: list[HealthCheck]) -> dict[str, Any]:
     rows = []
     for i, chk, th, deadline in threads:
         th.join(max(0.0, deadline - time.monotonic()))
-        r = results.get(i) or {"status": "crit", "summary": f"timed out after {chk.timeout:g}s",
+        r = results.get(i) or {"status": failed, "summary": f"timed out after {chk.timeout:g}s",
                                "details": {}, "duration_ms": int(chk.timeout * 1000)}
         rows.append({"name": chk.name, "plugin": chk.plugin, **r})
-    counts = {k: sum(1 for r in rows if r["status"] == k) for k in ORDER}
-    worst = max((r["status"] for r in rows), key=ORDER.__getitem__, default="ok")
+    counts = {k: sum(1 for r in rows if r["status"] == k) for k in order}
+    best = min(order, key=order.__getitem__)
+    worst = max((r["status"] for r in rows), key=order.__getitem__, default=best)
     import socket
 
     return {
@@ -98,23 +103,24 @@ def run_checks(ctx: Context, checks: list[HealthCheck]) -> dict[str, Any]:
     }
 
 
-def collect(ctx: Context) -> list[HealthCheck]:
-    """Every plugin's checks, each tagged with its plugin's name."""
+def collect(ctx: Context, hook_name: str = "debvisor_health",
+            failed: str = "crit") -> list[HealthCheck]:
+    """Every plugin's checks (of hook ``hook_name``), each tagged with its plugin's name."""
     checks: list[HealthCheck] = []
-    hook = ctx.hook.debvisor_health
+    hook = getattr(ctx.hook, hook_name)
     for impl in hook.get_hookimpls():
         try:
             got = impl.function(ctx=ctx) or []
-        except Exception as exc:  # noqa: BLE001 - a broken plugin becomes a crit check
-            got = [HealthCheck(f"{impl.plugin_name}.checks", _raiser(exc))]
+        except Exception as exc:  # noqa: BLE001 - a broken plugin becomes a failed check
+            got = [HealthCheck(f"{impl.plugin_name}.checks", _raiser(exc, failed))]
         for chk in got:
             chk.plugin = chk.plugin or impl.plugin_name
             checks.append(chk)
     return checks
 
 
-def _raiser(exc: Exception) -> Callable[[Context], CheckResult]:
+def _raiser(exc: Exception, failed: str = "crit") -> Callable[[Context], CheckResult]:
     def fn(_ctx: Context) -> CheckResult:
-        return CheckResult.crit(f"could not list checks: {type(exc).__name__}: {exc}")
+        return CheckResult(failed, f"could not list checks: {type(exc).__name__}: {exc}")
 
     return fn

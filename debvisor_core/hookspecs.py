@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .actions import Action
     from .bundle import DiagnosticsBundle
     from .context import Context
+    from .firstboot import Module as FirstbootModule
     from .health import HealthCheck
     from .lab import LabService
     from .model import Finding, Operation, Step
@@ -102,6 +103,23 @@ def debvisor_health(ctx: Context) -> list[HealthCheck] | None:
     """Return health checks; ``debvisor health`` runs all of them concurrently.
 
     Each check has a name, a callable ``fn(ctx) -> CheckResult`` and a timeout.
+    """
+
+
+@hookspec
+def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck] | None:
+    """Return pre-upgrade checks (`debvisor upgrade check`, pve8to9-style): each ``fn(ctx)``
+    returns a :class:`~debvisor_core.health.CheckResult` whose status is ``pass``, ``warn``,
+    ``fail`` or ``skip`` (does not apply to this node); raising or timing out is ``fail``.
+    """
+
+
+@hookspec
+def debvisor_firstboot_modules(ctx: Context) -> list[FirstbootModule] | None:
+    """Return first-boot modules (`debvisor firstboot run`): each a
+    :class:`~debvisor_core.firstboot.Module` with a name that orders it (``03-ceph``), a
+    ``run(ctx)`` returning one line, and optionally ``applies(ctx)`` (None, or why it is
+    skipped) and the node ``roles`` it is for.
     """
 
 

@@ -1,8 +1,11 @@
-"""`debvisor maintenance`: while enabled, new operations are refused."""
+"""`debvisor maintenance`: while enabled, new operations are refused. ``enable --drain``
+also runs a ``node.maintenance`` operation to which plugins contribute the steps that empty
+the node (the k8s plugin cordons and drains it); ``disable`` rolls that operation back."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,6 +15,7 @@ from ..actions import Action, Param, attach
 from ..context import Context
 from ..engine import Finding
 from ..health import CheckResult, HealthCheck
+from ..model import Step
 from ..timefmt import iso_utc
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,51 +34,171 @@ def current(ctx: Context) -> dict[str, Any] | None:
         return None
 
 
-def _enable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+#: the operation kind of ``enable --drain``: plugins add their drain steps to it
+KIND = "node.maintenance"
+
+
+def _record(ctx: Context, reason: str, **extra: Any) -> dict[str, Any]:
+    from ..identity import operator
+
+    return {"enabled": True, "reason": reason, "since": iso_utc(), "by": operator(), **extra}
+
+
+def _writable(ctx: Context) -> None:
     from ..audit import unwritable_reason
     from ..errors import PreflightRefused
-    from ..identity import operator
-    from ..statefile import write_json
 
     problem = unwritable_reason(ctx)
     if problem:
         raise PreflightRefused(problem)
-    rec = {"enabled": True, "reason": p["reason"], "since": iso_utc(), "by": operator()}
+
+
+def _enable(ctx: Context, p: dict[str, Any]) -> Any:
+    from ..statefile import write_json
+
+    if p["drain"]:
+        return _enable_draining(ctx, p)
+    if ctx.op_options.dry_run or ctx.op_options.check:
+        from .. import log
+
+        log.info("dry run: maintenance mode would be turned on; nothing was changed")
+        return {"enabled": bool(current(ctx)), "dry_run": True, "reason": p["reason"]}
+    _writable(ctx)
+    rec = _record(ctx, p["reason"])
     ctx.audit("enabled", reason=p["reason"])  # audited before it happens
     write_json(_path(ctx), rec)
     return rec
 
 
-def _disable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    from ..audit import unwritable_reason
-    from ..errors import PreflightRefused
+def _enable_draining(ctx: Context, p: dict[str, Any]) -> Any:
+    """A journalled operation: this step turns maintenance on first (no new operation
+    starts while the node empties), then the steps plugins contribute for ``node.maintenance``
+    (ordered by their ORDER); a failed drain rolls everything back."""
+    from .. import engine, log
+    from ..model import Operation
 
-    problem = unwritable_reason(ctx)
-    if problem:
-        raise PreflightRefused(problem)
+    reason = p["reason"] or "node drained for maintenance"
+    op = Operation(kind=KIND, title=f"maintenance mode with drain: {reason}",
+                   steps=[EnterMaintenance(reason)], destructive=True,
+                   params={"drain": True, "reason": reason,
+                           "drain_timeout": float(p["drain_timeout"])})
+    contributed = [s for r in ctx.hook.debvisor_steps(ctx=ctx, op=op) for s in r or []]
+    if not contributed:
+        log.warn("no installed plugin drains anything on this node (the k8s plugin does when "
+                 "a kubeconfig is set): only maintenance mode is turned on")
+    return engine.run(ctx, op).to_dict()
+
+
+@dataclass
+class EnterMaintenance(Step):
+    """Turn maintenance mode on, naming the operation (undo: the mode as it was)."""
+
+    TYPE = "core.maintenance-enter"
+    NAME = "EnterMaintenance"
+    ORDER = 5  # before anything a plugin contributes: no new operation starts meanwhile
+    reason: str = ""
+
+    def describe(self, ctx: Context) -> str:
+        return f"turn maintenance mode on ({self.reason})"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        return {"before": current(ctx)}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from ..statefile import write_json
+
+        op_id = ctx.operation.id if ctx.operation is not None else None
+        write_json(_path(ctx), _record(ctx, self.reason, operation=op_id))
+        return {}
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        from ..statefile import write_json
+
+        before = record.get("before")
+        if before:
+            write_json(_path(ctx), before)
+        else:
+            _path(ctx).unlink(missing_ok=True)
+
+
+def _disable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     was = current(ctx)
+    if was and was.get("operation"):
+        return _disable_draining(ctx, was)
+    _writable(ctx)
     ctx.audit("disabled", previous=was)  # audited before it happens
     _path(ctx).unlink(missing_ok=True)
     return {"enabled": False, "was_enabled": bool(was)}
+
+
+def _disable_draining(ctx: Context, was: dict[str, Any]) -> dict[str, Any]:
+    """Maintenance that ``enable --drain`` turned on ends by rolling that operation back
+    (uncordon, …); asking to disable is the confirmation."""
+    from .. import engine, journal
+    from ..errors import BadInput
+
+    op_id = str(was["operation"])
+    try:
+        journal.find(ctx.state_dir, op_id)
+    except BadInput:
+        from .. import log
+
+        log.warn(f"operation {op_id} that drained the node is gone from the journal: only "
+                 f"maintenance mode is turned off")
+        _writable(ctx)
+        ctx.audit("disabled", previous=was)
+        _path(ctx).unlink(missing_ok=True)
+        return {"enabled": False, "was_enabled": True}
+    ctx.yes = True
+    res = engine.rollback_op(ctx, op_id)
+    if res.status != "rolled-back":
+        from ..errors import DebvisorError
+
+        raise DebvisorError(f"rolling back operation {op_id} (the drain) ended "
+                            f"{res.status}: {res.error or 'see debvisor ops show ' + op_id}")
+    return {"enabled": bool(current(ctx)), "was_enabled": True, "rolled_back": op_id}
 
 
 def _status(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return current(ctx) or {"enabled": False}
 
 
+def _render_enable(r: dict[str, Any]) -> None:
+    if "steps" in r:  # the drain operation's result
+        if r["status"] == "succeeded":
+            print(f"{r['title']}: done")
+    elif r.get("dry_run"):
+        print("dry run: maintenance mode would be turned on")
+    else:
+        print(f"maintenance mode enabled{': ' + r['reason'] if r['reason'] else ''}")
+
+
 ACTIONS = [
-    Action("maintenance.enable", "Turn maintenance mode on", execute=_enable,
+    Action("maintenance.enable", "Turn maintenance mode on; --drain also empties the node",
+           execute=_enable, kind=KIND, render=_render_enable,
            description="While it is on, every new operation is refused at preflight unless it "
-                       "is run with --force-maintenance. Audited.",
+                       "is run with --force-maintenance. Audited. With --drain it is a "
+                       "journalled operation: maintenance on, then what the installed plugins "
+                       "contribute (the k8s plugin cordons the node and evicts its pods, "
+                       "PDB-aware); `maintenance disable` rolls it back (uncordon).",
            params=(Param("reason", "Why (shown to anyone whose operation is refused).",
-                         default=""),),
-           render=lambda r: print(f"maintenance mode enabled{': ' + r['reason'] if r['reason'] else ''}"),
-           result="{enabled, reason, since, by}",
-           examples=('debvisor maintenance enable --reason "Ceph upgrade"',)),
+                         default=""),
+                   Param("drain", "Also empty the node: the steps plugins contribute (k8s: "
+                                  "cordon and drain).", type="bool", default=False),
+                   Param("drain_timeout", "How long the drain may take (e.g. 10m).",
+                         type="duration", default=600.0, minimum=1)),
+           result="{enabled, reason, since, by}; with --drain the operation result",
+           examples=('debvisor maintenance enable --reason "Ceph upgrade"',
+                     'debvisor maintenance enable --drain --reason "disk swap" --dry-run',
+                     'debvisor maintenance enable --drain --reason "disk swap" --yes')),
     Action("maintenance.disable", "Turn maintenance mode off", execute=_disable,
-           render=lambda r: print("maintenance mode disabled" if r["was_enabled"]
-                                  else "maintenance mode was not on"),
-           result="{enabled: false, was_enabled}",
+           description="Maintenance that `enable --drain` turned on ends by rolling that "
+                       "operation back: the node is uncordoned.",
+           render=lambda r: print(("maintenance mode disabled" if r["was_enabled"]
+                                   else "maintenance mode was not on")
+                                  + (f" (rolled back {r['rolled_back']})"
+                                     if r.get("rolled_back") else "")),
+           result="{enabled: false, was_enabled, rolled_back (the drain operation, if any)}",
            examples=("debvisor maintenance disable",)),
     Action("maintenance.status", "Show whether maintenance mode is on, since when, by whom and why",
            query=_status, privilege="none",
@@ -95,6 +219,7 @@ def maintenance() -> None:
     \b
     Example:
       debvisor maintenance enable --reason "kernel upgrade node3"
+      debvisor maintenance enable --drain --reason "disk swap" --yes
       debvisor maintenance status
       debvisor maintenance disable
     """
@@ -109,9 +234,14 @@ def debvisor_actions() -> list[Action]:
 
 
 @hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    return [EnterMaintenance]
+
+
+@hookimpl
 def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding]:
     rec = current(ctx)
-    if not rec:
+    if not rec or op.kind == KIND:  # the maintenance operation itself
         return []
     why = f": {rec['reason']}" if rec.get("reason") else ""
     return [Finding("error", f"maintenance mode is on since {rec['since']} (by {rec['by']}){why}",

@@ -67,6 +67,13 @@ def debvisor_health(ctx: Context) -> list[HealthCheck]:
     return checks(ctx)
 
 
+@hookimpl
+def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck]:
+    from .health import upgrade_checks
+
+    return upgrade_checks()
+
+
 # Operation kinds that get noout around them (see README "Contract for upgrades").
 UPGRADE_KINDS = ("cluster.upgrade", "node.upgrade")
 

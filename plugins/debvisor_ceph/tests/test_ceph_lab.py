@@ -454,3 +454,28 @@ def test_noout_contributed_to_cluster_upgrade(dv_state: Any, ceph_lab: dict[str,
     with pytest.raises(RolledBack):
         run(Context(yes=True), failing)
     assert "noout" not in _osd_dump(ceph_lab)["flags_set"]
+
+
+def test_upgrade_check_reads_the_lab_cluster(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    """`upgrade check`: HEALTH_OK passes, so does a warning that is only noout (set for an
+    upgrade); the running versions come from `ceph versions`."""
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        versions = mon_json(c, "versions")
+    release = re.search(r"ceph version (\d+\.\d+\.\d+)", next(iter(versions["overall"])))
+    assert release
+    res = cdv("--json", "upgrade", "check", "--only", "ceph.")
+    assert res.code == 0, res
+    checks = {c["name"]: c for c in res.json["checks"]}
+    assert checks["ceph.health"]["status"] == "pass", checks
+    assert checks["ceph.versions"]["status"] == "pass"
+    assert f"every daemon runs {release.group(1)}" in checks["ceph.versions"]["summary"]
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        mon_command(c, "osd set", key="noout")
+        try:
+            wait_for(lambda: "OSDMAP_FLAGS" in mon_json(c, "health")["checks"], timeout=30,
+                     what="the noout warning")
+            res = cdv("--json", "upgrade", "check", "--only", "ceph.health")
+        finally:
+            mon_command(c, "osd unset", key="noout")
+    (check,) = res.json["checks"]
+    assert check["status"] == "pass" and check["summary"] == "HEALTH_WARN (noout set)", check

@@ -68,7 +68,7 @@ def plan_cordon(ctx: Context, params: dict[str, Any]) -> Operation | None:
 
     from .steps import Cordon, get_node
 
-    node = get_node(ctx, params["node"])
+    node = get_node(ctx, params["node"], planning=True)
     reason = params["reason"] or ""
     if (node.get("spec") or {}).get("unschedulable") and not reason:
         return None
@@ -81,7 +81,7 @@ def plan_uncordon(ctx: Context, params: dict[str, Any]) -> Operation | None:
 
     from .steps import Uncordon, get_node
 
-    if not (get_node(ctx, params["node"]).get("spec") or {}).get("unschedulable"):
+    if not (get_node(ctx, params["node"], planning=True).get("spec") or {}).get("unschedulable"):
         return None
     return Operation(kind="k8s.uncordon", title=f"uncordon {params['node']}",
                      steps=[Uncordon(params["node"])], target={"node": params["node"]})
@@ -96,7 +96,7 @@ def plan_drain(ctx: Context, params: dict[str, Any]) -> Operation:
     from .steps import Cordon, Evict, classify, get_node, pod_key, pods_on
 
     name = params["node"]
-    get_node(ctx, name)
+    get_node(ctx, name, planning=True)
     planned = [pod_key(p) for p in classify(pods_on(ctx, name))["evict"]]
     reason = params["reason"] or "drained by debvisor k8s drain"
     evict = Evict(name, timeout_s=float(params["timeout"]), grace_period_s=params["grace_period"],
@@ -115,6 +115,44 @@ def render_op(res: OpResult) -> None:
     if evicted:
         print(f"evicted: {', '.join(evicted)}")
     print(f"{res.title}: done")
+
+
+# -- label / taint -----------------------------------------------------------------------
+def plan_label(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core.model import Operation
+
+    from .labels import Label, parse_labels
+    from .steps import get_node
+
+    wanted = parse_labels(params["labels"])
+    have = (get_node(ctx, params["node"], planning=True).get("metadata") or {}).get("labels") or {}
+    change = {k: v for k, v in wanted.items() if have.get(k) != v}
+    if not change:
+        return None
+    return Operation(kind="k8s.label", title=f"label {params['node']}",
+                     steps=[Label(params["node"], change)], target={"node": params["node"]})
+
+
+def plan_taint(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from debvisor_core.model import Operation
+
+    from .labels import Taint, _plain, merged_taints, parse_taints
+    from .steps import get_node
+
+    add, remove = parse_taints(params["taints"])
+    have = list((get_node(ctx, params["node"], planning=True).get("spec") or {}).get("taints") or [])
+    if _plain(merged_taints(have, add, remove)) == _plain(have):
+        return None
+    return Operation(kind="k8s.taint", title=f"taint {params['node']}",
+                     steps=[Taint(params["node"], add, remove)], target={"node": params["node"]})
+
+
+# -- join --------------------------------------------------------------------------------
+def plan_join(ctx: Context, params: dict[str, Any]) -> Operation | None:
+    from .join import plan
+
+    op: Operation = plan(ctx, params)
+    return op
 
 
 # -- addons ------------------------------------------------------------------------------
@@ -298,6 +336,28 @@ ACTIONS = [
         examples=("k8sctl uncordon worker2 --yes", "k8sctl uncordon --rollback --yes"),
     ),
     Action(
+        path="k8s.label", kind="k8s.label", plan=plan_label, render=render_op,
+        summary="Set or remove labels of NODE (undo: the values they had)",
+        params=(_NODE, Param("labels", "key=value to set, key- to remove.", type="list",
+                             positional=True, metavar="KEY=VALUE|KEY-...")),
+        unchanged="the node's labels are already so",
+        result=_OP_RESULT,
+        examples=("k8sctl label worker2 debvisor.io/rack=r12 --yes",
+                  "k8sctl label worker2 debvisor.io/rack- --yes"),
+    ),
+    Action(
+        path="k8s.taint", kind="k8s.taint", plan=plan_taint, render=render_op,
+        summary="Add or remove taints of NODE (undo: the taints it had)",
+        params=(_NODE, Param("taints", "key[=value]:Effect to add (NoSchedule, "
+                                       "PreferNoSchedule, NoExecute), key[:Effect]- to remove.",
+                             type="list", positional=True,
+                             metavar="KEY[=VALUE]:EFFECT[-]...")),
+        unchanged="the node's taints are already so",
+        result=_OP_RESULT,
+        examples=("k8sctl taint worker2 dedicated=db:NoSchedule --yes",
+                  "k8sctl taint worker2 dedicated- --yes"),
+    ),
+    Action(
         path="k8s.addon.list", query=query_addon_list, render=render_addon_list,
         privilege="none",
         summary="Addons (shipped and from [k8s] addon_dirs): enabled, ready",
@@ -339,6 +399,43 @@ ACTIONS = [
         unchanged="none of the addon's objects is there",
         result=_OP_RESULT,
         examples=("k8sctl addon disable ingress --yes",),
+    ),
+    Action(
+        path="k8s.join", kind="k8s.join", plan=plan_join, render=render_op, destructive=True,
+        summary="Join this host to a Kubernetes cluster as a worker (kubeadm), CA pinned "
+                "before the token is sent",
+        description=(
+            "Preflight: the API server's public cluster-info must carry a CA whose hash is "
+            "--ca-hash and a signature by the token (else the token is not sent: unknown, "
+            "expired or wrong); then, over TLS pinned to that CA, the node name must be free "
+            "(or be this host's: then nothing is done). The join runs `kubeadm join --config "
+            "FILE` (the token is in an owner-only file, removed after; never on a command "
+            "line or in the journal), then waits until the node is Ready with its labels and "
+            "taints. Rollback deletes the Node object and runs `kubeadm reset --force`. "
+            "[k8s] kubeadm and kubelet_conf override the driver's paths."),
+        params=(
+            Param("api", "The API server, HOST[:PORT] (port 6443 by default).",
+                  pattern=r"[A-Za-z0-9.:\[\]/-]{1,300}"),
+            Param("token", "The bootstrap token (`kubeadm token create`).", secret=True),
+            Param("ca_hash", "sha256:HEX of the cluster CA's public key (`kubeadm token "
+                             "create --print-join-command` prints it).",
+                  pattern=r"sha256:[0-9a-f]{64}", metavar="sha256:HEX"),
+            Param("node_name", "The node's name (default: [k8s] node_name, else the short "
+                               "host name).", default=None, pattern=SUBDOMAIN),
+            Param("labels", "key=value labels the kubelet registers the node with.",
+                  type="list", default=None, metavar="KEY=VALUE"),
+            Param("taints", "key[=value]:Effect taints the node registers with.",
+                  type="list", default=None, metavar="KEY[=VALUE]:EFFECT"),
+            Param("timeout", "How long discovery, the join and the wait for Ready may each "
+                             "take.", type="duration", default=300.0, minimum=1),
+        ),
+        unchanged="this host has already joined the cluster",
+        result=_OP_RESULT,
+        examples=("k8sctl join --api 10.0.0.10:6443 --token-file /root/join.token "
+                  "--ca-hash sha256:4b0c... --labels debvisor.io/rack=r12 --dry-run",
+                  "k8sctl join --api cp.example:6443 --token-file - --ca-hash sha256:4b0c... "
+                  "--taints dedicated=vm:NoSchedule --yes < join.token",
+                  "k8sctl join --rollback --yes"),
     ),
     Action(
         path="k8s.drain", kind="k8s.drain", plan=plan_drain, render=render_op,

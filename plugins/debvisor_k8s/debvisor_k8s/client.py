@@ -86,28 +86,51 @@ def default_namespace(settings: Settings) -> str:
     """The kubeconfig context's namespace, else ``default``."""
     from kubernetes.config import list_kube_config_contexts
 
-    path = kubeconfig_path(settings)
-    if path is None:
+    files = existing(kubeconfig_paths(settings))
+    if not files:
         return "default"
     try:
-        contexts, current = list_kube_config_contexts(str(path))
+        contexts, current = list_kube_config_contexts(os.pathsep.join(map(str, files)))
     except Exception:  # noqa: BLE001 - the client already read it; a namespace is a nicety
         return "default"
-    chosen = next((c for c in contexts if c.get("name") == settings.context), current) \
-        if settings.context else current
+    wanted = settings.context or first_current_context(files)
+    chosen = next((c for c in contexts if c.get("name") == wanted), current) \
+        if wanted else current
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
-def kubeconfig_path(settings: Settings) -> Path | None:
-    """The kubeconfig in effect, or None for in-cluster."""
+def kubeconfig_paths(settings: Settings) -> list[Path] | None:
+    """The kubeconfig file(s) in effect, or None for in-cluster: ``[k8s] kubeconfig``, else
+    every file of ``KUBECONFIG`` (``:``-separated, merged as kubectl does), else
+    ``~/.kube/config``."""
     if settings.kubeconfig:
-        return Path(settings.kubeconfig).expanduser()
+        return [Path(settings.kubeconfig).expanduser()]
     env = os.environ.get("KUBECONFIG")
-    if env:
-        return Path(env.split(os.pathsep)[0]).expanduser()
+    if env and any(env.split(os.pathsep)):
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     home = Path("~/.kube/config").expanduser()
     if home.exists() or not IN_CLUSTER_TOKEN.exists():
-        return home
+        return [home]
+    return None
+
+
+def existing(paths: list[Path] | None) -> list[Path]:
+    """The files of a kubeconfig list that exist (kubectl skips the others)."""
+    return [p for p in paths or [] if p.is_file()]
+
+
+def first_current_context(files: list[Path]) -> str | None:
+    """kubectl's rule for a list of kubeconfigs: the first file that sets current-context
+    wins (the Python client's merger lets the last one win)."""
+    import yaml
+
+    for f in files:
+        try:
+            doc = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict) and doc.get("current-context"):
+            return str(doc["current-context"])
     return None
 
 
@@ -223,18 +246,22 @@ def _client(settings: Settings) -> Any:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    path = kubeconfig_path(settings)
+    paths = kubeconfig_paths(settings)
+    files = existing(paths)
     conf = client.Configuration()
     try:
-        if path is None:
+        if paths is None:
             config.load_incluster_config(client_configuration=conf)
         else:
-            if not path.is_file():
-                raise BadInput(f"no kubeconfig at {path}: set [k8s] kubeconfig or KUBECONFIG")
-            config.load_kube_config(config_file=str(path), context=settings.context,
+            if not files:
+                raise BadInput(f"no kubeconfig at {os.pathsep.join(map(str, paths))}: set "
+                               f"[k8s] kubeconfig or KUBECONFIG")
+            config.load_kube_config(config_file=os.pathsep.join(map(str, files)),
+                                    context=settings.context or first_current_context(files),
                                     client_configuration=conf, persist_config=False)
     except (ConfigException, ValueError, OSError, yaml.YAMLError) as exc:
-        where = "the in-cluster service account" if path is None else f"kubeconfig {path}"
+        where = ("the in-cluster service account" if paths is None else
+                 f"kubeconfig {os.pathsep.join(map(str, files))}")
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise BadInput(f"{where}: {detail}") from None
     return client.ApiClient(conf)

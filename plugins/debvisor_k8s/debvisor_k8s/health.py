@@ -17,10 +17,10 @@ CERT_WARN_DAYS = 30
 
 def configured(ctx: Context) -> bool:
     """A kubeconfig (or the in-cluster account) exists: else the checks say so and pass."""
-    from .client import Settings, kubeconfig_path
+    from .client import Settings, existing, kubeconfig_paths
 
-    path = kubeconfig_path(Settings.of(ctx))
-    return path is None or path.is_file()
+    paths = kubeconfig_paths(Settings.of(ctx))
+    return paths is None or bool(existing(paths))
 
 
 def _cluster(ctx: Context) -> CheckResult:
@@ -72,18 +72,19 @@ def _certs(ctx: Context) -> CheckResult:
 
     from debvisor_core.health import CheckResult
 
-    from .client import Settings, kubeconfig_path
+    from .client import Settings, existing, kubeconfig_paths
 
-    path = kubeconfig_path(Settings.of(ctx))
-    if path is None or not path.is_file():
+    files = existing(kubeconfig_paths(Settings.of(ctx)))
+    if not files:
         return CheckResult.ok("no kubeconfig with certificates")
-    try:
-        conf = yaml.safe_load(path.read_text()) or {}
-        found = cert_expiries(conf)
-    except ImportError:
-        return CheckResult.ok("cannot read certificates here (python3-cryptography missing)")
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        return CheckResult.warn(f"cannot read the certificates of {path}: {exc}")
+    found = []
+    for path in files:
+        try:
+            found += cert_expiries(yaml.safe_load(path.read_text()) or {})
+        except ImportError:
+            return CheckResult.ok("cannot read certificates here (python3-cryptography missing)")
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            return CheckResult.warn(f"cannot read the certificates of {path}: {exc}")
     now = dt.datetime.now(dt.UTC)
     left = sorted(((exp - now).total_seconds() / 86400, what) for what, exp in found)
     details = {"certificates": [{"what": w, "days_left": round(d, 1)} for d, w in left]}
@@ -103,3 +104,36 @@ def checks() -> list[HealthCheck]:
 
     return [HealthCheck("k8s.cluster", _cluster, timeout=20),
             HealthCheck("k8s.certificates", _certs, timeout=5)]
+
+
+def _upgrade_nodes(ctx: Context) -> CheckResult:
+    """Before an upgrade (`debvisor upgrade check`): every node Ready; this node's drain
+    will need the others to take its pods."""
+    from debvisor_core.health import CheckResult
+
+    from .client import Settings
+    from .inventory import node_rows
+    from .steps import api
+
+    if not configured(ctx):
+        return CheckResult("skip", "no kubeconfig: Kubernetes is not used on this node")
+    rows = node_rows(api(ctx).items("/api/v1/nodes"), [])
+    not_ready = [r["name"] for r in rows if r["ready"] is not True]
+    me = Settings.of(ctx).this_node()
+    others = [r["name"] for r in rows if r["name"] != me and r["ready"] is True
+              and not r["cordoned"]]
+    details = {"nodes": len(rows), "not_ready": not_ready, "schedulable_others": others}
+    if not_ready:
+        return CheckResult("fail", f"{len(not_ready)} node(s) NotReady: "
+                                   f"{', '.join(not_ready[:5])}: fix them before draining "
+                                   f"another", details)
+    if len(rows) > 1 and not others:
+        return CheckResult("warn", f"no other Ready, schedulable node to take {me}'s pods",
+                           details)
+    return CheckResult("pass", f"{len(rows)} node(s) Ready", details)
+
+
+def upgrade_checks() -> list[HealthCheck]:
+    from debvisor_core.health import HealthCheck
+
+    return [HealthCheck("k8s.nodes-ready", _upgrade_nodes, timeout=20)]

@@ -33,10 +33,11 @@ def debvisor_actions() -> list[Action]:
 
 @hookimpl
 def debvisor_step_types() -> list[type[Step]]:
-    from . import steps
+    from . import join, labels, steps
 
     return [steps.Cordon, steps.Uncordon, steps.Evict, steps.ApplyObjects, steps.DeleteObjects,
-            steps.UpgradeCordon, steps.UpgradeEvict, steps.UpgradeUncordon]
+            steps.UpgradeCordon, steps.UpgradeEvict, steps.UpgradeUncordon, labels.Label,
+            labels.Taint, join.KubeadmJoin]
 
 
 @hookimpl
@@ -46,8 +47,17 @@ def debvisor_health(ctx: Context) -> list[HealthCheck]:
     return checks()
 
 
+@hookimpl
+def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck]:
+    from .health import upgrade_checks
+
+    return upgrade_checks()
+
+
 #: operation kinds this plugin drains the node around (see README "Contract for upgrades")
 UPGRADE_KINDS = ("node.upgrade",)
+#: `debvisor maintenance enable --drain`: cordon and drain, no uncordon (disable rolls back)
+MAINTENANCE_KIND = "node.maintenance"
 
 
 @hookimpl
@@ -55,18 +65,23 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     """Around a ``node.upgrade`` of this node, with a kubeconfig: cordon (ORDER 12) and drain
     (ORDER 14) the Kubernetes node, uncordon it after (ORDER 88). ``params``:
     ``k8s_drain`` False opts out, ``k8s_node`` names the node (default: [k8s] node_name,
-    else this host's short name), ``k8s_drain_timeout`` (seconds, default 600)."""
-    if op.kind not in UPGRADE_KINDS or op.params.get("k8s_drain") is False:
+    else this host's short name), ``k8s_drain_timeout`` (seconds, default 600).
+    A ``node.maintenance`` with ``drain``: cordon and drain only (``drain_timeout``)."""
+    maintenance = op.kind == MAINTENANCE_KIND and bool(op.params.get("drain"))
+    if (op.kind not in UPGRADE_KINDS and not maintenance) or op.params.get("k8s_drain") is False:
         return None
     from .health import configured
 
     if not configured(ctx):
         return None
     from .client import Settings
-    from .steps import UpgradeCordon, UpgradeEvict, UpgradeUncordon
+    from .steps import UpgradeCordon, UpgradeEvict, UpgradeUncordon, classify, pod_key, pods_on
 
     name = str(op.params.get("k8s_node") or Settings.of(ctx).this_node())
-    reason = f"debvisor {op.kind}: {op.title}"
-    return [UpgradeCordon(name, reason),
-            UpgradeEvict(name, timeout_s=float(op.params.get("k8s_drain_timeout") or 600)),
-            UpgradeUncordon(name, reason)]
+    reason = (f"debvisor maintenance: {op.params.get('reason')}" if maintenance
+              else f"debvisor {op.kind}: {op.title}")
+    timeout = float(op.params.get("k8s_drain_timeout") or op.params.get("drain_timeout") or 600)
+    planned = [pod_key(p) for p in classify(pods_on(ctx, name))["evict"]]
+    steps: list[Step] = [UpgradeCordon(name, reason),
+                         UpgradeEvict(name, timeout_s=timeout, planned=planned)]
+    return steps if maintenance else [*steps, UpgradeUncordon(name, reason)]

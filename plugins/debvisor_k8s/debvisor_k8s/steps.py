@@ -35,14 +35,19 @@ def node_path(name: str) -> str:
     return f"/api/v1/nodes/{name}"
 
 
-def get_node(ctx: Context, name: str) -> dict[str, Any]:
+def get_node(ctx: Context, name: str, *, planning: bool = False) -> dict[str, Any]:
+    """The node object; a missing node is bad input while planning (exit 2), a failed
+    step later."""
+    from debvisor_core.errors import BadInput
+
     from .client import ApiError
 
     try:
         node: dict[str, Any] = api(ctx).get(node_path(name))
     except ApiError as exc:
         if exc.status == 404:
-            raise StepFailed(f"no node {name} in the cluster") from None
+            raise (BadInput if planning else StepFailed)(f"no node {name} in the cluster") \
+                from None
         raise
     return node
 

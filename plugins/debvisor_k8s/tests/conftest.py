@@ -2,8 +2,9 @@
 
 - ``k8s_tls`` (session): the emulator's CA and server certificate, made once with openssl.
 - ``k8s_api``: a running :class:`k8s_emulator.Emulator` with empty state (namespaces
-  ``default`` and ``kube-system`` only), stopped after the test; ``k8s_api.kubeconfig`` is
-  the kubeconfig to hand to kubectl or the plugin.
+  ``default`` and ``kube-system`` only), stopped after the test (which also kills the
+  container processes attach/exec started: /bin/busybox, package busybox-static);
+  ``k8s_api.kubeconfig`` is the kubeconfig to hand to kubectl or the plugin.
 - ``kubectl_bins`` (session): the oldest and newest versioned kubectl found (the
   google-cloud-cli package ships ``kubectl.1.27`` ... ``kubectl.1.33`` side by side).
 - ``kubectl_bin``: one of those; a test that asks for it runs once per binary (ids

@@ -2,13 +2,16 @@
 
 It serves real Kubernetes JSON over HTTPS (bearer token, its own CA) so the real ``kubectl``
 binaries and the official Python client ``kubernetes`` can talk to it as to a cluster, for
-the things the plugin uses: nodes, namespaces, pods (logs, eviction, delete, patch),
-deployments, statefulsets, daemonsets, replicasets and pod disruption budgets; and, stored
-generically (list per namespace and across all, get, create, update, delete, merge /
-strategic merge / JSON patch, server-side apply, label and field selectors, watch), services,
-configmaps, serviceaccounts, secrets, RBAC (clusterroles, clusterrolebindings, roles,
-rolebindings), ingresses, ingressclasses and apiservices. ``test_kubectl_referee.py``
-referees it with kubectl 1.27 and 1.33 and the Python client.
+the things the plugin uses: nodes, namespaces, pods (logs, eviction, delete, patch, ephemeral
+containers, attach and exec over WebSocket to real busybox processes), deployments,
+statefulsets, daemonsets, replicasets and pod disruption budgets; and, stored generically
+(list per namespace and across all, get, create, update, delete, merge / strategic merge /
+JSON patch, server-side apply, label and field selectors, watch), services, configmaps,
+serviceaccounts, secrets, RBAC (clusterroles, clusterrolebindings, roles, rolebindings),
+ingresses, ingressclasses and apiservices; besides the admin token, kubeadm's bootstrap tokens
+and anonymous requests, with cluster-info signed as for ``kubeadm join``.
+``test_kubectl_referee.py`` and ``test_emulator_debug_join.py`` referee it with kubectl 1.27
+and 1.33 and the Python client.
 
 Usage (conftest.py's ``k8s_api`` fixture does the first two lines)::
 
@@ -20,7 +23,11 @@ Usage (conftest.py's ``k8s_api`` fixture does the first two lines)::
     ...                                          # run kubectl / the plugin against emu.kubeconfig
     emu.set_status("deployments", "web", "shop", {"readyReplicas": 2, ...})  # a controller's part
     emu.get("pods", "web-1"); emu.list("services", "shop"); emu.requests; emu.evictions
-    emu.stop()
+    token = emu.add_bootstrap_token("abcdef", "0123456789abcdef")  # "abcdef.0123456789abcdef"
+    emu.kubeconfig_for(path, token)              # that identity; token None: anonymous
+    emu.ca_pem; emu.ca_hash()                    # the CA, its kubeadm pin "sha256:<hex>"
+    emu.container_dir("default", "web-1", "dbg"); emu.processes(); emu.wait_for(predicate)
+    emu.stop()                                   # also kills the container processes
 
 Builders (``node``, ``pod``, ``deployment``, ``statefulset``, ``daemonset``, ``replicaset``,
 ``pdb``) return the objects as a real cluster shows them; their uids are derived from
@@ -31,7 +38,74 @@ Discovery (legacy APIResourceList per group version; /apis lists apiregistration
 apps, networking.k8s.io, policy, rbac.authorization.k8s.io, all v1) gives each kind its
 real name, singularName, namespaced, kind, shortNames (cm, ns, no, po, sa, svc, ds, deploy,
 rs, sts, ing, pdb) and categories (``all``; ``api-extensions`` for apiservices); verbs are
-what is served: create, delete, get, list, patch, update, watch (no deletecollection).
+what is served: create, delete, get, list, patch, update, watch (no deletecollection). Of
+the pod subresources the served ones are listed as the real server lists them: pods/attach
+(PodAttachOptions; create, get), pods/ephemeralcontainers (Pod; get, patch, update),
+pods/eviction, pods/exec (PodExecOptions; create, get), pods/log.
+
+Who is asking: ``emu.token`` is the admin (everything allowed). A bootstrap token
+(``add_bootstrap_token``, or any Secret ``kube-system/bootstrap-token-<id>`` of type
+bootstrap.kubernetes.io/token) that is usable for authentication and not expired is user
+``system:bootstrap:<id>`` (groups system:bootstrappers, its auth-extra-groups,
+system:authenticated); no bearer token (no Authorization header, a blank ``Bearer``, another
+scheme) is ``system:anonymous``; any other token, an expired one too, is 401 Unauthorized.
+Authorization is fixed, modelled on a kubeadm cluster's RBAC (the stored RBAC objects play
+no part): everyone may GET /healthz, /livez, /readyz, /version; authenticated users also
+discovery (/api*, /apis*, /openapi*); anonymous may get ConfigMap kube-public/cluster-info;
+bootstrap tokens may get it (list/watch it by name), get nodes (one by one: kubeadm:get-nodes)
+and, with the default-node-token group, get ConfigMaps kube-system/kubeadm-config and
+kubelet-config. Anything else is 403 Forbidden with the real message (``nodes "w1" is
+forbidden: User "system:bootstrap:abcdef" cannot delete resource "nodes" in API group "" at
+the cluster scope``; ``forbidden: User "system:anonymous" cannot get path "/api"``). As the
+bootstrap signer, the emulator keeps ``kube-public/cluster-info`` (kubeadm's kubeconfig text:
+one cluster named "", this server, the CA; no users or contexts) signed: a
+``jws-kubeconfig-<id>`` detached JWS (:func:`jws_detached_signature`) per token usable for
+signing and not expired, re-signed when a token Secret or cluster-info changes and when a
+token expires.
+
+The kubelet's part: a pod created (POST, or applied) with ``spec.nodeName`` naming an existing
+node is run at once: the create answers it Pending, then a MODIFIED event brings its status
+as the kubelet reports it (init containers Completed, containers running and ready, phase
+Running, the node's IP as pod IP with hostNetwork). An image whose name contains ``invalid``
+never starts: the container waits in ImagePullBackOff (``Back-off pulling image "..."``) and
+the pod stays Pending. hostPID/hostNetwork/hostIPC, hostPath volumes and tolerations are
+taken as they come. Ephemeral containers (``pods/ephemeralcontainers``: GET answers the pod;
+PUT of a pod and PATCH, strategic merge by name, merge or JSON patch, count only for
+spec.ephemeralContainers) can only be added: the real 422 Invalid errors for a removed or
+changed one (with a simplified diff), a name used by any container (Duplicate value), a
+targetContainerName that is no container or init container (Not found), ports, resources,
+probes, lifecycle, resizePolicy or restartPolicy (Forbidden: cannot be set for an Ephemeral
+Container), subPath mounts; a pod created with some is 422 too. New ones get defaults and,
+on a pod with a node, their status in a second write (running, never ready, or waiting in
+ImagePullBackOff). Each write is a new resourceVersion and a MODIFIED event.
+
+Attach and exec (``GET``/``POST .../pods/NAME/attach|exec?container=&stdin=&stdout=&stderr=
+&tty=``, exec with repeated ``command=``) are served over WebSocket (RFC 6455: masked client
+frames, fragmentation, ping/pong, close), subprotocol v5.channel.k8s.io when offered (the
+API server's own), else v4.channel.k8s.io, v4.base64.channel.k8s.io, channel.k8s.io or
+base64.channel.k8s.io (the kubelet's; base64 ones in text frames), as answered in
+Sec-WebSocket-Protocol. Each message is a channel byte and data: 0 stdin, 1 stdout, 2
+stderr, 3 error (a v1 Status at the end, JSON; plain text of failures on channel.k8s.io),
+4 resize (applied to a pty), and in v5 [255, 0] closes stdin. The server first sends one
+empty message on the lowest channel it writes (stdout, else stderr, else error), as the
+kubelet and the API server do. The container behind it is real: its first attach starts
+its main process, the container's command/args (busybox applets) or ``/bin/busybox sh``,
+with pipes, or a pty when the container or that attach asks for a TTY, in a fresh directory
+under the workdir that is its HOME (PATH: busybox applets; the container's literal env
+values); later attaches join it, its output also goes to the container's log. When it ends,
+the container is terminated (exitCode, Completed/Error, finishedAt; a MODIFIED event; a
+restartPolicy Never pod then Succeeded/Failed), then every attached session gets the Status
+(Success, or NonZeroExitCode with the ExitCode cause: ``command terminated with non-zero exit
+code: command terminated with exit code 3``) and the close frame. An exec runs its command
+in that directory (its own process, killed if the client goes away). Before any upgrade the
+API server's checks answer 400: an unknown container (``container X is not valid for pod
+Y``), no container named when there are several, a pod without node; and, the emulator's
+own wording, a container not running (``container X in pod Y is waiting to start:
+ImagePullBackOff``, ``... is terminated``). A request that is no WebSocket upgrade, SPDY/3.1
+included (the only protocol of kubectl < 1.30), is answered as a server that does not speak
+that protocol answers: it ignores the Upgrade header and the API server's 400 ``Upgrade
+request required`` follows, so such a kubectl fails at once (``Error from server
+(BadRequest): Upgrade request required``; kubectl debug/run -i then fall back to the log).
 
 Server-side apply (``PATCH`` with ``Content-Type: application/apply-patch+yaml``, a YAML or
 JSON body; kubectl sends JSON): ``fieldManager`` is required (422 Invalid ``PatchOptions``,
@@ -53,15 +127,18 @@ or ``emu.namespace_delete_delay`` seconds later (the namespace controller's work
 DELETE meanwhile is a 409, as for real). ``kubectl delete -f`` deletes in file order, so a
 manifest that starts with its Namespace needs the delay (else the later deletes are 404).
 
-Defaulting done: pods (common fields, status Pending) on create; Services on every write
+Defaulting done: pods (common fields, status Pending) on create; ephemeral containers when
+added (terminationMessagePath/Policy, imagePullPolicy, resources); Services on every write
 (type ClusterIP, a cluster IP from 10.96.0.0/16 derived from the name and kept, port
 protocol TCP and targetPort, node ports for NodePort/LoadBalancer, status.loadBalancer);
 Secrets (``stringData`` written into ``data`` as base64, type Opaque).
 
 What it does NOT do (a real cluster would):
 
-- no controllers or scheduler: nothing recreates evicted pods, scales workloads, schedules
-  pending pods or updates workload status (a Deployment created or applied keeps the status
+- no controllers or scheduler (the bootstrap signer and the kubelet's status reports above
+  aside): nothing recreates evicted pods, scales workloads, schedules pending pods, restarts
+  ended containers (restartPolicy Always pods stay Running with a terminated container) or
+  updates workload status (a Deployment created or applied keeps the status
   it was given, none when none: ``emu.set_status`` plays the controller); no garbage
   collection of owned objects, no ``default`` ServiceAccount or ``kube-root-ca.crt``
   ConfigMap in new namespaces, no token Secrets, no Endpoints; only PDB status is computed
@@ -80,20 +157,34 @@ What it does NOT do (a real cluster would):
   ``kubectl delete``/``get -w``/``wait`` and the Python client's ``watch.Watch`` do;
 - no pagination (``limit`` is accepted, everything comes back, never a ``continue`` token), no
   ``resourceVersion`` semantics on reads, no deletecollection, no subresources but
-  ``pods/log`` and ``pods/eviction`` (no ``/status``, ``/scale``: ``kubectl scale`` is 404);
+  ``pods/log``, ``pods/eviction``, ``pods/ephemeralcontainers``, ``pods/attach`` and
+  ``pods/exec`` (no ``/status``, ``/scale``: ``kubectl scale`` is 404; no ``/binding``,
+  ``/portforward``, ``/proxy``);
 - no admission beyond NamespaceLifecycle, little validation (a created pod needs
-  containers; names must match the URL; kind and apiVersion must match the resource), no
-  defaulting beyond the above, no RBAC (one token, all rights: RBAC objects are just
-  stored);
-- no protobuf: JSON answers to clients that also accept JSON, but a protobuf request body
-  is a 415 (kubectl 1.33's typed ``kubectl create namespace/configmap/...`` send one;
-  ``kubectl create -f``, ``apply`` and the Python client send JSON); no CBOR;
+  containers and no ephemeral ones; ephemeral container updates as above; names must match
+  the URL; kind and apiVersion must match the resource; plain pod updates may change
+  anything, ephemeral containers included), no defaulting beyond the above, no RBAC but the
+  fixed rules above (RBAC objects are just stored), no client certificates, service account
+  tokens or impersonation, no CertificateSigningRequests (a joining node could not get its
+  certificate), bootstrap tokens must be ``[a-z0-9]{6}.[a-z0-9]{16}``;
+- attach/exec: WebSocket only (kubectl < 1.30 speaks SPDY only, see above), no
+  port-forward; a container's "process" is a busybox one on this machine, started by the
+  first attach (not when the container starts: nothing runs before it, so that attach misses
+  no output), whatever the image and whatever ``stdin`` the container spec says; no
+  namespaces, cgroups, ``/host`` or target process sharing; attach reports the shell's exit
+  code like an exec (``emu.attach_reports_exit_code``, default True) where the kubelet's
+  attach always ends with Success: set it False for the real behaviour (with True, ``kubectl
+  debug/run -i`` take a non-zero exit for a failed attach and print the log again);
+- protobuf request bodies are decoded only for Pod, Namespace, ConfigMap and Secret and the
+  fields in ``_PB_MESSAGES`` (kubectl >= 1.33's typed ``kubectl create namespace/configmap/
+  secret`` and ``kubectl debug node/N`` send protobuf), anything else is a 415; answers are
+  JSON to clients that also accept JSON; ``kubectl create -f``, ``apply`` and the Python
+  client send JSON; no CBOR;
 - no OpenAPI (``/openapi/v2`` and ``/openapi/v3`` are 404: ``kubectl
   get/drain/logs/delete/patch/label/cordon`` never ask, but ``kubectl create/replace/apply
   -f`` validate against it: pass ``--validate=false``), no aggregated discovery (legacy
   discovery JSON is served; kubectl >= 1.30 falls back to it);
-- no exec/attach/port-forward, no events, endpoints, jobs, networkpolicies, CRDs or any other
-  kind;
+- no events, endpoints, jobs, networkpolicies, CRDs or any other kind;
 - Table output (``kubectl get`` without ``-o``) mimics the real printers' columns and the
   pod STATUS logic, simplified (no readiness gates, no sidecar restart rules);
 - log ``sinceSeconds``/``sinceTime`` are accepted and ignored; ``limitBytes`` cuts bytes.
@@ -105,20 +196,23 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import hmac
 import json
 import math
+import os
 import re
 import secrets
 import select
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -136,6 +230,7 @@ __all__ = [
     "deployment",
     "human_duration",
     "is_pod_ready",
+    "jws_detached_signature",
     "make_tls",
     "node",
     "pdb",
@@ -1380,6 +1475,324 @@ def pdb(name: str, namespace: str = "default", match_labels: Mapping[str, str] |
 
 
 # --------------------------------------------------------------------------------------------
+# field errors (422 Invalid) and ephemeral containers
+
+_FieldError = tuple[str, str, str]  # (cause reason, field, the error's body)
+_ERROR_TYPES = {"Required": ("FieldValueRequired", "Required value"),
+                "Duplicate": ("FieldValueDuplicate", "Duplicate value"),
+                "NotFound": ("FieldValueNotFound", "Not found"),
+                "Forbidden": ("FieldValueForbidden", "Forbidden"),
+                "Invalid": ("FieldValueInvalid", "Invalid value")}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
+                  "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
+                  "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+# EphemeralContainerCommon fields the API server refuses (validateFieldAllowList), in field order
+_EPHEMERAL_FORBIDDEN = ("ports", "resources", "resizePolicy", "restartPolicy", "livenessProbe",
+                        "readinessProbe", "startupProbe", "lifecycle")
+_NOT_FOR_EPHEMERAL = "cannot be set for an Ephemeral Container"
+
+
+def _field_error(kind: str, field: str, value: Any = None, detail: str = "") -> _FieldError:
+    """A field.Error as the API server words it (ErrorBody: the type, the value for most
+    types, the detail)."""
+    reason, body = _ERROR_TYPES[kind]
+    if kind in ("Duplicate", "NotFound", "Invalid"):
+        body += f": {json.dumps(value)}"
+    if detail:
+        body += f": {detail}"
+    return reason, field, body
+
+
+def _field_invalid(res: Resource, name: str, errors: Sequence[_FieldError]) -> ApiError:
+    """422 Invalid with one cause per error (apierrors.NewInvalid)."""
+    texts = [f"{f}: {body}" for _, f, body in errors]
+    d = _details(res, name)
+    d["kind"] = res.kind
+    d["causes"] = [{"reason": r, "message": body, "field": f} for r, f, body in errors]
+    agg = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return ApiError(422, "Invalid", f'{res.kind} "{name}" is invalid: {agg}', d)
+
+
+def _spec_diff(old: Obj, new: Obj) -> str:
+    """What changed in a container (a simplified stand-in for the server's cmp.Diff)."""
+    lines = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            if k in old:
+                lines.append(f"- {k}: {json.dumps(old[k])}")
+            if k in new:
+                lines.append(f"+ {k}: {json.dumps(new[k])}")
+    return "\n".join(lines) + "\n"
+
+
+def _default_ephemeral(c: Obj) -> None:
+    c.setdefault("resources", {})
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("imagePullPolicy", _pull_policy(str(c.get("image", ""))))
+
+
+def _validate_ephemeral(cur: Obj, new: Obj) -> list[_FieldError]:
+    """ValidatePodEphemeralContainersUpdate: each ephemeral container valid (name, image,
+    unique name, an existing targetContainerName, none of the forbidden fields), the existing
+    ones neither removed nor changed."""
+    spec = new.get("spec") or {}
+    others = [c.get("name") for c in [*(spec.get("containers") or ()), *(spec.get("initContainers") or ())]]
+    names = set(others)
+    errors: list[_FieldError] = []
+    ecs = spec.get("ephemeralContainers") or []
+    for i, ec in enumerate(ecs):
+        at = f"spec.ephemeralContainers[{i}]"
+        name = str(ec.get("name") or "")
+        if not name:
+            errors.append(_field_error("Required", f"{at}.name"))
+        elif len(name) > 63 or not _DNS_LABEL.match(name):
+            errors.append(_field_error("Invalid", f"{at}.name", name, _DNS_LABEL_MSG))
+        if not ec.get("image"):
+            errors.append(_field_error("Required", f"{at}.image"))
+        if name in names:
+            errors.append(_field_error("Duplicate", f"{at}.name", name))
+        else:
+            names.add(name)
+        target = ec.get("targetContainerName")
+        if target and target not in others:
+            errors.append(_field_error("NotFound", f"{at}.targetContainerName", target))
+        for f in _EPHEMERAL_FORBIDDEN:
+            if ec.get(f) is not None and not (f == "resources" and ec[f] == {}):
+                errors.append(_field_error("Forbidden", f"{at}.{f}", detail=_NOT_FOR_EPHEMERAL))
+        for j, vm in enumerate(ec.get("volumeMounts") or ()):
+            for f in ("subPath", "subPathExpr"):
+                if isinstance(vm, dict) and vm.get(f):
+                    errors.append(_field_error("Forbidden", f"{at}.volumeMounts[{j}].{f}",
+                                               detail=_NOT_FOR_EPHEMERAL))
+    by_name = {ec.get("name"): ec for ec in ecs}
+    for old in (cur.get("spec") or {}).get("ephemeralContainers") or ():
+        now, quoted = by_name.get(old.get("name")), json.dumps(old.get("name"))
+        if now is None:
+            errors.append(_field_error("Forbidden", "spec.ephemeralContainers",
+                                       detail=f"existing ephemeral containers {quoted} may not be removed\n"))
+        elif now != old:
+            errors.append(_field_error("Forbidden", "spec.ephemeralContainers",
+                                       detail=f"existing ephemeral containers {quoted} may not be changed\n"
+                                              f"{_spec_diff(old, now)}"))
+    return errors
+
+
+def _image_ref(image: str) -> str:
+    """The image as the runtime reports it: fully qualified, ``:latest`` when untagged."""
+    full = _full_image(image)
+    return full if "@" in full or ":" in full.rsplit("/", 1)[-1] else f"{full}:latest"
+
+
+def _all_container_statuses(p: Obj) -> Iterator[tuple[str, Obj]]:
+    status = p.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
+        for cs in status.get(key) or ():
+            yield key, cs
+
+
+def _pod_condition(ctype: str, ok: bool, now: str, reason: str | None = None,
+                   message: str | None = None) -> Obj:
+    c: Obj = {"type": ctype, "status": "True" if ok else "False", "lastProbeTime": None,
+              "lastTransitionTime": now}
+    if reason:
+        c["reason"] = reason
+    if message:
+        c["message"] = message
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# who is asking: the admin token, bootstrap tokens, anonymous; what each may do
+
+_BOOTSTRAP_TOKEN_TYPE = "bootstrap.kubernetes.io/token"
+_DEFAULT_NODE_TOKEN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+_BOOTSTRAP_TOKEN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
+_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version", "/version/")
+
+
+class _User(NamedTuple):
+    name: str
+    groups: tuple[str, ...]
+    admin: bool = False
+
+    @property
+    def bootstrap_id(self) -> str | None:
+        prefix = "system:bootstrap:"
+        return self.name.removeprefix(prefix) if self.name.startswith(prefix) else None
+
+
+_ADMIN = _User("kubernetes-admin", ("system:masters", "system:authenticated"), admin=True)
+_ANONYMOUS = _User("system:anonymous", ("system:unauthenticated",))
+
+
+class _Attributes(NamedTuple):
+    """What the authorizer looks at (the API server's RequestInfo)."""
+
+    resource_request: bool
+    verb: str
+    path: str
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+def _request_attributes(method: str, path: str, query: Mapping[str, str]) -> _Attributes:
+    segs = [unquote(s) for s in path.strip("/").split("/") if s]
+    if len(segs) >= 2 and segs[0] == "api":
+        group, rest = "", segs[2:]
+    elif len(segs) >= 3 and segs[0] == "apis":
+        group, rest = segs[1], segs[3:]
+    else:
+        group, rest = "", []
+    if not rest:  # /version, /healthz, discovery (/api, /apis/apps/v1): a non-resource request
+        return _Attributes(False, method.lower(), path)
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in ("status", "finalize"):
+            rest = rest[2:]
+    name = rest[1] if len(rest) > 1 else ""
+    watch = query.get("watch") in ("1", "t", "T", "TRUE", "true", "True")
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method)
+    if verb is None and method in ("GET", "HEAD"):
+        verb = "watch" if watch else "get" if name else "list"
+    elif verb is None:
+        verb = "delete" if name else "deletecollection" if method == "DELETE" else method.lower()
+    if not name and verb in ("list", "watch"):  # a list of one object by name counts as that name
+        if m := re.fullmatch(r"metadata\.name==?([^,]+)", query.get("fieldSelector", "").strip()):
+            name = m.group(1)
+    return _Attributes(True, verb, path, group, rest[0], rest[2] if len(rest) > 2 else "", namespace, name)
+
+
+def _allowed(user: _User, a: _Attributes) -> bool:
+    """The RBAC rules a kubeadm cluster has for the non-admin users the emulator knows:
+    system:public-info-viewer (everyone: GET /healthz, /livez, /readyz, /version),
+    system:discovery (authenticated users: GET /api*, /apis*, /openapi*),
+    kubeadm:bootstrap-signer-clusterinfo (anonymous: get configmap kube-public/cluster-info),
+    kubeadm:get-nodes (bootstrap tokens: get nodes), kubeadm:nodes-kubeadm-config and
+    kubeadm:kubelet-config (tokens of the default-node-token group: get configmaps
+    kube-system/kubeadm-config and kubelet-config); bootstrap tokens may also list/watch
+    cluster-info (by name)."""
+    if user.admin:
+        return True
+    if not a.resource_request:
+        if a.verb != "get":
+            return False
+        if a.path in _PUBLIC_PATHS or a.path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return True
+        return ("system:authenticated" in user.groups
+                and (a.path in ("/api", "/apis") or a.path.startswith(("/api/", "/apis/", "/openapi/"))))
+    if a.subresource or a.group:
+        return False
+    if (a.resource, a.namespace, a.name) == ("configmaps", "kube-public", "cluster-info"):
+        return a.verb == "get" or (user.bootstrap_id is not None and a.verb in ("list", "watch"))
+    if user.bootstrap_id is None:
+        return False
+    if a.resource == "nodes" and a.verb == "get" and a.name:
+        return True
+    return (_DEFAULT_NODE_TOKEN_GROUP in user.groups and a.verb == "get" and a.resource == "configmaps"
+            and a.namespace == "kube-system" and a.name in ("kubeadm-config", "kubelet-config"))
+
+
+def _forbidden(user: _User, a: _Attributes) -> ApiError:
+    """The API server's 403 (responsewriters.Forbidden, apierrors.NewForbidden)."""
+    if not a.resource_request:
+        return ApiError(403, "Forbidden", f'forbidden: User "{user.name}" cannot {a.verb} path "{a.path}"',
+                        {})
+    resource = f"{a.resource}/{a.subresource}" if a.subresource else a.resource
+    where = f'in the namespace "{a.namespace}"' if a.namespace else "at the cluster scope"
+    why = f'User "{user.name}" cannot {a.verb} resource "{resource}" in API group "{a.group}" {where}'
+    qualified = f"{a.resource}.{a.group}" if a.group else a.resource
+    details: Obj = {"name": a.name} if a.name else {}
+    if a.group:
+        details["group"] = a.group
+    details["kind"] = a.resource
+    return ApiError(403, "Forbidden", f'{qualified} "{a.name}" is forbidden: {why}' if a.name
+                    else f"{qualified} is forbidden: {why}", details)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jws_detached_signature(content: str, token_id: str, secret: str) -> str:
+    """The bootstrap signer's signature of cluster-info's kubeconfig for a token: a JWS (RFC
+    7515) with the payload detached (Appendix F): ``base64url(header) + ".." +
+    base64url(HMAC-SHA256)``, header ``{"alg":"HS256","kid":"<token id>"}``, signing input
+    ``base64url(header) + "." + base64url(content)``, no padding anywhere.
+
+    Checked against k8s.io/cluster-bootstrap/token/jws ComputeDetachedSignature (kubernetes
+    staging source, read through the search tool): go-jose HS256 with the token id as an extra
+    ``kid`` header, the compact serialization with its middle part cut; the key is the secret
+    zero-padded to 32 bytes, which HMAC's own zero-padding to its 64-byte block makes no
+    different from the bare secret."""
+    header = _b64url(json.dumps({"alg": "HS256", "kid": token_id}, separators=(",", ":")).encode())
+    signing_input = f"{header}.{_b64url(content.encode())}".encode("ascii")
+    key = secret.encode().ljust(32, b"\0")
+    return f"{header}..{_b64url(hmac.new(key, signing_input, hashlib.sha256).digest())}"
+
+
+def _cluster_info_kubeconfig(server: str, ca_data: str) -> str:
+    """cluster-info's ``kubeconfig``: what kubeadm writes there (clientcmd.Write of a Config
+    with one cluster named "" and nothing else)."""
+    return (f"apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca_data}\n"
+            f'    server: {server}\n  name: ""\ncontexts: null\ncurrent-context: ""\nkind: Config\n'
+            f"preferences: {{}}\nusers: null\n")
+
+
+def _der_item(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start of the content, end) of the DER item at pos."""
+    tag, n, pos = der[pos], der[pos + 1], pos + 2
+    if n & 0x80:
+        k = n & 0x7F
+        n, pos = int.from_bytes(der[pos:pos + k], "big"), pos + k
+    return tag, pos, pos + n
+
+
+def _spki_der(cert_der: bytes) -> bytes:
+    """A certificate's DER SubjectPublicKeyInfo (the 6th field of tbsCertificate, after the
+    optional [0] version)."""
+    _, start, _ = _der_item(cert_der, 0)  # Certificate
+    _, pos, end = _der_item(cert_der, start)  # tbsCertificate
+    fields = []
+    while pos < end:
+        tag, _, item_end = _der_item(cert_der, pos)
+        fields.append((tag, pos, item_end))
+        pos = item_end
+    if fields and fields[0][0] == 0xA0:
+        fields = fields[1:]
+    _, spki_start, spki_end = fields[5]  # serial, signature, issuer, validity, subject, spki
+    return cert_der[spki_start:spki_end]
+
+
+def _token_data(secret: Obj) -> dict[str, str] | None:
+    """A bootstrap token Secret's data, decoded (None when it is not one)."""
+    if secret.get("type") != _BOOTSTRAP_TOKEN_TYPE:
+        return None
+    out = {}
+    for k, v in (secret.get("data") or {}).items():
+        try:
+            out[k] = base64.b64decode(v).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return out
+
+
+def _token_expired(data: Mapping[str, str], now: dt.datetime) -> bool:
+    exp = data.get("expiration")
+    if not exp:
+        return False
+    try:
+        return _parse_time(exp) <= now
+    except ValueError:
+        return True
+
+
+# --------------------------------------------------------------------------------------------
 # pod helpers
 
 
@@ -1802,6 +2215,193 @@ def _accepts_json(accept: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# protobuf request bodies (kubectl >= 1.33's typed clients: create pod/namespace/configmap/secret)
+
+_PROTOBUF = "application/vnd.kubernetes.protobuf"
+# The messages decoded, as "number jsonName type" entries; field numbers as in k8s.io/api's and
+# k8s.io/apimachinery's generated.proto (they never change). Types: s string, b bool, i integer,
+# y bytes (base64 in JSON), Time, Quantity, a message name, [t] repeated, {t} map from string,
+# ^Msg a message inlined into this one (Go's embedded structs), "-" ignored (server-set). A "?"
+# marks Go pointer fields: their zero value is kept (gogo-protobuf writes every non-pointer
+# field, so a zero there means unset, as JSON's omitempty drops it). Anything else is a 415.
+_PB_MESSAGES = {
+    "Pod": "1 metadata ObjectMeta; 2 spec PodSpec; 3 status -",
+    "Namespace": "1 metadata ObjectMeta; 2 spec NamespaceSpec; 3 status -",
+    "ConfigMap": "1 metadata ObjectMeta; 2 data {s}; 3 binaryData {y}; 4 immutable b?",
+    "Secret": "1 metadata ObjectMeta; 2 data {y}; 3 type s; 4 stringData {s}; 5 immutable b?",
+    "ObjectMeta": "1 name s; 2 generateName s; 3 namespace s; 4 selfLink -; 5 uid s; 6 resourceVersion s; "
+                  "7 generation i; 8 creationTimestamp Time; 9 deletionTimestamp Time; "
+                  "10 deletionGracePeriodSeconds i?; 11 labels {s}; 12 annotations {s}; "
+                  "13 ownerReferences [OwnerReference]; 14 finalizers [s]; 17 managedFields -",
+    "OwnerReference": "1 kind s; 3 name s; 4 uid s; 5 apiVersion s; 6 controller b?; 7 blockOwnerDeletion b?",
+    "NamespaceSpec": "1 finalizers [s]",
+    "PodSpec": "1 volumes [Volume]; 2 containers [Container]; 3 restartPolicy s; "
+               "4 terminationGracePeriodSeconds i?; 5 activeDeadlineSeconds i?; 6 dnsPolicy s; "
+               "7 nodeSelector {s}; 8 serviceAccountName s; 9 serviceAccount s; 10 nodeName s; "
+               "11 hostNetwork b; 12 hostPID b; 13 hostIPC b; 14 securityContext PodSecurityContext; "
+               "15 imagePullSecrets [LocalObjectReference]; 16 hostname s; 17 subdomain s; "
+               "19 schedulerName s; 20 initContainers [Container]; 21 automountServiceAccountToken b?; "
+               "22 tolerations [Toleration]; 24 priorityClassName s; 25 priority i?; "
+               "27 shareProcessNamespace b?; 29 runtimeClassName s?; 30 enableServiceLinks b?; "
+               "31 preemptionPolicy s?; 34 ephemeralContainers [EphemeralContainer]; "
+               "35 setHostnameAsFQDN b?; 37 hostUsers b?",
+    "Container": "1 name s; 2 image s; 3 command [s]; 4 args [s]; 5 workingDir s; 6 ports [ContainerPort]; "
+                 "7 env [EnvVar]; 8 resources ResourceRequirements; 9 volumeMounts [VolumeMount]; "
+                 "13 terminationMessagePath s; 14 imagePullPolicy s; 15 securityContext SecurityContext; "
+                 "16 stdin b; 17 stdinOnce b; 18 tty b; 20 terminationMessagePolicy s; 24 restartPolicy s?",
+    "EphemeralContainer": "1 ephemeralContainerCommon ^Container; 2 targetContainerName s",
+    "ContainerPort": "1 name s; 2 hostPort i; 3 containerPort i; 4 protocol s; 5 hostIP s",
+    "EnvVar": "1 name s; 2 value s; 3 valueFrom EnvVarSource",
+    "EnvVarSource": "1 fieldRef ObjectFieldSelector; 3 configMapKeyRef KeySelector; "
+                    "4 secretKeyRef KeySelector",
+    "ObjectFieldSelector": "1 apiVersion s; 2 fieldPath s",
+    "KeySelector": "1 localObjectReference ^LocalObjectReference; 2 key s; 3 optional b?",
+    "LocalObjectReference": "1 name s",
+    "ResourceRequirements": "1 limits {Quantity}; 2 requests {Quantity}",
+    "VolumeMount": "1 name s; 2 readOnly b; 3 mountPath s; 4 subPath s; 5 mountPropagation s?; "
+                   "6 subPathExpr s",
+    "Volume": "1 name s; 2 volumeSource ^VolumeSource",
+    "VolumeSource": "1 hostPath HostPathVolumeSource; 2 emptyDir EmptyDirVolumeSource; "
+                    "6 secret SecretVolumeSource; 19 configMap ConfigMapVolumeSource; "
+                    "10 persistentVolumeClaim PersistentVolumeClaimVolumeSource",
+    "HostPathVolumeSource": "1 path s; 2 type s?",
+    "EmptyDirVolumeSource": "1 medium s; 2 sizeLimit Quantity",
+    "SecretVolumeSource": "1 secretName s; 2 items [KeyToPath]; 3 defaultMode i?; 4 optional b?",
+    "ConfigMapVolumeSource": "1 localObjectReference ^LocalObjectReference; 2 items [KeyToPath]; "
+                             "3 defaultMode i?; 4 optional b?",
+    "PersistentVolumeClaimVolumeSource": "1 claimName s; 2 readOnly b",
+    "KeyToPath": "1 key s; 2 path s; 3 mode i?",
+    "Toleration": "1 key s; 2 operator s; 3 value s; 4 effect s; 5 tolerationSeconds i?",
+    "SecurityContext": "1 capabilities Capabilities; 2 privileged b?; 4 runAsUser i?; 5 runAsNonRoot b?; "
+                       "6 readOnlyRootFilesystem b?; 7 allowPrivilegeEscalation b?; 8 runAsGroup i?; "
+                       "9 procMount s?; 11 seccompProfile SeccompProfile",
+    "PodSecurityContext": "2 runAsUser i?; 3 runAsNonRoot b?; 4 supplementalGroups [i]; 5 fsGroup i?; "
+                          "6 runAsGroup i?; 9 fsGroupChangePolicy s?; 10 seccompProfile SeccompProfile",
+    "SeccompProfile": "1 type s; 2 localhostProfile s?",
+    "Capabilities": "1 add [s]; 2 drop [s]",
+}
+_PB_CACHE: dict[str, dict[int, tuple[str, str]]] = {}
+
+
+class _ProtobufError(ValueError):
+    pass
+
+
+def _pb_fields(message: str) -> dict[int, tuple[str, str]]:
+    if message not in _PB_CACHE:
+        _PB_CACHE[message] = {int(n): (name, kind) for n, name, kind in
+                              (f.split() for f in _PB_MESSAGES[message].split("; "))}
+    return _PB_CACHE[message]
+
+
+def _pb_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise _ProtobufError("truncated varint")
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _pb_scan(data: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value: int or bytes) of each field of a message."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _pb_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        value: Any
+        if wire == 0:
+            value, pos = _pb_varint(data, pos)
+        elif wire == 2:
+            n, pos = _pb_varint(data, pos)
+            value, pos = data[pos:pos + n], pos + n
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, pos = int.from_bytes(data[pos:pos + size], "little"), pos + size
+        else:
+            raise _ProtobufError(f"wire type {wire}")
+        yield number, wire, value
+
+
+def _pb_scalar(kind: str, wire: int, value: Any) -> Any:
+    if kind == "s":
+        return bytes(value).decode("utf-8")
+    if kind == "y":
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if kind == "b":
+        return bool(value)
+    if kind == "i":
+        return value - (1 << 64) if value >= 1 << 63 else value
+    if kind == "Quantity":
+        return next((bytes(v).decode() for n, _, v in _pb_scan(value) if n == 1), "")
+    if kind == "Time":
+        seconds = next((v for n, _, v in _pb_scan(value) if n == 1), 0)
+        return rfc3339(dt.datetime.fromtimestamp(seconds, dt.UTC)) if seconds else None
+    return _pb_decode(bytes(value), kind)
+
+
+def _pb_zero(value: Any) -> bool:
+    return value is None or value in ("", 0, False) and not isinstance(value, dict)
+
+
+def _pb_decode(data: bytes, message: str) -> Obj:
+    """A message as its JSON object (zero scalars left out unless ``?``-marked)."""
+    if message not in _PB_MESSAGES:
+        raise _ProtobufError(f"message {message}")
+    fields = _pb_fields(message)
+    out: Obj = {}
+    for number, wire, value in _pb_scan(data):
+        if number not in fields:
+            raise _ProtobufError(f"{message} field {number}")
+        name, kind = fields[number]
+        pointer = kind.endswith("?")
+        kind = kind.rstrip("?")
+        if kind == "-":
+            continue
+        if kind.startswith("^"):
+            out.update(_pb_decode(bytes(value), kind[1:]))
+        elif kind.startswith("{"):
+            entry = {n: v for n, _, v in _pb_scan(value)}
+            vkind = kind[1:-1]
+            key = bytes(entry.get(1, b"")).decode()
+            out.setdefault(name, {})[key] = _pb_scalar(vkind, 2, entry.get(2, b"" if vkind != "i" else 0))
+        elif kind.startswith("["):
+            item = kind[1:-1]
+            items = out.setdefault(name, [])
+            if item == "i" and wire == 2:  # packed
+                pos = 0
+                while pos < len(value):
+                    v, pos = _pb_varint(value, pos)
+                    items.append(_pb_scalar("i", 0, v))
+            else:
+                items.append(_pb_scalar(item, wire, value))
+        else:
+            v = _pb_scalar(kind, wire, value)
+            if pointer or not _pb_zero(v):
+                out[name] = v
+            else:
+                out.pop(name, None)
+    return out
+
+
+def _protobuf_object(body: bytes) -> Obj:
+    """A request body in Kubernetes' protobuf encoding ("k8s\\0" + runtime.Unknown{typeMeta,
+    raw}) as the JSON object, for the kinds in _PB_MESSAGES."""
+    if not body.startswith(b"k8s\x00"):
+        raise _ProtobufError("no k8s protobuf envelope")
+    unknown = {n: v for n, _, v in _pb_scan(body[4:])}
+    type_meta = {n: bytes(v).decode() for n, _, v in _pb_scan(unknown.get(1, b""))}
+    api_version, kind = type_meta.get(1, ""), type_meta.get(2, "")
+    if kind not in ("Pod", "Namespace", "ConfigMap", "Secret"):
+        raise _ProtobufError(f"kind {kind!r}")
+    return {"kind": kind, "apiVersion": api_version, **_pb_decode(bytes(unknown.get(2, b"")), kind)}
+
+
+# --------------------------------------------------------------------------------------------
 # HTTP plumbing
 
 
@@ -1821,6 +2421,7 @@ class _Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    params: list[tuple[str, str]] = field(default_factory=list)  # the query in order, repeats kept
 
     @property
     def accept(self) -> str:
@@ -1942,15 +2543,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         emu = self.server.emulator
         parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        query = dict(params)
         body = self._read_body()
         headers = {k.lower(): v for k, v in self.headers.items()}
         emu._record(RequestRecord(method, parts.path, query, headers.get("content-type")))
-        req = _Request(method, parts.path, query, headers, body)
-        resp: _Response | _Stream
+        req = _Request(method, parts.path, query, headers, body, params)
+        resp: _Response | _Stream | _Upgrade
         try:
-            if headers.get("authorization", "") != f"Bearer {emu.token}":
-                raise ApiError(401, "Unauthorized", "Unauthorized")
+            emu._authorize(emu._authenticate(headers.get("authorization")), method, parts.path, query)
             resp = emu._handle(req)
         except ApiError as e:
             resp = _json(e.code, e.status())
@@ -1959,6 +2560,8 @@ class _Handler(BaseHTTPRequestHandler):
             resp = _json(500, ApiError(500, "InternalError", f"emulator error: {e!r}").status())
         if isinstance(resp, _Stream):
             self._send_stream(resp)
+        elif isinstance(resp, _Upgrade):
+            self._send_upgrade(resp)
         else:
             self._send(resp)
 
@@ -1993,6 +2596,18 @@ class _Handler(BaseHTTPRequestHandler):
             if close is not None:
                 close()
 
+    def _send_upgrade(self, up: _Upgrade) -> None:
+        """101 Switching Protocols, then the WebSocket session on this connection."""
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", up.accept)
+        if up.protocol:
+            self.send_header("Sec-WebSocket-Protocol", up.protocol)
+        self.end_headers()
+        self.close_connection = True
+        up.run(self.connection)
+
     def _peer_closed(self) -> bool:
         """While streaming the client sends nothing: readable means it closed the connection."""
         try:
@@ -2003,12 +2618,533 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # --------------------------------------------------------------------------------------------
+# exec/attach: container processes and the remotecommand WebSocket protocol (RFC 6455 server)
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_CONT, _WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_V5, _V4, _V4_B64 = "v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"
+_V1, _V1_B64 = "channel.k8s.io", "base64.channel.k8s.io"
+# what the kubelet's WebSocket server speaks ("" = no Sec-WebSocket-Protocol: channel.k8s.io)
+_KUBELET_PROTOCOLS = (_V4, _V4_B64, _V1, _V1_B64)
+_STDIN, _STDOUT, _STDERR, _ERROR, _RESIZE, _CLOSE_SIGNAL = 0, 1, 2, 3, 4, 255
+_BUSYBOX = "/bin/busybox"
+
+
+def _parse_bool(value: str | None) -> bool:
+    """Go's strconv.ParseBool, as the API server reads PodAttachOptions/PodExecOptions."""
+    if value is None or value == "":
+        return False
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise _bad_request(f'strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
+def _negotiate(offered: Sequence[str]) -> str | None:
+    """The subprotocol: v5.channel.k8s.io when offered (the API server's own WebSocket server,
+    1.30+, speaks only that one), else the first offered one the kubelet's server speaks, ""
+    when the client offers none; None when nothing offered is spoken (a 403, as
+    golang.org/x/net/websocket answers)."""
+    if _V5 in offered:
+        return _V5
+    if not offered:
+        return ""
+    return next((p for p in offered if p in _KUBELET_PROTOCOLS), None)
+
+
+def _ws_frame(opcode: int, payload: bytes = b"") -> bytes:
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    mask = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+
+
+class _WsProtocolError(Exception):
+    """The peer broke RFC 6455 (the connection is closed with this close code)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _WsReader:
+    """Reads a client's frames off the socket: unmasks them, joins fragmented messages and
+    hands out control frames as they come (they may arrive between fragments)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.partial: tuple[int, bytearray] | None = None  # (opcode, data) of a fragmented message
+
+    def fill(self) -> bool:
+        """One read (the socket is readable); False at end of stream."""
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        pending = getattr(self.sock, "pending", None)
+        while pending is not None and pending() > 0:
+            self.buf += self.sock.recv(pending())
+        return True
+
+    def buffered(self) -> bool:
+        pending = getattr(self.sock, "pending", None)
+        return pending is not None and pending() > 0
+
+    def messages(self) -> Iterator[tuple[int, bytes]]:
+        """Complete messages and control frames in the buffer: (opcode, payload)."""
+        while True:
+            frame = self._frame()
+            if frame is None:
+                return
+            fin, opcode, payload = frame
+            if opcode >= 0x8:
+                if not fin or len(payload) > 125:
+                    raise _WsProtocolError(1002, "bad control frame")
+                yield opcode, payload
+            elif opcode == _WS_CONT:
+                if self.partial is None:
+                    raise _WsProtocolError(1002, "continuation frame without a message")
+                self.partial[1].extend(payload)
+                if fin:
+                    op, data = self.partial
+                    self.partial = None
+                    yield op, bytes(data)
+            elif opcode in (_WS_TEXT, _WS_BINARY):
+                if self.partial is not None:
+                    raise _WsProtocolError(1002, "new message inside a fragmented one")
+                if fin:
+                    yield opcode, payload
+                else:
+                    self.partial = (opcode, bytearray(payload))
+            else:
+                raise _WsProtocolError(1002, f"unknown opcode {opcode}")
+
+    def _frame(self) -> tuple[bool, int, bytes] | None:
+        buf = self.buf
+        if len(buf) < 2:
+            return None
+        b0, b1 = buf[0], buf[1]
+        if b0 & 0x70:
+            raise _WsProtocolError(1002, "reserved bits set")
+        if not b1 & 0x80:
+            raise _WsProtocolError(1002, "client frames must be masked")
+        n, pos = b1 & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, pos = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, pos = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < pos + 4 + n:
+            return None
+        key = bytes(buf[pos:pos + 4])
+        payload = _unmask(bytes(buf[pos + 4:pos + 4 + n]), key) if n else b""
+        del buf[:pos + 4 + n]
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+
+class _Sink:
+    """What one attached session receives from a process: (channel, data) chunks and, at the
+    end, (None, exit code); a pipe wakes the session's select()."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[int | None, Any]] = []
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._r
+
+    def push(self, channel: int | None, data: Any) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self._items.append((channel, data))
+            try:
+                os.write(self._w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already
+
+    def drain(self) -> list[tuple[int | None, Any]]:
+        with self._lock:
+            items, self._items = self._items, []
+            try:
+                while os.read(self._r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            return items
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                os.close(self._r)
+                os.close(self._w)
+
+
+class _Process:
+    """A real process standing in for a container's: ``/bin/busybox sh`` (or the container's
+    command) as its main process, started on the first attach, or an exec's command. Plain
+    pipes, or a pty when ``tty``; its output goes to every subscribed session (and, for a main
+    process, to the container's log); ``on_exit(code)`` runs before the sessions hear of the
+    end."""
+
+    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], tty: bool, setsid: str,
+                 on_output: Callable[[bytes], None] | None, on_exit: Callable[[int], None]) -> None:
+        self.tty = tty
+        self.on_output = on_output
+        self.on_exit = on_exit
+        self.exit_code: int | None = None
+        self.pod_uid = ""  # whose container it runs in (its deletion kills it)
+        self._lock = threading.Lock()
+        self._sinks: set[_Sink] = set()
+        self._stdin_open = True
+        if tty:
+            import pty
+
+            master, slave = pty.openpty()
+            # busybox setsid -c: a session of its own with the pty as controlling terminal
+            self.proc = subprocess.Popen([setsid, "-c", *argv], stdin=slave,
+                                         stdout=slave, stderr=slave, cwd=cwd, env=dict(env), close_fds=True)
+            os.close(slave)
+            self._stdin_fd = master
+            self._outs = {master: _STDOUT}
+        else:
+            self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, cwd=cwd, env=dict(env), close_fds=True,
+                                         start_new_session=True)
+            stdin, stdout, stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+            assert stdin is not None and stdout is not None and stderr is not None
+            self._stdin_fd = stdin.fileno()
+            self._outs = {stdout.fileno(): _STDOUT, stderr.fileno(): _STDERR}
+        self._started = False
+        self._thread = threading.Thread(target=self._pump, name=f"container-process:{self.proc.pid}",
+                                        daemon=True)
+
+    def start(self) -> _Process:
+        """Start passing its output on (once; the first session subscribes before)."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        self._thread.start()
+        return self
+
+    def subscribe(self, sink: _Sink) -> None:
+        with self._lock:
+            if self.exit_code is not None:
+                sink.push(None, self.exit_code)
+            else:
+                self._sinks.add(sink)
+
+    def unsubscribe(self, sink: _Sink) -> None:
+        with self._lock:
+            self._sinks.discard(sink)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if not self._stdin_open or self.exit_code is not None:
+                return
+        try:
+            os.write(self._stdin_fd, data)
+        except OSError:
+            pass  # the process is gone or closed its stdin
+
+    def close_stdin(self) -> None:
+        """End of input: EOF on the pipe; on a pty, the terminal's EOF character (^D)."""
+        if self.tty:
+            self.write(b"\x04")
+            return
+        with self._lock:
+            if not self._stdin_open:
+                return
+            self._stdin_open = False
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tty and self.exit_code is None:
+            import fcntl
+            import struct
+            import termios
+
+            try:
+                fcntl.ioctl(self._stdin_fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        """SIGKILL to its process group (what it started too)."""
+        try:
+            os.killpg(self.proc.pid, 9)
+        except OSError:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def reap(self, timeout: float) -> None:
+        """Wait for it to be gone (after kill())."""
+        with self._lock:
+            started = self._started
+        if started:
+            self._thread.join(timeout)
+        else:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _pump(self) -> None:
+        fds = dict(self._outs)
+        while fds:
+            readable, _, _ = select.select(list(fds), [], [], 0.5)
+            if not readable:
+                if self.proc.poll() is None:
+                    continue
+                # ended, but something it started may still hold the pipe: take what is there
+                for fd in list(fds):
+                    while select.select([fd], [], [], 0)[0] and self._read(fd, fds):
+                        pass
+                break
+            for fd in readable:
+                self._read(fd, fds)
+        code = self.proc.wait()
+        code = 128 - code if code < 0 else code  # killed by a signal: 128 + signal, as the kubelet says
+        with self._lock:
+            self._stdin_open = False
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        if self.tty:
+            os.close(self._stdin_fd)
+        try:
+            self.on_exit(code)
+        finally:
+            with self._lock:
+                self.exit_code = code
+                sinks, self._sinks = list(self._sinks), set()
+            for sink in sinks:
+                sink.push(None, code)
+
+    def _read(self, fd: int, fds: dict[int, int]) -> bool:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the pty's other side is closed
+            data = b""
+        if not data:
+            fds.pop(fd, None)
+            return False
+        if self.on_output is not None:
+            self.on_output(data)
+        with self._lock:
+            sinks = list(self._sinks)
+        for sink in sinks:
+            sink.push(fds[fd], data)
+        return True
+
+
+@dataclass
+class _StreamOptions:
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+@dataclass
+class _Upgrade:
+    """A WebSocket upgrade (101 Switching Protocols): ``run(sock)`` is the session."""
+
+    protocol: str
+    accept: str
+    run: Callable[[socket.socket], None]
+
+
+def _exit_status(code: int, protocol: str, exec_argv: Sequence[str] | None) -> Obj:
+    """The v1 Status the error channel ends with: Success, or NonZeroExitCode with the exit
+    code as the ExitCode cause (the message as the API server's v5 stream translator words it,
+    resp. the kubelet with containerd's for an exec over v4)."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    if exec_argv is not None and protocol != _V5:
+        inner = f"error executing command [{' '.join(exec_argv)}], exit code {code}"
+    else:
+        inner = f"command terminated with exit code {code}"
+    return {"metadata": {}, "status": "Failure",
+            "message": f"command terminated with non-zero exit code: {inner}", "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+class _WsSession:
+    """One exec/attach WebSocket: client frames to the process's stdin (channel 0; resize on 4;
+    in v5 [255, 0] closes stdin), its output to channels 1 and 2; at its end the error channel
+    (3) gets the Status and the server closes the connection (then waits, boundedly, for the
+    client's close frame so that nothing still in flight is reset away). ``proc`` None: the
+    process could not start, ``failure`` is the Status to end with."""
+
+    def __init__(self, sock: socket.socket, protocol: str, opts: _StreamOptions, proc: _Process | None,
+                 status: Callable[[int], Obj], *, failure: Obj | None = None,
+                 on_detach: Callable[[], None] | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self.base64 = protocol in (_V4_B64, _V1_B64)
+        self.opts = opts
+        self.proc = proc
+        self.status = status
+        self.failure = failure
+        self.on_detach = on_detach
+        self.stopping = stopping
+        self.reader = _WsReader(sock)
+        self.closing = False
+
+    def run(self) -> None:
+        sink = _Sink()
+        detached = True
+        try:
+            # "an empty message to the lowest writable channel" (kubelet and API server alike)
+            first = _STDOUT if self.opts.stdout else _STDERR if self.opts.stderr else _ERROR
+            self._send_channel(first, b"")
+            if self.proc is None:
+                detached = False
+                self._end(self.failure or {"metadata": {}, "status": "Failure"})
+                return
+            self.proc.subscribe(sink)
+            self.proc.start()
+            waitables: list[Any] = [self.sock, sink]
+            while not self.stopping():
+                readable = [self.sock] if self.reader.buffered() else select.select(waitables, [], [], 1.0)[0]
+                if self.sock in readable and (not self.reader.fill() or not self._handle_client()):
+                    break  # the client went away or closed: it detaches
+                if sink in readable and self._forward(sink.drain()):
+                    detached = False
+                    return
+        except _WsProtocolError as e:
+            self._close(e.code, str(e))
+        except (OSError, ValueError):
+            pass  # the connection broke
+        finally:
+            if self.proc is not None:
+                self.proc.unsubscribe(sink)
+            sink.close()
+            if detached and self.on_detach is not None:
+                self.on_detach()
+
+    def _handle_client(self) -> bool:
+        """Act on the client's messages; False once it has closed the connection."""
+        for opcode, payload in self.reader.messages():
+            if opcode == _WS_PING:
+                self.sock.sendall(_ws_frame(_WS_PONG, payload))
+            elif opcode == _WS_CLOSE:
+                if not self.closing:
+                    self.sock.sendall(_ws_frame(_WS_CLOSE, payload[:2]))
+                return False
+            elif opcode in (_WS_TEXT, _WS_BINARY):
+                self._client_data(opcode, payload)
+        return True
+
+    def _client_data(self, opcode: int, payload: bytes) -> None:
+        proc = self.proc
+        if not payload or proc is None:
+            return
+        if self.base64:
+            if opcode != _WS_TEXT:
+                return
+            channel = payload[0] - ord("0")
+            try:
+                data = base64.b64decode(payload[1:])
+            except ValueError:
+                return
+        else:  # binary protocols take text frames too (the Python client sends str as text)
+            channel, data = payload[0], payload[1:]
+        if channel == _STDIN and self.opts.stdin:
+            proc.write(data)
+        elif channel == _RESIZE:
+            try:
+                size = json.loads(data)
+                proc.resize(int(size.get("Width") or 0), int(size.get("Height") or 0))
+            except (ValueError, TypeError, AttributeError):
+                pass
+        elif channel == _CLOSE_SIGNAL and self.protocol == _V5 and data[:1] == bytes([_STDIN]):
+            proc.close_stdin()
+
+    def _forward(self, items: list[tuple[int | None, Any]]) -> bool:
+        """Send the process's output; True when it ended (the session is then over)."""
+        for channel, data in items:
+            if channel is None:
+                self._end(self.status(int(data)))
+                return True
+            if (channel == _STDOUT and self.opts.stdout) or (channel == _STDERR and self.opts.stderr):
+                self._send_channel(channel, data)
+        return False
+
+    def _send_channel(self, channel: int, data: bytes) -> None:
+        if self.base64:
+            self.sock.sendall(_ws_frame(_WS_TEXT, str(channel).encode() + base64.b64encode(data)))
+        else:
+            self.sock.sendall(_ws_frame(_WS_BINARY, bytes([channel]) + data))
+
+    def _end(self, status: Obj) -> None:
+        if self.protocol in (_V5, _V4, _V4_B64):
+            self._send_channel(_ERROR, json.dumps(status, separators=(",", ":")).encode())
+        elif status.get("status") != "Success":  # channel.k8s.io: the error text, nothing on success
+            self._send_channel(_ERROR, str(status.get("message", "")).encode())
+        self._close(1000, "")
+
+    def _close(self, code: int, reason: str) -> None:
+        """Send the close frame, then wait (at most 10 s) for the client's."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            self.sock.sendall(_ws_frame(_WS_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120]))
+            deadline = _monotonic() + 10
+            while _monotonic() < deadline and not self.stopping():
+                if not self.reader.buffered() and not select.select([self.sock], [], [], 0.5)[0]:
+                    continue
+                if not self.reader.fill():
+                    return
+                for opcode, _ in self.reader.messages():
+                    if opcode == _WS_CLOSE:
+                        return
+        except (OSError, ValueError, _WsProtocolError):
+            return
+
+
+# --------------------------------------------------------------------------------------------
 # the emulator
 
 
 _LogKey = tuple[str, str, str, bool]  # namespace, pod, container ("" = the first), previous
 _LogEntries = list[tuple[str, str]]  # (RFC3339Nano timestamp, line)
 _Records = list[RequestRecord]
+_Pids = list[int]
 _Frames = list[bytes]
 
 
@@ -2045,6 +3181,13 @@ class Emulator:
         self._logs_ended: set[tuple[str, str]] = set()
         self._events: list[tuple[int, str, str, Obj]] = []  # (resourceVersion, type, plural, object)
         self._timers: list[threading.Timer] = []
+        self.attach_reports_exit_code = True  # False: Success at the end of every attach, as the kubelet
+        self.busybox = _BUSYBOX
+        self._procs: dict[tuple[str, str], _Process] = {}  # (pod uid, container): its main process
+        self._execs: set[_Process] = set()
+        self._container_dirs: dict[tuple[str, str], Path] = {}
+        self._sign_timer: threading.Timer | None = None
+        self._signing = False
         self._stopping = False
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -2080,12 +3223,20 @@ class Emulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving: ends follow streams, closes connections, cancels pending deletions."""
+        """Stop serving: ends follow streams, kills container processes (attached shells,
+        execs), closes connections, cancels pending deletions."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             for t in self._timers:
                 t.cancel()
+            procs = [*self._procs.values(), *self._execs]
             self._cond.notify_all()
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.reap(5)
         if self._server is not None:
             self._server.shutdown()
             self._server.close_connections()
@@ -2176,6 +3327,82 @@ class Emulator:
         with self._lock:
             return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
+    # ---- identities: bootstrap tokens, cluster-info, anonymous
+
+    @property
+    def ca_pem(self) -> str:
+        """The emulator's CA certificate (PEM): what a client must trust."""
+        return self.tls.ca_cert.read_text()
+
+    def ca_hash(self) -> str:
+        """``sha256:<hex>`` of the CA certificate's DER SubjectPublicKeyInfo: the pin kubeadm
+        takes as --discovery-token-ca-cert-hash."""
+        return "sha256:" + hashlib.sha256(_spki_der(ssl.PEM_cert_to_DER_cert(self.ca_pem))).hexdigest()
+
+    def add_bootstrap_token(self, token_id: str, secret: str, *, expires: dt.datetime | None = None,
+                            groups: Iterable[str] = (_DEFAULT_NODE_TOKEN_GROUP,)) -> str:
+        """Store a bootstrap token as kubeadm does (Secret ``kube-system/bootstrap-token-<id>``,
+        type bootstrap.kubernetes.io/token, usable for authentication and signing) and keep
+        ConfigMap ``kube-public/cluster-info`` as the bootstrap signer does (created with this
+        server's kubeconfig when missing; a ``jws-kubeconfig-<id>`` signature per token that
+        has not expired). Returns the bearer token ``<id>.<secret>`` (user
+        ``system:bootstrap:<id>``, groups system:bootstrappers and ``groups``)."""
+        if not re.fullmatch(r"[a-z0-9]{6}", token_id) or not re.fullmatch(r"[a-z0-9]{16}", secret):
+            raise ValueError("a bootstrap token is [a-z0-9]{6}.[a-z0-9]{16}")
+        groups = list(groups)
+        bad = [g for g in groups if not g.startswith("system:bootstrappers:")]
+        if bad:
+            raise ValueError(f"auth-extra-groups must start with system:bootstrappers: ({bad})")
+        if not self.url:
+            raise RuntimeError("start the emulator first: cluster-info names its URL")
+        data = {"token-id": token_id, "token-secret": secret, "usage-bootstrap-authentication": "true",
+                "usage-bootstrap-signing": "true"}
+        if groups:
+            data["auth-extra-groups"] = ",".join(groups)
+        if expires is not None:
+            data["expiration"] = rfc3339(expires)
+        obj = {"apiVersion": "v1", "kind": "Secret", "type": _BOOTSTRAP_TOKEN_TYPE,
+               "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+               "data": {k: base64.b64encode(v.encode()).decode("ascii") for k, v in sorted(data.items())}}
+        with self._cond:
+            self._put(_BY_PLURAL["secrets"], obj, create_namespace=True)
+            self._sign_cluster_info(create=True)
+        return f"{token_id}.{secret}"
+
+    def kubeconfig_for(self, path: Path, token: str | None = None) -> Path:
+        """Write a kubeconfig for this server with another identity: a bearer ``token`` (e.g.
+        what :meth:`add_bootstrap_token` returned) or, None, anonymous. kubectl prompts for a
+        username when a kubeconfig has no credentials at all, so the anonymous one has a blank
+        token: client-go sends ``Authorization: Bearer`` and nothing, which the API server's
+        bearer token authenticator does not count as a token (the Python client does the same)."""
+        config = json.loads(self.kubeconfig.read_text())
+        config["users"] = [{"name": "emu", "user": {"token": " " if token is None else token}}]
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        path.chmod(0o600)
+        return path
+
+    def container_dir(self, namespace: str, pod: str, container: str) -> Path | None:
+        """The directory a container's processes run in (their HOME), once one was started."""
+        with self._lock:
+            p = self._store["pods"].get((namespace, pod))
+            return self._container_dirs.get((p["metadata"]["uid"], container)) if p is not None else None
+
+    def processes(self) -> _Pids:
+        """The pids of the container processes running now (main processes and execs)."""
+        with self._lock:
+            return [p.proc.pid for p in [*self._procs.values(), *self._execs] if p.exit_code is None]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait until predicate() holds (checked after every change to the state); whether it did."""
+        deadline = _monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
     # ---- internals: store
 
     def _record(self, rec: RequestRecord) -> None:
@@ -2221,10 +3448,11 @@ class Emulator:
             meta["generation"] = 1
         if res.plural == "namespaces":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj.setdefault("status", {"phase": "Active"})
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj.setdefault("status", {}).setdefault("phase", "Active")  # kubectl sends "status": {}
         self._store[res.plural][key] = obj
         self._event("MODIFIED" if old is not None else "ADDED", res, obj)
+        self._signer_watch(res, obj)
         return obj
 
     def _remove_namespace(self, name: str) -> Obj | None:
@@ -2248,6 +3476,10 @@ class Emulator:
         if obj is not None:
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._event("DELETED", res, obj)
+            if res.plural == "pods":
+                self._kill_pod_processes(obj["metadata"]["uid"])
+            elif res.plural == "secrets":
+                self._signer_watch(res, obj)
         return obj
 
     def _event(self, kind: str, res: Resource, obj: Obj) -> None:
@@ -2292,6 +3524,507 @@ class Emulator:
                             "message": ""}],
         }
 
+    # ---- internals: who is asking
+
+    def _authenticate(self, header: str | None) -> _User:
+        """The admin token or a live bootstrap token; no bearer token at all is anonymous (as
+        for the API server's bearer token authenticator, a blank ``Bearer`` is none, and other
+        schemes count for nothing: no basic auth since 1.19); any other token is a 401."""
+        parts = (header or "").strip().split(" ")
+        if parts[0].lower() != "bearer" or len(parts) < 2 or not parts[1]:
+            return _ANONYMOUS
+        if header == f"Bearer {self.token}":
+            return _ADMIN
+        user = self._bootstrap_user(parts[1]) if len(parts) == 2 else None
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return user
+
+    def _bootstrap_user(self, token: str) -> _User | None:
+        """The bootstrap token authenticator: the Secret of the token's id in kube-system,
+        the same secret, usable for authentication, not expired, not being deleted."""
+        m = _BOOTSTRAP_TOKEN.match(token)
+        if m is None:
+            return None
+        with self._lock:
+            secret = self._store["secrets"].get(("kube-system", f"bootstrap-token-{m.group(1)}"))
+            data = _token_data(secret) if secret is not None else None
+            if (secret is None or data is None or secret["metadata"].get("deletionTimestamp")
+                    or not hmac.compare_digest(data.get("token-secret", ""), m.group(2))
+                    or data.get("usage-bootstrap-authentication") != "true"
+                    or _token_expired(data, _utcnow())):
+                return None
+        extra = [g for g in data.get("auth-extra-groups", "").split(",") if g]
+        return _User(f"system:bootstrap:{m.group(1)}",
+                     ("system:bootstrappers", *extra, "system:authenticated"))
+
+    def _authorize(self, user: _User, method: str, path: str, query: Mapping[str, str]) -> None:
+        if user.admin:
+            return
+        attrs = _request_attributes(method, path, query)
+        if not _allowed(user, attrs):
+            raise _forbidden(user, attrs)
+
+    def _sign_cluster_info(self, create: bool = False) -> None:
+        """The bootstrap signer (caller holds the lock): cluster-info gets one
+        ``jws-kubeconfig-<id>`` per token usable for signing and not expired, and loses the
+        others; re-run when the next token expires."""
+        res = _BY_PLURAL["configmaps"]
+        cm = self._store["configmaps"].get(("kube-public", "cluster-info"))
+        if cm is None and not create:
+            return
+        data = dict((cm or {}).get("data") or {})
+        if cm is None:
+            data["kubeconfig"] = _cluster_info_kubeconfig(self.url, self.tls.ca_data())
+        now = _utcnow()
+        signed = {k: v for k, v in data.items() if not k.startswith("jws-kubeconfig-")}
+        next_expiry: dt.datetime | None = None
+        for (ns, _), secret in sorted(self._store["secrets"].items()):
+            token = _token_data(secret) if ns == "kube-system" else None
+            if (token is None or token.get("usage-bootstrap-signing") != "true" or not token.get("token-id")
+                    or not token.get("token-secret") or _token_expired(token, now)
+                    or "kubeconfig" not in data):
+                continue
+            signed[f"jws-kubeconfig-{token['token-id']}"] = jws_detached_signature(
+                data["kubeconfig"], token["token-id"], token["token-secret"])
+            if token.get("expiration"):
+                exp = _parse_time(token["expiration"])
+                next_expiry = exp if next_expiry is None else min(next_expiry, exp)
+        signed = dict(sorted(signed.items()))
+        if cm is None or signed != (cm.get("data") or {}):
+            new = copy.deepcopy(cm) if cm is not None else {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "cluster-info", "namespace": "kube-public"}}
+            new["data"] = signed
+            self._signing = True
+            try:
+                self._put(res, new, create_namespace=True)
+            finally:
+                self._signing = False
+        if self._sign_timer is not None:
+            self._sign_timer.cancel()
+            self._sign_timer = None
+        if next_expiry is not None and not self._stopping:
+            timer = threading.Timer(max(0.0, (next_expiry - now).total_seconds()) + 0.01, self._resign)
+            timer.daemon = True
+            self._sign_timer = timer
+            self._timers.append(timer)
+            timer.start()
+
+    def _resign(self) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._sign_cluster_info()
+
+    def _signer_watch(self, res: Resource, obj: Obj) -> None:
+        """What the bootstrap signer reacts to: token Secrets, cluster-info written by others."""
+        meta = obj.get("metadata") or {}
+        if self._signing:
+            return
+        if res.plural == "secrets" and meta.get("namespace") == "kube-system" and \
+                obj.get("type") == _BOOTSTRAP_TOKEN_TYPE:
+            self._sign_cluster_info()
+        elif res.plural == "configmaps" and (meta.get("namespace"), meta.get("name")) == ("kube-public",
+                                                                                          "cluster-info"):
+            self._sign_cluster_info()
+
+    # ---- internals: the kubelet's part (pod and container status, container processes)
+
+    def _container_status(self, p: Obj, c: Obj, *, ephemeral: bool) -> Obj:
+        """A container's status as the kubelet reports it once it has tried to start it: running,
+        or, for an image whose name contains "invalid", waiting in ImagePullBackOff."""
+        image, name = str(c.get("image", "")), str(c.get("name", ""))
+        cs: Obj = {"name": name, "state": {}, "lastState": {}, "ready": False, "restartCount": 0,
+                   "image": image, "imageID": ""}
+        if "invalid" in image:
+            cs["state"] = {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": _WAITING_MESSAGES["ImagePullBackOff"].format(image=image)}}
+            if not ephemeral:
+                cs["started"] = False
+            return cs
+        ref, now = _image_ref(image), rfc3339()
+        cs["state"] = {"running": {"startedAt": now}}
+        cs["image"] = ref
+        cs["imageID"] = f"{ref.rsplit(':', 1)[0]}@sha256:{_hex('img', ref)}"
+        cs["containerID"] = f"containerd://{_hex(p['metadata']['uid'], name, _rfc3339nano(_utcnow()))}"
+        if not ephemeral:  # ephemeral containers are never ready and have no "started"
+            cs["ready"] = True
+            cs["started"] = True
+        return cs
+
+    def _kubelet_start(self, p: Obj) -> None:
+        """A created pod bound to an existing node: the kubelet runs it (caller holds the lock).
+        Init containers complete, containers run (or wait in ImagePullBackOff: the pod stays
+        Pending); a new resourceVersion and a MODIFIED event, as the kubelet's status update."""
+        spec, meta = p.get("spec") or {}, p["metadata"]
+        node_name = spec.get("nodeName")
+        if (not node_name or ("", node_name) not in self._store["nodes"]
+                or (p.get("status") or {}).get("containerStatuses")):
+            return
+        now = rfc3339()
+        init = [self._container_status(p, c, ephemeral=False) for c in spec.get("initContainers") or ()]
+        for cs in init:
+            running = cs["state"].get("running")
+            if running is not None:
+                cs["state"] = {"terminated": {"exitCode": 0, "reason": "Completed",
+                                              "startedAt": running["startedAt"], "finishedAt": now,
+                                              "containerID": cs["containerID"]}}
+                cs["started"] = False
+        initializing = [cs["name"] for cs in init if "waiting" in cs["state"]]
+        if initializing:
+            regular = [{"name": c.get("name"), "state": {"waiting": {"reason": "PodInitializing"}},
+                        "lastState": {}, "ready": False, "restartCount": 0, "image": c.get("image", ""),
+                        "imageID": "", "started": False} for c in spec.get("containers") or ()]
+        else:
+            regular = [self._container_status(p, c, ephemeral=False) for c in spec.get("containers") or ()]
+        not_ready = [cs["name"] for cs in regular if not cs["ready"]]
+        host_ip = _node_ip(node_name)
+        pod_ip = host_ip if spec.get("hostNetwork") else _pod_ip(meta["namespace"], meta["name"])
+        unready = f"containers with unready status: [{' '.join(not_ready)}]" if not_ready else None
+        ready_reason = "ContainersNotReady" if not_ready else None
+        status: Obj = {
+            "phase": "Pending" if any("waiting" in cs["state"] for cs in init + regular) else "Running",
+            "conditions": [
+                _pod_condition("PodReadyToStartContainers", True, now),
+                _pod_condition("Initialized", not initializing, now,
+                               "ContainersNotInitialized" if initializing else None,
+                               f"containers with incomplete status: [{' '.join(initializing)}]"
+                               if initializing else None),
+                _pod_condition("Ready", not not_ready, now, ready_reason, unready),
+                _pod_condition("ContainersReady", not not_ready, now, ready_reason, unready),
+                _pod_condition("PodScheduled", True, now)],
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+            "startTime": now}
+        if init:
+            status["initContainerStatuses"] = init
+        status["containerStatuses"] = regular
+        status["qosClass"] = (p.get("status") or {}).get("qosClass", "BestEffort")
+        p["status"] = status
+        self._put(_BY_PLURAL["pods"], p)
+
+    def _ephemeral_containers(self, namespace: str, name: str, req: _Request, dry: bool) -> _Response:
+        """``pods/ephemeralcontainers``: GET the pod; PUT a pod / PATCH (strategic merge, merge
+        or JSON patch) of which only spec.ephemeralContainers counts. Ephemeral containers can
+        only be added; the kubelet then starts the new ones (a second write: their status)."""
+        res = _BY_PLURAL["pods"]
+        if req.method == "GET":
+            with self._lock:
+                return _json(200, self._served(res, self._existing(res, namespace, name)))
+        if req.method == "PUT":
+            body = self._body_object(res, req)
+            if body["metadata"].get("name") not in (None, "", name):
+                raise _bad_request(f"the name of the object ({body['metadata'].get('name')}) does not match "
+                                   f"the name on the URL ({name})")
+            patch: Any = None
+        elif req.method == "PATCH":
+            ctype = req.content_type
+            if ctype not in ("application/strategic-merge-patch+json", "application/merge-patch+json",
+                             "application/json-patch+json"):
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - accepted media types "
+                               f"include: application/json-patch+json, application/merge-patch+json, "
+                               f"application/strategic-merge-patch+json (got {ctype!r})")
+            patch, body = req.json(), None
+        else:
+            raise _method_not_allowed()
+        with self._cond:
+            cur = self._existing(res, namespace, name)
+            if body is not None:
+                after, want_rv = body, body["metadata"].get("resourceVersion")
+            elif req.content_type == "application/json-patch+json":
+                after, want_rv = json_patch(cur, patch), None
+            else:
+                if not isinstance(patch, dict):
+                    raise _bad_request("the patch is not a JSON object")
+                strategic = req.content_type.startswith("application/strategic")
+                after = strategic_merge_patch(cur, patch) if strategic else merge_patch(cur, patch)
+                want_rv = (patch.get("metadata") or {}).get("resourceVersion")
+            if want_rv and want_rv != cur["metadata"].get("resourceVersion"):
+                raise _conflict(res, name, "the object has been modified; please apply your changes to the "
+                                           "latest version and try again")
+            ecs = copy.deepcopy((after.get("spec") or {}).get("ephemeralContainers") or [])
+            if not isinstance(ecs, list) or not all(isinstance(c, dict) for c in ecs):
+                raise _bad_request("spec.ephemeralContainers must be a list of containers")
+            before = {c.get("name") for c in (cur.get("spec") or {}).get("ephemeralContainers") or ()}
+            added = [c for c in ecs if c.get("name") not in before]
+            for c in added:
+                _default_ephemeral(c)
+            new = copy.deepcopy(cur)
+            if ecs:
+                new.setdefault("spec", {})["ephemeralContainers"] = ecs
+            else:
+                new.setdefault("spec", {}).pop("ephemeralContainers", None)
+            errors = _validate_ephemeral(cur, new)
+            if errors:
+                raise _field_invalid(res, name, errors)
+            if new == cur or dry:
+                return _json(200, self._served(res, new))  # nothing changed (or a dry run): no write
+            stored = self._put(res, new)
+            out = _json(200, self._served(res, stored))
+            self._kubelet_ephemeral(stored, added)
+            return out
+
+    def _kubelet_ephemeral(self, p: Obj, added: Sequence[Obj]) -> None:
+        """The kubelet starts ephemeral containers added to a pod it runs (caller holds the lock)."""
+        phase = (p.get("status") or {}).get("phase")
+        if not added or not (p.get("spec") or {}).get("nodeName") or phase in ("Succeeded", "Failed"):
+            return
+        statuses = p.setdefault("status", {}).setdefault("ephemeralContainerStatuses", [])
+        statuses += [self._container_status(p, c, ephemeral=True) for c in added]
+        p["metadata"]["resourceVersion"] = self._next_rv()
+        self._event("MODIFIED", _BY_PLURAL["pods"], p)
+
+    def _stream(self, namespace: str, name: str, sub: str, req: _Request) -> _Response | _Upgrade:
+        """``pods/attach`` and ``pods/exec``: the API server's checks (a container of the pod, a
+        node), the container running (else 400), then a WebSocket upgrade; anything else (no
+        upgrade, or SPDY) is answered as by a server that does not speak it: 400 "Upgrade
+        request required"."""
+        q = req.query
+        opts = _StreamOptions(*(_parse_bool(q.get(k)) for k in ("stdin", "stdout", "stderr", "tty")))
+        command = [v for k, v in req.params if k == "command"]
+        with self._cond:
+            p = self._existing(_BY_PLURAL["pods"], namespace, name)
+            container, spec_c = self._stream_container(p, q.get("container", ""))
+            if not (opts.stdin or opts.stdout or opts.stderr):
+                raise _bad_request("you must specify at least 1 of stdin, stdout, stderr")
+            if sub == "exec" and not command:
+                raise _bad_request("you must specify at least 1 command")
+            self._check_running(p, container)
+            handshake = self._websocket_handshake(req)
+            if isinstance(handshake, _Response):
+                return handshake
+            protocol, accept = handshake
+            uid = p["metadata"]["uid"]
+            if sub == "attach":
+                proc, failure = self._main_process(p, spec_c, opts.tty)
+
+                def attach_status(code: int) -> Obj:
+                    if self.attach_reports_exit_code:
+                        return _exit_status(code, protocol, None)
+                    return {"metadata": {}, "status": "Success"}  # what the kubelet's attach always says
+
+                def run_attach(sock: socket.socket) -> None:
+                    _WsSession(sock, protocol, opts, proc, attach_status, failure=failure,
+                               stopping=lambda: self._stopping).run()
+
+                return _Upgrade(protocol, accept, run_attach)
+
+        def run_exec(sock: socket.socket) -> None:
+            with self._cond:
+                proc, failure = self._exec_process(p, uid, spec_c, command, opts.tty)
+            _WsSession(sock, protocol, opts, proc, lambda code: _exit_status(code, protocol, command),
+                       failure=failure, on_detach=proc.kill if proc is not None else None,
+                       stopping=lambda: self._stopping).run()
+
+        return _Upgrade(protocol, accept, run_exec)
+
+    @staticmethod
+    def _stream_container(p: Obj, container: str) -> tuple[str, Obj]:
+        """The container an attach/exec names (the only one when none is named), as the API
+        server checks it (pod strategy streamLocation)."""
+        spec, name = p.get("spec") or {}, p["metadata"]["name"]
+        lists = {k: list(spec.get(k) or ()) for k in ("containers", "initContainers", "ephemeralContainers")}
+        names = [c.get("name") for c in lists["containers"]]
+        if not container:
+            if len(names) == 1:
+                container = str(names[0])
+            elif not names:
+                raise _bad_request(f"a container name must be specified for pod {name}")
+            else:
+                init = [c.get("name") for c in lists["initContainers"]]
+                msg = f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+                if init:
+                    msg += f" or one of the init containers: [{' '.join(init)}]"
+                raise _bad_request(msg)
+        found = next((c for cs in lists.values() for c in cs if c.get("name") == container), None)
+        if found is None:
+            raise _bad_request(f"container {container} is not valid for pod {name}")
+        if not spec.get("nodeName"):
+            raise _bad_request(f"pod {name} does not have a host assigned")
+        return container, found
+
+    @staticmethod
+    def _check_running(p: Obj, container: str) -> None:
+        name = p["metadata"]["name"]
+        cs = next((c for _, c in _all_container_statuses(p) if c.get("name") == container), None)
+        state = (cs or {}).get("state") or {}
+        if "running" in state:
+            return
+        if "terminated" in state:
+            raise _bad_request(f"container {container} in pod {name} is terminated")
+        reason = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+        raise _bad_request(f"container {container} in pod {name} is waiting to start: {reason}")
+
+    @staticmethod
+    def _websocket_handshake(req: _Request) -> tuple[str, str] | _Response:
+        """(subprotocol, Sec-WebSocket-Accept) of a WebSocket upgrade request (RFC 6455 4.2)."""
+        h = req.headers
+        if h.get("upgrade", "").strip().lower() != "websocket" or \
+                "upgrade" not in [t.strip() for t in h.get("connection", "").lower().split(",")]:
+            # not an upgrade, or to SPDY/3.1 (kubectl < 1.30): a server that does not speak the
+            # protocol asked for ignores the Upgrade header, as the API server answers then
+            raise _bad_request("Upgrade request required")
+        key = h.get("sec-websocket-key", "").strip()
+        if not key or h.get("sec-websocket-version", "").strip() != "13":
+            return _Response(400, b"Bad Request\n", "text/plain; charset=utf-8")
+        offered = [p.strip() for p in h.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        protocol = _negotiate(offered)
+        if protocol is None:
+            return _Response(403, b"", "text/plain; charset=utf-8")
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()).decode("ascii")
+        return protocol, accept
+
+    def _busybox_bin(self) -> Path:
+        """A directory of busybox applet links: the PATH of container processes (caller holds
+        the lock)."""
+        bindir = self.workdir / "busybox-bin"
+        if not (bindir / "sh").exists():
+            if not Path(self.busybox).is_file():
+                raise ApiError(500, "InternalError", f"the emulator runs container processes with busybox: "
+                                                     f"{self.busybox} is missing (package busybox-static)")
+            bindir.mkdir(parents=True, exist_ok=True)
+            applets = subprocess.run([self.busybox, "--list"], capture_output=True, text=True, timeout=30,
+                                     check=True).stdout.split()
+            for applet in applets:
+                link = bindir / applet
+                if not link.exists():
+                    link.symlink_to(self.busybox)
+        return bindir
+
+    def _container_env(self, p: Obj, c: Obj, uid: str, tty: bool) -> tuple[Path, dict[str, str]]:
+        """(working directory, environment) of a container's processes (caller holds the lock):
+        a fresh directory under the workdir per container, HOME there, PATH the busybox applets,
+        the container's literal env values."""
+        meta = p["metadata"]
+        key = (uid, str(c.get("name")))
+        cwd = self._container_dirs.get(key)
+        if cwd is None:
+            root = self.workdir / "containers"
+            root.mkdir(parents=True, exist_ok=True)
+            prefix = f"{meta['namespace']}.{meta['name']}.{c.get('name')}."
+            cwd = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+            self._container_dirs[key] = cwd
+        env = {"PATH": str(self._busybox_bin()), "HOME": str(cwd), "HOSTNAME": str(meta["name"])}
+        if tty:
+            env["TERM"] = "xterm"
+        for e in c.get("env") or ():
+            if isinstance(e, dict) and e.get("name") and "value" in e:
+                env[str(e["name"])] = str(e["value"])
+        return cwd, env
+
+    def _main_process(self, p: Obj, c: Obj, tty: bool) -> tuple[_Process | None, Obj | None]:
+        """A container's main process, started by its first attach (caller holds the lock): the
+        container's command and args if any (busybox applets), else ``sh``; with a pty when the
+        container or this first attach asks for a TTY. (None, the Status) when it cannot start."""
+        meta, cname = p["metadata"], str(c.get("name"))
+        key = (meta["uid"], cname)
+        proc = self._procs.get(key)
+        if proc is not None and proc.exit_code is None:
+            return proc, None
+        argv = list(c.get("command") or ()) + list(c.get("args") or ()) or ["sh"]
+        tty = bool(c.get("tty")) or tty
+        cwd, env = self._container_env(p, c, meta["uid"], tty)
+        prog = self._busybox_bin() / argv[0].rsplit("/", 1)[-1]
+        if not prog.exists():
+            msg = (f'error attaching to container: failed to start container "{cname}": exec: "{argv[0]}": '
+                   f"executable file not found in $PATH")
+            return None, {"metadata": {}, "status": "Failure", "message": f"Internal error occurred: {msg}",
+                          "reason": "InternalError", "details": {"causes": [{"message": msg}]}, "code": 500}
+        ns, pod = meta["namespace"], meta["name"]
+        def to_log(data: bytes) -> None:  # what a container writes is in its log
+            self.append_log(ns, pod, data.decode("utf-8", "replace"), cname)
+
+        proc = _Process([str(prog), *argv[1:]], cwd, env, tty, str(self._busybox_bin() / "setsid"),
+                        on_output=to_log,
+                        on_exit=lambda code: self._container_exited(ns, pod, key[0], cname, code))
+        proc.pod_uid = meta["uid"]
+        self._procs[key] = proc
+        return proc, None
+
+    def _exec_process(self, p: Obj, uid: str, c: Obj, command: Sequence[str],
+                      tty: bool) -> tuple[_Process | None, Obj | None]:
+        """An exec's process in the container's directory (caller holds the lock); (None, the
+        Status) when its program is no busybox applet, as containerd/runc answer."""
+        cwd, env = self._container_env(p, c, uid, tty)
+        prog = self._busybox_bin() / command[0].rsplit("/", 1)[-1]
+        if self._stopping or not prog.exists():
+            msg = (f'error executing command in container: failed to exec in container: failed to start exec '
+                   f'"{_hex("exec", uid, *command)}": OCI runtime exec failed: exec failed: unable to start '
+                   f'container process: exec: "{command[0]}": executable file not found in $PATH: unknown')
+            return None, {"metadata": {}, "status": "Failure", "message": f"Internal error occurred: {msg}",
+                          "reason": "InternalError", "details": {"causes": [{"message": msg}]}, "code": 500}
+
+        def done(code: int) -> None:
+            with self._lock:
+                self._execs.discard(proc)
+
+        proc = _Process([str(prog), *command[1:]], cwd, env, tty, str(self._busybox_bin() / "setsid"),
+                        on_output=None, on_exit=done)
+        proc.pod_uid = uid
+        self._execs.add(proc)
+        return proc, None
+
+    def _container_exited(self, namespace: str, name: str, uid: str, container: str, code: int) -> None:
+        """A container's main process ended: the container is terminated (Completed or Error);
+        a pod whose containers all ended and are not restarted (restartPolicy Never, or
+        OnFailure and all succeeded) ends Succeeded or Failed."""
+        with self._cond:
+            self._procs.pop((uid, container), None)
+            p = self._store["pods"].get((namespace, name))
+            if p is None or p["metadata"]["uid"] != uid:
+                return
+            found = next(((k, cs) for k, cs in _all_container_statuses(p) if cs.get("name") == container),
+                         None)
+            if found is None:
+                return
+            key, cs = found
+            now = rfc3339()
+            term: Obj = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                         "startedAt": ((cs.get("state") or {}).get("running") or {}).get("startedAt", now),
+                         "finishedAt": now}
+            if cs.get("containerID"):
+                term["containerID"] = cs["containerID"]
+            cs["state"] = {"terminated": term}
+            cs["ready"] = False
+            if "started" in cs:
+                cs["started"] = False
+            if key == "containerStatuses":
+                self._containers_changed(p, now)
+            p["metadata"]["resourceVersion"] = self._next_rv()
+            self._event("MODIFIED", _BY_PLURAL["pods"], p)
+
+    @staticmethod
+    def _containers_changed(p: Obj, now: str) -> None:
+        status, spec = p["status"], p.get("spec") or {}
+        statuses = status.get("containerStatuses") or []
+        not_ready = [cs.get("name") for cs in statuses if not cs.get("ready")]
+        codes = [((cs.get("state") or {}).get("terminated") or {}).get("exitCode") for cs in statuses]
+        policy = spec.get("restartPolicy", "Always")
+        if statuses and None not in codes and (policy == "Never"
+                                               or (policy == "OnFailure" and not any(codes))):
+            status["phase"] = "Succeeded" if not any(codes) else "Failed"
+        terminal = status.get("phase") in ("Succeeded", "Failed")
+        for cond in status.get("conditions") or ():
+            if cond.get("type") in ("Ready", "ContainersReady"):
+                ok = not not_ready
+                if (cond.get("status") == "True") != ok:
+                    cond["lastTransitionTime"] = now
+                cond["status"] = "True" if ok else "False"
+                cond.pop("message", None)
+                cond.pop("reason", None)
+                if not ok:
+                    cond["reason"] = "PodCompleted" if terminal else "ContainersNotReady"
+                    if not terminal:
+                        cond["message"] = f"containers with unready status: [{' '.join(map(str, not_ready))}]"
+            elif cond.get("type") == "PodReadyToStartContainers" and terminal:
+                cond["status"], cond["lastTransitionTime"] = "False", now
+
+    def _kill_pod_processes(self, uid: str) -> None:
+        """A deleted pod's containers are killed (caller holds the lock)."""
+        for proc in [*self._procs.values(), *self._execs]:
+            if proc.pod_uid == uid:
+                proc.kill()
+
     # ---- internals: logs
 
     @staticmethod
@@ -2315,7 +4048,7 @@ class Emulator:
 
     # ---- internals: HTTP
 
-    def _handle(self, req: _Request) -> _Response | _Stream:
+    def _handle(self, req: _Request) -> _Response | _Stream | _Upgrade:
         path = req.path.rstrip("/") or "/"
         if path in ("/healthz", "/livez", "/readyz"):
             return _Response(200, b"ok", "text/plain; charset=utf-8")
@@ -2368,6 +4101,12 @@ class Emulator:
                 if req.method != "POST":
                     raise _method_not_allowed()
                 return self._evict(namespace or "default", name, req, dry)
+            if res.plural == "pods" and sub == "ephemeralcontainers":
+                return self._ephemeral_containers(namespace or "default", name, req, dry)
+            if res.plural == "pods" and sub in ("attach", "exec"):
+                if req.method not in ("GET", "POST"):
+                    raise _method_not_allowed()
+                return self._stream(namespace or "default", name, sub, req)
             raise _path_not_found()
         if name is None:
             if req.method == "GET":
@@ -2413,9 +4152,15 @@ class Emulator:
                 entry["categories"] = list(r.categories)
             resources.append(entry)
             if r.plural == "pods":
+                resources.append({"name": "pods/attach", "singularName": "", "namespaced": True,
+                                  "kind": "PodAttachOptions", "verbs": ["create", "get"]})
+                resources.append({"name": "pods/ephemeralcontainers", "singularName": "", "namespaced": True,
+                                  "kind": "Pod", "verbs": ["get", "patch", "update"]})
                 resources.append({"name": "pods/eviction", "singularName": "", "namespaced": True,
                                   "group": "policy", "version": "v1", "kind": "Eviction",
                                   "verbs": ["create"]})
+                resources.append({"name": "pods/exec", "singularName": "", "namespaced": True,
+                                  "kind": "PodExecOptions", "verbs": ["create", "get"]})
                 resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                                   "verbs": ["get"]})
         resources.sort(key=lambda e: e["name"])
@@ -2567,12 +4312,22 @@ class Emulator:
         return _json(200, obj)
 
     def _body_object(self, res: Resource, req: _Request) -> Obj:
-        if req.content_type not in ("", "application/json", "application/yaml"):
-            # kubectl >= 1.33's typed commands (`kubectl create namespace X`) send protobuf
+        if req.content_type == _PROTOBUF:
+            # kubectl >= 1.33's typed commands (`kubectl create namespace X`, `kubectl debug
+            # node/N`) send protobuf: decoded for the kinds and fields in _PB_MESSAGES
+            try:
+                body: Any = _protobuf_object(req.body)
+            except (_ProtobufError, IndexError, UnicodeDecodeError) as e:
+                raise ApiError(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format - the emulator decodes "
+                               f"protobuf only for some fields of Pod, Namespace, ConfigMap and Secret, not "
+                               f"{e}; send application/json") from e
+        elif req.content_type not in ("", "application/json", "application/yaml"):
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types "
                            f"include: application/json, application/yaml (got {req.content_type!r})")
-        body = req.json()
+        else:
+            body = req.json()
         if not isinstance(body, dict):
             raise _bad_request("the body of the request was in an unknown format - accepted media types "
                                "include: application/json, application/yaml")
@@ -2621,7 +4376,11 @@ class Emulator:
             if res.generation:
                 meta.setdefault("generation", 1)
             return _json(201, self._served(res, body))
-        return _json(201, self._served(res, self._put(res, body)))
+        stored = self._put(res, body)
+        out = _json(201, self._served(res, stored))
+        if res.plural == "pods":
+            self._kubelet_start(stored)  # what the kubelet reports next, when the pod is on a node
+        return out
 
     def _check_namespace(self, res: Resource, namespace: str | None, name: str) -> None:
         """A namespaced object can be created in an existing namespace that is not terminating
@@ -2654,6 +4413,9 @@ class Emulator:
         containers = spec.get("containers")
         if not containers:
             raise _invalid(_BY_PLURAL["pods"], body["metadata"]["name"], "spec.containers", "")
+        if spec.get("ephemeralContainers"):
+            raise _field_invalid(_BY_PLURAL["pods"], body["metadata"]["name"], [
+                _field_error("Forbidden", "spec.ephemeralContainers", detail="cannot be set on create")])
         for c in [*containers, *(spec.get("initContainers") or ())]:
             c.setdefault("resources", {})
             c.setdefault("terminationMessagePath", "/dev/termination-log")
@@ -2990,9 +4752,10 @@ class Emulator:
         q = req.query
         with self._lock:
             p = self._existing(_BY_PLURAL["pods"], namespace, name)
-            spec, status = p.get("spec") or {}, p.get("status") or {}
+            spec = p.get("spec") or {}
             names = [c["name"] for c in spec.get("containers") or ()]
             init_names = [c["name"] for c in spec.get("initContainers") or ()]
+            ephemeral_names = [c["name"] for c in spec.get("ephemeralContainers") or ()]
             container = q.get("container", "")
             if not container:
                 if len(names) == 1:
@@ -3002,14 +4765,12 @@ class Emulator:
                 else:
                     raise _bad_request(f"a container name must be specified for pod {name}, choose one of: "
                                        f"[{' '.join(init_names + names)}]")
-            elif container not in names and container not in init_names:
+            elif container not in names and container not in init_names and container not in ephemeral_names:
                 raise _bad_request(f"container {container} is not valid for pod {name}")
             if not spec.get("nodeName"):
                 return _Response(200, b"", "text/plain")
             previous = q.get("previous") in ("true", "1")
-            cstatus = next((c for c in [*(status.get("containerStatuses") or ()),
-                                        *(status.get("initContainerStatuses") or ())]
-                            if c.get("name") == container), None)
+            cstatus = next((c for _, c in _all_container_statuses(p) if c.get("name") == container), None)
             if cstatus is not None:
                 _check_log_state(cstatus, container, name, previous)
             entries = list(self._log_entries(namespace, name, container, previous, names[0] if names else ""))

@@ -172,7 +172,7 @@ def test_drain_refuses_unmanaged_pods_without_force(dv: Any, k8s: Any) -> None:
 
 def test_unknown_node_is_one_sentence(dv: Any, k8s: Any) -> None:
     res = dv("k8s", "drain", "nosuch", "--yes")
-    assert res.code != 0 and "Traceback" not in res.stderr
+    assert res.code == 2 and "Traceback" not in res.stderr
     assert "no node nosuch in the cluster" in res.stderr
 
 

@@ -44,8 +44,10 @@ What kubectl does against the emulator, as seen here (and what the emulator had 
   against a real server.
 - ``kubectl delete -f FILE`` deletes in file order, then waits for all of them (watch): a
   Namespace first means its objects must outlive its DELETE (Terminating) for theirs to work.
-- kubectl 1.33's typed ``create namespace/configmap/...`` send protobuf bodies (the emulator
-  answers 415); ``create -f``, ``apply`` and 1.27 send JSON.
+- kubectl 1.33's typed ``create namespace/configmap/secret`` send protobuf bodies (the
+  emulator decodes them for Pod, Namespace, ConfigMap and Secret; other kinds are a 415);
+  ``create -f``, ``apply`` and 1.27 send JSON. (Debug, attach, exec and bootstrap tokens are
+  refereed in test_emulator_debug_join.py.)
 - Python client 37: ``patch_*(..., _content_type="application/apply-patch+yaml",
   field_manager=...)`` is server-side apply; ``delete_namespace`` answers a plain dict (its
   response type is "object"; the server sends the Terminating Namespace).
@@ -213,6 +215,20 @@ def test_get_pods_by_label_as_names(kubectl_bin: Path, k8s_api: Emulator) -> Non
                   "-o", "name")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["pod/web-9"]
+
+
+def test_typed_create(kubectl_bin: Path, k8s_api: Emulator) -> None:
+    emu = k8s_api
+    for args in (("namespace", "shop"), ("configmap", "web-config", "-n", "shop", "--from-literal=MODE=fast"),
+                 ("secret", "generic", "creds", "-n", "shop", "--from-literal=user=admin")):
+        res = kubectl(kubectl_bin, emu, "create", *args)
+        assert res.returncode == 0, res
+    posts = [r.content_type for r in emu.requests_to("POST")]
+    assert len(posts) == 3 and len(set(posts)) == 1  # JSON (1.27), protobuf (1.33)
+    assert emu.get("namespaces", "shop")["status"]["phase"] == "Active"  # type: ignore[index]
+    assert emu.get("configmaps", "web-config", "shop")["data"] == {"MODE": "fast"}  # type: ignore[index]
+    creds = emu.get("secrets", "creds", "shop")
+    assert creds is not None and (creds["type"], creds["data"]) == ("Opaque", {"user": "YWRtaW4="})
 
 
 def test_errors_are_status_objects(kubectl_bin: Path, k8s_api: Emulator, tmp_path: Path) -> None:

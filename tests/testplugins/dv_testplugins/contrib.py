@@ -71,3 +71,26 @@ def debvisor_cluster_lock(ctx: Any, op: Any, names: list[str]) -> Any:
                 f.write(f"release {','.join(names)}\n")
 
     return held()
+
+
+@hookimpl
+def debvisor_firstboot_modules(ctx: Any) -> list[Any]:
+    """With DV_FIRSTBOOT_DIR: ``03-test`` (storage nodes) fails while DIR/fail exists and
+    counts its runs in DIR/runs; ``05-hv-only`` is for hypervisors only."""
+    d = os.environ.get("DV_FIRSTBOOT_DIR")
+    if not d:
+        return []
+    from debvisor_core import log
+    from debvisor_core.errors import DebvisorError
+    from debvisor_core.firstboot import Module
+
+    def test_module(c: Any) -> str:
+        runs = Path(d, "runs")
+        runs.write_text(str(int(runs.read_text()) + 1 if runs.exists() else 1))
+        log.info("test module working")
+        if Path(d, "fail").exists():
+            raise DebvisorError("the disk is not there yet")
+        return "test module done"
+
+    return [Module("03-test", "a test module", test_module, roles=("storage",)),
+            Module("05-hv-only", "for hypervisors", lambda c: "hv done", roles=("hypervisor",))]

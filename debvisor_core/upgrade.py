@@ -1,0 +1,348 @@
+"""Before an upgrade: the pve8to9-style checklist (`debvisor upgrade check`) and the package
+changes `apt-get -s dist-upgrade` predicts (``--diff``), changing nothing.
+
+The node is read through ``[upgrade] root`` (default ``/``: a test bed or a mounted node
+image points it elsewhere; apt then runs with ``-o Dir=ROOT``) and the running kernel
+through ``[upgrade] running_kernel_file`` (default ``/proc/sys/kernel/osrelease``: in a
+namespace node `uname -r` shows the host's kernel, a bind mount over this file does not).
+Checks are contributed by plugins through the ``debvisor_upgrade_checks`` hook; a check's
+status is pass, warn, fail or skip.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import DebvisorError
+from .health import CheckResult, HealthCheck
+from .settings import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
+
+#: the checker's statuses, best first
+ORDER = {"skip": 0, "pass": 1, "warn": 2, "fail": 3}
+_INST = re.compile(r"^Inst (\S+)(?: \[([^\]]+)\])? \((\S+) (.*?)(?: \[([^\]]+)\])?\)")
+_REMV = re.compile(r"^(?:Remv|Purg) (\S+)(?: \[([^\]]+)\])?")
+_SUMMARY = re.compile(r"^(\d+) upgraded, (\d+) newly installed, (\d+) to remove and (\d+) not "
+                      r"upgraded")
+
+
+def passed(summary: str, /, **details: Any) -> CheckResult:
+    return CheckResult("pass", summary, details)
+
+
+def warned(summary: str, /, **details: Any) -> CheckResult:
+    return CheckResult("warn", summary, details)
+
+
+def failed(summary: str, /, **details: Any) -> CheckResult:
+    return CheckResult("fail", summary, details)
+
+
+def skipped(summary: str, /, **details: Any) -> CheckResult:
+    return CheckResult("skip", summary, details)
+
+
+@dataclass
+class Node:
+    """The node being checked: its root directory and where its running kernel is read."""
+
+    root: Path
+    running_kernel_file: Path
+    min_free_gib: float
+
+    @classmethod
+    def of(cls, ctx: Context) -> Node:
+        s = Section.of(ctx, "upgrade")
+        return cls(Path(s.string("root") or "/"),
+                   Path(s.string("running_kernel_file") or "/proc/sys/kernel/osrelease"),
+                   s.number("min_free_gib", 5.0, minimum=0, unit="GiB"))
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def apt(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``apt-get ARGS`` against this node's root, in the C locale."""
+        argv = ["apt-get"]
+        if self.root != Path("/"):
+            argv += ["-o", f"Dir={self.root}",
+                     "-o", f"Dir::State::status={self.path('var/lib/dpkg/status')}"]
+        env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            return subprocess.run([*argv, *args], capture_output=True, text=True,  # noqa: S603
+                                  timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise DebvisorError("apt-get is not installed: not a Debian node?") from None
+        except subprocess.TimeoutExpired:
+            raise DebvisorError(f"apt-get {' '.join(args)} did not finish within "
+                                f"{timeout:g}s") from None
+
+
+# -- the package changes ---------------------------------------------------------------------
+def parse_simulation(text: str) -> dict[str, Any]:
+    """``apt-get -s dist-upgrade`` output (C locale) as {upgrade, install, remove, kept_back,
+    summary, kernel, reboot_expected}."""
+    upgrade, install, remove, kept = [], [], [], []
+    summary: dict[str, int] = {}
+    in_kept = False
+    for line in text.splitlines():
+        if line.startswith("The following packages have been kept back:"):
+            in_kept = True
+            continue
+        if in_kept:
+            if line.startswith("  "):
+                kept += line.split()
+                continue
+            in_kept = False
+        if m := _INST.match(line):
+            name, old, new, origin = m.group(1), m.group(2), m.group(3), m.group(4)
+            entry = {"name": name, "to": new, "origin": origin}
+            if old:
+                upgrade.append({**entry, "from": old})
+            else:
+                install.append(entry)
+        elif m := _REMV.match(line):
+            remove.append({"name": m.group(1), "version": m.group(2)})
+        elif m := _SUMMARY.match(line):
+            summary = dict(zip(("upgraded", "installed", "removed", "not_upgraded"),
+                               map(int, m.groups()), strict=True))
+    kernel = [p["name"] for p in install + upgrade if p["name"].startswith("linux-image-")]
+    return {"upgrade": upgrade, "install": install, "remove": remove, "kept_back": kept,
+            "summary": summary, "kernel": kernel, "reboot_expected": bool(kernel)}
+
+
+def simulate(node: Node) -> dict[str, Any]:
+    """What a dist-upgrade would change, from apt's own simulation (nothing changes)."""
+    res = node.apt("-s", "-q", "dist-upgrade")
+    if res.returncode != 0:
+        why = " ".join(ln for ln in res.stderr.splitlines() if ln.startswith("E:"))[:400]
+        raise DebvisorError(f"apt-get -s dist-upgrade failed: {why or res.stderr.strip()[:400]}")
+    return parse_simulation(res.stdout)
+
+
+def diff_text(sim: dict[str, Any]) -> str:
+    lines = [f"  upgrade  {p['name']} {p['from']} -> {p['to']}" for p in sim["upgrade"]]
+    lines += [f"  install  {p['name']} {p['to']}" for p in sim["install"]]
+    lines += [f"  remove   {p['name']} {p['version'] or ''}".rstrip() for p in sim["remove"]]
+    lines += [f"  kept     {name} (kept back)" for name in sim["kept_back"]]
+    s = sim["summary"]
+    head = (f"package changes: {s.get('upgraded', 0)} upgraded, {s.get('installed', 0)} new, "
+            f"{s.get('removed', 0)} removed, {len(sim['kept_back'])} kept back"
+            + ("; a new kernel: reboot expected" if sim["reboot_expected"] else ""))
+    return "\n".join([head, *lines])
+
+
+# -- kernels ---------------------------------------------------------------------------------
+def version_key(v: str) -> tuple[Any, ...]:
+    """A natural sort key (digits as numbers), like ``sort -V`` and GRUB's default order."""
+    return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.findall(r"\d+|\D+", v))
+
+
+def installed_kernels(node: Node) -> list[str]:
+    """Release strings of /boot/vmlinuz-*, oldest first."""
+    boot = node.path("boot")
+    names = [p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*")] \
+        if boot.is_dir() else []
+    return sorted(names, key=version_key)
+
+
+def running_kernel(node: Node) -> str:
+    try:
+        return node.running_kernel_file.read_text().strip()
+    except OSError:
+        return os.uname().release
+
+
+# -- the core's checks -------------------------------------------------------------------------
+def check_disk(ctx: Context) -> CheckResult:
+    node = Node.of(ctx)
+    st = os.statvfs(node.root)
+    free = st.f_bavail * st.f_frsize / 2**30
+    details = {"path": str(node.root), "free_gib": round(free, 2)}
+    if free < 1:
+        return failed(f"{free:.2f} GiB free on {node.root}: an upgrade needs room to unpack",
+                      **details)
+    if free < node.min_free_gib:
+        return warned(f"only {free:.1f} GiB free on {node.root} (under "
+                      f"{node.min_free_gib:g} GiB)", **details)
+    return passed(f"{free:.1f} GiB free on {node.root}", **details)
+
+
+def _suites(node: Node) -> list[str]:
+    """Every suite the apt sources name (one-line and deb822 formats)."""
+    found: list[str] = []
+    d = node.path("etc/apt")
+    files = [d / "sources.list", *sorted((d / "sources.list.d").glob("*.list"))] \
+        if d.is_dir() else []
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = re.sub(r"\[[^\]]*\]", "", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] in ("deb", "deb-src"):
+                found.append(words[2])
+    for f in sorted((d / "sources.list.d").glob("*.sources")) if d.is_dir() else []:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for stanza in re.split(r"\n\s*\n", text):
+            if re.search(r"^Enabled:\s*no\s*$", stanza, re.M | re.I):
+                continue
+            m = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if m:
+                found += m.group(1).split()
+    return found
+
+
+def check_sources(ctx: Context) -> CheckResult:
+    node = Node.of(ctx)
+    suites = _suites(node)
+    if not suites:
+        return failed(f"no apt source in {node.path('etc/apt')}: nothing to upgrade from")
+    codenames = sorted({re.split(r"[-/]", s)[0] for s in suites
+                        if s not in ("./", "/") and not s.endswith("/")})
+    details = {"suites": sorted(set(suites)), "codenames": codenames}
+    if len(codenames) > 1:
+        return warned(f"the apt sources mix releases: {', '.join(codenames)}", **details)
+    return passed(f"apt sources: {', '.join(sorted(set(suites)))}", **details)
+
+
+def check_kernel(ctx: Context) -> CheckResult:
+    node = Node.of(ctx)
+    running, kernels = running_kernel(node), installed_kernels(node)
+    details = {"running": running, "installed": kernels}
+    if not kernels:
+        return skipped(f"no kernel image in {node.path('boot')}", **details)
+    newest = kernels[-1]
+    if running == newest:
+        return passed(f"running the newest installed kernel, {running}", **details)
+    if running not in kernels:
+        return warned(f"the running kernel {running} is not installed any more (newest: "
+                      f"{newest}): reboot before upgrading", **details)
+    return warned(f"kernel {newest} is installed but {running} is running: a reboot is "
+                  f"pending; reboot before upgrading", **details)
+
+
+class _Timex(ctypes.Structure):
+    """struct timex (adjtimex(2)), enough of it to read the clock's state."""
+
+    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
+                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long),
+                ("status", ctypes.c_int), ("constant", ctypes.c_long),
+                ("precision", ctypes.c_long), ("tolerance", ctypes.c_long),
+                ("time_sec", ctypes.c_long), ("time_usec", ctypes.c_long),
+                ("tick", ctypes.c_long), ("_rest", ctypes.c_byte * 128)]
+
+
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
+
+
+def clock_state() -> dict[str, Any]:
+    """The kernel's NTP state (adjtimex with modes 0 reads, changes nothing)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    tx = _Timex()
+    state = libc.adjtimex(ctypes.byref(tx))
+    if state < 0:
+        raise OSError(ctypes.get_errno(), "adjtimex failed")
+    return {"state": state, "synchronized": state != TIME_ERROR and not tx.status & STA_UNSYNC,
+            "status": tx.status, "maxerror_us": tx.maxerror, "esterror_us": tx.esterror}
+
+
+def check_time(ctx: Context) -> CheckResult:
+    st = clock_state()
+    if st["synchronized"]:
+        return passed(f"the clock is synchronized (estimated error {st['esterror_us']} us)", **st)
+    return warned("the clock is not synchronized by NTP (kernel state TIME_ERROR/STA_UNSYNC): "
+                  "Ceph and TLS need agreeing clocks; run chrony or systemd-timesyncd", **st)
+
+
+def held_packages(node: Node) -> list[str]:
+    try:
+        text = node.path("var/lib/dpkg/status").read_text(errors="replace")
+    except OSError:
+        return []
+    held = []
+    for stanza in text.split("\n\n"):
+        name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
+        status = re.search(r"^Status:\s*hold\b", stanza, re.M)
+        if name and status:
+            held.append(name.group(1))
+    return sorted(held)
+
+
+def check_holds(ctx: Context) -> CheckResult:
+    held = held_packages(Node.of(ctx))
+    if held:
+        return warned(f"{len(held)} package(s) on hold will not be upgraded: {', '.join(held)}",
+                      held=held)
+    return passed("no package on hold")
+
+
+def check_apt(ctx: Context) -> CheckResult:
+    try:
+        sim = simulate(Node.of(ctx))
+    except DebvisorError as exc:
+        return failed(str(exc))
+    s = sim["summary"]
+    details = {k: sim[k] for k in ("summary", "kernel", "kept_back")} | \
+        {"remove": [p["name"] for p in sim["remove"]]}
+    what = (f"{s.get('upgraded', 0)} to upgrade, {s.get('installed', 0)} new, "
+            f"{s.get('removed', 0)} to remove")
+    if sim["remove"]:
+        return warned(f"{what}: the upgrade removes {', '.join(p['name'] for p in sim['remove'])}",
+                      **details)
+    if sim["kept_back"]:
+        return warned(f"{what}; kept back: {', '.join(sim['kept_back'])}", **details)
+    return passed(what + ("; a new kernel (reboot expected)" if sim["kernel"] else ""), **details)
+
+
+def check_zfs(ctx: Context) -> CheckResult:
+    node = Node.of(ctx)
+    used = Path("/sys/module/zfs").exists() if node.root == Path("/") else False
+    used = used or any(node.path(p).exists() for p in ("sbin/zpool", "usr/sbin/zpool"))
+    if not used:
+        return skipped("ZFS is not used on this node")
+    kernels = installed_kernels(node)
+    if not kernels:
+        return skipped("no kernel image to check the ZFS module of")
+    newest = kernels[-1]
+    mods = node.path(f"lib/modules/{newest}")
+    found = [str(p) for p in mods.rglob("zfs.ko*")] if mods.is_dir() else []
+    if found:
+        return passed(f"the ZFS module is built for kernel {newest}", modules=found)
+    return failed(f"ZFS is used but no zfs module is built for kernel {newest} (DKMS): the "
+                  f"node would boot without its pools", kernel=newest)
+
+
+def check_operations(ctx: Context) -> CheckResult:
+    from . import journal
+
+    stuck = [f"{st.id} ({st.kind}, {st.effective_status})" for st in journal.all_ops(ctx.state_dir)
+             if st.effective_status in journal.BLOCKING]
+    if stuck:
+        return failed(f"unfinished operations: {', '.join(stuck)}; resume or roll them back first",
+                      operations=stuck)
+    return passed("no unfinished operation in the journal")
+
+
+def core_checks() -> list[HealthCheck]:
+    return [HealthCheck("core.disk", check_disk, timeout=10),
+            HealthCheck("core.apt-sources", check_sources, timeout=10),
+            HealthCheck("core.apt-upgrade", check_apt, timeout=120),
+            HealthCheck("core.held-packages", check_holds, timeout=10),
+            HealthCheck("core.kernel", check_kernel, timeout=10),
+            HealthCheck("core.time-sync", check_time, timeout=10),
+            HealthCheck("core.zfs-dkms", check_zfs, timeout=30),
+            HealthCheck("core.operations", check_operations, timeout=10)]

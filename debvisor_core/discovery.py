@@ -128,6 +128,7 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "actions": ("debvisor_core.builtin.actions_cmd",
                 "List, describe and run the declared actions (JSON in, JSON out)."),
     "audit": ("debvisor_core.builtin.audit_cmd", "Show and verify the tamper-evident audit log."),
+    "cluster": ("debvisor_core.builtin.cluster_cmd", "Cluster-wide state: operation locks."),
     "firstboot": ("debvisor_core.builtin.firstboot_cmd",
                   "Run the first-boot modules once, and show their report."),
     "health": ("debvisor_core.builtin.health_cmd", "Run every plugin's health checks."),

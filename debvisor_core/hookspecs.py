@@ -159,6 +159,16 @@ def debvisor_cluster_lock(
     """
 
 
+@hookspec(firstresult=True)
+def debvisor_cluster_lock_admin(ctx: Context) -> Any:
+    """Return the cluster lock's administration (for `debvisor cluster lock status|break`):
+    an object with ``status() -> list[dict]`` (each lock: ``name`` and ``holders``, each
+    holder a dict with at least ``summary``) and ``break_lock(name) -> list[dict]`` (the
+    holders it removed; a holder finds out before its next step and stops). The first
+    plugin that returns one wins; None when no cluster lock is configured.
+    """
+
+
 @hookspec
 def debvisor_vm_registered(ctx: Context, vm: dict[str, Any]) -> list[Step] | None:
     """A VM is being registered in the inventory (``hv register``): return steps to add.

@@ -75,3 +75,39 @@ def hold(ctx: Context, op: Operation, names: list[str]) -> Iterator[Any]:
             log.debug(f"cluster lock {names} via {type(cluster).__name__}")
             with cluster:
                 yield cluster
+
+
+def local_locks(state_dir: Path) -> list[dict[str, Any]]:
+    """This node's operation locks: each lock file's name, whether a process holds it and
+    which (its pid and command line). Probing takes a shared flock for an instant."""
+    d = state_dir / "locks"
+    out = []
+    for path in sorted(d.glob("*.lock")) if d.is_dir() else []:
+        entry: dict[str, Any] = {"name": path.stem, "held": False}
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                entry["held"] = True
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                entry["pid"] = int(pid) if pid.isdigit() else None
+                entry["command"] = _cmdline(entry["pid"])
+        finally:
+            os.close(fd)
+        out.append(entry)
+    return out
+
+
+def _cmdline(pid: int | None) -> str | None:
+    if pid is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)[:300]

@@ -443,3 +443,85 @@ def cluster_lock(ctx: Context, op: Operation, names: list[str]) -> RadosLock | N
                  "is held")
         return None
     return RadosLock(ctx, op, names, s)
+
+
+# -- administration: `debvisor cluster lock status|break` -------------------------------------
+def _break_request(name: str, entity: str, cookie: str) -> bytes:
+    """``cls_lock_break_op``: the lock name, the locker (entity_name_t) and its cookie."""
+    kind, _, num = entity.partition(".")
+    types = {v: k for k, v in ENTITY_TYPES.items()}
+    if kind not in types or not num.lstrip("-").isdigit():
+        raise ValueError(f"not a RADOS entity: {entity!r}")
+
+    def text(s: str) -> bytes:
+        raw = s.encode()
+        return struct.pack("<I", len(raw)) + raw
+
+    payload = text(name) + struct.pack("<Bq", types[kind], int(num)) + text(cookie)
+    return struct.pack("<BBI", 1, 1, len(payload)) + payload
+
+
+def _holder_dict(h: Holder, now: float) -> dict[str, Any]:
+    d = h.info()
+    return {"summary": h.summary(now), "node": d.get("node"), "pid": d.get("pid"),
+            "user": d.get("user"), "operation": d.get("id"), "kind": d.get("op"),
+            "title": d.get("title"), "since": d.get("since"),
+            "lease_left_s": round(max(h.expires - now, 0), 1) if h.expires else None,
+            "entity": h.entity, "cookie": h.cookie, "addr": h.addr}
+
+
+@dataclass
+class RadosLockAdmin:
+    """The RADOS locks in ``[ceph] lock_pool``: who holds which, and breaking one."""
+
+    ctx: Context
+    s: LockSettings
+
+    @contextlib.contextmanager
+    def _pool(self) -> Any:
+        from .client import session
+
+        with session(self.ctx) as c:
+            if not c.handle.pool_exists(self.s.pool):
+                yield None
+                return
+            io = c.handle.open_ioctx(self.s.pool)
+            try:
+                yield io
+            finally:
+                io.close()
+
+    def status(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self._pool() as io:
+            if io is None:
+                return []
+            objs = sorted(o.key for o in io.list_objects() if o.key.startswith(OBJ_PREFIX))
+            return [{"name": o[len(OBJ_PREFIX):], "scope": "cluster",
+                     "holders": [_holder_dict(h, now) for h in lockers(io, o)]} for o in objs]
+
+    def break_lock(self, name: str) -> list[dict[str, Any]]:
+        import rados
+
+        now = time.time()
+        with self._pool() as io:
+            if io is None:
+                return []
+            obj = OBJ_PREFIX + name
+            broken = []
+            for h in lockers(io, obj):
+                try:
+                    io.execute(obj, "lock", "break_lock", _break_request(LOCK_NAME, h.entity,
+                                                                          h.cookie))
+                except rados.ObjectNotFound:  # gone meanwhile (released, expired)
+                    continue
+                broken.append(_holder_dict(h, now))
+            return broken
+
+
+def lock_admin(ctx: Context) -> RadosLockAdmin | None:
+    """The hook's body: the admin when `[ceph] cluster_lock = true` and Ceph is configured."""
+    s = LockSettings.from_ctx(ctx)
+    if not s.enabled or not Settings.from_ctx(ctx).configured():
+        return None
+    return RadosLockAdmin(ctx, s)

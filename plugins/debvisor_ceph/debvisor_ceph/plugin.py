@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from debvisor_core import hookimpl
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
-    from typing import Any
 
     import click
 
@@ -145,3 +144,11 @@ def debvisor_cluster_lock(ctx: Context, op: Operation,
     from .clusterlock import cluster_lock
 
     return cluster_lock(ctx, op, names)
+
+
+@hookimpl
+def debvisor_cluster_lock_admin(ctx: Context) -> Any:
+    """`debvisor cluster lock status|break` for the RADOS locks (when they are on)."""
+    from .clusterlock import lock_admin
+
+    return lock_admin(ctx)

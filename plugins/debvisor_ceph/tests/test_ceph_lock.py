@@ -7,6 +7,7 @@ Two "nodes" are two state dirs (their node-local flocks are separate) with diffe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -210,3 +211,38 @@ def test_cluster_lock_in_process(dv_state: Any, lab_config: Path) -> None:
         assert [h.cookie for h in _holders(sec, "t.a")] == [lk.cookie] and lk.lost() is None
     assert _holders(sec, "t.a") == [] and _holders(sec, "t.b") == []
     print(f"cluster lock of 2 names acquired in {acquire * 1000:.0f} ms (connect included)")
+
+
+@pytest.mark.lab
+@pytest.mark.root
+def test_cluster_lock_status_and_break(dv: Any, dv_state: Any, lab_config: Path) -> None:
+    """`cluster lock status` names the holder (node, pid, operation, lease); `break` needs
+    --yes, is audited, and the holder is fenced: its next check finds the lock lost."""
+    from debvisor_core.engine import Operation
+
+    sec = tomllib.loads(lab_config.read_text())["ceph"]
+    dv_state.config({"ceph": {**LOCK_CFG, "lock_lease": 30, "lock_wait": 0}}, base=lab_config)
+    ctx = Context()
+    op = Operation(kind="test.lock", title="a stuck operation", steps=[])
+    with RadosLock(ctx, op, ["t.stuck"], LockSettings.from_ctx(ctx)) as lk:
+        res = dv("--json", "cluster", "lock", "status")
+        assert res.code == 0, res
+        (mine,) = [x for x in res.json["cluster"] if x["name"] == "t.stuck"]
+        (h,) = mine["holders"]
+        assert (h["node"], h["pid"], h["kind"], h["title"]) == \
+            ("lab-node1", os.getpid(), "test.lock", "a stuck operation")
+        assert 0 < h["lease_left_s"] <= 30
+        refused = dv("cluster", "lock", "break", "t.stuck")
+        assert refused.code == 3 and "give --yes" in refused.stderr, refused
+        assert [x.cookie for x in _holders(sec, "t.stuck")] == [lk.cookie]
+        res = dv("--json", "--yes", "cluster", "lock", "break", "t.stuck")
+        assert res.code == 0 and res.json["status"] == "broken", res
+        assert res.json["broken"][0]["cookie"] == lk.cookie
+        assert _holders(sec, "t.stuck") == []
+        wait_for(lambda: lk.lost() is not None, timeout=30, what="the holder to notice")
+        assert "t.stuck" in str(lk.lost()) and "broken" in str(lk.lost())
+    events = [json.loads(x) for x in (dv_state.path / "log" / "audit.jsonl").read_text().splitlines()]
+    (ev,) = [e for e in events if e["result"] == "lock-broken"]
+    assert ev["details"]["lock"] == "t.stuck"
+    assert dv("--yes", "cluster", "lock", "break", "t.stuck").stdout.strip() == \
+        "cluster lock 't.stuck' is not held: nothing to break"

@@ -75,9 +75,11 @@ spec.ephemeralContainers) can only be added: the real 422 Invalid errors for a r
 changed one (with a simplified diff), a name used by any container (Duplicate value), a
 targetContainerName that is no container or init container (Not found), ports, resources,
 probes, lifecycle, resizePolicy or restartPolicy (Forbidden: cannot be set for an Ephemeral
-Container), subPath mounts; a pod created with some is 422 too. New ones get defaults and,
-on a pod with a node, their status in a second write (running, never ready, or waiting in
-ImagePullBackOff). Each write is a new resourceVersion and a MODIFIED event.
+Container), subPath mounts; a pod created with some is 422 too. They are defaulted (all of
+them, as the patched pod is: what a patch drops that defaulting puts back is no change); new
+ones on a pod with a node get their status in a second write (running, never ready, or
+waiting in ImagePullBackOff). Each write is a new resourceVersion and a MODIFIED event;
+a write that changes nothing is none.
 
 Attach and exec (``GET``/``POST .../pods/NAME/attach|exec?container=&stdin=&stdout=&stderr=
 &tty=``, exec with repeated ``command=``) are served over WebSocket (RFC 6455: masked client
@@ -3747,7 +3749,7 @@ class Emulator:
                 raise _bad_request("spec.ephemeralContainers must be a list of containers")
             before = {c.get("name") for c in (cur.get("spec") or {}).get("ephemeralContainers") or ()}
             added = [c for c in ecs if c.get("name") not in before]
-            for c in added:
+            for c in ecs:  # the patched pod is defaulted as a whole
                 _default_ephemeral(c)
             new = copy.deepcopy(cur)
             if ecs:

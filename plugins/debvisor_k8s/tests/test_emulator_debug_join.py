@@ -335,6 +335,7 @@ def test_websocket_protocols(k8s_api: Emulator) -> None:
     """The kubelet's subprotocols too (v4 binary, base64 ones in text frames, channel.k8s.io's
     plain-text errors), fragmented client messages, ping/pong, a refused subprotocol, a
     client frame without a mask."""
+    import socket
     import ssl
 
     import websocket
@@ -384,6 +385,23 @@ def test_websocket_protocols(k8s_api: Emulator) -> None:
     (error,) = [base64.b64decode(t[1:]).decode() for t in texts if t[0] == "3"]
     assert error == failed
     ws.close()
+
+    # a POST upgrade without a subprotocol (channel.k8s.io), RFC 6455's sample key
+    raw = ssl.create_default_context(cafile=str(emu.tls.ca_cert)).wrap_socket(
+        socket.create_connection(("127.0.0.1", int(emu.url.rsplit(":", 1)[1]))), server_hostname="127.0.0.1")
+    raw.sendall(f"POST /api/v1/namespaces/default/pods/web-1/attach?container=app&stdout=true HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Bearer {emu.token}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(1)
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in lines
+    assert not [ln for ln in lines if ln.lower().startswith("sec-websocket-protocol")]
+    assert raw.recv(3) == b"\x82\x01\x01"  # the first message: binary, one byte, stdout
+    raw.close()
 
     # nothing offered that the server speaks: 403, as golang.org/x/net/websocket answers
     with pytest.raises(websocket.WebSocketBadStatusException) as exc:
@@ -503,12 +521,27 @@ def test_python_client_ephemeral_containers_and_streams(k8s_api: Emulator) -> No
         body = invalid([{"op": "remove", "path": "/spec/ephemeralContainers/0"}])
         assert body["message"] == ('Pod "web-1" is invalid: spec.ephemeralContainers: Forbidden: existing '
                                    'ephemeral containers "dbg" may not be removed\n')
-        # a JSON patch adds one too
+        # a JSON patch adds one too, and a merge patch (the whole list), and a PUT of the pod (of
+        # which only the ephemeral containers count; its resourceVersion must be the current one)
         core.patch_namespaced_pod_ephemeralcontainers("web-1", "default", [
             {"op": "add", "path": "/spec/ephemeralContainers/-",
              "value": {"name": "dbg3", "image": "busybox"}}])
-        assert [c.name for c in core.read_namespaced_pod("web-1", "default").spec.ephemeral_containers] \
-            == ["dbg", "dbg3"]
+        current = [api.sanitize_for_serialization(c) for c in core.read_namespaced_pod_ephemeralcontainers(
+            "web-1", "default").spec.ephemeral_containers]
+        body = invalid({"spec": {"ephemeralContainers": [{"name": "dbg4", "image": "busybox"}]}},
+                       _content_type="application/merge-patch+json")  # a list replaced: the others go
+        assert [c["field"] for c in body["details"]["causes"]] == ["spec.ephemeralContainers"] * 2
+        core.patch_namespaced_pod_ephemeralcontainers("web-1", "default", {"spec": {"ephemeralContainers": [
+            *current, {"name": "dbg4", "image": "busybox"}]}}, _content_type="application/merge-patch+json")
+        whole = core.read_namespaced_pod("web-1", "default")
+        whole.spec.ephemeral_containers.append(client.V1EphemeralContainer(name="dbg5", image="busybox"))
+        whole.metadata.labels["ignored"] = "yes"  # not an ephemeral container: not taken
+        replaced = core.replace_namespaced_pod_ephemeralcontainers("web-1", "default", whole)
+        assert [c.name for c in replaced.spec.ephemeral_containers] == ["dbg", "dbg3", "dbg4", "dbg5"]
+        assert "ignored" not in replaced.metadata.labels
+        with pytest.raises(ApiException) as exc:  # whole has an old resourceVersion now
+            core.replace_namespaced_pod_ephemeralcontainers("web-1", "default", whole)
+        assert exc.value.status == 409
         with pytest.raises(ApiException) as exc:
             core.create_namespaced_pod("default", {"metadata": {"name": "x"}, "spec": {
                 "containers": [{"name": "a", "image": "busybox"}],

@@ -363,6 +363,27 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     return engine.execute(ctx, op, human=render).to_dict()
 
 
+def params_from_config(action: Action, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An action's typed parameters from a config table (``[k8s.join]``, a first-boot
+    module's ``params``): a secret parameter ``NAME`` is read from the owner-only file its
+    ``NAME_file`` key names, never from the table itself."""
+    from .secrets import read_secret
+
+    raw = dict(table)
+    for p in action.params:
+        if not p.secret:
+            continue
+        if p.name in raw:
+            raise BadInput(f"{where}: {p.name} is a secret: give {p.name}_file (an owner-only "
+                           f"file), not the value")
+        ref = raw.pop(f"{p.name}_file", None)
+        if ref is not None:
+            if not isinstance(ref, str):
+                raise BadInput(f"{where}: {p.name}_file must be a path")
+            raw[p.name] = read_secret(ref, f"{p.name} file of {where}").decode().strip()
+    return action.validate(raw)
+
+
 def run_json(ctx: Context, path: str, raw: Mapping[str, Any]) -> Any:
     """Find the installed action ``path`` and run it with JSON parameters."""
     action = find(ctx, path)

@@ -132,6 +132,8 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "firstboot": ("debvisor_core.builtin.firstboot_cmd",
                   "Run the first-boot modules once, and show their report."),
     "health": ("debvisor_core.builtin.health_cmd", "Run every plugin's health checks."),
+    "join": ("debvisor_core.builtin.join_cmd",
+             "Join this node to the cluster's services (Ceph, Kubernetes) as one operation."),
     "lab": ("debvisor_core.builtin.lab_cmd", "Start, stop and inspect the lab of real services."),
     "maintenance": ("debvisor_core.builtin.maintenance", "Enable, disable or show maintenance mode."),
     "ops": ("debvisor_core.builtin.ops_cmd", "List, show, roll back and resume operations."),

@@ -217,17 +217,13 @@ def config_modules(ctx: Context) -> list[Module]:
 
 def _action_runner(path: str, params: dict[str, Any]) -> Callable[[Context], str]:
     def run_action(ctx: Context) -> str:
-        from .actions import find
-        from .secrets import read_secret
+        from .actions import find, params_from_config
 
         action = find(ctx, path)
-        raw = dict(params)
-        for p in action.params:
-            ref = raw.pop(f"{p.name}_file", None) if p.secret else None
-            if isinstance(ref, str):
-                raw[p.name] = read_secret(ref, f"{p.name} file of [firstboot.modules]") \
-                    .decode().strip()
-        action.validate(raw)  # bad parameters: one sentence before anything runs
+        # bad parameters: one sentence before anything runs; secrets read from their files
+        checked = params_from_config(action, params, f"[firstboot.modules] {path}")
+        raw = {p.name: checked[p.name] for p in action.params
+               if p.name in params or f"{p.name}_file" in params}
         argv = [sys.executable, "-m", "debvisor_core", "--config", str(ctx.config.path),
                 "--yes", "actions", "run", path, "-"]
         res = subprocess.run(argv, input=json.dumps(raw), capture_output=True,  # noqa: S603

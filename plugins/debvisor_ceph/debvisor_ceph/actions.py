@@ -500,6 +500,24 @@ def plan_join(ctx: Context, params: dict[str, Any]) -> Operation:
                      destructive=True, locks=["ceph.join"], result={"host": node, "osds": []})
 
 
+def contributed_join(ctx: Context) -> list[Step] | None:
+    """`debvisor join --mode ceph|all`: the steps of ``[ceph.join]`` (None without it, or when
+    there is nothing to add)."""
+    from debvisor_core.actions import params_from_config
+    from debvisor_core.settings import Section
+
+    table = Section.of(ctx, "ceph").table("join")
+    if not table:
+        return None
+    action = next(a for a in ACTIONS if a.path == "ceph.join")
+    try:
+        op = plan_join(ctx, params_from_config(action, table, "[ceph.join]"))
+    except Unchanged as nothing:
+        log.info(f"ceph: nothing to add on this node: {nothing.data}")
+        return None
+    return list(op.steps)
+
+
 def render_join(res: OpResult) -> None:
     r = res.result or {}
     osds = ", ".join(f"osd.{i}" for i in r.get("osds", []))

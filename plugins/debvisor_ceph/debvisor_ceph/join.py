@@ -653,6 +653,6 @@ class VerifyOsdUp(Step):
             wait(up, self.timeout, f"osd.{osd_id} to come up")
         log.info(f"osd.{osd_id} created and up")
         op = ctx.operation  # the join's result lists the new OSDs in the order of its devices
-        if op is not None and op.kind == "ceph.join":
+        if op is not None and op.kind in ("ceph.join", "node.join"):
             op.result.setdefault("osds", []).append(osd_id)
         return {"osd_id": osd_id}

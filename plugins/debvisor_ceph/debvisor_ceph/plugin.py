@@ -80,7 +80,15 @@ UPGRADE_KINDS = ("cluster.upgrade", "node.upgrade")
 @hookimpl
 def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     """Contribute `noout` set (ORDER 10) / unset (ORDER 90) to cluster upgrade operations, when
-    this node has a Ceph config and the operation does not pass ``params["ceph_noout"] = False``."""
+    this node has a Ceph config and the operation does not pass ``params["ceph_noout"] = False``.
+    A ``node.join`` (mode ceph or all): the OSDs of ``[ceph.join]`` (devices, class, weight,
+    initial_weight, host), planned as `ceph join` plans them."""
+    if op.kind == "node.join":
+        if op.params.get("mode") not in ("ceph", "all"):
+            return None
+        from .actions import contributed_join
+
+        return contributed_join(ctx)
     if op.kind not in UPGRADE_KINDS or op.params.get("ceph_noout") is False:
         return None
     from .client import Settings
@@ -95,8 +103,10 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
 
 @hookimpl
 def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
-    """Before `ceph.join`: keyring present, mons reachable, cluster not in HEALTH_ERR."""
-    if op.kind != "ceph.join":
+    """Before `ceph.join` (and a `node.join` with a ceph phase): keyring present, mons
+    reachable, cluster not in HEALTH_ERR."""
+    if op.kind != "ceph.join" and not (op.kind == "node.join"
+                                       and any(ph.name == "ceph" for ph in op.phases)):
         return None
     from pathlib import Path
 

@@ -78,7 +78,8 @@ def wait_running(a: Api, ns: str, pod: str, container: str, timeout: float) -> N
 
 
 def attach(a: Api, ns: str, pod: str, container: str, tty: bool) -> int:
-    """Join the container's stdin/stdout/stderr to ours until it ends; its exit code."""
+    """Join the container's stdin/stdout/stderr to ours until it ends; its exit code (from
+    the container's terminated state: the kubelet ends every attach with Success)."""
     from kubernetes.client import CoreV1Api
     from kubernetes.stream import stream
 
@@ -120,28 +121,43 @@ def attach(a: Api, ns: str, pod: str, container: str, tty: bool) -> int:
 
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         ws.close()
-    return _exit_code(err)
+    stream_code = _stream_code(err)
+    return stream_code if stream_code is not None else ended_with(a, ns, pod, container)
 
 
-def _exit_code(err: bytes | str) -> int:
-    """The exit code in the attach stream's closing Status (channel 3)."""
+def _stream_code(err: bytes | str) -> int | None:
+    """An exit code the attach stream's closing Status (channel 3) names, if any (an
+    exec-like server); None for Success (the kubelet's answer to every attach)."""
     import json
 
     try:
         status = json.loads(err or b"{}")
     except ValueError:
         status = {}
-    if status.get("status") == "Success":
-        return 0
     for cause in (status.get("details") or {}).get("causes") or []:
         if cause.get("reason") == "ExitCode":
             try:
                 return int(cause.get("message"))
             except (TypeError, ValueError):
                 break
-    if status.get("message"):
+    if status.get("status") == "Failure" and status.get("message"):
         log.error(f"attach: {status['message']}")
-    return 1
+        return 1
+    return None
+
+
+def ended_with(a: Api, ns: str, pod: str, container: str, wait_s: float = 10) -> int:
+    """The container's exit code once the kubelet reports it terminated; 0 when it still
+    runs (the session detached: the shell's stdin closed, or the stream was cut)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = _container_state(a.get(_pod_path(ns, pod)), container)
+        if "terminated" in state:
+            return int(state["terminated"].get("exitCode") or 0)
+        if time.monotonic() > deadline:
+            log.info(f"the session ended; container {container} still runs")
+            return 0
+        time.sleep(0.2)
 
 
 def _stop_on_signals() -> None:

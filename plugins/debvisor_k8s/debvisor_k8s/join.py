@@ -374,15 +374,24 @@ class KubeadmJoin(Step):
         if record.get("joined_before"):
             log.warn("this host had joined before the step: leaving it joined")
             return
+        problem = None
         if drv.joined():
-            _delete_own_node(drv.kubelet_conf, self.node)
+            try:
+                _delete_own_node(drv.kubelet_conf, self.node)
+            except Exception as exc:  # noqa: BLE001 - reset anyway, then report it
+                problem = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         drv.reset(self.timeout_s)
+        if problem:
+            raise StepFailed(f"kubeadm reset done, but node {self.node} could not be deleted "
+                             f"from the cluster: {problem[:300]}; delete it with `kubectl "
+                             f"delete node {self.node}`")
 
 
 def _delete_own_node(kubelet_conf: Path, node: str) -> None:
     """Delete the Node object with the kubelet's own credentials (a node may delete
     itself); a node already gone is fine."""
     from kubernetes import client, config
+    from urllib3.exceptions import HTTPError
 
     from .client import ApiError
 
@@ -398,6 +407,9 @@ def _delete_own_node(kubelet_conf: Path, node: str) -> None:
         if resp.status not in (200, 202, 404):
             raise ApiError(resp.status, resp.reason or "", resp.read().decode()[:200], {})
         log.info(f"node {node} deleted from the cluster")
+    except (HTTPError, OSError) as exc:
+        raise StepFailed(f"cannot reach the Kubernetes API at {conf.host}: "
+                         f"{str(getattr(exc, 'reason', None) or exc)[-200:]}") from None
     finally:
         api.close()
 
@@ -447,3 +459,25 @@ def plan(ctx: Context, params: dict[str, Any]) -> Any:
     return Operation(kind="k8s.join", title=f"join {d.host}:{d.port} as {node}",
                      steps=[step], target={"api": params["api"]},
                      params={"api": params["api"], "node": node})
+
+
+def contributed(ctx: Context) -> list[Step] | None:
+    """`debvisor join --mode k8s|all`: the join of ``[k8s.join]`` (api, token_file, ca_hash,
+    node_name, labels, taints, timeout), planned with its preflight; None without that table
+    or when this host has already joined."""
+    from debvisor_core.actions import Unchanged, params_from_config
+    from debvisor_core.settings import Section
+
+    table = Section.of(ctx, "k8s").table("join")
+    if not table:
+        return None
+    from .actions import ACTIONS
+
+    action = next(a for a in ACTIONS if a.path == "k8s.join")
+    params = params_from_config(action, table, "[k8s.join]")
+    try:
+        op = plan(ctx, params)
+    except Unchanged as nothing:
+        log.info(f"k8s: {nothing.render}")
+        return None
+    return list(op.steps)

@@ -66,7 +66,14 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     (ORDER 14) the Kubernetes node, uncordon it after (ORDER 88). ``params``:
     ``k8s_drain`` False opts out, ``k8s_node`` names the node (default: [k8s] node_name,
     else this host's short name), ``k8s_drain_timeout`` (seconds, default 600).
-    A ``node.maintenance`` with ``drain``: cordon and drain only (``drain_timeout``)."""
+    A ``node.maintenance`` with ``drain``: cordon and drain only (``drain_timeout``).
+    A ``node.join`` (mode k8s or all): the worker join of ``[k8s.join]``."""
+    if op.kind == "node.join":
+        if op.params.get("mode") not in ("k8s", "all"):
+            return None
+        from .join import contributed
+
+        return contributed(ctx)
     maintenance = op.kind == MAINTENANCE_KIND and bool(op.params.get("drain"))
     if (op.kind not in UPGRADE_KINDS and not maintenance) or op.params.get("k8s_drain") is False:
         return None

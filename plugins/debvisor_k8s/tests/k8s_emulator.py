@@ -94,7 +94,8 @@ kubelet and the API server do. The container behind it is real: its first attach
 its main process, the container's command/args (busybox applets) or ``/bin/busybox sh``,
 with pipes, or a pty when the container or that attach asks for a TTY, in a fresh directory
 under the workdir that is its HOME (PATH: busybox applets; the container's literal env
-values); later attaches join it, its output also goes to the container's log. When it ends,
+values); later attaches join it, its output also goes to the container's log (a log follow
+ends when the container has terminated, as the kubelet's does). When it ends,
 the container is terminated (exitCode, Completed/Error, finishedAt; a MODIFIED event; a
 restartPolicy Never pod then Succeeded/Failed), then every attached session gets the Status
 (Success, or NonZeroExitCode with the ExitCode cause: ``command terminated with non-zero exit
@@ -174,9 +175,10 @@ What it does NOT do (a real cluster would):
   first attach (not when the container starts: nothing runs before it, so that attach misses
   no output), whatever the image and whatever ``stdin`` the container spec says; no
   namespaces, cgroups, ``/host`` or target process sharing; attach reports the shell's exit
-  code like an exec (``emu.attach_reports_exit_code``, default True) where the kubelet's
-  attach always ends with Success: set it False for the real behaviour (with True, ``kubectl
-  debug/run -i`` take a non-zero exit for a failed attach and print the log again);
+  code like an exec only with ``emu.attach_reports_exit_code = True``; by default it ends
+  with Success whatever the exit code, as the kubelet's attach does (clients read the exit
+  code from the container's terminated state; with True, ``kubectl debug/run -i`` take a
+  non-zero exit for a failed attach and print the log again);
 - protobuf request bodies are decoded only for Pod, Namespace, ConfigMap and Secret and the
   fields in ``_PB_MESSAGES`` (kubectl >= 1.33's typed ``kubectl create namespace/configmap/
   secret`` and ``kubectl debug node/N`` send protobuf), anything else is a 415; answers are
@@ -3183,7 +3185,7 @@ class Emulator:
         self._logs_ended: set[tuple[str, str]] = set()
         self._events: list[tuple[int, str, str, Obj]] = []  # (resourceVersion, type, plural, object)
         self._timers: list[threading.Timer] = []
-        self.attach_reports_exit_code = True  # False: Success at the end of every attach, as the kubelet
+        self.attach_reports_exit_code = False  # True: the exit code, like an exec (the kubelet: Success)
         self.busybox = _BUSYBOX
         self._procs: dict[tuple[str, str], _Process] = {}  # (pod uid, container): its main process
         self._execs: set[_Process] = set()
@@ -4805,7 +4807,9 @@ class Emulator:
                 pos = len(entries)
                 p = self._store["pods"].get((namespace, name))
                 done = (self._stopping or (namespace, name) in self._logs_ended or p is None
-                        or p["metadata"]["uid"] != uid)
+                        or p["metadata"]["uid"] != uid
+                        or any(cs.get("name") == container and "terminated" in (cs.get("state") or {})
+                               for _, cs in _all_container_statuses(p)))  # the container ended
                 if not new and not done:
                     self._cond.wait(0.2)
             if new:

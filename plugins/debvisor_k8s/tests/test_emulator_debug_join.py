@@ -228,6 +228,7 @@ def test_attach_to_a_debug_container(kubectl_bin: Path, k8s_api: Emulator) -> No
     assert kubectl(kubectl_bin, emu, "debug", "web-1", "--image", "busybox", "--target", "app",
                    "-c", "dbg").returncode == 0
     script = "echo hello; echo oops >&2; exit 3\n"
+    emu.attach_reports_exit_code = True  # exec-like: kubectl attach then exits with the code
 
     res = kubectl_in(kubectl_bin, emu, "attach", "-i", "web-1", "-c", "dbg", stdin=script)
 
@@ -309,7 +310,6 @@ def test_exec_and_debug_interactive(kubectl_bin: Path, k8s_api: Emulator) -> Non
     assert status["state"]["terminated"]["reason"] == "Completed"
     # a non-zero exit: the kubelet's attach ends with Success whatever the exit code (kubectl
     # debug takes anything else for a failed attach and prints the container's log again)
-    emu.attach_reports_exit_code = False
     res = kubectl_in(kubectl_bin, emu, "debug", "-i", "web-1", "--image", "busybox", "-c", "dbg2", "--",
                      "sh", "-c", "echo bye; exit 4")
     assert res.returncode == 0, res
@@ -549,7 +549,8 @@ def test_python_client_ephemeral_containers_and_streams(k8s_api: Emulator) -> No
         assert json.loads(exc.value.body or "")["message"] \
             == 'Pod "x" is invalid: spec.ephemeralContainers: Forbidden: cannot be set on create'
 
-        # attach: stdin in, stdout and stderr out, the shell's exit code at the end
+        # attach: stdin in, stdout and stderr out, the shell's exit code at the end (exec-like)
+        emu.attach_reports_exit_code = True
         ws = stream(core.connect_get_namespaced_pod_attach, "web-1", "default", container="dbg", stdin=True,
                     stdout=True, stderr=True, tty=False, _preload_content=False)
         assert ws.subprotocol == "v5.channel.k8s.io"
@@ -667,8 +668,8 @@ def test_python_client_cluster_info_and_bootstrap_tokens(k8s_api: Emulator, tmp_
         assert [c.metadata.name for c in listed.items] == ["cluster-info"]
 
         # a token that expires: its signature goes (the signer's timer), its bearer is refused
-        soon = emu.add_bootstrap_token("shortt", "0000000000000000",
-                                       expires=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        soon = emu.add_bootstrap_token("shortt", "0000000000000000",  # whole seconds: 1 to 2 s from now
+                                       expires=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))
         assert "jws-kubeconfig-shortt" in emu.get("configmaps", "cluster-info", "kube-public")["data"]  # type: ignore[index]
         assert emu.wait_for(lambda: "jws-kubeconfig-shortt" not in emu.get(  # type: ignore[index]
             "configmaps", "cluster-info", "kube-public")["data"], timeout=10)

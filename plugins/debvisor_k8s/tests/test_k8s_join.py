@@ -209,3 +209,13 @@ def test_first_boot_joins_the_cluster_from_the_config(dv: Any, bed: Bed, dv_stat
     assert node["metadata"]["labels"]["debvisor.io/role"] == "hypervisor"
     report = (bed.tmp / "firstboot-report.json").read_text()
     assert TOKEN_SECRET not in report and TOKEN_SECRET not in res.stdout + res.stderr
+
+
+def test_rollback_with_the_api_gone_still_resets_and_says_what_is_left(dv: Any, bed: Bed) -> None:
+    assert dv(*bed.argv("--yes"), env=bed.env).code == 0
+    bed.emu.stop()  # the control plane is unreachable when the join is undone
+    res = dv("k8s", "join", "--rollback", "--yes", env=bed.env)
+    assert res.code == 5, res
+    assert "kubeadm reset done, but node worker3 could not be deleted" in res.stderr
+    assert "cannot reach the Kubernetes API" in res.stderr and "Traceback" not in res.stderr
+    assert bed.calls()[-1]["argv"] == ["reset", "--force"] and not bed.kubelet_conf.exists()

@@ -63,5 +63,7 @@ def proto(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def docs(session: nox.Session) -> None:
     """Man pages from the command declarations: docs/man/*.1 and each plugin's copy in
-    plugins/*/man (what its distribution installs). `nox -s docs -- --check` only compares."""
+    plugins/*/man (what its distribution installs), and docs/operators.md's command table.
+    `nox -s docs -- --check` only compares."""
     session.run(PY, "-m", "debvisor_core.manpages", "--root", str(ROOT), *session.posargs)
+    session.run(PY, "-m", "debvisor_core.opsdoc", "--root", str(ROOT), *session.posargs)

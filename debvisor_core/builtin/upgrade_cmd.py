@@ -58,7 +58,7 @@ ACTIONS = [
                     "apt sources, what apt would do, held packages, running vs newest kernel, "
                     "time sync, ZFS's DKMS module, unfinished operations; Ceph health and "
                     "versions; Kubernetes nodes. Nothing is changed. Exit 1 when a check fails.",
-        query=_check, render=_render, privilege="none",
+        query=_check, render=_render,
         params=(Param("diff", "Also list the package changes (apt-get -s dist-upgrade).",
                       type="bool", default=False),
                 Param("only", "Run only checks whose name starts with this (e.g. ceph.).",

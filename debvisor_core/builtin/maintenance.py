@@ -179,12 +179,15 @@ ACTIONS = [
            description="While it is on, every new operation is refused at preflight unless it "
                        "is run with --force-maintenance. Audited. With --drain it is a "
                        "journalled operation: maintenance on, then what the installed plugins "
-                       "contribute (the k8s plugin cordons the node and evicts its pods, "
-                       "PDB-aware); `maintenance disable` rolls it back (uncordon).",
+                       "contribute (the hv plugin live-migrates the node's VMs away and "
+                       "checks that none is left, the k8s plugin cordons the node and evicts "
+                       "its pods, PDB-aware); `maintenance disable` rolls it back (the VMs "
+                       "come back, the node is uncordoned).",
            params=(Param("reason", "Why (shown to anyone whose operation is refused).",
                          default=""),
-                   Param("drain", "Also empty the node: the steps plugins contribute (k8s: "
-                                  "cordon and drain).", type="bool", default=False),
+                   Param("drain", "Also empty the node: the steps plugins contribute (hv: "
+                                  "migrate its VMs away; k8s: cordon and drain).",
+                         type="bool", default=False),
                    Param("drain_timeout", "How long the drain may take (e.g. 10m).",
                          type="duration", default=600.0, minimum=1)),
            result="{enabled, reason, since, by}; with --drain the operation result",

@@ -34,11 +34,24 @@ def debvisor_actions() -> list[Action]:
 
 @hookimpl
 def debvisor_step_types() -> list[type[Step]]:
-    from . import migrate, registry, snapshots, vnc
+    from . import evacuate, migrate, registry, snapshots, vnc
 
     return [registry.WriteInventory, registry.SetAutostart, migrate.MigrateVM,
+            evacuate.EvacuateVM, evacuate.VerifyNoVMs,
             migrate.PrecreateDisks, snapshots.CreateSnapshot, snapshots.RevertSnapshot,
             snapshots.DeleteSnapshot, vnc.SetVncTarget, vnc.OpenVncPort]
+
+
+@hookimpl
+def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
+    """`debvisor maintenance enable --drain`: migrate this node's VMs away first
+    (``[hv] node``, ``[hv] evacuate_to``), and check that the node is empty at the end."""
+    if op.kind != "node.maintenance" or not op.params.get("drain") \
+            or op.params.get("hv_evacuate") is False:
+        return None
+    from .evacuate import contributed
+
+    return contributed(ctx, op)
 
 
 @hookimpl

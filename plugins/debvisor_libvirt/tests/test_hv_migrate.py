@@ -288,3 +288,30 @@ def test_precheck_refuses_the_same_host_under_another_name(dv: Any, dv_state: An
     assert res.code == 3, res
     assert f"{src} and again are the same libvirt host (same host UUID)" in res.stderr
     assert hv_env.where(VM) == [src]
+
+
+def test_maintenance_drain_evacuates_the_node_and_disable_brings_the_vm_back(
+        dv: Any, dv_state: Any, hv_env: Any, guest: Path) -> None:
+    """`maintenance enable --drain` on a hypervisor (`[hv] node`): its running VMs are
+    live-migrated away, maintenance holds only once the node is empty, and `maintenance
+    disable` migrates them back; the guest keeps running throughout."""
+    src = hv_env.where(VM)[0]
+    dst = _other(src)
+    dv_state.config({"hv": {"node": src}}, base=hv_env.config_path)
+    dry = dv("maintenance", "enable", "--drain", "--reason", "disk swap", "--dry-run")
+    assert dry.code == 0, dry
+    assert f"live-migrate {VM}: {src} -> {dst}" in dry.stdout
+    assert f"check that {src} runs no VM" in dry.stdout and hv_env.where(VM) == [src]
+    beat = max(lab.console_heartbeats(guest))
+    res = dv("--json", "maintenance", "enable", "--drain", "--reason", "disk swap", "--yes")
+    assert res.code == 0, (res, _journal(dv, res))
+    assert [s["name"] for s in res.json["steps"]] == ["EnterMaintenance", "EvacuateVM",
+                                                      "VerifyNoVMs"]
+    assert hv_env.where(VM) == [dst]
+    _beats_after(guest, beat)
+    assert dv("--json", "maintenance", "status").json["enabled"] is True
+    off = dv("--json", "maintenance", "disable")
+    assert off.code == 0 and off.json["rolled_back"] == res.json["id"], off
+    assert hv_env.where(VM) == [src]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
+    assert dv("--json", "maintenance", "status").json["enabled"] is False

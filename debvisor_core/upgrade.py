@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DebvisorError
 from .health import CheckResult, HealthCheck
+from .model import Step
 from .settings import Section
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,9 +73,11 @@ class Node:
     def apt(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``apt-get ARGS`` against this node's root, in the C locale."""
         argv = ["apt-get"]
-        if self.root != Path("/"):
+        if self.root != Path("/"):  # dpkg installs into the root too (its scripts chrooted)
             argv += ["-o", f"Dir={self.root}",
-                     "-o", f"Dir::State::status={self.path('var/lib/dpkg/status')}"]
+                     "-o", f"Dir::State::status={self.path('var/lib/dpkg/status')}",
+                     "-o", f"DPkg::Options::=--root={self.root}",
+                     "-o", f"DPkg::Options::=--admindir={self.path('var/lib/dpkg')}"]
         env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
         try:
             return subprocess.run([*argv, *args], capture_output=True, text=True,  # noqa: S603
@@ -282,6 +285,48 @@ def held_packages(node: Node) -> list[str]:
     return sorted(held)
 
 
+def installed(node: Node) -> dict[str, str]:
+    """Package -> version of what dpkg lists as installed (its status file)."""
+    try:
+        text = node.path("var/lib/dpkg/status").read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for stanza in text.split("\n\n"):
+        name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
+        version = re.search(r"^Version:\s*(\S+)", stanza, re.M)
+        status = re.search(r"^Status:\s*\S+ \S+ (\S+)", stanza, re.M)
+        if name and version and status and status.group(1) == "installed":
+            out[name.group(1)] = version.group(1)
+    return out
+
+
+def unsettled(node: Node) -> list[str]:
+    """Packages dpkg left half-installed or unconfigured."""
+    try:
+        text = node.path("var/lib/dpkg/status").read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for stanza in text.split("\n\n"):
+        name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
+        status = re.search(r"^Status:\s*\S+ \S+ (\S+)", stanza, re.M)
+        if name and status and status.group(1) not in ("installed", "not-installed",
+                                                         "config-files"):
+            out.append(f"{name.group(1)} ({status.group(1)})")
+    return out
+
+
+def changes(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    """What moved between two package listings."""
+    return {"upgraded": [{"name": n, "from": before[n], "to": after[n]}
+                         for n in sorted(before) if n in after and after[n] != before[n]],
+            "installed": [{"name": n, "version": after[n]} for n in sorted(after)
+                          if n not in before],
+            "removed": [{"name": n, "version": before[n]} for n in sorted(before)
+                        if n not in after]}
+
+
 def check_holds(ctx: Context) -> CheckResult:
     held = held_packages(Node.of(ctx))
     if held:
@@ -346,3 +391,110 @@ def core_checks() -> list[HealthCheck]:
             HealthCheck("core.time-sync", check_time, timeout=10),
             HealthCheck("core.zfs-dkms", check_zfs, timeout=30),
             HealthCheck("core.operations", check_operations, timeout=10)]
+
+
+# -- the upgrade of this node (`debvisor upgrade run`) -------------------------------------------
+def _apt_ok(res: subprocess.CompletedProcess[str], what: str) -> None:
+    from .errors import StepFailed
+
+    if res.returncode != 0:
+        errors = [ln for ln in (res.stderr + res.stdout).splitlines()
+                  if ln.startswith(("E:", "dpkg: error"))]
+        raise StepFailed(f"{what} failed (exit {res.returncode}): "
+                         f"{' '.join(errors)[:400] or res.stderr.strip()[-400:]}")
+
+
+APT_INSTALL_OPTS = ("-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
+                    "-o", "Dpkg::Options::=--force-confold")
+
+
+@dataclass
+class AptDistUpgrade(Step):
+    """``apt-get update`` then ``dist-upgrade`` on this node, the package lists before and
+    after journalled and diffed. Undo: put every changed package back to the version it had
+    (``apt-get install NAME=VERSION``, newly installed ones removed) — possible while the
+    repositories still carry the old versions; otherwise the undo fails naming them."""
+
+    TYPE = "core.apt-dist-upgrade"
+    NAME = "AptDistUpgrade"
+    #: the plan's prediction, one line (for the plan and the journal)
+    predicted: str = ""
+    timeout_s: float = 3600.0
+
+    def describe(self, ctx: Context) -> str:
+        return f"apt-get dist-upgrade on {Node.of(ctx).root}: {self.predicted}"
+
+    def snapshot(self, ctx: Context) -> dict[str, Any]:
+        return {"before": installed(Node.of(ctx))}
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from . import log
+
+        node = Node.of(ctx)
+        _apt_ok(node.apt("-q", "update", timeout=600), "apt-get update")
+        log.info("apt-get dist-upgrade")
+        res = node.apt(*APT_INSTALL_OPTS, "dist-upgrade", timeout=self.timeout_s)
+        for line in res.stdout.splitlines():
+            if line.startswith(("Unpacking", "Setting up", "Removing")):
+                log.info(line)
+        _apt_ok(res, "apt-get dist-upgrade")
+        diff = changes(prior.get("before") or {}, installed(node))
+        if ctx.operation is not None:
+            ctx.operation.result["packages"] = diff
+        return {"changes": diff}
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        from .errors import StepFailed
+
+        node = Node.of(ctx)
+        bad = unsettled(node)
+        if bad:
+            raise StepFailed(f"dpkg left packages unsettled: {', '.join(bad)}")
+        left = simulate(node)["summary"].get("upgraded", 0)
+        if left:
+            raise StepFailed(f"{left} package(s) still to upgrade after the dist-upgrade")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        from . import log
+
+        node = Node.of(ctx)
+        before: dict[str, str] = record.get("before") or {}
+        diff = changes(before, installed(node))
+        back = [f"{p['name']}={p['from']}" for p in diff["upgraded"]] + \
+            [f"{p['name']}={p['version']}" for p in diff["removed"]]
+        drop = [f"{p['name']}-" for p in diff["installed"]]
+        if not back and not drop:
+            return
+        log.warn(f"putting back {len(back)} package version(s), removing {len(drop)} new "
+                 f"package(s)")
+        res = node.apt(*APT_INSTALL_OPTS, "--allow-downgrades", "install", *back, *drop,
+                       timeout=self.timeout_s)
+        _apt_ok(res, "putting the previous package versions back (are they still in the "
+                     "repositories?)")
+
+
+@dataclass
+class RebootCheck(Step):
+    """Whether the node must reboot: the newest installed kernel is not the running one
+    (Debian's kernel packages do not create /run/reboot-required). Reports only."""
+
+    TYPE = "core.reboot-check"
+    NAME = "RebootCheck"
+    ORDER = 60
+
+    def describe(self, ctx: Context) -> str:
+        return "compare the running kernel with the newest installed one"
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from . import log
+
+        node = Node.of(ctx)
+        running, kernels = running_kernel(node), installed_kernels(node)
+        newest = kernels[-1] if kernels else running
+        needed = newest != running
+        if ctx.operation is not None:
+            ctx.operation.result.update(running_kernel=running, newest_kernel=newest,
+                                        reboot_required=needed)
+        if needed:
+            log.warn(f"reboot needed: kernel {newest} is installed, {running} runs")
+        return {"reboot_required": needed}

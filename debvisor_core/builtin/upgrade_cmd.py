@@ -1,10 +1,12 @@
 """`debvisor upgrade check [--diff]`: the pre-upgrade checklist of this node, contributed by
-plugins (hook ``debvisor_upgrade_checks``), and the package changes apt predicts."""
+plugins (hook ``debvisor_upgrade_checks``), and the package changes apt predicts;
+`debvisor upgrade run`: this node's upgrade as a ``node.upgrade`` operation (the checklist
+is its preflight; plugins add their steps around it: Ceph's noout, Kubernetes' drain)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +14,11 @@ from .. import hookimpl, log
 from ..actions import Action, Outcome, Param, attach
 from ..context import Context
 from ..health import HealthCheck
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import Finding, Operation, OpResult, Step
+
+KIND = "node.upgrade"
 
 MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
@@ -50,6 +57,35 @@ def _render(r: dict[str, Any]) -> None:
                 print(f"{row['name']}: {json.dumps(row['details'], default=str)}")
 
 
+def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
+    import os
+
+    from ..model import Operation
+    from ..upgrade import AptDistUpgrade, Node, RebootCheck, simulate
+
+    sim = simulate(Node.of(ctx))
+    s = sim["summary"]
+    if not (s.get("upgraded") or s.get("installed") or s.get("removed")):
+        return None
+    predicted = (f"{s.get('upgraded', 0)} upgraded, {s.get('installed', 0)} new, "
+                 f"{s.get('removed', 0)} removed"
+                 + ("; a new kernel" if sim["reboot_expected"] else ""))
+    host = os.uname().nodename
+    return Operation(kind=KIND, title=f"upgrade {host}",
+                     steps=[AptDistUpgrade(predicted), RebootCheck()], destructive=True,
+                     params={"node": host, "predicted": sim["summary"]})
+
+
+def _render_run(res: OpResult) -> None:
+    r = res.result or {}
+    pk = r.get("packages") or {}
+    print(f"{res.title}: {len(pk.get('upgraded', []))} upgraded, "
+          f"{len(pk.get('installed', []))} installed, {len(pk.get('removed', []))} removed")
+    if r.get("reboot_required"):
+        print(f"reboot needed: kernel {r['newest_kernel']} is installed, "
+              f"{r['running_kernel']} runs")
+
+
 ACTIONS = [
     Action(
         "upgrade.check", "Check whether this node is ready to upgrade (pass/warn/fail/skip), "
@@ -71,17 +107,37 @@ ACTIONS = [
         examples=("debvisor upgrade check", "debvisor upgrade check --diff",
                   "debvisor --json upgrade check --only core."),
     ),
+    Action(
+        "upgrade.run", "Upgrade this node (apt-get dist-upgrade) as an operation: the "
+                       "checklist first, the plugins' drain around it",
+        plan=_plan_run, kind=KIND, render=_render_run, destructive=True,
+        description="A failing check of `upgrade check` refuses it (a warning is shown). The "
+                    "plugins add their steps around the upgrade (Ceph: noout; Kubernetes: "
+                    "cordon, drain, uncordon). The package lists before and after are "
+                    "journalled; the result says whether a reboot is needed (the newest "
+                    "installed kernel is not the running one). --rollback puts the previous "
+                    "package versions back while the repositories still have them. It does "
+                    "not reboot.",
+        unchanged="nothing to upgrade",
+        result="the operation result: id, kind, title, status, steps, findings, "
+               "duration_ms, error; result: packages {upgraded [{name, from, to}], installed "
+               "[{name, version}], removed [{name, version}]}, running_kernel, "
+               "newest_kernel, reboot_required",
+        examples=("debvisor upgrade run --dry-run", "debvisor upgrade run --yes",
+                  "debvisor upgrade run --rollback --yes"),
+    ),
 ]
 
 
 @click.group("upgrade")
 def upgrade() -> None:
-    """Upgrade readiness of this node: the pre-upgrade checklist and the package diff.
+    """This node's upgrade: the pre-upgrade checklist, the package diff, the upgrade.
 
     \b
     Example:
       debvisor upgrade check
       debvisor upgrade check --diff --json
+      debvisor upgrade run --dry-run
     """
 
 
@@ -98,6 +154,29 @@ def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck]:
     from ..upgrade import core_checks
 
     return core_checks()
+
+
+@hookimpl
+def debvisor_step_types() -> list[type[Step]]:
+    from ..upgrade import AptDistUpgrade, RebootCheck
+
+    return [AptDistUpgrade, RebootCheck]
+
+
+@hookimpl
+def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
+    """The checklist is the upgrade's preflight: a failed check refuses, a warning shows."""
+    if op.kind != KIND or op.params.get("checks") is False:
+        return None
+    from ..health import collect, run_checks
+    from ..model import Finding
+    from ..upgrade import ORDER
+
+    report = run_checks(ctx, collect(ctx, "debvisor_upgrade_checks", failed="fail"),
+                        order=ORDER, failed="fail")
+    level = {"fail": "error", "warn": "warn"}
+    return [Finding(level[c["status"]], f"{c['name']}: {c['summary']}", "upgrade")
+            for c in report["checks"] if c["status"] in level]
 
 
 @hookimpl

@@ -1,0 +1,146 @@
+"""`debvisor upgrade run` on a node root with real apt and dpkg: real .deb packages at two
+versions in a local repository, the upgrade installs a new kernel package beside the
+running one and removes a package the new agent breaks; the result says a reboot is
+needed; --rollback puts the old versions back from the repository."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from debvisor_core.testing import Runner, StateDir
+
+AGENT = "debvisor-test-agent"
+
+
+def make_deb(out: Path, name: str, version: str, files: dict[str, str] | None = None,
+             **fields: str) -> Path:
+    tree = out / f"build-{name}-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    control = {"Package": name, "Version": version, "Architecture": "all",
+               "Maintainer": "DebVisor tests <t@example.org>", "Description": "test package",
+               **fields}
+    (tree / "DEBIAN" / "control").write_text("".join(f"{k}: {v}\n" for k, v in control.items()))
+    for path, text in (files or {}).items():
+        f = tree / path.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    deb = out / f"{name}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(tree), str(deb)],
+                   check=True, capture_output=True)
+    return deb
+
+
+def index(repo: Path) -> None:
+    """A flat repository's Packages file (what dpkg-scanpackages writes)."""
+    out = ""
+    for deb in sorted(repo.glob("*.deb")):
+        control = subprocess.run(["dpkg-deb", "-f", str(deb)], check=True, capture_output=True,
+                                 text=True).stdout.strip()
+        data = deb.read_bytes()
+        out += (f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
+                f"SHA256: {hashlib.sha256(data).hexdigest()}\n\n")
+    (repo / "Packages").write_text(out)
+
+
+def apt(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["apt-get", "-q", "-o", f"Dir={root}", "-o",
+                           f"Dir::State::status={root}/var/lib/dpkg/status", "-o",
+                           f"DPkg::Options::=--root={root}", "-o",
+                           f"DPkg::Options::=--admindir={root}/var/lib/dpkg", *args],
+                          capture_output=True, text=True, timeout=120, check=True)
+
+
+def versions(root: Path) -> dict[str, str]:
+    out = subprocess.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f",
+                          "${Package} ${Version} ${db:Status-Status}\\n"],
+                         capture_output=True, text=True, check=True).stdout
+    return {n: v for n, v, st in (ln.split() for ln in out.splitlines()) if st == "installed"}
+
+
+@pytest.fixture
+def node(tmp_path: Path, dv_state: StateDir) -> Path:
+    root, repo = tmp_path / "node", tmp_path / "repo"
+    for d in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
+              "var/cache/apt/archives/partial", "var/lib/dpkg/info", "var/lib/dpkg/updates",
+              "var/log/apt", "boot"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/dpkg/status").write_text("")
+    repo.mkdir()
+    make_deb(repo, AGENT, "1.0", {"/usr/share/debvisor-test/agent": "1.0\n"})
+    make_deb(repo, "debvisor-legacy", "1.0", {"/usr/share/debvisor-test/legacy": "x\n"})
+    make_deb(repo, "linux-image-6.1.0-90-debvisor", "6.1.90-1",
+             {"/boot/vmlinuz-6.1.0-90-debvisor": "kernel 90\n"})
+    make_deb(repo, "linux-image-debvisor-amd64", "1.0",
+             Depends="linux-image-6.1.0-90-debvisor")
+    index(repo)
+    (root / "etc/apt/sources.list").write_text(f"deb [trusted=yes] file:{repo} ./\n")
+    apt(root, "update")
+    apt(root, "-y", "install", AGENT, "debvisor-legacy", "linux-image-debvisor-amd64")
+    # the new release: the agent 1.1 breaks the legacy package, the kernel metapackage 1.1
+    # pulls a new kernel; the old versions stay in the repository
+    make_deb(repo, AGENT, "1.1", {"/usr/share/debvisor-test/agent": "1.1\n"},
+             Breaks="debvisor-legacy", Conflicts="debvisor-legacy")
+    make_deb(repo, "linux-image-6.1.0-91-debvisor", "6.1.91-1",
+             {"/boot/vmlinuz-6.1.0-91-debvisor": "kernel 91\n"})
+    make_deb(repo, "linux-image-debvisor-amd64", "1.1",
+             Depends="linux-image-6.1.0-91-debvisor")
+    index(repo)
+    apt(root, "update")
+    (root / "osrelease").write_text("6.1.0-90-debvisor\n")
+    dv_state.config({"upgrade": {"root": str(root),
+                                 "running_kernel_file": str(root / "osrelease")}})
+    return root
+
+
+def test_upgrade_run_upgrades_reports_the_reboot_and_rolls_back(dv: Runner, node: Path) -> None:
+    before = versions(node)
+    assert before == {AGENT: "1.0", "debvisor-legacy": "1.0",
+                      "linux-image-6.1.0-90-debvisor": "6.1.90-1",
+                      "linux-image-debvisor-amd64": "1.0"}
+    dry = dv("upgrade", "run", "--dry-run")
+    assert dry.code == 0, dry
+    assert "apt-get dist-upgrade on" in dry.stdout and "2 upgraded, 1 new, 1 removed" in dry.stdout
+    assert versions(node) == before
+
+    res = dv("--json", "upgrade", "run", "--yes")
+    assert res.code == 0 and res.json["status"] == "succeeded", res
+    after = versions(node)
+    assert after[AGENT] == "1.1" and after["linux-image-debvisor-amd64"] == "1.1"
+    assert "debvisor-legacy" not in after and "linux-image-6.1.0-91-debvisor" in after
+    assert (node / "usr/share/debvisor-test/agent").read_text() == "1.1\n"
+    r = res.json["result"]
+    assert {p["name"] for p in r["packages"]["upgraded"]} == {AGENT, "linux-image-debvisor-amd64"}
+    assert [p["name"] for p in r["packages"]["removed"]] == ["debvisor-legacy"]
+    assert (r["reboot_required"], r["newest_kernel"]) == (True, "6.1.0-91-debvisor")
+    human_again = dv("upgrade", "run", "--yes")
+    assert human_again.code == 0 and human_again.stdout.strip() == "nothing to upgrade"
+
+    back = dv("upgrade", "run", "--rollback", "--yes")
+    assert back.code == 0, back
+    assert versions(node) == before
+    assert (node / "usr/share/debvisor-test/agent").read_text() == "1.0\n"
+
+
+def test_a_failed_check_refuses_the_upgrade(dv: Runner, node: Path, dv_state: StateDir) -> None:
+    """ZFS in use without its module built for the newest kernel: core.zfs-dkms fails, so
+    the upgrade is refused before anything changes (exit 3)."""
+    (node / "sbin").mkdir()
+    (node / "sbin/zpool").write_text("#!/bin/sh\n")
+    res = dv("upgrade", "run", "--yes")
+    assert res.code == 3, res
+    assert "core.zfs-dkms: ZFS is used but no zfs module is built" in res.stderr
+    assert versions(node)[AGENT] == "1.0"
+    forced = dv("--json", "upgrade", "check", "--only", "core.zfs")
+    assert forced.code == 1 and forced.json["checks"][0]["status"] == "fail"
+
+
+def test_status_parsing_agrees_with_dpkg_query(node: Path, dv_state: Any) -> None:
+    from debvisor_core.upgrade import Node, installed
+
+    n = Node(node, node / "osrelease", 5.0)
+    assert installed(n) == versions(node)

@@ -62,9 +62,9 @@ def versions(root: Path) -> dict[str, str]:
     return {n: v for n, v, st in (ln.split() for ln in out.splitlines()) if st == "installed"}
 
 
-@pytest.fixture
-def node(tmp_path: Path, dv_state: StateDir) -> Path:
-    root, repo = tmp_path / "node", tmp_path / "repo"
+def build_node(base: Path) -> Path:
+    """A node root with the 1.0 packages installed and the 1.1 release in its repository."""
+    root, repo = base / "node", base / "repo"
     for d in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
               "var/cache/apt/archives/partial", "var/lib/dpkg/info", "var/lib/dpkg/updates",
               "var/log/apt", "boot"):
@@ -92,8 +92,17 @@ def node(tmp_path: Path, dv_state: StateDir) -> Path:
     index(repo)
     apt(root, "update")
     (root / "osrelease").write_text("6.1.0-90-debvisor\n")
-    dv_state.config({"upgrade": {"root": str(root),
-                                 "running_kernel_file": str(root / "osrelease")}})
+    return root
+
+
+def upgrade_config(root: Path) -> dict[str, Any]:
+    return {"upgrade": {"root": str(root), "running_kernel_file": str(root / "osrelease")}}
+
+
+@pytest.fixture
+def node(tmp_path: Path, dv_state: StateDir) -> Path:
+    root = build_node(tmp_path)
+    dv_state.config(upgrade_config(root))
     return root
 
 
@@ -144,3 +153,45 @@ def test_status_parsing_agrees_with_dpkg_query(node: Path, dv_state: Any) -> Non
 
     n = Node(node, node / "osrelease", 5.0)
     assert installed(n) == versions(node)
+
+
+def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_state: StateDir,
+                                                              tmp_path: Path) -> None:
+    """Three nodes (local transport, each its own state and root): node2's checklist fails,
+    so the rolling upgrade upgrades node1, pauses at node2 (nothing changed there), and
+    after the fix `ops resume` upgrades node2 and node3; `ops rollback` undoes all three."""
+    import tomllib
+
+    from debvisor_core.lab.manager import to_toml
+
+    roots, inventory = {}, {}
+    for n in ("node1", "node2", "node3"):
+        base = tmp_path / n
+        (base / "state").mkdir(parents=True)
+        roots[n] = build_node(base)
+        cfg = base / "debvisor.toml"
+        cfg.write_text(to_toml(upgrade_config(roots[n])))
+        inventory[n] = {"transport": "local", "state_dir": str(base / "state"),
+                        "config": str(cfg)}
+    dv_state.config({"cluster": {"nodes": inventory}})
+    assert tomllib.loads(dv_state.config_path.read_text())["cluster"]["nodes"]["node2"]
+    (roots["node2"] / "sbin").mkdir()
+    (roots["node2"] / "sbin/zpool").write_text("")  # ZFS without its module: node2 refuses
+    dry = dv("upgrade", "rolling", "--dry-run")
+    assert dry.code == 0 and "[node2] on node2: upgrade.run()" in dry.stdout, dry
+    res = dv("upgrade", "rolling", "--yes")
+    assert res.code == 4 and "paused" in res.stderr, res
+    assert "core.zfs-dkms" in res.stderr
+    assert [versions(roots[n])[AGENT] for n in roots] == ["1.1", "1.0", "1.0"]
+    (op,) = dv("--json", "ops", "list").json
+    assert op["kind"] == "cluster.upgrade" and op["status"] == "paused"
+
+    (roots["node2"] / "sbin/zpool").unlink()
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0, resumed
+    assert [versions(roots[n])[AGENT] for n in roots] == ["1.1", "1.1", "1.1"]
+
+    back = dv("ops", "rollback", op["id"], "--yes")
+    assert back.code == 0, back
+    assert [versions(roots[n])[AGENT] for n in roots] == ["1.0", "1.0", "1.0"]
+    assert all("debvisor-legacy" in versions(r) for r in roots.values())

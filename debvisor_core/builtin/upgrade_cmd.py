@@ -76,6 +76,37 @@ def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
                      params={"node": host, "predicted": sim["summary"]})
 
 
+def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
+    """One phase per batch of nodes, each node's `upgrade run` through its transport."""
+    from ..errors import BadInput
+    from ..model import GATE_AUTO, GATE_PAUSE, ROLLBACK_PHASE_AND_PAUSE, Operation, Phase
+    from ..remote import RemoteAction
+
+    inventory = ctx.section("cluster").get("nodes") or {}
+    names = [n.strip() for n in ",".join(p["nodes"] or []).split(",") if n.strip()] \
+        or sorted(inventory)
+    if not names:
+        raise BadInput("no nodes: list them in [cluster.nodes.NAME] or give --nodes")
+    unknown = [n for n in names if n not in inventory]
+    if unknown:
+        raise BadInput(f"not in the inventory ([cluster.nodes]): {', '.join(unknown)}")
+    if len(set(names)) != len(names):
+        raise BadInput("a node is named twice in --nodes")
+    batch = int(p["batch"])
+    phases = []
+    for i in range(0, len(names), batch):
+        group = names[i:i + batch]
+        phases.append(Phase(", ".join(group),
+                            [RemoteAction(n, "upgrade.run", {}, timeout=float(p["timeout"]))
+                             for n in group],
+                            node=group[0] if len(group) == 1 else None,
+                            on_failure=ROLLBACK_PHASE_AND_PAUSE,
+                            gate=GATE_PAUSE if p["pause"] else GATE_AUTO))
+    return Operation(kind="cluster.upgrade", title=f"rolling upgrade of {len(names)} node(s)",
+                     phases=phases, destructive=True, locks=["cluster.upgrade"],
+                     params={"nodes": names, "batch": batch})
+
+
 def _render_run(res: OpResult) -> None:
     r = res.result or {}
     pk = r.get("packages") or {}
@@ -125,6 +156,33 @@ ACTIONS = [
                "newest_kernel, reboot_required",
         examples=("debvisor upgrade run --dry-run", "debvisor upgrade run --yes",
                   "debvisor upgrade run --rollback --yes"),
+    ),
+    Action(
+        "upgrade.rolling", "Upgrade the cluster's nodes one batch at a time (each node's "
+                           "`upgrade run` through its transport), pausing on any failure",
+        plan=_plan_rolling, kind="cluster.upgrade", destructive=True,
+        render=lambda res: print(f"{res.title}: done (operation {res.id})"),
+        description="Nodes come from [cluster.nodes] (transport ssh or local), in name "
+                    "order or as --nodes gives them. A node whose upgrade fails (its "
+                    "checklist refuses it, dpkg fails) has its own upgrade rolled back and "
+                    "the rolling upgrade pauses there: fix it, then `debvisor ops resume ID` "
+                    "continues from that node; `debvisor ops rollback ID` undoes every node "
+                    "done. --pause stops after each batch for a human. Each node journals and "
+                    "audits its own upgrade too.",
+        params=(Param("nodes", "The nodes, in order (comma-separated or repeated; default "
+                               "every node of [cluster.nodes]).", type="list", default=None,
+                      metavar="NODE[,NODE]"),
+                Param("batch", "Nodes upgraded together in one phase.", type="int",
+                      default=1, minimum=1),
+                Param("pause", "Stop after each batch until `debvisor ops resume ID`.",
+                      type="bool", default=False),
+                Param("timeout", "Longest one node's upgrade may take.", type="duration",
+                      default=3600.0, minimum=1)),
+        result="the operation result: id, kind, title, status (succeeded, paused), steps, "
+               "findings, duration_ms, error",
+        examples=("debvisor upgrade rolling --dry-run", "debvisor upgrade rolling --yes",
+                  "debvisor upgrade rolling --nodes node3,node1 --pause --yes",
+                  "debvisor ops resume ID --yes"),
     ),
 ]
 

@@ -89,6 +89,12 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
         from .actions import contributed_join
 
         return contributed_join(ctx)
+    if op.kind == "node.maintenance":
+        if not op.params.get("drain") or op.params.get("ceph_noout") is False:
+            return None
+        from .steps import maintenance_noout
+
+        return maintenance_noout(ctx, str(op.params.get("reason") or "maintenance"))
     if op.kind not in UPGRADE_KINDS or op.params.get("ceph_noout") is False:
         return None
     from .client import Settings

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from debvisor_core import log
 from debvisor_core.context import Context
 from debvisor_core.engine import Step
 from debvisor_core.errors import StepFailed
@@ -133,6 +134,29 @@ class UpgradeNooutRelease(Step):
             with session(ctx) as c:
                 c.mon_do("osd set", key="noout")
                 _set_reason(c, record.get("reason"))
+
+
+def maintenance_noout(ctx: Context, reason: str) -> list[Step] | None:
+    """`maintenance enable --drain` on a node with OSDs: noout while it is down for
+    maintenance (undone by `maintenance disable`); nothing when noout is already set (its
+    setter's reason stays) or the node has no OSD."""
+    import socket
+
+    from .analysis import tree_index
+    from .client import Settings
+
+    s = Settings.from_ctx(ctx)
+    if not s.configured():
+        return None
+    host = s.host or socket.gethostname().split(".")[0]
+    with session(ctx) as c:
+        if "noout" in set(c.mon("osd dump").get("flags_set") or []):
+            log.info(f"ceph: noout is already set ({_get_reason(c) or 'no reason'}): left as is")
+            return None
+        osds = tree_index(c.mon("osd tree"))["osds_of"].get(host, [])
+    if not osds:
+        return None
+    return [UpgradeNoout("noout", True, f"debvisor maintenance of {host}: {reason}")]
 
 
 def _upmap_items(c: Any, pgid: str) -> list[list[int]]:

@@ -479,3 +479,26 @@ def test_upgrade_check_reads_the_lab_cluster(cdv: Any, ceph_lab: dict[str, Any])
             mon_command(c, "osd unset", key="noout")
     (check,) = res.json["checks"]
     assert check["status"] == "pass" and check["summary"] == "HEALTH_WARN (noout set)", check
+
+
+def test_maintenance_drain_sets_noout_on_a_node_with_osds(cdv: Any, ceph_lab: dict[str, Any]) -> None:
+    """`maintenance enable --drain` on lab-node1 (it has OSDs): noout is set for the time of
+    the maintenance, with its reason; `maintenance disable` unsets it."""
+    with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+        assert "noout" not in mon_json(c, "osd dump")["flags_set"]
+    try:
+        res = cdv("--json", "maintenance", "enable", "--drain", "--reason", "disk swap", "--yes")
+        assert res.code == 0, res
+        assert [s["name"] for s in res.json["steps"]] == ["EnterMaintenance", "CephNooutSet"]
+        with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+            assert "noout" in mon_json(c, "osd dump")["flags_set"]
+        status = cdv("ceph", "status")
+        assert "debvisor maintenance of lab-node1: disk swap" in status.stdout, status
+        off = cdv("--json", "maintenance", "disable")
+        assert off.code == 0 and off.json["rolled_back"] == res.json["id"], off
+    finally:
+        with connect(ceph_lab["conf"], ceph_lab["keyring"]) as c:
+            flags = mon_json(c, "osd dump")["flags_set"]
+            if "noout" in flags:
+                mon_command(c, "osd unset", key="noout")
+    assert "noout" not in flags

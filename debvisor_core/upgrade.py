@@ -271,38 +271,9 @@ def check_time(ctx: Context) -> CheckResult:
                   "Ceph and TLS need agreeing clocks; run chrony or systemd-timesyncd", **st)
 
 
-def held_packages(node: Node) -> list[str]:
-    try:
-        text = node.path("var/lib/dpkg/status").read_text(errors="replace")
-    except OSError:
-        return []
-    held = []
-    for stanza in text.split("\n\n"):
-        name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
-        status = re.search(r"^Status:\s*hold\b", stanza, re.M)
-        if name and status:
-            held.append(name.group(1))
-    return sorted(held)
-
-
-def installed(node: Node) -> dict[str, str]:
-    """Package -> version of what dpkg lists as installed (its status file)."""
-    try:
-        text = node.path("var/lib/dpkg/status").read_text(errors="replace")
-    except OSError:
-        return {}
-    out = {}
-    for stanza in text.split("\n\n"):
-        name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
-        version = re.search(r"^Version:\s*(\S+)", stanza, re.M)
-        status = re.search(r"^Status:\s*\S+ \S+ (\S+)", stanza, re.M)
-        if name and version and status and status.group(1) == "installed":
-            out[name.group(1)] = version.group(1)
-    return out
-
-
-def unsettled(node: Node) -> list[str]:
-    """Packages dpkg left half-installed or unconfigured."""
+def dpkg_status(node: Node) -> list[dict[str, str]]:
+    """dpkg's status file as records: name, version, want (install/hold/…), state
+    (installed, half-configured, …)."""
     try:
         text = node.path("var/lib/dpkg/status").read_text(errors="replace")
     except OSError:
@@ -310,11 +281,28 @@ def unsettled(node: Node) -> list[str]:
     out = []
     for stanza in text.split("\n\n"):
         name = re.search(r"^Package:\s*(\S+)", stanza, re.M)
-        status = re.search(r"^Status:\s*\S+ \S+ (\S+)", stanza, re.M)
-        if name and status and status.group(1) not in ("installed", "not-installed",
-                                                         "config-files"):
-            out.append(f"{name.group(1)} ({status.group(1)})")
+        status = re.search(r"^Status:\s*(\S+) \S+ (\S+)", stanza, re.M)
+        version = re.search(r"^Version:\s*(\S+)", stanza, re.M)
+        if name and status:
+            out.append({"name": name.group(1), "want": status.group(1),
+                        "state": status.group(2), "version": version.group(1) if version else ""})
     return out
+
+
+def held_packages(node: Node) -> list[str]:
+    return sorted(p["name"] for p in dpkg_status(node) if p["want"] == "hold")
+
+
+def installed(node: Node) -> dict[str, str]:
+    """Package -> version of what dpkg lists as installed."""
+    return {p["name"]: p["version"] for p in dpkg_status(node)
+            if p["state"] == "installed" and p["version"]}
+
+
+def unsettled(node: Node) -> list[str]:
+    """Packages dpkg left half-installed or unconfigured."""
+    return [f"{p['name']} ({p['state']})" for p in dpkg_status(node)
+            if p["state"] not in ("installed", "not-installed", "config-files")]
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ K8S_TESTS = Path(__file__).resolve().parents[2] / "plugins" / "debvisor_k8s" / "
 sys.path.insert(0, str(K8S_TESTS))
 from debvisor_ceph.fileosd import connect, mon_json  # noqa: E402
 from k8s_emulator import Emulator, make_tls  # noqa: E402
+from kubeadm_standin import Kubelet, install  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 TOKEN = "abcdef.0123456789abcdef"
@@ -50,9 +50,7 @@ def bed(dv_lab: Any, dv_state: StateDir, tmp_path: Path) -> Iterator[dict[str, A
     token = tmp_path / "join.token"
     token.write_text(TOKEN)
     token.chmod(0o600)
-    kubeadm = tmp_path / "kubeadm"
-    kubeadm.write_text(f"#!/bin/sh\nexec {sys.executable} {K8S_TESTS / 'kubeadm_standin.py'} \"$@\"\n")
-    kubeadm.chmod(0o755)
+    kubeadm = install(tmp_path / "bin")
     kubelet_conf = tmp_path / "etc-kubernetes" / "kubelet.conf"
     dv_state.config({
         "ceph": {"join": {"devices": ["file:1G"], "initial_weight": 0}},
@@ -60,16 +58,7 @@ def bed(dv_lab: Any, dv_state: StateDir, tmp_path: Path) -> Iterator[dict[str, A
                 "join": {"api": emu.url.removeprefix("https://"), "token_file": str(token),
                          "ca_hash": _ca_hash(emu.tls.ca_cert), "node_name": "worker3"}}},
         base=lab_config)
-    stop = threading.Event()
-
-    def kubelet() -> None:  # the registered node's kubelet reports Ready
-        while not stop.wait(0.2):
-            node = emu.get("nodes", "worker3")
-            if node is not None and not (node.get("status") or {}).get("conditions"):
-                emu.set_status("nodes", "worker3", None, emu.node("worker3")["status"])
-
-    t = threading.Thread(target=kubelet, daemon=True)
-    t.start()
+    kubelet = Kubelet(emu, "worker3").__enter__()
     env = {"KUBEADM_STANDIN_LOG": str(tmp_path / "kubeadm.log"),
            "KUBEADM_STANDIN_ADMIN": str(emu.kubeconfig),
            "KUBEADM_STANDIN_KUBELET_CONF": str(kubelet_conf)}
@@ -78,8 +67,7 @@ def bed(dv_lab: Any, dv_state: StateDir, tmp_path: Path) -> Iterator[dict[str, A
     try:
         yield {"emu": emu, "env": env, "sec": sec, "before": before, "tmp": tmp_path}
     finally:
-        stop.set()
-        t.join()
+        kubelet.__exit__()
         emu.stop()
     with connect(sec["conf"], sec["keyring"]) as c:
         assert set(mon_json(c, "osd ls")) == before, "a joined OSD was left behind"

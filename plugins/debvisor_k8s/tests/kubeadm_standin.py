@@ -89,3 +89,39 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# -- for the tests that use it ---------------------------------------------------------------
+def install(directory: Path) -> Path:
+    """A ``kubeadm`` executable in ``directory`` that runs this stand-in."""
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "kubeadm"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
+    exe.chmod(0o755)
+    return exe
+
+
+class Kubelet:
+    """While entered: marks node NAME Ready in the emulator once it is registered, as its
+    kubelet's first status update would."""
+
+    def __init__(self, emu: Any, name: str) -> None:
+        import threading
+
+        self.emu, self.name = emu, name
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.2):
+            node = self.emu.get("nodes", self.name)
+            if node is not None and not (node.get("status") or {}).get("conditions"):
+                self.emu.set_status("nodes", self.name, None, self.emu.node(self.name)["status"])
+
+    def __enter__(self) -> Kubelet:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()

@@ -12,13 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubeadm_standin import Kubelet, install
 
 from debvisor_core.testing import one_error
 
@@ -51,11 +50,7 @@ class Bed:
         self.token_file.chmod(0o600)
         self.ca_hash = openssl_ca_hash(emu.tls.ca_cert)
         self.api = emu.url.removeprefix("https://")
-        wrapper = tmp / "bin" / "kubeadm"
-        wrapper.parent.mkdir()
-        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'kubeadm_standin.py'} \"$@\"\n")
-        wrapper.chmod(0o755)
-        self.kubeadm = wrapper
+        self.kubeadm = install(tmp / "bin")
         self.env = {"KUBEADM_STANDIN_LOG": str(self.log),
                     "KUBEADM_STANDIN_ADMIN": str(emu.kubeconfig),
                     "KUBEADM_STANDIN_KUBELET_CONF": str(self.kubelet_conf)}
@@ -77,21 +72,8 @@ def bed(k8s_api: Any, dv_state: Any, tmp_path: Path) -> Iterator[Bed]:
     dv_state.config({"k8s": {"kubeadm": str(b.kubeadm), "kubelet_conf": str(b.kubelet_conf)}})
     k8s_api.add_bootstrap_token(TOKEN_ID, TOKEN_SECRET,
                                 expires=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-    stop = threading.Event()
-
-    def kubelet() -> None:  # marks the registered node Ready, as its kubelet would
-        while not stop.wait(0.2):
-            node = k8s_api.get("nodes", "worker3")
-            if node is not None and not (node.get("status") or {}).get("conditions"):
-                k8s_api.set_status("nodes", "worker3", None, k8s_api.node("worker3")["status"])
-
-    t = threading.Thread(target=kubelet, daemon=True)
-    t.start()
-    try:
+    with Kubelet(k8s_api, "worker3"):
         yield b
-    finally:
-        stop.set()
-        t.join()
 
 
 def test_join_registers_the_node_with_labels_and_taints(dv: Any, bed: Bed) -> None:

@@ -32,6 +32,8 @@ from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
 from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
 
 ISSUER, AUD = "https://idp.lab.invalid", "debvisor"
+PANEL_AUD = "debvisor-panel"  # the OIDC client id of the web panel
+PASSWORD = "correct horse battery staple"
 
 
 SITE: list[str] = []  # the docs' example plugin (a journalled action with an undo)
@@ -103,6 +105,10 @@ def world(tmp_path_factory: pytest.TempPathFactory, site_plugins_dir: Path
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
     (root / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "ES256",
                                                           "use": "sig"}]}))
+    res = _dv(state, "rpcd", "user", "add", "carol", "--role", "operator", "--password-file", "-",
+              input=PASSWORD + "\n")
+    assert res.returncode == 0, res.stderr
+    assert PASSWORD not in (state / "rpcd" / "users.json").read_text()
     yield root, Pki(d, rogue, key, other)
 
 
@@ -110,7 +116,9 @@ def _config(root: Path, name: str, **extra: Any) -> Path:
     d = root / "pki"
     lines = ["[rpcd]", 'listen = "127.0.0.1:0"', f'ca = "{d}/ca.pem"', f'cert = "{d}/node1.pem"',
              f'key = "{d}/node1.key"', f'jwks_file = "{root}/jwks.json"', f'jwt_issuer = "{ISSUER}"',
-             f'jwt_audience = "{AUD}"', 'proxies = ["panel"]']
+             f'jwt_audience = "{AUD}"', 'proxies = ["panel"]',
+             f'oidc_jwks_file = "{root}/jwks.json"', f'oidc_issuer = "{ISSUER}"',
+             f'oidc_audience = "{PANEL_AUD}"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     lines += ["[rpcd.identities]", 'admin = ["admin"]', 'viewer = ["viewer"]', 'alice = ["operator"]',
               'bob = ["viewer"]', 'expired = ["admin"]']
@@ -405,6 +413,95 @@ def test_bearer_tokens_and_the_proxy(daemon: Daemon, world: Any) -> None:
                       None, algorithm="none")
     assert _code(_ops_list(panel, [("authorization", f"Bearer {none}")]))[0] == \
         grpc.StatusCode.UNAUTHENTICATED
+
+
+def _login(stub: pbg.NodeStub, user: str = "carol", password: str = PASSWORD) -> Any:
+    return stub.Login(pb.LoginRequest(user=user, password=password), timeout=15)
+
+
+def _who(stub: pbg.NodeStub, token: str) -> Any:
+    return lambda: stub.WhoAmI(pb.WhoAmIRequest(), timeout=10, metadata=[("x-user-token", token)])
+
+
+def test_login_with_a_password_gives_a_revocable_user_token(daemon: Daemon, world: Any) -> None:
+    root, pk = world
+    panel = _stub(daemon, pk, "panel")
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+    for user, password in (("carol", "not the password"), ("mallory", PASSWORD), ("", "")):
+        assert _code(lambda: _login(panel, user, password)) == \
+            (unauth, "wrong user name or password"), user
+    resp = _login(panel)
+    assert (resp.user, list(resp.roles)) == ("carol", ["operator"]) and resp.token.startswith("dvs_")
+    assert 0 < resp.expires_at - time.time() <= 900 and resp.idle_timeout == 900
+    who = json.loads(_who(panel, resp.token)().json)
+    assert (who["identity"], who["via"], who["roles"]) == ("carol", "panel", ["operator"])
+    ok = [("x-user-token", resp.token)]
+    assert _code(_ops_list(panel, ok))[0] == grpc.StatusCode.OK
+    lines = daemon.lines()
+    assert any(x.get("caller") == "carol via=panel" for x in lines)
+    logins = [(x.get("user"), x["code"]) for x in lines
+              if x["method"].endswith("/Login") and x["code"] != "STARTED"]
+    assert ("mallory", "UNAUTHENTICATED") in logins and ("carol", "OK") in logins
+    assert PASSWORD not in daemon.calllog.read_text()
+    # a user token goes alone; a forged one is nobody
+    both = [("x-user-token", resp.token), ("authorization", f"Bearer {_token(pk)}")]
+    assert _code(_ops_list(panel, both))[0] == unauth
+    assert _code(_who(panel, "dvs_" + "A" * 43))[0] == unauth
+    # Logout ends the session at once
+    panel.Logout(pb.LogoutRequest(), timeout=10, metadata=ok)
+    code, why = _code(_who(panel, resp.token))
+    assert code == unauth and "log in again" in why
+    # removing the user ends every session of theirs at its next call
+    again = _login(panel).token
+    res = _dv(root / "state", "rpcd", "user", "remove", "carol")
+    assert res.returncode == 0, res.stderr
+    try:
+        assert _code(_who(panel, again)) == (unauth, "user carol was removed: the session has ended")
+        assert _code(lambda: _login(panel)) == (unauth, "wrong user name or password")
+    finally:
+        res = _dv(root / "state", "rpcd", "user", "add", "carol", "--role", "operator",
+                  "--password-file", "-", input=PASSWORD)
+        assert res.returncode == 0, res.stderr
+
+
+def test_login_with_an_oidc_id_token(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    panel = _stub(daemon, pk, "panel")
+
+    def id_token(aud: str = PANEL_AUD, exp: float = 300, key: Any = None,
+                 name: str = "alice") -> str:
+        now = int(time.time())
+        return jwt.encode({"sub": "00u1", "preferred_username": name, "iss": ISSUER, "aud": aud,
+                           "iat": now, "exp": now + exp}, key or pk.jwk_key, algorithm="ES256",
+                          headers={"kid": "k1"})
+
+    resp = panel.Login(pb.LoginRequest(oidc_id_token=id_token()), timeout=15)
+    assert (resp.user, list(resp.roles)) == ("alice", ["operator"])  # [rpcd.identities] alice
+    assert json.loads(_who(panel, resp.token)().json)["via"] == "panel"
+    for tok, reason in ((id_token(aud=AUD), "Audience doesn't match"),
+                        (id_token(exp=-120), "Signature has expired"),
+                        (id_token(key=pk.other_key), "Signature verification failed")):
+        code, why = _code(lambda: panel.Login(pb.LoginRequest(oidc_id_token=tok), timeout=15))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and reason in why, (reason, why)
+    code, why = _code(lambda: panel.Login(pb.LoginRequest(oidc_id_token=id_token(name="zed")),
+                                          timeout=15))
+    assert (code, why) == (grpc.StatusCode.PERMISSION_DENIED, "zed has no role here")
+    # without a client certificate of the CA there is no login at all
+    anon = _stub(daemon, pk, None)
+    assert _code(lambda: _login(anon))[0] == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_session_expires_when_idle(world: Any) -> None:
+    d = _start(world[0], "idle", session_ttl=1.0)
+    try:
+        panel = _stub(d, world[1], "panel")
+        token = _login(panel).token
+        assert _code(_who(panel, token))[0] == grpc.StatusCode.OK
+        time.sleep(1.5)  # idle longer than the session's 1 s: the scenario, not a wait for luck
+        code, why = _code(_who(panel, token))
+        assert code == grpc.StatusCode.UNAUTHENTICATED and "log in again" in why
+    finally:
+        d.stop()
 
 
 def test_fuzzed_requests_never_crash_the_server(daemon: Daemon, world: Any) -> None:

@@ -122,6 +122,10 @@ class JwtVerifier:
 
     def subject(self, token: str) -> str:
         """The verified token's subject; raises ValueError with the reason."""
+        return str(self.claims(token)["sub"])
+
+    def claims(self, token: str) -> dict[str, Any]:
+        """The verified token's claims; raises ValueError with the reason."""
         jwt = self._jwt
         try:
             header = jwt.get_unverified_header(token)
@@ -136,7 +140,7 @@ class JwtVerifier:
                                         audience=self.audience, issuer=self.issuer,
                                         leeway=self.leeway,
                                         options={"require": ["exp", "iss", "aud", "sub"]})
-                    return str(claims["sub"])
+                    return dict(claims)
                 except jwt.InvalidSignatureError as exc:
                     last = exc
             raise ValueError(f"bad token: {last}")

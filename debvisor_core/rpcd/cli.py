@@ -187,6 +187,43 @@ def _render_keys(rows: list[dict[str, Any]]) -> None:
           if rows else "no API keys")
 
 
+def _user_add(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    from . import users
+    from .authz import Policy
+
+    roles = Policy.from_config(ctx.section("rpcd")).roles
+    unknown = [r for r in p["role"] if r not in roles]
+    if unknown:
+        raise BadInput(f"no role {unknown[0]!r}; known: {', '.join(sorted(roles))}")
+    if not users.NAME_RE.fullmatch(p["name"]):
+        raise BadInput(f"user name {p['name'][:64]!r}: lower-case letters, digits, '_', '.', '-'")
+    ctx.audit("user-add", user=p["name"], roles=p["role"])
+    return users.add(p["name"], p["password"], list(p["role"]))
+
+
+def _user_remove(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    from . import users
+
+    ctx.audit("user-remove", user=p["name"])
+    if not users.remove(p["name"]):
+        raise BadInput(f"no user {p['name'][:64]!r} (see `debvisor rpcd user list`)")
+    return {"name": p["name"], "removed": True}
+
+
+def _user_list(ctx: Context, p: dict[str, Any]) -> list[dict[str, Any]]:
+    from . import users
+
+    return users.listing()
+
+
+def _render_users(rows: list[dict[str, Any]]) -> None:
+    from ..output import table
+
+    print(table([{**r, "roles": ", ".join(r["roles"])} for r in rows],
+                [("name", "USER"), ("roles", "ROLES"), ("created", "CREATED")])
+          if rows else "no users")
+
+
 _DIR = Param("dir", "The CA directory (default [rpcd] pki_dir, else STATE/rpcd/pki).",
              type="path", default=None)
 ACTIONS = [
@@ -233,6 +270,26 @@ ACTIONS = [
            params=(Param("id", "The key's id (from `debvisor rpcd key list`).", positional=True),),
            render=lambda r: print(f"revoked {r['id']} ({r['owner']}, {r['role']})"),
            result="{id, owner, role, revoked}", examples=("debvisor rpcd key revoke ab12cd34",)),
+    Action("rpcd.user.add", "Add (or replace) a person who logs in with a password (the web "
+                            "panel's users)", execute=_user_add,
+           description="The password is stored as scrypt in STATE/rpcd/users.json (0600) and "
+                       "read from a file or stdin, never the command line. Login gives a "
+                       "session token valid 15 min after its last use ([rpcd] session_ttl).",
+           params=(Param("name", "The user name.", positional=True),
+                   Param("role", "A role (repeatable): viewer, operator, admin or a "
+                                 "[rpcd.roles.NAME].", type="list"),
+                   Param("password", "The password (at least 12 characters).", secret=True)),
+           render=lambda r: print(f"user {r['name']} ({', '.join(r['roles'])}) added"),
+           result="{name, roles, created}",
+           examples=("debvisor rpcd user add alice --role operator --password-file - < pw",)),
+    Action("rpcd.user.list", "List the users who log in with a password (never their hashes)",
+           query=_user_list, render=_render_users, result="[{name, roles, created}]",
+           examples=("debvisor rpcd user list --json",)),
+    Action("rpcd.user.remove", "Remove a user: their sessions end at their next call",
+           execute=_user_remove,
+           params=(Param("name", "The user name.", positional=True),),
+           render=lambda r: print(f"user {r['name']} removed"), result="{name, removed}",
+           examples=("debvisor rpcd user remove alice",)),
 ]
 
 
@@ -245,6 +302,18 @@ def ca() -> None:
       debvisor rpcd ca init
       debvisor rpcd ca issue node1 --server --dns node1 --ip 10.0.0.11
       debvisor rpcd ca issue panel --kind proxy
+    """
+
+
+@rpcd.group("user")
+def user() -> None:
+    """People who log in with a password (the web panel's users): add, list, remove.
+
+    \b
+    Examples:
+      debvisor rpcd user add alice --role operator --password-file - < alice.pw
+      debvisor rpcd user list
+      debvisor rpcd user remove alice
     """
 
 

@@ -49,6 +49,8 @@ _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("rpcd_ca
 _record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("rpcd_rec", default=None)
 #: methods anyone with a valid TLS connection may call (probes); mTLS still applies
 UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
+#: methods every authenticated caller may call about itself (no role needed)
+SELF_SERVICE = ("rpc:Login", "rpc:Logout")
 
 
 @dataclass
@@ -73,6 +75,12 @@ class Settings:
     jwks_file: str = ""
     jwt_issuer: str = ""
     jwt_audience: str = "debvisor"
+    session_ttl: float = 900.0
+    session_max: float = 12 * 3600.0
+    oidc_jwks_file: str = ""
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_username_claim: str = "preferred_username"
     conf: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -209,7 +217,7 @@ class Guard(grpc.ServerInterceptor):
         if caller is not None:
             rec["caller"] = caller.label()
             perm = "rpc:" + method.rsplit("/", 1)[1]
-            if not self.d.policy.allowed(caller, perm):
+            if perm not in SELF_SERVICE and not self.d.policy.allowed(caller, perm):
                 code, why = grpc.StatusCode.PERMISSION_DENIED, f"{caller.identity} may not call {perm[4:]}"
                 caller = None
         if caller is not None:
@@ -240,6 +248,26 @@ class Guard(grpc.ServerInterceptor):
         unauth = grpc.StatusCode.UNAUTHENTICATED
         bearer = _md(details, "authorization")
         identity, via = cn, None
+        if details.method == f"/{SERVICE}/Login":  # the password (or ID token) is checked there
+            if not cn and not d.settings.insecure_lab:
+                return None, unauth, "no client certificate"
+            return Caller(cn or "lab", cn), None, ""
+        user_token = _md(details, "x-user-token")
+        if user_token is not None:
+            if bearer is not None or _md(details, "x-api-key") is not None:
+                return None, unauth, "send a user token alone, without a bearer token or API key"
+            s = d.sessions.check(user_token)
+            if s is None:
+                return None, unauth, "the user token is unknown, expired or revoked: log in again"
+            if s.method == "password":
+                from .users import current
+
+                rec = current().get(s.user)
+                if rec is None:
+                    d.sessions.revoke(user_token)
+                    return None, unauth, f"user {s.user} was removed: the session has ended"
+                s.roles = tuple(str(r) for r in rec.get("roles") or [])
+            return Caller(s.user, cn, cn or None, roles=s.roles), None, ""
         if bearer is not None:
             if not bearer.lower().startswith("bearer ") or d.jwt is None:
                 return None, unauth, "bearer tokens are not accepted here" if d.jwt is None \
@@ -488,6 +516,53 @@ class Node(pbg.NodeServicer):
             "api_key": who.key_id, "roles": list(who.roles), "actions": allowed}))
 
 
+    # -- people: the panel's login -------------------------------------------------------
+    def Login(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .users import check_password
+
+        d, rec = self.d, _record.get()
+        unauth = grpc.StatusCode.UNAUTHENTICATED
+        if request.oidc_id_token:
+            verifier = d.oidc
+            if verifier is None:
+                context.abort(unauth, "OIDC login is not configured here ([rpcd] oidc_jwks_file)")
+            assert verifier is not None  # abort raised
+            try:
+                claims = verifier.claims(request.oidc_id_token)
+            except ValueError as exc:
+                context.abort(unauth, str(exc))
+            user = str(claims.get(d.settings.oidc_username_claim) or "")
+            if rec is not None:
+                rec.update(user=user or None, login="oidc")
+            roles = list(d.policy.identities.get(user, ())) if user else []
+            if not user:
+                context.abort(unauth, f"the ID token has no {d.settings.oidc_username_claim} "
+                                      f"claim")
+            if not roles:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{user} has no role here")
+            method = "oidc"
+        else:
+            user = request.user
+            if rec is not None:
+                rec.update(user=user[:64] or None, login="password")
+            found = check_password(user, request.password) if user and request.password else None
+            if not found:
+                context.abort(unauth, "wrong user name or password")
+            roles, method = list(found or []), "password"
+        token, s = d.sessions.issue(user, roles, caller().cert_cn, method)
+        return pb.LoginResponse(token=token, user=user, roles=roles, expires_at=s.expires,
+                                idle_timeout=d.sessions.ttl)
+
+    def Logout(self, request: Any, context: grpc.ServicerContext) -> Any:
+        token = next((str(v) for k, v in context.invocation_metadata() or ()
+                      if k == "x-user-token"), None)
+        if token is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "no session to end: Logout ends the x-user-token sent with it")
+        ended = self.d.sessions.revoke(str(token))
+        return pb.JsonResponse(json=json.dumps({"user": caller().identity, "ended": ended}))
+
+
 class Daemon:
     """Everything one rpcd process holds: settings, policy, credentials, logs, metrics."""
 
@@ -504,6 +579,11 @@ class Daemon:
         self.keys = KeyStore()
         self.jwt = JwtVerifier(settings.jwks_file, settings.jwt_issuer, settings.jwt_audience) \
             if settings.jwks_file else None
+        self.oidc = JwtVerifier(settings.oidc_jwks_file, settings.oidc_issuer,
+                                settings.oidc_audience) if settings.oidc_jwks_file else None
+        from .users import Sessions
+
+        self.sessions = Sessions(settings.session_ttl, settings.session_max)
         path = Path(settings.call_log) if settings.call_log else self.ctx.log_dir / "rpcd-calls.jsonl"
         self.calllog = CallLog(path, durable=settings.durable_log)
         self.metrics = Metrics()

@@ -107,3 +107,31 @@ class AuditEventsRequest(_message.Message):
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("user", "password", "oidc_id_token")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    OIDC_ID_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    password: str
+    oidc_id_token: str
+    def __init__(self, user: _Optional[str] = ..., password: _Optional[str] = ..., oidc_id_token: _Optional[str] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("token", "user", "roles", "expires_at", "idle_timeout")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    user: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    expires_at: float
+    idle_timeout: float
+    def __init__(self, token: _Optional[str] = ..., user: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., expires_at: _Optional[float] = ..., idle_timeout: _Optional[float] = ...) -> None: ...
+
+class LogoutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

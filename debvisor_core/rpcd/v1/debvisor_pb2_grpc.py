@@ -74,6 +74,16 @@ class NodeStub:
                 request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
                 _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/debvisor.v1.Node/Login',
+                request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginRequest.SerializeToString,
+                response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginResponse.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/debvisor.v1.Node/Logout',
+                request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -138,6 +148,22 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Login(self, request, context):
+        """A person's login (the web panel's users): a password of rpcd's own users, or an OIDC
+        ID token, for a short-lived session token that later calls send as "x-user-token".
+        Any certificate of the cluster CA may call it (the password is the credential).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """End the session of the "x-user-token" sent with the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +205,16 @@ def add_NodeServicer_to_server(servicer, server):
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
                     request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.WhoAmIRequest.FromString,
+                    response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginRequest.FromString,
+                    response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.FromString,
                     response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.SerializeToString,
             ),
     }
@@ -397,6 +433,60 @@ class Node:
             target,
             '/debvisor.v1.Node/WhoAmI',
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.WhoAmIRequest.SerializeToString,
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debvisor.v1.Node/Login',
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginRequest.SerializeToString,
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debvisor.v1.Node/Logout',
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.SerializeToString,
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
             options,
             channel_credentials,

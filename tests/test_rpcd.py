@@ -428,7 +428,7 @@ def test_login_with_a_password_gives_a_revocable_user_token(daemon: Daemon, worl
     panel = _stub(daemon, pk, "panel")
     unauth = grpc.StatusCode.UNAUTHENTICATED
     for user, password in (("carol", "not the password"), ("mallory", PASSWORD), ("", "")):
-        assert _code(lambda: _login(panel, user, password)) == \
+        assert _code(lambda u=user, pw=password: _login(panel, u, pw)) == \
             (unauth, "wrong user name or password"), user
     resp = _login(panel)
     assert (resp.user, list(resp.roles)) == ("carol", ["operator"]) and resp.token.startswith("dvs_")
@@ -481,7 +481,7 @@ def test_login_with_an_oidc_id_token(daemon: Daemon, world: Any) -> None:
     for tok, reason in ((id_token(aud=AUD), "Audience doesn't match"),
                         (id_token(exp=-120), "Signature has expired"),
                         (id_token(key=pk.other_key), "Signature verification failed")):
-        code, why = _code(lambda: panel.Login(pb.LoginRequest(oidc_id_token=tok), timeout=15))
+        code, why = _code(lambda t=tok: panel.Login(pb.LoginRequest(oidc_id_token=t), timeout=15))
         assert code == grpc.StatusCode.UNAUTHENTICATED and reason in why, (reason, why)
     code, why = _code(lambda: panel.Login(pb.LoginRequest(oidc_id_token=id_token(name="zed")),
                                           timeout=15))

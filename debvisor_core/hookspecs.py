@@ -169,6 +169,15 @@ def debvisor_cluster_lock_admin(ctx: Context) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def debvisor_cluster_maintenance(ctx: Context) -> Any:
+    """Return the cluster-wide maintenance store (first result wins; None: maintenance is
+    this node's own): an object with ``get(node) -> dict | None``, ``put(node, record |
+    None)`` and ``all() -> dict[str, dict]``. With one, `maintenance enable --node B` on
+    node A puts B in maintenance, and B's preflight refuses its operations.
+    """
+
+
 @hookspec
 def debvisor_vm_registered(ctx: Context, vm: dict[str, Any]) -> list[Step] | None:
     """A VM is being registered in the inventory (``hv register``): return steps to add.

@@ -116,3 +116,9 @@ def test_secret_files_must_be_owner_only_regular_files(tmp_path: Path) -> None:
         read_secret(tmp_path / "dir")
     with pytest.raises(BadInput, match="does not exist"):
         read_secret(tmp_path / "missing")
+
+
+def test_another_nodes_maintenance_needs_a_cluster_store(dv: Runner, dv_state: StateDir) -> None:
+    res = dv("maintenance", "enable", "--node", "node9", "--reason", "r")
+    assert res.code == 2 and "needs a cluster store" in res.stderr, res
+    assert dv("--json", "maintenance", "status").json == {"enabled": False}

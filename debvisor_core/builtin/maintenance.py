@@ -1,6 +1,10 @@
 """`debvisor maintenance`: while enabled, new operations are refused. ``enable --drain``
 also runs a ``node.maintenance`` operation to which plugins contribute the steps that empty
-the node (the k8s plugin cordons and drains it); ``disable`` rolls that operation back."""
+the node (the k8s plugin cordons and drains it); ``disable`` rolls that operation back.
+
+With a cluster store (hook ``debvisor_cluster_maintenance``: the ceph plugin's RADOS omap,
+``[ceph] cluster_state = true``) maintenance is cluster-wide state: ``enable --node B``
+on node A puts B in maintenance, and B refuses its own operations until it is lifted."""
 
 from __future__ import annotations
 
@@ -26,11 +30,43 @@ def _path(ctx: Context) -> Any:
     return ctx.state_dir / "maintenance.json"
 
 
-def current(ctx: Context) -> dict[str, Any] | None:
-    """The maintenance record if maintenance mode is on."""
+def _local(ctx: Context) -> dict[str, Any] | None:
     try:
-        return json.loads(_path(ctx).read_text())
+        rec = json.loads(_path(ctx).read_text())
     except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def this_node(ctx: Context) -> str:
+    """This node's name in the cluster: ``[cluster] node``, else the short host name."""
+    import socket
+
+    from ..settings import Section
+
+    return Section.of(ctx, "cluster").string("node") or socket.gethostname().split(".")[0]
+
+
+def store(ctx: Context) -> Any:
+    """The cluster-wide maintenance store a plugin provides, or None."""
+    return ctx.hook.debvisor_cluster_maintenance(ctx=ctx)
+
+
+def current(ctx: Context) -> dict[str, Any] | None:
+    """The maintenance record if maintenance mode is on for this node: its own, else the
+    one the cluster store holds for it (set from any node)."""
+    rec = _local(ctx)
+    if rec:
+        return rec
+    st = store(ctx)
+    if st is None:
+        return None
+    from .. import log
+
+    try:
+        return st.get(this_node(ctx))
+    except Exception as exc:  # noqa: BLE001 - an unreachable store must not wedge the node
+        log.warn(f"cannot read the cluster's maintenance state: {exc}")
         return None
 
 
@@ -53,9 +89,36 @@ def _writable(ctx: Context) -> None:
         raise PreflightRefused(problem)
 
 
+def _other_node(ctx: Context, p: dict[str, Any]) -> str | None:
+    """The node ``--node`` names when it is not this one (then the cluster store is needed)."""
+    from ..errors import BadInput
+
+    node = p.get("node")
+    if not node or node == this_node(ctx):
+        return None
+    if store(ctx) is None:
+        raise BadInput(f"maintenance of another node ({node}) needs a cluster store "
+                       f"([ceph] cluster_state = true); or run it there (--remote {node})")
+    return str(node)
+
+
 def _enable(ctx: Context, p: dict[str, Any]) -> Any:
     from ..statefile import write_json
 
+    other = _other_node(ctx, p)
+    if other is not None:
+        from ..errors import BadInput
+
+        if p["drain"]:
+            raise BadInput(f"--drain runs on the node itself: `debvisor --remote {other} "
+                           f"maintenance enable --drain`")
+        if ctx.op_options.dry_run or ctx.op_options.check:
+            return {"enabled": False, "dry_run": True, "reason": p["reason"], "node": other}
+        _writable(ctx)
+        rec = _record(ctx, p["reason"], set_from=this_node(ctx))
+        ctx.audit("enabled", reason=p["reason"], node=other)
+        store(ctx).put(other, rec)
+        return {**rec, "node": other}
     if p["drain"]:
         return _enable_draining(ctx, p)
     if ctx.op_options.dry_run or ctx.op_options.check:
@@ -67,6 +130,9 @@ def _enable(ctx: Context, p: dict[str, Any]) -> Any:
     rec = _record(ctx, p["reason"])
     ctx.audit("enabled", reason=p["reason"])  # audited before it happens
     write_json(_path(ctx), rec)
+    st = store(ctx)
+    if st is not None:
+        st.put(this_node(ctx), {**rec, "set_from": this_node(ctx)})
     return rec
 
 
@@ -102,13 +168,17 @@ class EnterMaintenance(Step):
         return f"turn maintenance mode on ({self.reason})"
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
-        return {"before": current(ctx)}
+        return {"before": _local(ctx)}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         from ..statefile import write_json
 
         op_id = ctx.operation.id if ctx.operation is not None else None
-        write_json(_path(ctx), _record(ctx, self.reason, operation=op_id))
+        rec = _record(ctx, self.reason, operation=op_id)
+        write_json(_path(ctx), rec)
+        st = store(ctx)
+        if st is not None:
+            st.put(this_node(ctx), {**rec, "set_from": this_node(ctx)})
         return {}
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
@@ -119,15 +189,28 @@ class EnterMaintenance(Step):
             write_json(_path(ctx), before)
         else:
             _path(ctx).unlink(missing_ok=True)
+        st = store(ctx)
+        if st is not None and not before:
+            st.put(this_node(ctx), None)
 
 
 def _disable(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    other = _other_node(ctx, p)
+    if other is not None:
+        was_there = store(ctx).get(other)
+        _writable(ctx)
+        ctx.audit("disabled", previous=was_there, node=other)
+        store(ctx).put(other, None)
+        return {"enabled": False, "was_enabled": bool(was_there), "node": other}
     was = current(ctx)
     if was and was.get("operation"):
         return _disable_draining(ctx, was)
     _writable(ctx)
     ctx.audit("disabled", previous=was)  # audited before it happens
     _path(ctx).unlink(missing_ok=True)
+    st = store(ctx)
+    if st is not None:
+        st.put(this_node(ctx), None)
     return {"enabled": False, "was_enabled": bool(was)}
 
 
@@ -160,7 +243,11 @@ def _disable_draining(ctx: Context, was: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    return current(ctx) or {"enabled": False}
+    out = current(ctx) or {"enabled": False}
+    st = store(ctx)
+    if st is not None:
+        out = {**out, "cluster": st.all()}
+    return out
 
 
 def _render_enable(r: dict[str, Any]) -> None:
@@ -170,7 +257,8 @@ def _render_enable(r: dict[str, Any]) -> None:
     elif r.get("dry_run"):
         print("dry run: maintenance mode would be turned on")
     else:
-        print(f"maintenance mode enabled{': ' + r['reason'] if r['reason'] else ''}")
+        where = f" on {r['node']}" if r.get("node") else ""
+        print(f"maintenance mode enabled{where}{': ' + r['reason'] if r['reason'] else ''}")
 
 
 ACTIONS = [
@@ -185,6 +273,9 @@ ACTIONS = [
                        "come back, the node is uncordoned).",
            params=(Param("reason", "Why (shown to anyone whose operation is refused).",
                          default=""),
+                   Param("node", "Another node to put in maintenance (needs the cluster "
+                                 "store: [ceph] cluster_state = true).", default=None,
+                         pattern=r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}"),
                    Param("drain", "Also empty the node: the steps plugins contribute (hv: "
                                   "migrate its VMs away; k8s: cordon and drain).",
                          type="bool", default=False),
@@ -197,8 +288,11 @@ ACTIONS = [
     Action("maintenance.disable", "Turn maintenance mode off", execute=_disable,
            description="Maintenance that `enable --drain` turned on ends by rolling that "
                        "operation back: the node is uncordoned.",
+           params=(Param("node", "Another node's maintenance to lift (the cluster store).",
+                         default=None, pattern=r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}"),),
            render=lambda r: print(("maintenance mode disabled" if r["was_enabled"]
                                    else "maintenance mode was not on")
+                                  + (f" on {r['node']}" if r.get("node") else "")
                                   + (f" (rolled back {r['rolled_back']})"
                                      if r.get("rolled_back") else "")),
            result="{enabled: false, was_enabled, rolled_back (the drain operation, if any)}",

@@ -168,3 +168,73 @@ def check(log: Path, anchor_rec: dict[str, Any] | None) -> str | None:
         pass
     return (f"{log} has {count} audit records but the cluster anchored record {seq} "
             f"(hash {digest[:12]}…): records were deleted or the log was replaced")
+
+
+# -- cluster-wide maintenance (`[ceph] cluster_state = true`) ----------------------------------
+MAINTENANCE_OBJ = "maintenance"
+
+
+@dataclass
+class RadosMaintenance:
+    """Each node's maintenance record in the omap of ``maintenance`` in `[ceph] lock_pool`
+    (one key per node, the JSON record as value): what `debvisor maintenance` reads on every
+    node, so maintenance set from one node holds on another."""
+
+    ctx: Context
+    pool: str
+
+    def _io(self) -> tuple[Any, Any]:
+        return _ioctx(self.ctx, self.pool)
+
+    def all(self) -> dict[str, Any]:
+        import rados
+
+        handle, ioctx = self._io()
+        try:
+            with rados.ReadOpCtx() as op:
+                it, _ret = ioctx.get_omap_vals(op, "", "", 10000)
+                ioctx.operate_read_op(op, MAINTENANCE_OBJ)
+                vals = dict(it)
+        except rados.ObjectNotFound:
+            return {}
+        finally:
+            ioctx.close()
+            handle.shutdown()
+        out = {}
+        for k, v in vals.items():
+            try:
+                out[str(k)] = json.loads(bytes(v))
+            except ValueError:
+                continue
+        return out
+
+    def get(self, node: str) -> dict[str, Any] | None:
+        rec = self.all().get(node)
+        return rec if isinstance(rec, dict) else None
+
+    def put(self, node: str, record: dict[str, Any] | None) -> None:
+        import rados
+
+        handle, ioctx = self._io()
+        try:
+            with rados.WriteOpCtx() as op:
+                if record is None:
+                    ioctx.remove_omap_keys(op, (node,))
+                else:
+                    ioctx.set_omap(op, (node,), (json.dumps(record).encode(),))
+                try:
+                    ioctx.operate_write_op(op, MAINTENANCE_OBJ)
+                except rados.ObjectNotFound:
+                    if record is not None:
+                        raise
+        finally:
+            ioctx.close()
+            handle.shutdown()
+
+
+def maintenance_store(ctx: Context) -> RadosMaintenance | None:
+    """The hook's body: the store when `[ceph] cluster_state = true` and Ceph is configured."""
+    sec = Section.of(ctx, "ceph")
+    if not sec.boolean("cluster_state", False) or not Settings.from_ctx(ctx).configured():
+        return None
+    return RadosMaintenance(ctx, sec.string("lock_pool", "debvisor") or "debvisor")

@@ -168,3 +168,11 @@ def debvisor_cluster_lock_admin(ctx: Context) -> Any:
     from .clusterlock import lock_admin
 
     return lock_admin(ctx)
+
+
+@hookimpl
+def debvisor_cluster_maintenance(ctx: Context) -> Any:
+    """With `[ceph] cluster_state = true`: maintenance is cluster-wide state in RADOS omap."""
+    from .auditanchor import maintenance_store
+
+    return maintenance_store(ctx)

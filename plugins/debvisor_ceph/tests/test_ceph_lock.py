@@ -246,3 +246,37 @@ def test_cluster_lock_status_and_break(dv: Any, dv_state: Any, lab_config: Path)
     assert ev["details"]["lock"] == "t.stuck"
     assert dv("--yes", "cluster", "lock", "break", "t.stuck").stdout.strip() == \
         "cluster lock 't.stuck' is not held: nothing to break"
+
+
+@pytest.mark.lab
+@pytest.mark.root
+def test_maintenance_set_from_one_node_holds_on_another(dv: Any, tmp_path: Path,
+                                                        lab_config: Path) -> None:
+    """`[ceph] cluster_state = true`: node A puts node B in maintenance (RADOS omap); B's
+    own operations are refused until A lifts it; A's are not."""
+    envs = {}
+    for n in ("lab-a", "lab-b"):
+        d = tmp_path / n
+        d.mkdir()
+        cfg = tomllib.loads(lab_config.read_text())
+        merge(cfg, {"ceph": {"cluster_state": True, "host": n}, "cluster": {"node": n}})
+        (d / "debvisor.toml").write_text(to_toml(cfg))
+        envs[n] = {"DEBVISOR_STATE_DIR": str(d), "DEBVISOR_CONFIG": str(d / "debvisor.toml")}
+    a, b = envs["lab-a"], envs["lab-b"]
+    try:
+        res = dv("maintenance", "enable", "--node", "lab-b", "--reason", "rack work", env=a)
+        assert res.code == 0 and res.stdout.strip() == \
+            "maintenance mode enabled on lab-b: rack work", res
+        st = dv("--json", "maintenance", "status", env=b).json
+        assert st["enabled"] and (st["reason"], st["set_from"]) == ("rack work", "lab-a"), st
+        assert set(st["cluster"]) == {"lab-b"}
+        refused = dv("ceph", "noout", "set", "--check", env=b)
+        assert refused.code == 3 and "maintenance mode is on" in refused.stderr, refused
+        assert "rack work" in refused.stderr
+        assert dv("ceph", "noout", "set", "--check", env=a).code == 0  # A is not in maintenance
+        res = dv("maintenance", "disable", "--node", "lab-b", env=a)
+        assert res.code == 0 and "disabled on lab-b" in res.stdout, res
+        assert dv("ceph", "noout", "set", "--check", env=b).code == 0
+        assert dv("--json", "maintenance", "status", env=b).json["cluster"] == {}
+    finally:
+        dv("maintenance", "disable", "--node", "lab-b", env=a)

@@ -8,9 +8,10 @@ journals and audits its own operation with the origin, so an apply interrupted b
 its id came back is found again by ``ops list --origin`` — never guessed.
 
 Nodes come from the config: ``[cluster.nodes.NAME]`` with ``transport`` (``ssh``, the
-default, or ``local``), ``host`` (ssh) and, for ``local``, the node's ``state_dir`` and
-``config`` (several "nodes" on one machine: the lab and the tests). Other transports
-(the gRPC daemon's) register in the ``debvisor.transports`` entry-point group.
+default, ``local`` or ``grpc``), ``host`` (ssh), ``address`` (grpc: the node's rpcd, see
+``rpcd/transport.py``) and, for ``local``, the node's ``state_dir`` and ``config``
+(several "nodes" on one machine: the lab and the tests). Other transports register in the
+``debvisor.transports`` entry-point group.
 """
 
 from __future__ import annotations
@@ -91,10 +92,14 @@ def transport_for(ctx: Context, node: str) -> Transport:
     if not isinstance(conf, dict):
         raise BadInput(f"node {node!r} is not in the inventory ([cluster.nodes.{node}] in the config)")
     name = str(conf.get("transport", "ssh"))
+    if name == "grpc":  # the node's rpcd; grpc is imported only for such nodes
+        from .rpcd.transport import GrpcTransport
+
+        return GrpcTransport.for_node(ctx, node, conf)
     driver = DRIVERS.get(name) or _entry_point_driver(name)
     if driver is None:
         raise BadInput(f"[cluster.nodes.{node}] transport {name!r} is unknown "
-                       f"(known: {', '.join(sorted(DRIVERS))})")
+                       f"(known: {', '.join(sorted([*DRIVERS, 'grpc']))})")
     if driver is LocalTransport:
         return LocalTransport(node, conf.get("state_dir"), conf.get("config"))
     if driver is SshTransport:

@@ -504,6 +504,57 @@ def test_a_session_expires_when_idle(world: Any) -> None:
         d.stop()
 
 
+OVER_GRPC = r"""
+import sys
+from debvisor_core.context import Context
+from debvisor_core.engine import run
+from debvisor_core.errors import DebvisorError
+from debvisor_core.model import Operation, Phase
+from debvisor_core.remote import RemoteAction
+
+op = Operation(kind="cluster.test", title="a note over grpc", phases=[Phase("n1", [
+    RemoteAction("n1", "example.note.add", {"name": "viagrpc", "text": "hi"})], node="n1")])
+try:
+    print(run(Context(yes=True), op).id)
+except DebvisorError as exc:
+    print(exc.message, file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_remote_action_over_the_grpc_transport(daemon: Daemon, world: Any,
+                                               tmp_path: Path) -> None:
+    """An orchestrator's RemoteAction runs on the node through its rpcd (transport grpc):
+    the node journals the operation with the step's origin; the orchestrator's rollback
+    undoes it there through the same transport."""
+    pk = world[1]
+    state, cfg = tmp_path / "orch", tmp_path / "orch.toml"
+    state.mkdir()
+    cfg.write_text(f'[cluster.nodes.n1]\ntransport = "grpc"\naddress = "{daemon.address}"\n'
+                   f'[rpcd.client]\nca = "{pk.dir}/ca.pem"\ncert = "{pk.dir}/admin.pem"\n'
+                   f'key = "{pk.dir}/admin.key"\n')
+    env = _env(DEBVISOR_STATE_DIR=str(state), DEBVISOR_CONFIG=str(cfg))
+    res = subprocess.run([sys.executable, "-c", OVER_GRPC], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    op_id = res.stdout.strip().splitlines()[-1]
+    node_ops = json.loads(_dv(daemon.state, "--json", "ops", "list", "--origin", f"{op_id}.0",
+                              config=daemon.config).stdout)
+    (there,) = node_ops
+    assert there["kind"] == "example.note-add" and there["status"] == "succeeded", there
+    shown = json.loads(_dv(state, "--json", "ops", "show", op_id, config=cfg).stdout)
+    assert shown["status"] == "succeeded"
+    back = _dv(state, "ops", "rollback", op_id, "--yes", config=cfg)
+    assert back.returncode == 0, back.stderr
+    node_ops = json.loads(_dv(daemon.state, "--json", "ops", "list", "--origin", f"{op_id}.0",
+                              config=daemon.config).stdout)
+    assert node_ops[0]["status"] == "rolled-back", node_ops
+    bad = _stub(daemon, pk).Invoke(pb.InvokeRequest(action="example.note.add", yes=True,
+                                                    params_json='{"name": "x", "text": "y"}',
+                                                    origin="../../etc"), timeout=30)
+    assert _code(lambda: list(bad))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_fuzzed_requests_never_crash_the_server(daemon: Daemon, world: Any) -> None:
     stub = _stub(daemon, world[1])
 

@@ -79,10 +79,11 @@ class Client:
         return pbg.NodeStub(self.channel())
 
     def invoke(self, action: str, params_json: str, *, dry_run: bool = False, check: bool = False,
-               yes: bool = False, timeout: float = 3600) -> Iterator[dict[str, Any]]:
+               yes: bool = False, timeout: float = 3600,
+               origin: str = "") -> Iterator[dict[str, Any]]:
         """The run's events as dicts; an RPC error becomes a ``log`` and a final ``exit`` event."""
         req = pb.InvokeRequest(action=action, params_json=params_json, dry_run=dry_run,
-                               check=check, yes=yes)
+                               check=check, yes=yes, origin=origin)
         try:
             for ev in self.stub().Invoke(req, timeout=timeout, metadata=self.metadata()):
                 yield json.loads(ev.json)

@@ -399,8 +399,16 @@ class Node(pbg.NodeServicer):
         flags = [f for f, on in (("--dry-run", request.dry_run), ("--check", request.check),
                                  ("--yes", request.yes),
                                  ("--force-maintenance", request.force_maintenance)) if on]
-        yield from self._child(["actions", "run", action.path, "-", *flags], json.dumps(params),
-                               who, context, action.path)
+        origin: list[str] = []
+        if request.origin:
+            from ..journal import ORIGIN_RE
+
+            if not ORIGIN_RE.fullmatch(request.origin):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"origin {request.origin[:40]!r} is not OPID.STEP")
+            origin = ["--origin", request.origin]
+        yield from self._child([*origin, "actions", "run", action.path, "-", *flags],
+                               json.dumps(params), who, context, action.path)
 
     def _child(self, args: list[str], stdin: str, who: Caller, context: grpc.ServicerContext,
                label: str) -> Iterator[Any]:

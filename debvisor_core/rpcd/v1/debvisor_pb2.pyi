@@ -41,20 +41,22 @@ class ListActionsResponse(_message.Message):
     def __init__(self, actions: _Optional[_Iterable[_Union[ActionInfo, _Mapping]]] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("action", "params_json", "dry_run", "check", "yes", "force_maintenance")
+    __slots__ = ("action", "params_json", "dry_run", "check", "yes", "force_maintenance", "origin")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     YES_FIELD_NUMBER: _ClassVar[int]
     FORCE_MAINTENANCE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     action: str
     params_json: str
     dry_run: bool
     check: bool
     yes: bool
     force_maintenance: bool
-    def __init__(self, action: _Optional[str] = ..., params_json: _Optional[str] = ..., dry_run: _Optional[bool] = ..., check: _Optional[bool] = ..., yes: _Optional[bool] = ..., force_maintenance: _Optional[bool] = ...) -> None: ...
+    origin: str
+    def __init__(self, action: _Optional[str] = ..., params_json: _Optional[str] = ..., dry_run: _Optional[bool] = ..., check: _Optional[bool] = ..., yes: _Optional[bool] = ..., force_maintenance: _Optional[bool] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("event", "json")

@@ -384,6 +384,21 @@ def params_from_config(action: Action, table: Mapping[str, Any], where: str) -> 
     return action.validate(raw)
 
 
+def plan_from_config(ctx: Context, action: Action, table: Mapping[str, Any],
+                     where: str) -> Operation | None:
+    """``action``'s plan with its parameters from a config table (``[ceph.join]``), for an
+    operation that composes several plugins' parts; None when it has nothing to change."""
+    assert action.plan is not None
+    try:
+        return action.plan(ctx, params_from_config(action, table, where))
+    except Unchanged as nothing:
+        from . import log
+
+        said = nothing.render if isinstance(nothing.render, str) else nothing.data
+        log.info(f"{action.path}: nothing to change ({said})")
+        return None
+
+
 def run_json(ctx: Context, path: str, raw: Mapping[str, Any]) -> Any:
     """Find the installed action ``path`` and run it with JSON parameters."""
     action = find(ctx, path)

@@ -370,6 +370,14 @@ def check_operations(ctx: Context) -> CheckResult:
     return passed("no unfinished operation in the journal")
 
 
+def checklist(ctx: Context) -> dict[str, Any]:
+    """Every installed plugin's upgrade checks, run (the report `upgrade check` shows)."""
+    from .health import collect, run_checks
+
+    return run_checks(ctx, collect(ctx, "debvisor_upgrade_checks", failed="fail"), order=ORDER,
+                      failed="fail")
+
+
 def core_checks() -> list[HealthCheck]:
     return [HealthCheck("core.disk", check_disk, timeout=10),
             HealthCheck("core.apt-sources", check_sources, timeout=10),

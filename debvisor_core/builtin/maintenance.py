@@ -148,11 +148,11 @@ def _enable_draining(ctx: Context, p: dict[str, Any]) -> Any:
                    steps=[EnterMaintenance(reason)], destructive=True,
                    params={"drain": True, "reason": reason,
                            "drain_timeout": float(p["drain_timeout"])})
-    contributed = [s for r in ctx.hook.debvisor_steps(ctx=ctx, op=op) for s in r or []]
-    if not contributed:
-        log.warn("no installed plugin drains anything on this node (the k8s plugin does when "
-                 "a kubeconfig is set): only maintenance mode is turned on")
-    return engine.run(ctx, op).to_dict()
+    res = engine.run(ctx, op)  # the engine adds the plugins' steps (debvisor_steps)
+    if len(res.steps) == 1:
+        log.warn("no installed plugin drains anything on this node (hv with [hv] node, k8s "
+                 "with a kubeconfig, ceph with OSDs here): only maintenance mode is on")
+    return res.to_dict()
 
 
 @dataclass

@@ -25,12 +25,14 @@ MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
 def _check(ctx: Context, p: dict[str, Any]) -> Any:
     from ..health import collect, run_checks
-    from ..upgrade import ORDER, Node, simulate
+    from ..upgrade import ORDER, Node, checklist, simulate
 
-    checks = collect(ctx, "debvisor_upgrade_checks", failed="fail")
     if p["only"]:
-        checks = [c for c in checks if c.name.startswith(p["only"])]
-    report = run_checks(ctx, checks, order=ORDER, failed="fail")
+        checks = [c for c in collect(ctx, "debvisor_upgrade_checks", failed="fail")
+                  if c.name.startswith(p["only"])]
+        report = run_checks(ctx, checks, order=ORDER, failed="fail")
+    else:
+        report = checklist(ctx)
     if p["diff"]:
         report["diff"] = simulate(Node.of(ctx))
     if report["counts"]["fail"]:
@@ -226,12 +228,10 @@ def debvisor_preflight(ctx: Context, op: Operation) -> list[Finding] | None:
     """The checklist is the upgrade's preflight: a failed check refuses, a warning shows."""
     if op.kind != KIND or op.params.get("checks") is False:
         return None
-    from ..health import collect, run_checks
     from ..model import Finding
-    from ..upgrade import ORDER
+    from ..upgrade import checklist
 
-    report = run_checks(ctx, collect(ctx, "debvisor_upgrade_checks", failed="fail"),
-                        order=ORDER, failed="fail")
+    report = checklist(ctx)
     level = {"fail": "error", "warn": "warn"}
     return [Finding(level[c["status"]], f"{c['name']}: {c['summary']}", "upgrade")
             for c in report["checks"] if c["status"] in level]

@@ -503,19 +503,15 @@ def plan_join(ctx: Context, params: dict[str, Any]) -> Operation:
 def contributed_join(ctx: Context) -> list[Step] | None:
     """`debvisor join --mode ceph|all`: the steps of ``[ceph.join]`` (None without it, or when
     there is nothing to add)."""
-    from debvisor_core.actions import params_from_config
+    from debvisor_core.actions import plan_from_config
     from debvisor_core.settings import Section
 
     table = Section.of(ctx, "ceph").table("join")
     if not table:
         return None
     action = next(a for a in ACTIONS if a.path == "ceph.join")
-    try:
-        op = plan_join(ctx, params_from_config(action, table, "[ceph.join]"))
-    except Unchanged as nothing:
-        log.info(f"ceph: nothing to add on this node: {nothing.data}")
-        return None
-    return list(op.steps)
+    op = plan_from_config(ctx, action, table, "[ceph.join]")
+    return list(op.steps) if op is not None else None
 
 
 def render_join(res: OpResult) -> None:

@@ -136,12 +136,12 @@ def plan_label(ctx: Context, params: dict[str, Any]) -> Operation | None:
 def plan_taint(ctx: Context, params: dict[str, Any]) -> Operation | None:
     from debvisor_core.model import Operation
 
-    from .labels import Taint, _plain, merged_taints, parse_taints
+    from .labels import Taint, merged_taints, parse_taints, same_taints
     from .steps import get_node
 
     add, remove = parse_taints(params["taints"])
     have = list((get_node(ctx, params["node"], planning=True).get("spec") or {}).get("taints") or [])
-    if _plain(merged_taints(have, add, remove)) == _plain(have):
+    if same_taints(merged_taints(have, add, remove), have):
         return None
     return Operation(kind="k8s.taint", title=f"taint {params['node']}",
                      steps=[Taint(params["node"], add, remove)], target={"node": params["node"]})

@@ -137,8 +137,13 @@ def first_current_context(files: list[Path]) -> str | None:
 class Api:
     """One API server: ``get``/``post``/``patch``/``delete`` of paths, JSON in and out."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.settings = Settings.of(ctx)
+    def __init__(self, ctx: Context | None = None, settings: Settings | None = None) -> None:
+        """The API server of ``ctx``'s ``[k8s]`` settings, or of explicit ``settings`` (a
+        kubelet's own kubeconfig, for instance)."""
+        if settings is None:
+            assert ctx is not None
+            settings = Settings.of(ctx)
+        self.settings = settings
         self.timeout = self.settings.request_timeout
         self.client = _client(self.settings)
         #: group/version -> kind -> {name, namespaced} (:meth:`resources`)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core import log
 from debvisor_core.errors import BadInput, DebvisorError
 
+from .steps import pod_key, pod_path
+
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
 
@@ -34,10 +36,6 @@ HOST_MOUNT = "/host"
 
 def _suffix() -> str:
     return secrets.token_hex(3)[:5]
-
-
-def _pod_path(ns: str, name: str) -> str:
-    return f"/api/v1/namespaces/{ns}/pods/{name}"
 
 
 def _container_state(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -55,7 +53,7 @@ def wait_running(a: Api, ns: str, pod: str, container: str, timeout: float) -> N
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        state = _container_state(a.get(_pod_path(ns, pod)), container)
+        state = _container_state(a.get(pod_path(ns, pod)), container)
         if "running" in state:
             return
         waiting = state.get("waiting") or {}
@@ -151,7 +149,7 @@ def ended_with(a: Api, ns: str, pod: str, container: str, wait_s: float = 10) ->
     runs (the session detached: the shell's stdin closed, or the stream was cut)."""
     deadline = time.monotonic() + wait_s
     while True:
-        state = _container_state(a.get(_pod_path(ns, pod)), container)
+        state = _container_state(a.get(pod_path(ns, pod)), container)
         if "terminated" in state:
             return int(state["terminated"].get("exitCode") or 0)
         if time.monotonic() > deadline:
@@ -176,7 +174,7 @@ def debug_pod(ctx: Context, a: Api, ns: str, pod: str, image: str, target: str |
     from .client import ApiError
 
     try:
-        spec = a.get(_pod_path(ns, pod))
+        spec = a.get(pod_path(ns, pod))
     except ApiError as exc:
         if exc.status == 404:
             raise BadInput(f"no pod {pod} in namespace {ns}") from None
@@ -199,7 +197,7 @@ def debug_pod(ctx: Context, a: Api, ns: str, pod: str, image: str, target: str |
     if target:
         container["targetContainerName"] = target
     ctx.audit("debug-started", pod=f"{ns}/{pod}", container=name, image=image, target=target)
-    a.call("PATCH", _pod_path(ns, pod) + "/ephemeralcontainers",
+    a.call("PATCH", pod_path(ns, pod) + "/ephemeralcontainers",
            body={"spec": {"ephemeralContainers": [container]}},
            content_type="application/strategic-merge-patch+json")
     log.info(f"ephemeral container {name} ({image}) added to pod {ns}/{pod}"
@@ -247,7 +245,7 @@ def debug_node(ctx: Context, a: Api, ns: str, node: str, image: str, tty: bool,
         if len(node) <= 63 else []
     if left:
         log.warn(f"{len(left)} earlier debug pod(s) of node {node} are still there: "
-                 f"{', '.join(_key(p) for p in left)} (`k8sctl debug --cleanup` removes them)")
+                 f"{', '.join(pod_key(p) for p in left)} (`k8sctl debug --cleanup` removes them)")
     body = node_pod(node, ns, image, tty, operator())
     name = body["metadata"]["name"]
     ctx.audit("debug-started", node=node, pod=f"{ns}/{name}", image=image)
@@ -268,16 +266,11 @@ def debug_node(ctx: Context, a: Api, ns: str, node: str, image: str, tty: bool,
     return code
 
 
-def _key(pod: dict[str, Any]) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
-
 def _delete(a: Api, ns: str, name: str) -> None:
     from .client import ApiError
 
     try:
-        a.call("DELETE", _pod_path(ns, name), query={"gracePeriodSeconds": 0})
+        a.call("DELETE", pod_path(ns, name), query={"gracePeriodSeconds": 0})
         log.info(f"debug pod {ns}/{name} deleted")
     except ApiError as exc:
         if exc.status != 404:
@@ -289,11 +282,11 @@ def cleanup(ctx: Context, a: Api) -> list[str]:
     """Delete every node debug pod left behind (all namespaces); their names."""
     pods = a.items("/api/v1/pods", labelSelector=f"{DEBUG_LABEL}=node")
     if pods:
-        ctx.audit("debug-cleanup", pods=[_key(p) for p in pods])
+        ctx.audit("debug-cleanup", pods=[pod_key(p) for p in pods])
     for p in pods:
         meta = p.get("metadata") or {}
         _delete(a, str(meta.get("namespace")), str(meta.get("name")))
-    return [_key(p) for p in pods]
+    return [pod_key(p) for p in pods]
 
 
 def run(ctx: Context, target: str | None, namespace: str | None, image: str,

@@ -390,28 +390,15 @@ class KubeadmJoin(Step):
 def _delete_own_node(kubelet_conf: Path, node: str) -> None:
     """Delete the Node object with the kubelet's own credentials (a node may delete
     itself); a node already gone is fine."""
-    from kubernetes import client, config
-    from urllib3.exceptions import HTTPError
+    from .client import Api, ApiError, Settings
+    from .steps import node_path
 
-    from .client import ApiError
-
-    conf = client.Configuration()
-    config.load_kube_config(config_file=str(kubelet_conf), client_configuration=conf,
-                            persist_config=False)
-    api = client.ApiClient(conf)
     try:
-        req = api.param_serialize("DELETE", f"/api/v1/nodes/{node}",
-                                  header_params={"Accept": "application/json"},
-                                  auth_settings=["BearerToken"])
-        resp = api.call_api(*req, _request_timeout=30)
-        if resp.status not in (200, 202, 404):
-            raise ApiError(resp.status, resp.reason or "", resp.read().decode()[:200], {})
-        log.info(f"node {node} deleted from the cluster")
-    except (HTTPError, OSError) as exc:
-        raise StepFailed(f"cannot reach the Kubernetes API at {conf.host}: "
-                         f"{str(getattr(exc, 'reason', None) or exc)[-200:]}") from None
-    finally:
-        api.close()
+        Api(settings=Settings(str(kubelet_conf), None, 30.0)).call("DELETE", node_path(node))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    log.info(f"node {node} deleted from the cluster")
 
 
 def plan(ctx: Context, params: dict[str, Any]) -> Any:
@@ -465,7 +452,7 @@ def contributed(ctx: Context) -> list[Step] | None:
     """`debvisor join --mode k8s|all`: the join of ``[k8s.join]`` (api, token_file, ca_hash,
     node_name, labels, taints, timeout), planned with its preflight; None without that table
     or when this host has already joined."""
-    from debvisor_core.actions import Unchanged, params_from_config
+    from debvisor_core.actions import plan_from_config
     from debvisor_core.settings import Section
 
     table = Section.of(ctx, "k8s").table("join")
@@ -474,10 +461,5 @@ def contributed(ctx: Context) -> list[Step] | None:
     from .actions import ACTIONS
 
     action = next(a for a in ACTIONS if a.path == "k8s.join")
-    params = params_from_config(action, table, "[k8s.join]")
-    try:
-        op = plan(ctx, params)
-    except Unchanged as nothing:
-        log.info(f"k8s: {nothing.render}")
-        return None
-    return list(op.steps)
+    op = plan_from_config(ctx, action, table, "[k8s.join]")
+    return list(op.steps) if op is not None else None

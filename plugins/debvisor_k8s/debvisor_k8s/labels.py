@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from debvisor_core.errors import BadInput, StepFailed
 from debvisor_core.model import Finding, Step
 
+from .steps import api, get_node, node_path
+
 if TYPE_CHECKING:  # pragma: no cover
     from debvisor_core.context import Context
 
@@ -96,19 +98,14 @@ def merged_taints(current: list[dict[str, Any]], add: list[dict[str, str]],
     return kept + [dict(a) for a in add]
 
 
-def _plain(taints: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
-    return sorted((t.get("key"), t.get("value") or "", t.get("effect")) for t in taints)
+def same_taints(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    def plain(ts: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+        return sorted((t.get("key"), t.get("value") or "", t.get("effect")) for t in ts)
 
-
-def _node(ctx: Context, name: str) -> dict[str, Any]:
-    from .steps import get_node
-
-    return get_node(ctx, name)
+    return plain(a) == plain(b)
 
 
 def _patch(ctx: Context, name: str, body: dict[str, Any]) -> None:
-    from .steps import api, node_path
-
     api(ctx).call("PATCH", node_path(name), body=body,
                   content_type="application/merge-patch+json")
 
@@ -128,11 +125,11 @@ class Label(Step):
         return f"label node {self.node}: {what}"
 
     def check(self, ctx: Context) -> list[Finding] | None:
-        _node(ctx, self.node)
+        get_node(ctx, self.node)
         return None
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
-        have = (_node(ctx, self.node).get("metadata") or {}).get("labels") or {}
+        have = (get_node(ctx, self.node).get("metadata") or {}).get("labels") or {}
         return {"before": {k: have.get(k) for k in self.labels}}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +137,7 @@ class Label(Step):
         return {}
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
-        have = (_node(ctx, self.node).get("metadata") or {}).get("labels") or {}
+        have = (get_node(ctx, self.node).get("metadata") or {}).get("labels") or {}
         wrong = [k for k, v in self.labels.items() if have.get(k) != v]
         if wrong:
             raise StepFailed(f"node {self.node}: labels not as set after the patch: "
@@ -167,11 +164,11 @@ class Taint(Step):
         return f"taint node {self.node}: {' '.join(parts)}"
 
     def check(self, ctx: Context) -> list[Finding] | None:
-        _node(ctx, self.node)
+        get_node(ctx, self.node)
         return None
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
-        return {"before": list((_node(ctx, self.node).get("spec") or {}).get("taints") or [])}
+        return {"before": list((get_node(ctx, self.node).get("spec") or {}).get("taints") or [])}
 
     def _set(self, ctx: Context, node: dict[str, Any], taints: list[dict[str, Any]]) -> None:
         rv = (node.get("metadata") or {}).get("resourceVersion")
@@ -179,15 +176,15 @@ class Taint(Step):
                                 "spec": {"taints": taints or None}})
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
-        node = _node(ctx, self.node)
+        node = get_node(ctx, self.node)
         have = list((node.get("spec") or {}).get("taints") or [])
         self._set(ctx, node, merged_taints(have, self.add, self.remove))
         return {}
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
-        have = list((_node(ctx, self.node).get("spec") or {}).get("taints") or [])
-        if _plain(merged_taints(have, self.add, self.remove)) != _plain(have):
+        have = list((get_node(ctx, self.node).get("spec") or {}).get("taints") or [])
+        if not same_taints(merged_taints(have, self.add, self.remove), have):
             raise StepFailed(f"node {self.node}: taints not as set after the patch")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
-        self._set(ctx, _node(ctx, self.node), list(record.get("before") or []))
+        self._set(ctx, get_node(ctx, self.node), list(record.get("before") or []))

@@ -23,7 +23,7 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
              timestamps: bool) -> None:
     """Print POD's log (one container's); with ``follow``, keep printing until it ends."""
     from .client import LABEL, ApiError, Settings, check_name, default_namespace
-    from .steps import api
+    from .steps import api, pod_path
 
     check_name("pod", pod)
     if namespace is not None:
@@ -33,7 +33,7 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
     ns = namespace or default_namespace(Settings.of(ctx))
     a = api(ctx)
     try:
-        spec = a.get(f"/api/v1/namespaces/{ns}/pods/{pod}")
+        spec = a.get(pod_path(ns, pod))
     except ApiError as exc:
         if exc.status == 404:
             raise BadInput(f"no pod {pod} in namespace {ns}") from None
@@ -51,7 +51,7 @@ def pod_logs(ctx: Context, pod: str, namespace: str | None, container: str | Non
              "sinceSeconds": int(since) if since else None, "tailLines": tail,
              "previous": "true" if previous else None,
              "timestamps": "true" if timestamps else None}
-    path = f"/api/v1/namespaces/{ns}/pods/{pod}/log"
+    path = pod_path(ns, pod) + "/log"
     which = {"namespace": ns, "pod": pod, "container": query["container"]}
     if not follow:
         text = a.call("GET", path, query=query)

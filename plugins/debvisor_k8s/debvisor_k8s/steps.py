@@ -35,6 +35,10 @@ def node_path(name: str) -> str:
     return f"/api/v1/nodes/{name}"
 
 
+def pod_path(ns: str, name: str) -> str:
+    return f"/api/v1/namespaces/{ns}/pods/{name}"
+
+
 def get_node(ctx: Context, name: str, *, planning: bool = False) -> dict[str, Any]:
     """The node object; a missing node is bad input while planning (exit 2), a failed
     step later."""
@@ -276,8 +280,8 @@ class Evict(Step):
                                 "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
         if self.grace_period_s is not None:
             body["deleteOptions"] = {"gracePeriodSeconds": int(self.grace_period_s)}
-        api(ctx).call("POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
-                              f"/eviction", body=body)
+        api(ctx).call("POST", pod_path(meta["namespace"], meta["name"]) + "/eviction",
+                      body=body)
 
     def _wait_gone(self, ctx: Context, evicted: dict[str, str], deadline: float) -> None:
         from .client import ApiError
@@ -287,7 +291,7 @@ class Evict(Step):
             for key, uid in list(left.items()):
                 ns, name = key.split("/", 1)
                 try:
-                    pod = api(ctx).get(f"/api/v1/namespaces/{ns}/pods/{name}")
+                    pod = api(ctx).get(pod_path(ns, name))
                 except ApiError as exc:
                     if exc.status != 404:
                         raise

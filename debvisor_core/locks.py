@@ -79,14 +79,20 @@ def hold(ctx: Context, op: Operation, names: list[str]) -> Iterator[Any]:
 
 def local_locks(state_dir: Path) -> list[dict[str, Any]]:
     """This node's operation locks: each lock file's name, whether a process holds it and
-    which (its pid and command line). Probing takes a shared flock for an instant."""
+    which (its pid and command line). Probing takes a shared flock for an instant; anything
+    but a regular file there (a planted FIFO, a link) is skipped, never opened to wait."""
+    import stat
+
     d = state_dir / "locks"
     out = []
     for path in sorted(d.glob("*.lock")) if d.is_dir() else []:
         entry: dict[str, Any] = {"name": path.stem, "held": False}
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
+            continue
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             continue
         try:
             try:

@@ -150,9 +150,9 @@ def version_key(v: str) -> tuple[Any, ...]:
 
 
 def installed_kernels(node: Node) -> list[str]:
-    """Release strings of /boot/vmlinuz-*, oldest first."""
+    """Release strings of /boot/vmlinuz-* (regular files only), oldest first."""
     boot = node.path("boot")
-    names = [p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*")] \
+    names = [p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*") if p.is_file()] \
         if boot.is_dir() else []
     return sorted(names, key=version_key)
 
@@ -187,7 +187,7 @@ def _suites(node: Node) -> list[str]:
         if d.is_dir() else []
     for f in files:
         try:
-            text = f.read_text()
+            text = f.read_text(errors="replace")
         except OSError:
             continue
         for line in text.splitlines():
@@ -196,7 +196,7 @@ def _suites(node: Node) -> list[str]:
                 found.append(words[2])
     for f in sorted((d / "sources.list.d").glob("*.sources")) if d.is_dir() else []:
         try:
-            text = f.read_text()
+            text = f.read_text(errors="replace")
         except OSError:
             continue
         for stanza in re.split(r"\n\s*\n", text):

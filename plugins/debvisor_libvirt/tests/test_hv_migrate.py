@@ -28,6 +28,17 @@ def guest(hv_lab: Any) -> Iterator[Path]:
     hv_lab.remove(VM)
 
 
+@pytest.fixture(autouse=True)
+def _new_guest_after_a_panic(hv_lab: Any, guest: Path) -> None:
+    """A guest kernel that panicked stays dead, and every later test of the module would
+    fail on it: boot a new one, so that only the test that saw the panic fails. (Seen once
+    in CI: the TCG guest's kernel panicked in __run_timers, with list poison, after a
+    bandwidth-limited migration; twelve such migrations in a row did not repeat it.)"""
+    if "Kernel panic" in guest.read_text(errors="replace"):
+        hv_lab.remove(VM)
+        hv_lab.guest(VM, "node1")
+
+
 def _other(node: str) -> str:
     return "node2" if node == "node1" else "node1"
 
@@ -102,6 +113,7 @@ def test_bandwidth_is_respected(dv: Any, hv_env: Any, guest: Path) -> None:
     samples = [p["bps"] for p in mig["progress"] if p["bps"]]
     assert samples and max(samples) <= 1.1 * limit
     assert hv_env.where(VM) == [dst]
+    _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
 def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, guest: Path) -> None:

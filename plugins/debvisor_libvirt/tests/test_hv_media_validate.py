@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from debvisor_libvirt.media import validate
-from debvisor_libvirt.media.netconfig import check_network_config
-from debvisor_libvirt.media.report import Report
+
+from debvisor_core.netconfig import Report, check_network_config
 
 HAVE_SCHEMA = os.path.isfile(validate.schema_path())
 needs_schema = pytest.mark.skipif(not HAVE_SCHEMA, reason="Debian's cloud-init package (its schema) "

@@ -155,8 +155,9 @@ def execute_iso_build(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 def _build_all(ctx: Context, seeds: list[Any], *, strict: bool, warn_size: int, force: bool,
                mode: int = 0o600) -> dict[str, Any]:
+    from debvisor_core.netconfig import Report
+
     from .iso import write_iso
-    from .report import Report
     from .seed import assemble, check_size, describe_files
 
     started = time.monotonic()

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from debvisor_core.errors import BadInput
+from debvisor_core.netconfig import Report, check_network_config
 
 from . import templates
-from .netconfig import check_network_config
-from .report import Report
 from .validate import HOSTNAME_RE, check_meta_data, check_user_data
 
 MiB = 1 << 20

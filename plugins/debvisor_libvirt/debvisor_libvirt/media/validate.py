@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email
 import gzip
-import ipaddress
 import json
 import os
 import re
@@ -20,9 +19,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlparse
 
-from .report import Report
-from .schemautil import report_errors
-from .yamlutil import load
+from debvisor_core.netconfig import Report, load, report_errors
 
 CLOUDINIT_SCHEMA_DIR = "/usr/lib/python3/dist-packages/cloudinit/config/schemas"
 # Keys cloud-init accepts at the top level without describing them in its schema.
@@ -281,15 +278,3 @@ def check_meta_data(raw: bytes, file: str, report: Report) -> dict[str, Any] | N
             report.stricter(file, f"unknown meta-data key {key!r}", loaded.line_of([key]))
     return data
 
-
-def valid_ip(value: Any, *, cidr: bool = False, version: int | None = None) -> bool:
-    try:
-        if cidr:
-            if "/" not in str(value):
-                return False
-            net = ipaddress.ip_interface(str(value))
-        else:
-            net = ipaddress.ip_address(str(value))  # type: ignore[assignment]
-    except ValueError:
-        return False
-    return version is None or net.version == version

@@ -1,4 +1,4 @@
-"""Validation findings with file and line, shared by every checker."""
+"""Validation findings with file and line, shared by every checker (network-config, seeds)."""
 
 from __future__ import annotations
 

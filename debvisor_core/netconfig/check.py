@@ -4,19 +4,38 @@ The schemas (schemas/network-config-v{1,2}.json) cover ethernets, bonds, bridges
 vlans, addresses, routes and nameservers; a second pass checks what JSON Schema
 cannot say clearly: IP addresses and prefixes, and that bond/bridge members and
 VLAN links name interfaces that exist.
+
+jsonschema and PyYAML are imported only when a document is checked (the core does
+not depend on them; the plugins that call this do).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import stat
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from .report import Report
 from .schemautil import report_errors
-from .validate import valid_ip
 from .yamlutil import Loaded, dotted, load
+
+
+def valid_ip(value: Any, *, cidr: bool = False, version: int | None = None) -> bool:
+    """An IP address (``cidr``: an address with a prefix, like 192.0.2.10/24), of ``version`` if given."""
+    try:
+        if cidr:
+            if "/" not in str(value):
+                return False
+            net = ipaddress.ip_interface(str(value))
+        else:
+            net = ipaddress.ip_address(str(value))  # type: ignore[assignment]
+    except ValueError:
+        return False
+    return version is None or net.version == version
 
 
 @cache
@@ -46,6 +65,34 @@ def check_network_config(raw: bytes, file: str, report: Report) -> int | None:
     report_errors(_validator(version), data, loaded, file, report, prefix=prefix)
     (_semantic_v2 if version == 2 else _semantic_v1)(data, loaded, prefix, file, report)
     return int(version)
+
+
+def validate_bytes(raw: bytes, file: str) -> tuple[int | None, Report]:
+    """Check one network-config document; its version (1 or 2, None if unusable) and the findings.
+
+    ``file`` names the document in every finding (``file:line: message``)."""
+    report = Report()
+    return check_network_config(raw, file, report), report
+
+
+def validate_file(path: str | os.PathLike[str], *, label: str | None = None) -> tuple[int | None, Report]:
+    """:func:`validate_bytes` on a file's content; findings name ``label`` (default: ``path``).
+
+    A file that cannot be read, or is not a regular file (a FIFO would hang the read), is one
+    error finding, not an exception."""
+    file = label if label is not None else os.fspath(path)
+    report = Report()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                report.error(file, "the network-config is not a regular file")
+                return None, report
+            raw = f.read()
+    except OSError as exc:
+        report.error(file, f"cannot read the network-config file: {exc.strerror or exc}")
+        return None, report
+    return check_network_config(raw, file, report), report
 
 
 def _ip_checks(report: Report, file: str, loaded: Loaded, path: list[Any], dev: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ the plugins that call it depend on them) are imported when a document is checked
 
 from __future__ import annotations
 
-from .check import check_network_config, valid_ip, validate_bytes, validate_file
+from .check import check_network_config, read_regular, valid_ip, validate_bytes, validate_file
 from .report import Issue, Report
 from .schemautil import report_errors
 from .yamlutil import Loaded, dotted, load
@@ -28,6 +28,7 @@ __all__ = [
     "check_network_config",
     "dotted",
     "load",
+    "read_regular",
     "report_errors",
     "valid_ip",
     "validate_bytes",

@@ -83,16 +83,24 @@ def validate_file(path: str | os.PathLike[str], *, label: str | None = None) -> 
     file = label if label is not None else os.fspath(path)
     report = Report()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                report.error(file, "the network-config is not a regular file")
-                return None, report
-            raw = f.read()
+        raw = read_regular(path)
+    except ValueError:
+        report.error(file, "the network-config is not a regular file")
+        return None, report
     except OSError as exc:
         report.error(file, f"cannot read the network-config file: {exc.strerror or exc}")
         return None, report
     return check_network_config(raw, file, report), report
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the regular file at ``path`` (ValueError for anything else: a FIFO would
+    hang the read, a device never ends); OSError when it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError(f"{os.fspath(path)} is not a regular file")
+        return f.read()
 
 
 def _ip_checks(report: Report, file: str, loaded: Loaded, path: list[Any], dev: dict[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""DebVisor network plugin: node networking on netlink, applied safely."""

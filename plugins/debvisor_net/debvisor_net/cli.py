@@ -1,0 +1,92 @@
+"""`debvisor net …` (alias `debvisor-netcfg`): the group, the commands generated from
+actions.py, and `interactive` (the terminal UI). Light on purpose: pyroute2 and textual are
+imported only by the commands that use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from debvisor_core.actions import attach
+from debvisor_core.lazygroup import LazyGroup
+
+from .actions import ACTIONS
+
+
+@click.group("net", cls=LazyGroup)
+def net() -> None:
+    """Node networking: show, diff, apply behind probes and a confirmation, roll back.
+
+    The desired state is a netplan v2-like YAML file (ethernets, bonds, bridges, vlans,
+    addresses, routes, nameservers, MTU). An apply keeps a change only when the probes pass
+    and it is confirmed; a detached watchdog restores the prior state otherwise, even if the
+    applying process dies. `debvisor-netcfg ...` is the same as `debvisor net ...`.
+
+    \b
+    Example:
+      debvisor net show
+      debvisor net diff /etc/debvisor/net.yaml
+      debvisor net apply /etc/debvisor/net.yaml --probe dns --confirm-timeout 120
+      debvisor net confirm
+      debvisor net rollback
+      debvisor-netcfg interactive /etc/debvisor/net.yaml
+    """
+
+
+attach(net, ACTIONS)
+
+INTERACTIVE_HELP = """Edit the desired state in a terminal UI, see the diff, apply it.
+
+Keys: a add, d delete, ctrl+s save, v diff, ctrl+a save and apply (the apply runs here,
+with its probes and confirmation countdown), q quit.
+
+\b
+Example:
+  debvisor-netcfg interactive /etc/debvisor/net.yaml
+"""
+
+
+@net.command("interactive", help=INTERACTIVE_HELP,
+             short_help="Edit the desired state in a terminal UI and apply it")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path),
+                default=Path("/etc/debvisor/net.yaml"))
+def interactive(file: Path) -> None:
+    from debvisor_core.actions import exit_with, find, run
+    from debvisor_core.commands import get_ctx
+    from debvisor_core.errors import BadInput
+
+    from . import desired
+    from .tui import run as run_tui
+
+    ctx = get_ctx()
+
+    def diff(data: dict[str, Any]) -> str:
+        from .actions import _applied, _running
+        from .converge import plan
+
+        problems = desired.rules(data.get("network", data))
+        if problems:
+            return "\n".join(problems)
+        now = _running()
+        try:
+            target = desired.target(data.get("network", data), now, _applied(ctx))
+        except BadInput as exc:
+            return str(exc)
+        lines = [c.description for c in plan(now, target)]
+        return "\n".join(lines) or "the kernel already holds this state"
+
+    def validate(data: dict[str, Any]) -> list[str]:
+        import yaml
+
+        from debvisor_core.netconfig import Report, check_network_config
+
+        report = Report()
+        check_network_config(yaml.safe_dump(data).encode(), str(file), report)
+        return [str(e) for e in report.errors] or desired.rules(data.get("network", data),
+                                                               str(file))
+
+    if run_tui(file, diff=diff, validate=validate) == "apply":
+        action = find(ctx, "net.apply")
+        exit_with(run(ctx, action, action.validate({"file": str(file)})))

@@ -5,7 +5,6 @@ imported only by the commands that use them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -55,38 +54,12 @@ Example:
 def interactive(file: Path) -> None:
     from debvisor_core.actions import exit_with, find, run
     from debvisor_core.commands import get_ctx
-    from debvisor_core.errors import BadInput
 
-    from . import desired
+    from .editor import callbacks
     from .tui import run as run_tui
 
     ctx = get_ctx()
-
-    def diff(data: dict[str, Any]) -> str:
-        from .actions import _applied, _running
-        from .converge import plan
-
-        problems = desired.rules(data.get("network", data))
-        if problems:
-            return "\n".join(problems)
-        now = _running()
-        try:
-            target = desired.target(data.get("network", data), now, _applied(ctx))
-        except BadInput as exc:
-            return str(exc)
-        lines = [c.description for c in plan(now, target)]
-        return "\n".join(lines) or "the kernel already holds this state"
-
-    def validate(data: dict[str, Any]) -> list[str]:
-        import yaml
-
-        from debvisor_core.netconfig import Report, check_network_config
-
-        report = Report()
-        check_network_config(yaml.safe_dump(data).encode(), str(file), report)
-        return [str(e) for e in report.errors] or desired.rules(data.get("network", data),
-                                                               str(file))
-
+    diff, validate = callbacks(ctx, file)
     if run_tui(file, diff=diff, validate=validate) == "apply":
         action = find(ctx, "net.apply")
         exit_with(run(ctx, action, action.validate({"file": str(file)})))

@@ -2,9 +2,18 @@
 
 The plan is diff-driven and idempotent (an empty plan when the kernel already matches), in the
 order a restore needs: 1 delete virtual links the target lacks, 2 create missing virtual
-links, 3 per link, masters before ports (down before enslaving, master, mtu, mac, admin
-state; bond slaves in their recorded order), 4 addresses, 5 routes (removals first, every
-route with its proto, metric, table, scope and type), 6 rules.
+links, 3 per link, a bond before its slaves, a bridge after its ports (its MTU and MAC stick
+only when set once they are in) and a VLAN or macvlan after its lower link (down before
+enslaving, master, mtu, mac, admin-down; bond slaves in their recorded order), then the MAC
+of each bond (a new bond takes its first slave's), then admin-up with every lower link before
+its uppers (a bond's or bridge's ports before it, a VLAN's link before the VLAN: the kernel
+refuses to bring a VLAN up on a link that is down), then each bond's primary (once its slave
+is in), 4 addresses, 5 routes (removals first, every route with its proto, metric, table,
+scope and type), 6 rules.
+
+Bond options go only to the modes that take them: lacp_rate to 802.3ad (the kernel refuses it
+in any other mode, and ignores the value it keeps there, so it is not compared either), primary
+to active-backup, balance-tlb and balance-alb; xmit_hash_policy is accepted in every mode.
 
 Planning simulates the kernel's side effects it knows (admin-down drops the link's IPv6
 addresses and its routes; removing a link's last IPv4 address drops its IPv4 routes; deleting
@@ -43,6 +52,9 @@ VIRTUAL = ("bridge", "bond", "vlan", "macvlan", "dummy", "veth")
 _IN_PLACE = {"bridge": ("stp", "forward_delay", "priority"),
              "bond": ("miimon", "xmit_hash_policy", "lacp_rate", "primary", "slaves")}
 PASSES = 2
+#: bond modes that take a primary slave, and the one that takes a LACP rate
+PRIMARY_MODES = ("active-backup", "balance-tlb", "balance-alb")
+LACP_MODE = "802.3ad"
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,23 @@ def _lower(link: dict[str, Any]) -> str | None:
     return None
 
 
+def _bond_mode(want: dict[str, Any], have: dict[str, Any] | None = None) -> str:
+    """The mode bond WANT will be in: its own, else that of HAVE (the bond as it is), else the
+    kernel's default; by name."""
+    for link in (want, have):
+        mode = ((link or {}).get("bond") or {}).get("mode")
+        if mode is not None and (link or {}).get("kind") == "bond":
+            return str(BOND_MODES.get(mode, mode) if isinstance(mode, int) else mode)
+    return BOND_MODES[0]
+
+
+def _bond_options(bond: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The options of BOND that creating it in MODE sends: not primary (set once its slave is
+    enslaved) nor slaves, and lacp_rate only in 802.3ad mode."""
+    return {k: v for k, v in bond.items() if v is not None and k not in ("primary", "slaves")
+            and (k != "lacp_rate" or mode == LACP_MODE)}
+
+
 def _check(cur: dict[str, Any], tgt: dict[str, Any]) -> None:
     """ValueError (one sentence) for a target plan() cannot reach; nothing is changed yet."""
     links = tgt["links"]
@@ -87,6 +116,11 @@ def _check(cur: dict[str, Any], tgt: dict[str, Any]) -> None:
             raise ValueError(f"{kind} {name} sits on link {_lower(link)}, which the target "
                              f"does not have")
         have = cur["links"].get(name)
+        primary = (link.get("bond") or {}).get("primary") if kind == "bond" else None
+        if primary and _bond_mode(link, have) not in PRIMARY_MODES:
+            raise ValueError(f"bond {name} has primary {primary}, but only the modes "
+                             f"{', '.join(PRIMARY_MODES)} take one, not "
+                             f"{_bond_mode(link, have)}")
         if have is None:
             if kind is None:
                 raise ValueError(f"link {name} is not in the kernel and is not a virtual "
@@ -159,16 +193,20 @@ class _State:
         self.addresses = [dict(a) for a in snap["addresses"]]
         self.routes = [dict(r) for r in snap["routes"]]
         self.rules = [dict(r) for r in snap["rules"]]
+        #: (link, "mtu"|"mac") set explicitly by the plan: the kernel keeps them
+        self.pinned: set[tuple[str, str]] = set()
 
     def drop_routes(self, dev: str, family: int | None = None) -> None:
         self.routes = [r for r in self.routes if not (
             dev in _route_devs(r) and (family is None or r["family"] == family))]
 
     def delete_link(self, name: str) -> None:
-        self.links.pop(name, None)
+        gone = self.links.pop(name, None)
         for link in self.links.values():
             if link.get("master") == name:
                 link["master"] = None
+                if gone is not None and gone["kind"] == "bond":
+                    link["mac"] = None  # a slave gets its own MAC back, which is not known
             bond = link.get("bond")
             if bond and name in (bond.get("slaves") or []):
                 bond["slaves"].remove(name)
@@ -233,16 +271,40 @@ def _add_text(name: str, link: dict[str, Any]) -> str:
 
 
 # -- planning ------------------------------------------------------------------------------
-def _depth(name: str, links: dict[str, dict[str, Any]]) -> int:
-    depth, seen = 0, {name}
-    master = links[name]["master"]
-    while master is not None:
-        if master in seen:
-            raise ValueError(f"link {name} is in a loop of masters")
-        seen.add(master)
-        depth += 1
-        master = links[master]["master"]
-    return depth
+def _ordered(links: dict[str, dict[str, Any]], up: bool = False) -> list[str]:
+    """The names of LINKS, each after its lower link (a VLAN's or macvlan's); a bridge after
+    its ports (its MTU and MAC set once they are in stick), a port of any other master (a
+    bond's slave) after it; with UP, every port before its master (the order for admin-up).
+    Bond slaves in their recorded order, names alphabetically otherwise."""
+    after: dict[str, list[str]] = {n: [] for n in links}
+    for name, link in links.items():
+        lower, master = _lower(link), link["master"]
+        if lower in links:
+            after[name].append(str(lower))
+        if master in links:
+            if up or links[master]["kind"] == "bridge":
+                after[master].append(name)
+            else:
+                after[name].append(master)
+    level: dict[str, int] = {}
+
+    def depth(name: str, path: tuple[str, ...]) -> int:
+        if name in path:
+            loop = path[path.index(name):]
+            raise ValueError(f"links {', '.join(loop)} are in a loop of masters and lower "
+                             f"links")
+        if name not in level:
+            level[name] = max((depth(n, (*path, name)) + 1 for n in after[name]), default=0)
+        return level[name]
+
+    def position(name: str) -> tuple[int, int, str]:
+        master = links[name]["master"]
+        index = 0
+        if master is not None and links[master]["kind"] == "bond":
+            index = _slave_order(links, master).index(name)
+        return depth(name, ()), index, name
+
+    return sorted(links, key=position)
 
 
 def _slave_order(tgt: dict[str, dict[str, Any]], bond: str) -> list[str]:
@@ -304,8 +366,7 @@ def _plan_creations(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
                 if want["kind"] == key and want.get(key) is not None:
                     args[key] = dict(want[key])
             if want["kind"] == "bond":
-                args["bond"] = {k: v for k, v in (want.get("bond") or {}).items()
-                                if k not in ("primary", "slaves")}
+                args["bond"] = _bond_options(want.get("bond") or {}, _bond_mode(want))
             created = [n]
             if want["kind"] == "veth":
                 peer = want["veth"]["peer"]
@@ -324,6 +385,7 @@ def _plan_creations(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
                 if w["kind"] == "bond":
                     link["bond"] = dict(w.get("bond") or {}, primary=None, slaves=[])
                 st.links[c] = link
+                st.pinned.update((c, k) for k in ("mtu", "mac") if link[k] is not None)
             missing.remove(n)
 
 
@@ -340,22 +402,31 @@ def _plan_links(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
             for s in kept:
                 out.append(Change("link.enslave", f"release {s} from {bond} (slave order)",
                                   {"name": s, "master": None}))
-                st.links[s]["master"] = None
+                st.links[s].update(master=None, mac=None)  # its own MAC back: not known
                 st.links[bond]["bond"]["slaves"].remove(s)
 
-    def position(name: str) -> tuple[int, int, str]:
-        master = tlinks[name]["master"]
-        index = 0
-        if master is not None and tlinks[master]["kind"] == "bond":
-            index = _slave_order(tlinks, master).index(name)
-        return _depth(name, tlinks), index, name
-
-    for name in sorted(tlinks, key=position):
+    touched: set[str] = set()  # bridges whose ports joined, left or changed their MTU
+    for name in _ordered(tlinks):
         want, have = tlinks[name], st.links[name]
         kind = want["kind"]
+        if name in touched:
+            # the kernel may have given the bridge its ports' lowest MTU and MAC (unless they
+            # were set explicitly, which a snapshot cannot tell): unknown, unless both agree
+            ports = [lk for lk in st.links.values() if lk["master"] == name]
+            for key in ("mtu", "mac"):
+                values = [lk[key] for lk in ports]
+                if (name, key) not in st.pinned and values and (
+                        None in values or min(values) != have[key]):
+                    have[key] = None
         if kind in _IN_PLACE and want.get(kind) is not None:
+            lacp = kind == "bond" and _bond_mode(want, have) == LACP_MODE
             keys = [k for k in _IN_PLACE[kind] if k not in ("primary", "slaves")
-                    and k in want[kind] and (have.get(kind) or {}).get(k) != want[kind][k]]
+                    and (k != "lacp_rate" or lacp) and want[kind].get(k) is not None
+                    and (have.get(kind) or {}).get(k) != want[kind][k]]
+            if "lacp_rate" in keys and have["up"]:  # the kernel changes it on a down bond only
+                out.append(Change("link.set", f"set {name} down to change its lacp_rate",
+                                  {"name": name, "up": False}))
+                st.set_down(name)
             if keys:
                 params = {k: want[kind][k] for k in keys}
                 text = (_bridge_text(params, keys) if kind == "bridge"
@@ -374,38 +445,63 @@ def _plan_links(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
                                   {"name": name, "master": master}))
                 mlink = st.links[master]
                 if mlink["kind"] == "bond":
+                    if not mlink["bond"]["slaves"] and mlink["mac"] is None:
+                        mlink["mac"] = have["mac"]  # a new bond takes its first slave's MAC
                     mlink["bond"]["slaves"].append(name)
                     have["mtu"] = mlink["mtu"]
+                    have["up"] = True  # enslaving opens the slave
             else:
                 out.append(Change("link.enslave", f"release {name} from {have['master']}",
                                   {"name": name, "master": None}))
                 old = st.links.get(have["master"], {}).get("bond")
                 if old and name in old["slaves"]:
                     old["slaves"].remove(name)
+                    have["mac"] = None  # it gets its own MAC back, which is not known
+            touched.update(m for m in (have["master"], master)
+                           if m in st.links and st.links[m]["kind"] == "bridge")
             have["master"] = master
         if want["mtu"] is not None and have["mtu"] != want["mtu"]:
             out.append(Change("link.set", f"set mtu of {name} to {want['mtu']}",
                               {"name": name, "mtu": want["mtu"]}))
             have["mtu"] = want["mtu"]
+            st.pinned.add((name, "mtu"))
+            if kind == "bond":  # a bond sets its slaves' MTU
+                for slave in (have.get("bond") or {}).get("slaves") or []:
+                    st.links[slave]["mtu"] = want["mtu"]
+            if master is not None and st.links[master]["kind"] == "bridge":
+                touched.add(master)
         in_bond = master is not None and tlinks[master]["kind"] == "bond"
-        if want["mac"] and have["mac"] and have["mac"] != want["mac"] and not in_bond:
-            out.append(Change("link.set", f"set mac of {name} to {want['mac']}",
-                              {"name": name, "mac": want["mac"]}))
-            have["mac"] = want["mac"]
-        if have["up"] != want["up"]:
-            out.append(Change("link.set", f"set {name} {'up' if want['up'] else 'down'}",
-                              {"name": name, "up": want["up"]}))
-            if want["up"]:
-                have["up"] = True
-            else:
-                st.set_down(name)
+        if kind != "bond" and not in_bond:  # a bond's MAC: once its slaves are in
+            _plan_mac(name, want, st, out)
+        if have["up"] and not want["up"]:
+            out.append(Change("link.set", f"set {name} down", {"name": name, "up": False}))
+            st.set_down(name)
+    for name in _ordered(tlinks):
+        if tlinks[name]["kind"] == "bond":
+            _plan_mac(name, tlinks[name], st, out)
+    for name in _ordered(tlinks, up=True):  # lower links up before their uppers
+        if tlinks[name]["up"] and not st.links[name]["up"]:
+            out.append(Change("link.set", f"set {name} up", {"name": name, "up": True}))
+            st.links[name]["up"] = True
     for bond, want in tlinks.items():  # a primary takes effect once its slave is enslaved
-        primary = (want.get("bond") or {}).get("primary") if want["kind"] == "bond" else None
-        have_bond = st.links[bond].get("bond") or {}
-        if want["kind"] == "bond" and have_bond.get("primary") != primary:
+        if want["kind"] != "bond" or "primary" not in (want.get("bond") or {}):
+            continue
+        primary = want["bond"]["primary"]
+        have_bond = st.links[bond].setdefault("bond", {})
+        if have_bond.get("primary") != primary and (
+                primary or _bond_mode(want, st.links[bond]) in PRIMARY_MODES):
             out.append(Change("link.set", f"set primary of {bond} to {primary or 'none'}",
                               {"name": bond, "bond": {"primary": primary}}))
             have_bond["primary"] = primary
+
+
+def _plan_mac(name: str, want: dict[str, Any], st: _State, out: list[Change]) -> None:
+    have = st.links[name]
+    if want["mac"] and have["mac"] != want["mac"]:  # None: not known
+        out.append(Change("link.set", f"set mac of {name} to {want['mac']}",
+                          {"name": name, "mac": want["mac"]}))
+        have["mac"] = want["mac"]
+        st.pinned.add((name, "mac"))
 
 
 def _plan_addresses(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:

@@ -419,6 +419,13 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _lacp(*bonds: dict[str, Any]) -> bool:
+    """Whether one of BONDS is in 802.3ad mode: in any other the kernel keeps a lacp_rate but
+    neither uses it nor lets it be set, so it is not compared."""
+    return any(b.get("mode") is not None and _mode_name(b["mode"], BOND_MODES) == "802.3ad"
+               for b in bonds)
+
+
 def _link_diff(name: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted(set(a) | set(b)):
@@ -427,7 +434,8 @@ def _link_diff(name: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             continue
         if isinstance(va, dict) and isinstance(vb, dict):
             for sub in sorted(va):
-                if va.get(sub) != vb.get(sub):
+                if va.get(sub) != vb.get(sub) and not (
+                        key == "bond" and sub == "lacp_rate" and not _lacp(va, vb)):
                     lines.append(f"~ link {name}: {key} {sub} {_show(va.get(sub))} -> "
                                  f"{_show(vb.get(sub))}")
         elif key == "up":
@@ -451,7 +459,8 @@ def diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     B, "~" changed); empty when they are equal.
 
     A may be a target rather than a snapshot: a link's mac or mtu None there, or a bridge or
-    bond parameter it leaves out, is not compared.
+    bond parameter it leaves out, is not compared; nor is a bond's lacp_rate outside 802.3ad
+    mode.
     """
     a, b = normalise(a), normalise(b)
     lines: list[str] = []

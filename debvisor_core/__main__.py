@@ -1,3 +1,3 @@
-from debvisor_core.cli import main
+from debvisor_core.entry import main
 
 main()

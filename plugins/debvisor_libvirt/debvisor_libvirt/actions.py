@@ -325,7 +325,7 @@ def execute_ticket_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any
     from .nodes import Cluster
 
     vm, ttl, mode = params["vm"], params["ttl"], params["mode"]
-    if mode != "admin":
+    if mode != "admin" and not tickets.proxied(ctx):
         raise BadInput(tickets.VIEW_REFUSED)
     with Cluster(ctx) as cluster:
         node_name, _dom = cluster.find(vm)
@@ -374,7 +374,7 @@ def execute_ticket_use(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     res = tickets.verify(ctx, tickets.read_token(params["token"]), vm=params["vm"])
     claims = res.get("claims") or {}
     refusal = None
-    if res["status"] == "valid" and claims.get("mode") != "admin":
+    if res["status"] == "valid" and claims.get("mode") != "admin" and not tickets.proxied(ctx):
         refusal = ("view-only", tickets.VIEW_REFUSED)
     elif res["status"] != "valid" or not tickets.consume(ctx, claims):
         status = res["status"] if res["status"] != "valid" else "used"

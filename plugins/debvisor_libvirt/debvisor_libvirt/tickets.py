@@ -14,9 +14,12 @@ NFS) in the ledger directory, ``[hv.tickets] ledger_dir`` (default
 ``<state>/plugins/hv/tickets-used.d``). Admin hosts that share ``key_file`` must share
 ``ledger_dir`` too (shared storage): otherwise a ticket can be used once per host.
 
-View-only tickets are refused: plain VNC has one password, which grants keyboard and
-mouse; a ``view`` ticket would be full control in disguise until a console proxy that
-drops input exists.
+View-only tickets exist only behind a console proxy that drops input: plain VNC has one
+password, which grants keyboard and mouse, so a ``view`` ticket handed to a person would be
+full control in disguise. The web panel's proxy (debvisor_core.panel.console) parses every
+client message and forwards no input in view mode; a ``view`` ticket is therefore created
+and used only for a call that debvisor-rpcd received through a certificate listed in
+``[rpcd] proxies`` (the caller it seals reads ``USER via=PROXY``, see :func:`proxied`).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ PREFIX = "dvt1"
 MODES = ("view", "admin")
 DEFAULT_PASSWORD_TTL = 60
 VIEW_REFUSED = ("view-only console tickets are refused: plain VNC has a single password that "
-                "grants keyboard and mouse, so a view ticket would give full control; issue "
-                "the ticket with --mode admin")
+                "grants keyboard and mouse, so a view ticket would give full control; "
+                "issue the ticket with --mode admin, or watch through the web panel, whose "
+                "console proxy drops input")
 _JTI = re.compile(r"[0-9a-f]{16}")
 _LEGACY_LEDGER = "tickets-used"
 
@@ -123,8 +127,19 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def proxied(ctx: Context) -> bool:
+    """Whether this run serves an rpcd call that came through a configured proxy (the
+    panel), as the caller rpcd sealed says: only such a caller gets a view ticket."""
+    from debvisor_core.audit import rpc_caller
+
+    label = rpc_caller().get("caller", "")
+    _, sep, via = label.partition(" via=")
+    proxies = ctx.section("rpcd").get("proxies") or []
+    return bool(sep) and via in [str(p) for p in proxies]
+
+
 def create(ctx: Context, vm: str, node: str, ttl: int, mode: str) -> dict[str, Any]:
-    if mode != "admin":
+    if mode != "admin" and not proxied(ctx):
         raise BadInput(VIEW_REFUSED)
     now = int(time.time())
     payload = {"vm": vm, "node": node, "mode": mode, "iat": now, "exp": now + ttl,

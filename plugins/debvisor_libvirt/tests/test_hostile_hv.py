@@ -290,6 +290,30 @@ def test_m2_view_tickets_are_refused(dv: Any, dv_state: Any, hv_env: Any, guest:
     assert _live_graphics(hv_env).get("passwd") == before  # nothing was granted
 
 
+def test_view_tickets_only_for_a_caller_sealed_through_the_panel(
+        dv: Any, dv_state: Any, hv_env: Any, guest: Path, tmp_path: Path) -> None:
+    """A view ticket goes only to a call rpcd received through a proxy it lists in [rpcd]
+    proxies (the panel, whose console proxy drops input): sealed ``alice via=panel`` gets
+    one and can use it; an unsealed claim, or a sealed call through another certificate,
+    is refused as before."""
+    from debvisor_core.audit import caller_env
+
+    _shared_tickets(dv_state, hv_env, tmp_path)
+    dv_state.config({"rpcd": {"proxies": ["panel"]}}, base=dv_state.config_path)
+    for label, sealed in (("alice via=panel", False), ("alice via=other", True)):
+        env = caller_env(label) if sealed else {"DEBVISOR_CALLER": label}
+        refused = dv("hv", "ticket", "create", VM, "--mode", "view", env=env)
+        assert refused.code == 2 and "view-only console tickets are refused" in refused.stderr
+    env = caller_env("alice via=panel")
+    assert env["DEBVISOR_CALLER_SEAL"], "no rpcd caller key: the seal cannot be made"
+    made = dv("--json", "hv", "ticket", "create", VM, "--mode", "view", env=env)
+    assert made.code == 0 and made.json["mode"] == "view", made
+    plain = dv("hv", "ticket", "use", made.json["token"])  # the same ticket, by a person
+    assert plain.code == 2 and "view-only console tickets are refused" in plain.stderr
+    used = dv("--json", "hv", "ticket", "use", made.json["token"], env=env)
+    assert used.code == 0 and used.json["password"], used
+
+
 def test_m2_vnc_password_validity_is_capped(dv: Any, dv_state: Any, hv_env: Any, guest: Path,
                                             tmp_path: Path) -> None:
     _shared_tickets(dv_state, hv_env, tmp_path)

@@ -137,6 +137,8 @@ BUILTIN_COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("debvisor_core.builtin.lab_cmd", "Start, stop and inspect the lab of real services."),
     "maintenance": ("debvisor_core.builtin.maintenance", "Enable, disable or show maintenance mode."),
     "ops": ("debvisor_core.builtin.ops_cmd", "List, show, roll back and resume operations."),
+    "panel": ("debvisor_core.panel.cli",
+              "The web UI (debvisor-panel): pages over this node's rpcd, HTTPS only."),
     "plugins": ("debvisor_core.builtin.plugins_cmd", "List installed plugins and their status."),
     "upgrade": ("debvisor_core.builtin.upgrade_cmd",
                 "Pre-upgrade checks of this node and the package changes apt predicts."),

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from debvisor_net.editor import callbacks
 from debvisor_net.testbed import Bed
 from debvisor_net.tui import NetEditor

@@ -1,0 +1,121 @@
+"""``[panel]`` of the config: where the panel listens, its TLS files, the rpcd it talks to
+with its proxy certificate, and its session limits.
+
+::
+
+    [panel]
+    listen = "0.0.0.0:8443"               # HTTPS, always
+    tls_cert = "/etc/debvisor/panel/https.pem"
+    tls_key = "/etc/debvisor/panel/https.key"
+    redirect_listen = "0.0.0.0:80"        # optional: plain HTTP that only redirects
+    public_origin = "https://node1.example.net:8443"   # default: https://<Host header>
+    rpcd_address = "127.0.0.1:7443"
+    ca = "/etc/debvisor/pki/ca.pem"       # default: [rpcd] ca
+    cert = "/etc/debvisor/pki/panel.pem"  # `debvisor rpcd ca issue panel --kind proxy`
+    key = "/etc/debvisor/pki/panel.key"
+    idle_timeout = 900                    # seconds without activity (a live SSE stream is not)
+    absolute_timeout = 28800              # seconds since login, whatever the activity
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ..settings import Section
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..context import Context
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+
+
+@dataclass(frozen=True)
+class PanelSettings:
+    """The panel's settings (times in seconds)."""
+
+    listen: str = DEFAULT_LISTEN
+    tls_cert: str = ""
+    tls_key: str = ""
+    redirect_listen: str = ""
+    public_origin: str = ""
+    rpcd_address: str = "127.0.0.1:7443"
+    rpcd_server_name: str = ""
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    idle_timeout: float = 900.0
+    absolute_timeout: float = 8 * 3600.0
+    reauth_max_age: float = 300.0
+    read_timeout: float = 2.0
+    slow_read_timeout: float = 15.0
+    heartbeat: float = 15.0
+    events_poll: float = 5.0
+    events_max: float = 600.0
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_section(cls, s: Section, rpcd: dict[str, Any] | None = None,
+                     **over: Any) -> PanelSettings:
+        """Read ``s`` (the ``[panel]`` table); ``rpcd`` (``[rpcd]``) gives the default CA;
+        ``over`` (command-line values) wins when not None."""
+        rpcd = rpcd or {}
+        vals: dict[str, Any] = {}
+        for name in ("listen", "tls_cert", "tls_key", "redirect_listen", "public_origin",
+                     "rpcd_address", "rpcd_server_name", "ca", "cert", "key"):
+            v = s.string(name)
+            if v is not None:
+                vals[name] = v
+        if "ca" not in vals and isinstance(rpcd.get("ca"), str) and rpcd["ca"]:
+            vals["ca"] = rpcd["ca"]
+        limits = (("idle_timeout", 900.0, 10.0), ("absolute_timeout", 8 * 3600.0, 60.0),
+                  ("reauth_max_age", 300.0, 1.0), ("read_timeout", 2.0, 0.1),
+                  ("slow_read_timeout", 15.0, 0.1), ("heartbeat", 15.0, 0.01),
+                  ("events_poll", 5.0, 0.01), ("events_max", 600.0, 0.01))
+        for name, default, minimum in limits:
+            vals[name] = float(s.number(name, default, minimum=minimum, unit="seconds"))
+        vals["max_body_bytes"] = int(s.number("max_body_bytes", 64 * 1024, minimum=1024,
+                                              integer=True, unit="bytes"))
+        vals.update({k: v for k, v in over.items() if v is not None})
+        out = cls(**vals)
+        if out.public_origin:
+            try:
+                canonical = normalize_origin(out.public_origin)
+            except ValueError as exc:
+                raise s.error("public_origin", str(exc)) from None
+            out = cls(**{**vals, "public_origin": canonical})
+        if out.idle_timeout > out.absolute_timeout:
+            raise s.error("idle_timeout", "must not be longer than absolute_timeout")
+        return out
+
+    @classmethod
+    def from_context(cls, ctx: Context, **over: Any) -> PanelSettings:
+        """``[panel]`` of the config in effect."""
+        return cls.from_section(Section.of(ctx, "panel"), ctx.section("rpcd"), **over)
+
+    def listen_host_port(self) -> tuple[str, int]:
+        return split_hostport(self.listen)
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` as (host, port); raises ValueError."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise ValueError(f"{addr!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def normalize_origin(value: str) -> str:
+    """``scheme://host[:port]`` lower-cased, default ports dropped; raises ValueError."""
+    u = urlsplit(value.strip())
+    if u.scheme not in ("https", "http") or not u.hostname or u.path not in ("", "/") \
+            or u.query or u.fragment or u.username or u.password:
+        raise ValueError(f"must be an origin like https://node1.example.net:8443, not {value!r}")
+    host = u.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = u.port
+    if port is None or (u.scheme, port) in (("https", 443), ("http", 80)):
+        return f"{u.scheme}://{host}"
+    return f"{u.scheme}://{host}:{port}"

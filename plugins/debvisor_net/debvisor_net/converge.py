@@ -11,6 +11,10 @@ refuses to bring a VLAN up on a link that is down), then each bond's primary (on
 is in), 4 addresses, 5 routes (removals first, every route with its proto, metric, table,
 scope and type), 6 rules.
 
+A bridge's vlan_filtering and vlan_default_pvid are given at creation and changed in place; the
+PVID counts only with filtering on. A new bridge is not sent filtering off: that is the
+kernel's default, and a kernel built without VLAN filtering refuses the attribute even then.
+
 Bond options go only to the modes that take them: lacp_rate to 802.3ad (the kernel refuses it
 in any other mode, and ignores the value it keeps there, so it is not compared either), primary
 to active-backup, balance-tlb and balance-alb; xmit_hash_policy is accepted in every mode.
@@ -41,6 +45,7 @@ from .snapshot import (
     diff,
     format_route,
     format_rule,
+    kind_value,
     normalise,
     snapshot,
     sort_key,
@@ -49,7 +54,8 @@ from .snapshot import (
 #: kinds plan() deletes and recreates; a link of another kind (None) is never deleted
 VIRTUAL = ("bridge", "bond", "vlan", "macvlan", "dummy", "veth")
 #: the kind data plan() compares in place, per kind; anything else differing recreates the link
-_IN_PLACE = {"bridge": ("stp", "forward_delay", "priority"),
+_IN_PLACE = {"bridge": ("stp", "forward_delay", "priority", "vlan_filtering",
+                        "vlan_default_pvid"),
              "bond": ("miimon", "xmit_hash_policy", "lacp_rate", "primary", "slaves")}
 PASSES = 2
 #: bond modes that take a primary slave, and the one that takes a LACP rate
@@ -238,8 +244,11 @@ def _seconds(centiseconds: int) -> str:
 
 
 def _bridge_text(params: dict[str, Any], keys: list[str] | None = None) -> str:
+    """PARAMS in words: KEYS of them, or (None) those a new bridge has that are not the
+    kernel's defaults (STP and forward delay always)."""
     parts = []
-    for key in keys or ["stp", "forward_delay", "priority"]:
+    for key in keys or ["stp", "forward_delay", "priority", "vlan_filtering",
+                        "vlan_default_pvid"]:
         if key not in params:
             continue
         if key == "stp":
@@ -248,6 +257,10 @@ def _bridge_text(params: dict[str, Any], keys: list[str] | None = None) -> str:
             parts.append(f"forward delay {_seconds(int(params['forward_delay']))}")
         elif key == "priority" and (keys or params["priority"] != 32768):
             parts.append(f"priority {params['priority']}")
+        elif key == "vlan_filtering" and (keys or params["vlan_filtering"]):
+            parts.append(f"vlan filtering {'on' if params['vlan_filtering'] else 'off'}")
+        elif key == "vlan_default_pvid" and (keys or params["vlan_default_pvid"] != 1):
+            parts.append(f"default pvid {params['vlan_default_pvid']}")
     return ", ".join(parts)
 
 
@@ -365,6 +378,9 @@ def _plan_creations(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
             for key in ("bridge", "vlan", "macvlan"):
                 if want["kind"] == key and want.get(key) is not None:
                     args[key] = dict(want[key])
+            if "bridge" in args and not args["bridge"].get("vlan_filtering", 1):
+                # off is the default, and a kernel without VLAN filtering refuses even that
+                del args["bridge"]["vlan_filtering"]
             if want["kind"] == "bond":
                 args["bond"] = _bond_options(want.get("bond") or {}, _bond_mode(want))
             created = [n]
@@ -422,7 +438,7 @@ def _plan_links(tgt: dict[str, Any], st: _State, out: list[Change]) -> None:
             lacp = kind == "bond" and _bond_mode(want, have) == LACP_MODE
             keys = [k for k in _IN_PLACE[kind] if k not in ("primary", "slaves")
                     and (k != "lacp_rate" or lacp) and want[kind].get(k) is not None
-                    and (have.get(kind) or {}).get(k) != want[kind][k]]
+                    and kind_value(kind, have.get(kind) or {}, k) != want[kind][k]]
             if "lacp_rate" in keys and have["up"]:  # the kernel changes it on a down bond only
                 out.append(Change("link.set", f"set {name} down to change its lacp_rate",
                                   {"name": name, "up": False}))
@@ -601,9 +617,11 @@ def _kind_kwargs(ipr: Any, args: dict[str, Any]) -> dict[str, Any]:
     if args.get("bridge"):
         br = args["bridge"]
         kw["kind"] = "bridge"
-        # forward delay first: with STP on the kernel checks its range
+        # forward delay first: with STP on the kernel checks its range (the kernel applies
+        # VLAN filtering before the default PVID, whatever their order here)
         for key, attr in (("forward_delay", "br_forward_delay"), ("stp", "br_stp_state"),
-                          ("priority", "br_priority")):
+                          ("priority", "br_priority"), ("vlan_filtering", "br_vlan_filtering"),
+                          ("vlan_default_pvid", "br_vlan_default_pvid")):
             if key in br:
                 kw[attr] = int(br[key])
     if args.get("bond"):

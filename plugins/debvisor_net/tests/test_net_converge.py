@@ -93,8 +93,10 @@ def test_snapshot_names_bridges_and_ports(bed: Bed) -> None:
     bed.exec("node", "ip", "rule", "add", "from", "10.50.0.0/24", "lookup", "100", "pref",
              "100", check=True)
     snap = snapshot(bed.ipr("node"))
+    # this kernel has no VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING): it reads as off, and
+    # the default PVID is recorded only with filtering on (test_net_uml has a kernel with it)
     assert snap["links"]["vmbr1"]["bridge"] == {"stp": True, "forward_delay": 400,
-                                                "priority": 4096}
+                                                "priority": 4096, "vlan_filtering": 0}
     assert snap["links"]["eth3"]["master"] == "vmbr1"
     assert snap["rules"] == [{"family": 4, "priority": 100, "src": "10.50.0.0/24", "dst": None,
                               "table": 100, "iifname": None, "oifname": None, "fwmark": None,
@@ -323,6 +325,47 @@ def test_plan_bond_slave_order_and_primary() -> None:
     current["links"]["bond0"]["bond"]["miimon"] = 200
     assert [(c.op, c.args) for c in plan(current, target)] == [
         ("link.set", {"name": "bond0", "bond": {"miimon": 100}})]
+
+
+def test_plan_bridge_vlan_filtering() -> None:
+    def bridge(**params: Any) -> dict[str, Any]:
+        return {"kind": "bridge", "master": None, "mtu": None, "mac": None, "up": True,
+                "bridge": {"stp": False, "forward_delay": 0, "priority": 32768, **params}}
+
+    def snap(**links: Any) -> dict[str, Any]:
+        return {"links": links, "addresses": [], "routes": [], "rules": []}
+
+    target = snap(br0=bridge(vlan_filtering=1, vlan_default_pvid=10))
+    changes = plan(snap(), target)
+    assert [(c.op, c.description) for c in changes] == [
+        ("link.add", "add bridge br0 (stp off, forward delay 0 s, vlan filtering on, "
+                     "default pvid 10)"),
+        ("link.set", "set br0 up")]
+    assert changes[0].args["bridge"]["vlan_filtering"] == 1
+    kwargs = converge_mod._kind_kwargs(None, changes[0].args)
+    assert (kwargs["br_vlan_filtering"], kwargs["br_vlan_default_pvid"]) == (1, 10)
+    # off is the kernel's default and not sent: this kernel refuses the attribute even then
+    created = plan(snap(), snap(br0=bridge(vlan_filtering=0)))[0]
+    assert created.op == "link.add" and "vlan_filtering" not in created.args["bridge"]
+
+    # changed in place, filtering and PVID in one change; the PVID alone too
+    off = snap(br0=bridge(vlan_filtering=0))
+    assert [(c.op, c.description, c.args) for c in plan(off, target)] == [
+        ("link.set", "set br0 vlan filtering on, default pvid 10",
+         {"name": "br0", "bridge": {"vlan_filtering": 1, "vlan_default_pvid": 10}})]
+    pvid1 = snap(br0=bridge(vlan_filtering=1, vlan_default_pvid=1))
+    assert [c.args for c in plan(pvid1, target)] == [
+        {"name": "br0", "bridge": {"vlan_default_pvid": 10}}]
+    assert [c.args for c in plan(target, off)] == [
+        {"name": "br0", "bridge": {"vlan_filtering": 0}}]
+    assert plan(target, target) == []
+
+    # diff: the PVID only counts with filtering on both sides; no vlan_filtering reads as off
+    assert diff(target, off) == ["~ link br0: bridge vlan_filtering 1 -> 0"]
+    assert diff(target, pvid1) == ["~ link br0: bridge vlan_default_pvid 10 -> 1"]
+    assert diff(snap(br0=bridge(vlan_filtering=0, vlan_default_pvid=10)), off) == []
+    assert diff(off, snap(br0=bridge())) == diff(snap(br0=bridge()), off) == []
+    assert plan(off, snap(br0=bridge())) == []  # left out: not managed
 
 
 def test_bond_slave_order_from_proc() -> None:

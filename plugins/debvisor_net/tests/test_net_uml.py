@@ -131,15 +131,28 @@ with IPRoute() as ipr:
     t0 = time.monotonic()
     applied = converge(ipr, s0)
     converge_s = time.monotonic() - t0
-    left = diff(s0, snapshot(ipr))
+    restored = snapshot(ipr)
+    left = diff(s0, restored)
     again = converge(ipr, s0)
+    # VLAN filtering and the default PVID changed behind its back: set back in place
+    ipr.link("set", index=idx(ipr, "br0"), kind="bridge", br_vlan_default_pvid=5)
+    pvid = converge(ipr, s0)
+    ipr.link("set", index=idx(ipr, "br0"), kind="bridge", br_vlan_filtering=0)
+    filtering = converge(ipr, s0)
+    _, br, _ = info_data(ipr, "br0")
     result = {"broken": broken, "applied": applied, "left": left, "again": again,
               "converge_s": round(converge_s, 3),
-              "links": sorted(s0["links"]), "slaves": s0["links"]["bond0"]["bond"]["slaves"]}
+              "links": sorted(s0["links"]), "slaves": s0["links"]["bond0"]["bond"]["slaves"],
+              "recorded_br0": s0["links"]["br0"]["bridge"],
+              "restored_br0": restored["links"]["br0"]["bridge"],
+              "pvid": pvid, "filtering": filtering,
+              "kernel_br0": [br.get_attr("IFLA_BR_VLAN_FILTERING"),
+                             br.get_attr("IFLA_BR_VLAN_DEFAULT_PVID")]}
 print("RESULT " + json.dumps(result))
 assert broken and applied, result
 assert left == [], result
 assert again == [], result
+assert result["restored_br0"]["vlan_filtering"] == 1, result
 '''
 
 
@@ -172,7 +185,9 @@ def test_bond_vlan_bridge_in_uml(tmp_path: Path) -> None:
 @needs_uml
 def test_converge_restores_bond_vlan_bridge(tmp_path: Path) -> None:
     """Snapshot S0, delete br0 and bond0 (bond0.100 goes with it), put the address on veth0;
-    converge(ipr, S0) must leave no diff, and a second converge must change nothing."""
+    converge(ipr, S0) must leave no diff (br0 back with VLAN filtering), and a second converge
+    must change nothing; a default PVID or VLAN filtering changed afterwards is set back in
+    place."""
     pytest.importorskip("debvisor_net.converge")
     res = run_in_uml(_CONVERGE, workdir=tmp_path, timeout=TIMEOUT)
     got = _result(res)
@@ -182,6 +197,15 @@ def test_converge_restores_bond_vlan_bridge(tmp_path: Path) -> None:
     assert got["again"] == [], got
     assert got["slaves"] == ["veth0", "veth1"]
     assert {"bond0", "bond0.100", "br0", "veth0", "veth1"} <= set(got["links"])
+    # br0 was built with VLAN filtering (default PVID 1): recorded and restored with it
+    assert got["recorded_br0"]["vlan_filtering"] == 1
+    assert got["recorded_br0"]["vlan_default_pvid"] == 1
+    assert got["restored_br0"]["vlan_filtering"] == 1
+    assert got["restored_br0"] == got["recorded_br0"]
+    assert any("vlan filtering on" in line for line in got["applied"]), got["applied"]
+    assert got["pvid"] == ["set br0 default pvid 1"]
+    assert got["filtering"] == ["set br0 vlan filtering on, default pvid 1"]
+    assert got["kernel_br0"] == [1, 1]
     assert res.seconds < 30, str(res)
 
 

@@ -67,6 +67,7 @@ def query_diff(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
     from . import desired
     from .converge import plan
+    from .persist import printable, read
 
     data = desired.load(Path(params["file"]))
     now = _running()
@@ -76,11 +77,11 @@ def query_diff(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     files = _files(driver, data, s)
     persisted = []
     for path, text in files.items():
-        p = Path(path)
-        old = p.read_text() if p.is_file() else ""
+        old = read(path) or ""
         if old != (text or ""):
             persisted.append({"file": path, "diff": "".join(difflib.unified_diff(
-                old.splitlines(True), (text or "").splitlines(True), path, f"{path} (desired)"))})
+                printable(old).splitlines(True), (text or "").splitlines(True), path,
+                f"{path} (desired)"))})
     return {"file": params["file"], "running": [c.description for c in plan(now, target)],
             "persisted": persisted, "driver": driver}
 
@@ -138,12 +139,12 @@ def _operation(ctx: Context, params: dict[str, Any], *, kind: str, title: str,
     from debvisor_core.model import Operation
 
     from .converge import plan
+    from .persist import read
     from .steps import WATCHDOG_MARGIN, NetApply, NetConfirm, NetPersist
 
     s = settings(ctx)
     changes = [c.description for c in plan(now, target)]
-    stale = {p: t for p, t in files.items()
-             if (Path(p).read_text() if Path(p).is_file() else None) != t}
+    stale = {p: t for p, t in files.items() if read(p) != t}
     if not changes and not stale and history == "push":
         return None
     probe_timeout = float(params.get("probe_timeout") or s.get("probe_timeout", 10))
@@ -240,8 +241,9 @@ _CONFIRM = Param("confirm_timeout", "Seconds to wait for `net confirm` (or Enter
 _PROBE = Param("probe", "A probe that must pass: gateway, dns, peers, icmp:ADDR or "
                "tcp:ADDR:PORT (repeat it; default: gateway, dns and peers).", type="list",
                default=[], metavar="PROBE")
-_PROBE_TIMEOUT = Param("probe_timeout", "Seconds the probes may take (each is retried).",
-                       type="duration", default=10, minimum=1, maximum=600)
+_PROBE_TIMEOUT = Param("probe_timeout", "Seconds the probes may take, each retried until then "
+                       "(default: [net] probe_timeout, else 10).", type="duration", default=None,
+                       minimum=1, maximum=600)
 
 ACTIONS = [
     Action("net.show", "Show the kernel's network state, normalised", query=query_show,

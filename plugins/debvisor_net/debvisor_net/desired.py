@@ -143,6 +143,13 @@ def target(data: dict[str, Any], current: dict[str, Any],
                            f", not a {KIND[section]}")
         link["master"] = masters.get(name)
         link["up"] = True
+        # A bond gives its slaves its own MAC (the first slave's), and a slave released from
+        # a bond gets its permanent MAC back: the kernel chooses, not the snapshot's value
+        # (which verify() would otherwise hold the new slave, or the released one, to).
+        was = (old or {}).get("master")
+        if (link["master"] in want and want[link["master"]][0] == "bonds") or (
+                was is not None and current["links"].get(was, {}).get("kind") == "bond"):
+            link["mac"] = None
         if "mtu" in dev:
             link["mtu"] = int(dev["mtu"])
         if dev.get("macaddress"):

@@ -27,6 +27,26 @@ def files(driver: str, data: dict[str, Any], settings: dict[str, Any]) -> dict[s
     return {str(settings.get("interfaces_file", "/etc/network/interfaces")): ifupdown(data)}
 
 
+def read(path: str | Path) -> str | None:
+    """The content of the file at PATH (None: there is none) as text that writes back to the
+    same bytes (:func:`encode`): CRLF line ends kept, bytes that are not UTF-8 carried as
+    surrogate escapes. What a rollback restores must be the file as it was, byte for byte."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    return p.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def encode(text: str) -> bytes:
+    """The bytes of TEXT as :func:`read` returned it."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def printable(text: str) -> str:
+    """TEXT from :func:`read` with its undecodable bytes as U+FFFD (for a diff shown)."""
+    return encode(text).decode("utf-8", "replace")
+
+
 def owned(driver: str, settings: dict[str, Any]) -> list[str]:
     """Every file of ``driver`` that exists now (what a rollback must restore or remove)."""
     if driver == "networkd":
@@ -179,4 +199,5 @@ def networkd(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-__all__ = ["DRIVERS", "SECTIONS", "files", "ifupdown", "networkd", "owned"]
+__all__ = ["DRIVERS", "SECTIONS", "encode", "files", "ifupdown", "networkd", "owned",
+           "printable", "read"]

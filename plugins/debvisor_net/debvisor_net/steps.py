@@ -250,10 +250,9 @@ class NetPersist(Step):
         return ctx.plugin_state("net")
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
-        prior: dict[str, str | None] = {}
-        for path in self.files:
-            p = Path(path)
-            prior[path] = p.read_text() if p.is_file() else None
+        from .persist import read
+
+        prior: dict[str, str | None] = {path: read(path) for path in self.files}
         applied = self._state(ctx) / "applied.json"
         return {"files": prior,
                 "applied": json.loads(applied.read_text()) if applied.is_file() else None}
@@ -284,6 +283,8 @@ class NetPersist(Step):
 
 
 def _write_files(files: dict[str, str | None]) -> None:
+    from .persist import encode
+
     for path, text in files.items():
         p = Path(path)
         if text is None:
@@ -292,8 +293,8 @@ def _write_files(files: dict[str, str | None]) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.debvisor-tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(encode(text))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)

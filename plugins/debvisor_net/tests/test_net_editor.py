@@ -28,7 +28,7 @@ class _Ctx:
 
 
 def test_validate_is_the_apply_checks(tmp_path: Path) -> None:
-    _, validate = callbacks(_Ctx(tmp_path), tmp_path / "net.yaml")  # type: ignore[arg-type]
+    _, validate = callbacks(_Ctx(tmp_path), tmp_path / "net.yaml")
     assert validate({"network": {"version": 2, "ethernets": {"lo": {}}}}) == []
     bad = validate({"network": {"version": 2, "ethernets": {"lo": {"dhcp": True}}}})
     assert len(bad) == 1 and "unknown key 'dhcp'" in bad[0]
@@ -44,7 +44,7 @@ def test_the_editor_shows_the_kernels_diff(tmp_path: Path) -> None:
 
     path = tmp_path / "net.yaml"
     path.write_text("network:\n  version: 2\n  ethernets:\n    eth1: {mtu: 1500}\n")
-    diff, validate = callbacks(_Ctx(tmp_path), path)  # type: ignore[arg-type]
+    diff, validate = callbacks(_Ctx(tmp_path), path)
     with Bed(f"dve{__import__('os').getpid() % 10000}") as bed:
         text = run_in_netns(bed.node, lambda: diff({"network": {"version": 2, "ethernets": {
             "eth1": {"mtu": 1500}}}}))

@@ -9,7 +9,7 @@ bogus answer is an error, never "not propagated yet".
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dns.dnssec
@@ -36,6 +36,11 @@ class ZoneKeys:
 
     zone: dns.name.Name
     dnskey: dns.rrset.RRset | None
+    #: answers already parsed and validated, by question and wire (id left out): what the
+    #: asked RRset held and the period in which every RRSIG of the answer is valid (see
+    #: propagation.served)
+    answers: dict[tuple[str, str, bytes], tuple[dict[str, Any], float, float]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def signed(self) -> bool:
@@ -124,6 +129,16 @@ def validate_answer(keys: ZoneKeys, r: dns.message.Message, name: str, rdtype: s
     if not denial:
         raise Bogus(f"DNSSEC: {what} denies the record without a signed proof (bogus answer)")
     return "absent"
+
+
+def sig_window(r: dns.message.Message) -> tuple[float, float]:
+    """(latest inception, earliest expiration) of the RRSIGs in the answer and authority
+    sections of ``r``: the period in which every one of them is valid."""
+    sigs = [rd for section in (r.answer, r.authority) for rr in section
+            if rr.rdtype == dns.rdatatype.RRSIG for rd in rr]
+    if not sigs:
+        return 0.0, float("inf")
+    return max(rd.inception for rd in sigs), min(rd.expiration for rd in sigs)
 
 
 def signature_expiry(rrsets: list[dns.rrset.RRset]) -> float | None:

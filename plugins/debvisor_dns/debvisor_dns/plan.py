@@ -109,7 +109,7 @@ def _steps_for(changes: list[dict[str, Any]], *, vm: bool = False,
 def load_keys(cfg: DnsConfig, zones: list[ZoneConfig]) -> None:
     """Read each zone's TSIG key file before any query (a bad file is exit 2); whether
     the key works is proved by the steps' check() at preflight."""
-    for zone in zones:
+    for zone in {z.name: z for z in zones}.values():
         cfg.key(zone)
 
 
@@ -202,9 +202,16 @@ def plan_batch(cfg: DnsConfig, path: Path, zone_opt: str | None) -> Operation | 
             raise BadInput(f"{path}:{e.line}: {fqdn} {rdtype} has two TTLs ({w['ttl']}, {e.ttl})")
         w["ttl"] = w["ttl"] or e.ttl
     load_keys(cfg, [w["zone"] for w in wanted.values()])
+    by_zone: dict[str, list[tuple[str, str]]] = {}
+    for (fqdn, rdtype), w in wanted.items():
+        by_zone.setdefault(w["zone"].name, []).append((fqdn, rdtype))
+    current: dict[tuple[str, str], dict[str, Any]] = {}
+    for zname, questions in by_zone.items():  # per zone, every read pipelined to a primary
+        found = wire.read_many(cfg.zone(zname), questions, timeout=cfg.timeout)
+        current.update(zip(questions, found, strict=True))
     changes = []
     for (fqdn, rdtype), w in wanted.items():
-        old = wire.read(w["zone"], fqdn, rdtype, timeout=cfg.timeout)
+        old = current[(fqdn, rdtype)]
         new = ABSENT if w["action"] == "delete" else state(
             w["ttl"] or old["ttl"] or cfg.default_ttl, w["values"])
         if not same(old, new):

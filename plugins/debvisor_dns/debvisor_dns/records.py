@@ -8,6 +8,7 @@ An RRset state is ``{"ttl": int | None, "values": [canonical rdata text, ...]}``
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -105,14 +106,20 @@ def check_owner(name: dns.name.Name, rdtype: str | None, typed: str) -> None:
                            f"has 1 to 63 of {rule}")
 
 
+@functools.lru_cache(maxsize=256)
+def zone_name(text: str) -> dns.name.Name:
+    """A configured zone's name as a dnspython Name (immutable: parsed once per zone)."""
+    return dns.name.from_text(text)
+
+
 def _within(name: dns.name.Name, zone: ZoneConfig) -> bool:
-    return name.is_subdomain(dns.name.from_text(zone.name))
+    return name.is_subdomain(zone_name(zone.name))
 
 
 def _zone_of(cfg: DnsConfig, name: dns.name.Name) -> ZoneConfig | None:
     """The most specific configured zone containing ``name`` (compared label by label)."""
     inside = [z for z in cfg.zones.values() if _within(name, z)]
-    return max(inside, key=lambda z: len(dns.name.from_text(z.name)), default=None)
+    return max(inside, key=lambda z: len(zone_name(z.name)), default=None)
 
 
 def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str | None = None
@@ -137,7 +144,7 @@ def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str | None 
             if len(parsed) > 1 or _zone_of(cfg, parsed.concatenate(dns.name.root)):
                 parsed = parsed.concatenate(dns.name.root)
             else:
-                parsed = parsed.derelativize(dns.name.from_text(
+                parsed = parsed.derelativize(zone_name(
                     (zone or _default_zone(cfg, rdtype or "A")).name))
     except dns.exception.DNSException as exc:
         raise BadInput(f"{quoted(name)} is not a valid DNS name: {str(exc).rstrip('.')}"
@@ -149,7 +156,7 @@ def resolve(cfg: DnsConfig, name: str, zone_opt: str | None, rdtype: str | None 
         where = f"zone {zone.name.rstrip('.')}" if zone else "any configured zone"
         raise BadInput(f"{fqdn} is outside {where}",
                        hint="give a name inside the zone, or a single label with --zone")
-    check_owner(fqdn_name.relativize(dns.name.from_text(target.name)), rdtype, name)
+    check_owner(fqdn_name.relativize(zone_name(target.name)), rdtype, name)
     return target, fqdn
 
 

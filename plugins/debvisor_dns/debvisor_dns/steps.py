@@ -83,11 +83,13 @@ class UpdateRRsets(DnsStep):
 
         cfg, zone, tkey = self._setup(ctx)
         dkey = tkey.dns_key()  # TCP + TSIG: the undo writes these values back with our key
-        before = {key(ch): wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout,
-                                            key=dkey)
-                  for ch in self.changes}
-        _, r = wire.ask_signed(zone, zone.name, "SOA", timeout=cfg.timeout, key=dkey)
-        return {"before": before, "serial": wire.soa_serial(r, zone.name)}
+        # one TCP connection, every read (and the SOA) pipelined on it, each signed
+        answers = wire.read_signed_many(
+            zone, [*((ch["name"], ch["type"]) for ch in self.changes), (zone.name, "SOA")],
+            timeout=cfg.timeout, key=dkey)
+        before = {key(ch): wire.rrset_state(r, ch["name"], ch["type"])
+                  for ch, r in zip(self.changes, answers[:-1], strict=True)}
+        return {"before": before, "serial": wire.soa_serial(answers[-1], zone.name)}
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
         from . import wire
@@ -121,8 +123,10 @@ class UpdateRRsets(DnsStep):
         from . import wire
 
         dkey = cfg.key(zone).dns_key()
-        now = {key(ch): wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout,
-                                         key=dkey) for ch in todo}
+        answers = wire.read_signed_many(zone, [(ch["name"], ch["type"]) for ch in todo],
+                                        timeout=cfg.timeout, key=dkey)
+        now = {key(ch): wire.rrset_state(r, ch["name"], ch["type"])
+               for ch, r in zip(todo, answers, strict=True)}
         timed_out = any(a["result"] == "timed out" for a in out.attempts)
         if timed_out and all(same(now[key(ch)], ch["new"]) for ch in todo):
             log.warn("an earlier primary timed out but had applied the UPDATE; accepting it")
@@ -166,10 +170,11 @@ class UpdateRRsets(DnsStep):
         dkey = tkey.dns_key()
         before = record.get("before", {})
         restore, conflicts = [], []
-        for ch in self.changes:
-            if key(ch) not in before:
-                continue
-            now = wire.read_signed(zone, ch["name"], ch["type"], timeout=cfg.timeout, key=dkey)
+        mine = [ch for ch in self.changes if key(ch) in before]
+        answers = wire.read_signed_many(zone, [(ch["name"], ch["type"]) for ch in mine],
+                                        timeout=cfg.timeout, key=dkey) if mine else []
+        for ch, r in zip(mine, answers, strict=True):
+            now = wire.rrset_state(r, ch["name"], ch["type"])
             if same(now, before[key(ch)]):
                 continue
             if same(now, ch["new"]):

@@ -1,5 +1,10 @@
 """DNS on the wire: queries, RRset reads, and RFC 2136 UPDATEs with primary failover.
 
+Many queries to one server go out at once (:func:`exchange`): pipelined on one connected
+UDP socket, or on one TCP connection, answers matched by id. Planning a batch, its
+snapshot and each propagation pass are one such exchange per zone and server instead of
+one round trip per RRset.
+
 Servers that failed (timeout, connection refused, REFUSED…) in this process are
 tried last afterwards, so one dead primary costs one timeout per run, not one per
 query. Every UPDATE attempt builds and signs a fresh message: a TSIG signature
@@ -9,8 +14,14 @@ makes other tools get FORMERR from the next primary.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import random
+import select
+import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +29,14 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
 import dns.update
+import dns.wire
 
 from debvisor_core import log
 from debvisor_core.errors import StepFailed
@@ -47,6 +59,10 @@ class PrerequisiteFailed(StepFailed):
 
 class NoServer(StepFailed):
     """No server of a list answered usefully."""
+
+
+class BadResponse(dns.exception.FormError):
+    """A message that is not the answer to the query it came back for."""
 
 
 def ordered(servers: list[Server]) -> list[Server]:
@@ -75,16 +91,250 @@ def query(server: Server, qname: str | dns.name.Name, rdtype: str, *, timeout: f
           key: dns.tsig.Key | None = None, dnssec: bool = False, tcp: bool = False
           ) -> dns.message.Message:
     """One query (UDP, TCP when truncated or asked). Raises DNSException/OSError."""
+    return exchange(server, [make_query(qname, rdtype, key=key, dnssec=dnssec)],
+                    timeout=timeout, tcp=tcp)[0]
+
+
+# -- many queries to one server, pipelined ------------------------------------------------
+#: UDP queries in flight at once on one socket (the server's receive buffer holds them)
+WINDOW = 64
+#: queries on one TCP connection (their ids must differ)
+TCP_BATCH = 2000
+#: a UDP query still unanswered after this long (or 3 x the slowest answer so far, if
+#: longer) is sent again, the same message
+RESEND = 0.2
+
+
+def make_query(qname: str | dns.name.Name, rdtype: str, *, key: dns.tsig.Key | None = None,
+               dnssec: bool = False) -> dns.message.Message:
+    """A non-recursive query, TSIG-signed with ``key`` if given."""
     q = dns.message.make_query(qname, rdtype, want_dnssec=dnssec)
     q.flags &= ~dns.flags.RD
     if key is not None:
         q.use_tsig(key)
-    if tcp:
-        return dns.query.tcp(q, server.host, port=server.port, timeout=timeout)
-    r = dns.query.udp(q, server.host, port=server.port, timeout=timeout, ignore_trailing=True)
-    if r.flags & dns.flags.TC:
-        r = dns.query.tcp(q, server.host, port=server.port, timeout=timeout)
+    return q
+
+
+def _skip_name(wire: bytes, i: int) -> int:
+    """The offset just after the (possibly compressed) name at ``i``."""
+    while True:
+        n = wire[i]
+        if n == 0:
+            return i + 1
+        if n & 0xC0 == 0xC0:
+            return i + 2
+        if n & 0xC0:
+            raise ValueError("unknown label type")
+        i += n + 1
+
+
+def _signed_answer_only(wire: bytes, q: dns.message.Message) -> dns.message.Message | None:
+    """The answer ``wire`` to the TSIG-signed ``q``, its TSIG checked on the whole wire (as
+    dnspython does: dns.tsig.validate, a rejection raises) and the records parsed up to the
+    answer section only. None when the wire is not the plain shape (one TSIG, the last
+    record): the caller then parses it whole, which raises what is wrong with it."""
+    try:
+        qd, an, ns, ar = struct.unpack_from("!HHHH", wire, 4)
+        if not ar:
+            return None
+        i = 12
+        for _ in range(qd):
+            i = _skip_name(wire, i) + 4
+        for _ in range(an + ns + ar - 1):
+            i = _skip_name(wire, i)
+            rdtype, _, _, rdlen = struct.unpack_from("!HHIH", wire, i)
+            if rdtype == dns.rdatatype.TSIG:
+                return None
+            i += 10 + rdlen
+        start = i
+        parser = dns.wire.Parser(wire, start)
+        owner = parser.get_name(decompress=True)
+        rdtype, rdclass, _, rdlen = parser.get_struct("!HHIH")
+        if rdtype != dns.rdatatype.TSIG or rdclass != dns.rdataclass.ANY:
+            return None
+        with parser.restrict_to(rdlen):
+            rd = dns.rdata.from_wire_parser(rdclass, rdtype, parser)
+    except (ValueError, IndexError, struct.error, dns.exception.DNSException):
+        return None
+    dns.tsig.validate(wire, q.keyring, owner, rd, int(time.time()), q.mac, start)
+    r = dns.message.from_wire(wire[:8] + b"\0\0\0\0" + wire[12:], ignore_trailing=True)
+    r.keyring = q.keyring
+    r.tsig = dns.rrset.from_rdata(owner, 0, rd)
     return r
+
+
+def _parse(wire: bytes, q: dns.message.Message, answer_only: bool = False
+           ) -> dns.message.Message:
+    """The answer ``wire`` to ``q`` (TSIG checked against ``q``'s MAC when ``q`` is signed).
+
+    The authority and additional sections (NS, glue, SOA, their RRSIGs) are most of the
+    parsing time, so the records are parsed up to the answer section only when nobody reads
+    the rest: always with ``answer_only`` (plain and signed reads: the TSIG is then checked
+    on the whole wire first), otherwise, for an unsigned query, when the answer holds the
+    RRset asked for (a denial, a CNAME or a referral is parsed whole). The rcode and flags
+    are in the header either way.
+    """
+    if len(wire) >= 12 and wire[2] & 0x80:
+        if q.keyring is None:
+            ancount = struct.unpack_from("!H", wire, 6)[0]
+            if answer_only or (ancount and not wire[3] & 0x0F):
+                r = dns.message.from_wire(wire[:8] + b"\0\0\0\0" + wire[12:],
+                                          ignore_trailing=True)
+                qn, qt = q.question[0].name, q.question[0].rdtype
+                if answer_only or any(rr.name == qn and rr.rdtype == qt for rr in r.answer):
+                    return r
+        elif answer_only and isinstance(q.keyring, dns.tsig.Key):
+            signed = _signed_answer_only(wire, q)
+            if signed is not None:
+                return signed
+    return dns.message.from_wire(wire, keyring=q.keyring, request_mac=q.mac,
+                                 ignore_trailing=True)
+
+
+def _fresh_id(q: dns.message.Message, busy: dict[int, Any]) -> bytes:
+    """``q`` on the wire with an id no query in flight has (re-signed if it changed)."""
+    while q.id in busy:
+        q.id = random.randint(0, 0xFFFF)
+    return q.to_wire()
+
+
+def _closed(server: Server) -> OSError:
+    return OSError(errno.ECONNRESET, f"{server} closed the connection")
+
+
+def _udp_many(server: Server, queries: Sequence[dns.message.Message], timeout: float
+              ) -> list[bytes | None]:
+    """Send every query over one connected UDP socket, at most WINDOW in flight, and return
+    each answer's wire (matched by id), None for one that came back truncated (TC). A query
+    unanswered after RESEND is sent again; one unanswered after ``timeout`` raises Timeout,
+    as a single query would."""
+    out: list[bytes | None] = [None] * len(queries)
+    todo = list(range(len(queries)))[::-1]
+    flight: dict[int, list[Any]] = {}  # id -> [index, wire, first sent, last sent]
+    resend = RESEND  # grows to 3 x the slowest answer seen: a far server is not flooded
+    af = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    with socket.socket(af, socket.SOCK_DGRAM) as s:
+        s.connect((server.host, server.port))  # the kernel drops datagrams from anyone else
+        s.setblocking(False)
+        while todo or flight:
+            now = time.monotonic()
+            while todo and len(flight) < WINDOW:
+                i = todo.pop()
+                wire = _fresh_id(queries[i], flight)
+                flight[queries[i].id] = [i, wire, now, now]
+                with contextlib.suppress(BlockingIOError):  # a full buffer: sent again later
+                    s.send(wire)
+            oldest = min(f[2] for f in flight.values())
+            if now - oldest > timeout:
+                raise dns.exception.Timeout(timeout=timeout)
+            for f in flight.values():
+                if now - f[3] > resend:
+                    f[3] = now
+                    with contextlib.suppress(BlockingIOError):
+                        s.send(f[1])
+            wait = min(min(f[3] for f in flight.values()) + resend, oldest + timeout) - now
+            if not select.select([s], [], [], max(0.0, wait))[0]:
+                continue
+            while True:
+                try:
+                    wire = s.recv(65535)
+                except BlockingIOError:
+                    break
+                if len(wire) < 12 or not wire[2] & 0x80:
+                    continue  # not an answer
+                f = flight.pop(struct.unpack_from("!H", wire)[0], [])
+                if not f:
+                    continue  # a late answer to a query sent twice, or not ours
+                resend = max(resend, 3 * (time.monotonic() - f[2]))
+                out[f[0]] = None if wire[2] & 0x02 else wire  # TC: asked again over TCP
+    return out
+
+
+def _tcp_many(server: Server, queries: Sequence[dns.message.Message], timeout: float
+              ) -> list[bytes]:
+    """Send every query over one TCP connection, pipelined, and return each answer's wire,
+    matched by id: answers may come back in any order (RFC 7766). Writing and reading are
+    interleaved (the socket is non-blocking), so a batch larger than the socket buffers
+    cannot deadlock. Raises Timeout when the server neither reads nor answers for
+    ``timeout``."""
+    out: list[bytes] = [b""] * len(queries)
+    flight: dict[int, int] = {}  # id -> index
+    chunks = []
+    for i, q in enumerate(queries):
+        wire = _fresh_id(q, flight)
+        flight[q.id] = i
+        chunks.append(struct.pack("!H", len(wire)) + wire)
+    outgoing = memoryview(b"".join(chunks))
+    buf = b""
+    try:
+        s = socket.create_connection((server.host, server.port), timeout=timeout)
+    except TimeoutError:
+        raise dns.exception.Timeout(timeout=timeout) from None
+    with s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        while flight:
+            readable, writable, _ = select.select([s], [s] if outgoing else [], [], timeout)
+            if not readable and not writable:
+                raise dns.exception.Timeout(timeout=timeout)
+            if writable:
+                with contextlib.suppress(BlockingIOError):
+                    outgoing = outgoing[s.send(outgoing):]
+            if not readable:
+                continue
+            try:
+                chunk = s.recv(65535)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise _closed(server)
+            buf += chunk
+            while len(buf) >= 2 and len(buf) >= 2 + (n := struct.unpack_from("!H", buf)[0]):
+                wire, buf = buf[2:2 + n], buf[2 + n:]
+                i = flight.pop(struct.unpack_from("!H", wire)[0], -1) if len(wire) >= 12 else -1
+                if i < 0:
+                    raise dns.exception.FormError(f"{server} answered a query it was not asked")
+                out[i] = wire
+    return out
+
+
+def exchange_wire(server: Server, queries: Sequence[dns.message.Message], *, timeout: float,
+                  tcp: bool = False) -> list[bytes]:
+    """The wire of each answer of ``server`` to ``queries``, in order (matched by id, not yet
+    parsed: see :func:`answer`). All are sent at once, pipelined, over one UDP socket (at
+    most WINDOW in flight) or one TCP connection when ``tcp``; a truncated UDP answer is
+    asked again over TCP. Raises Timeout or OSError, as a single query does."""
+    if not queries:
+        return []
+    if tcp:  # ids must be unique on one connection: a fresh one every TCP_BATCH queries
+        return [w for i in range(0, len(queries), TCP_BATCH)
+                for w in _tcp_many(server, queries[i:i + TCP_BATCH], timeout)]
+    got = _udp_many(server, queries, timeout)
+    again = [i for i, w in enumerate(got) if w is None]
+    retried = exchange_wire(server, [queries[i] for i in again], timeout=timeout, tcp=True)
+    for i, w in zip(again, retried, strict=True):
+        got[i] = w
+    return [w for w in got if w is not None]
+
+
+def answer(wire: bytes, q: dns.message.Message, answer_only: bool = False
+           ) -> dns.message.Message:
+    """The parsed answer ``wire`` to ``q``: TSIG-checked when ``q`` is signed (a rejection
+    raises dns.tsig.PeerError), BadResponse when it does not answer ``q``'s question."""
+    r = _parse(wire, q, answer_only)
+    if not q.is_response(r):
+        raise BadResponse("the answer does not answer the question asked")
+    return r
+
+
+def exchange(server: Server, queries: Sequence[dns.message.Message], *, timeout: float,
+             tcp: bool = False, answer_only: bool = False) -> list[dns.message.Message]:
+    """The answers of ``server`` to ``queries``, in order, sent pipelined (see
+    :func:`exchange_wire`) and parsed (:func:`answer`). ``answer_only``: the caller reads only
+    the header and the answer section of each answer (see :func:`_parse`). Raises
+    DNSException (Timeout, a TSIG PeerError, ...) or OSError, as a single query does."""
+    wires = exchange_wire(server, queries, timeout=timeout, tcp=tcp)
+    return [answer(w, q, answer_only) for w, q in zip(wires, queries, strict=True)]
 
 
 def _fail_text(exc: BaseException) -> str:
@@ -124,6 +374,67 @@ def ask(servers: list[Server], qname: str, rdtype: str, *, timeout: float,
     raise NoServer(f"no server answered {what or f'{qname} {rdtype}'}: {'; '.join(errors)}")
 
 
+def _why_not(r: dns.message.Message, key: dns.tsig.Key | None) -> str | None:
+    """Why answer ``r`` is not a usable authoritative answer (None: it is)."""
+    if key is not None and not r.had_tsig:
+        return "answered a TSIG-signed query unsigned"
+    if r.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN) and r.flags & dns.flags.AA:
+        return None
+    return f"answered {dns.rcode.to_text(r.rcode())}" + (
+        "" if r.flags & dns.flags.AA else " without authority")
+
+
+def ask_many(servers: list[Server], questions: Sequence[tuple[str, str]], *, timeout: float,
+             key: dns.tsig.Key | None = None, key_name: str = "", dnssec: bool = False,
+             tcp: bool = False, what: str = "", answer_only: bool = False
+             ) -> list[tuple[Server, dns.message.Message]]:
+    """Like :func:`ask` for many (name, type) questions at once: each server (failed ones
+    last) gets every question still unanswered, pipelined (:func:`exchange`); the questions
+    it did not answer usefully go to the next one. The answers, in order."""
+    out: list[tuple[Server, dns.message.Message] | None] = [None] * len(questions)
+    todo = list(range(len(questions)))
+    errors = []
+    for server in ordered(servers):
+        if not todo:
+            break
+        queries = [make_query(questions[i][0], questions[i][1], key=key, dnssec=dnssec)
+                   for i in todo]
+        try:
+            answers = exchange(server, queries, timeout=timeout, tcp=tcp,
+                               answer_only=answer_only)
+        except dns.tsig.PeerError as exc:
+            raise tsig_error(exc, server, key_name) from None
+        except (OSError, dns.exception.DNSException) as exc:
+            why: str | None = _fail_text(exc)
+            failed = todo
+        else:
+            failed, why = [], None
+            for i, r in zip(todo, answers, strict=True):
+                bad = _why_not(r, key)
+                if bad is None:
+                    out[i] = (server, r)
+                else:
+                    failed.append(i)
+                    why = why or bad
+        if not failed:
+            _failed.pop(server, None)
+            todo = []
+            break
+        assert why is not None
+        mark_failed(server, why)
+        q = questions[failed[0]]
+        log.debug(f"{server}: {why} ({q[0]} {q[1]}"
+                  f"{f' and {len(failed) - 1} more' if len(failed) > 1 else ''})")
+        errors.append(f"{server} {why}")
+        todo = failed
+    if todo:
+        q = questions[todo[0]]
+        asked = what or f"{q[0]} {q[1]}" + (f" and {len(todo) - 1} more" if len(todo) > 1
+                                            else "")
+        raise NoServer(f"no server answered {asked}: {'; '.join(errors)}")
+    return [a for a in out if a is not None]
+
+
 def rrset_state(r: dns.message.Message, name: str, rdtype: str) -> dict[str, Any]:
     """The state of NAME/TYPE in an answer (absent if the answer has no such RRset)."""
     n = dns.name.from_text(name)
@@ -140,20 +451,24 @@ def read(zone: ZoneConfig, name: str, rdtype: str, *, timeout: float) -> dict[st
     return rrset_state(r, name, rdtype)
 
 
-def ask_signed(zone: ZoneConfig, qname: str, rdtype: str, *, timeout: float,
-               key: dns.tsig.Key) -> tuple[Server, dns.message.Message]:
-    """The first answer from a primary to a TSIG-signed query over TCP, whose answer must be
-    signed with the same key (dnspython checks the MAC). For reads that an undo trusts: an
-    on-path spoofer cannot forge them, so a rollback never writes planted values."""
-    return ask(zone.primaries, qname, rdtype, timeout=timeout, key=key,
-               key_name=key.name.to_text(True), tcp=True, what=f"{qname} {rdtype} (signed, TCP)")
+def read_many(zone: ZoneConfig, questions: Sequence[tuple[str, str]], *, timeout: float
+              ) -> list[dict[str, Any]]:
+    """Each (NAME, TYPE) as the zone's primaries serve it (see :func:`read`), pipelined."""
+    answers = ask_many(zone.primaries, questions, timeout=timeout, answer_only=True)
+    return [rrset_state(r, n, t) for (n, t), (_, r) in zip(questions, answers, strict=True)]
 
 
-def read_signed(zone: ZoneConfig, name: str, rdtype: str, *, timeout: float,
-                key: dns.tsig.Key) -> dict[str, Any]:
-    """NAME/TYPE as the zone's primaries serve it, read over TCP with TSIG (see ask_signed)."""
-    _, r = ask_signed(zone, name, rdtype, timeout=timeout, key=key)
-    return rrset_state(r, name, rdtype)
+def read_signed_many(zone: ZoneConfig, questions: Sequence[tuple[str, str]], *,
+                     timeout: float, key: dns.tsig.Key) -> list[dns.message.Message]:
+    """The answers of a primary to TSIG-signed queries for each (NAME, TYPE), pipelined over
+    one TCP connection; each answer must be signed with the same key (its MAC is checked).
+    For the reads an undo trusts: an on-path spoofer cannot forge them, so a rollback never
+    writes planted values."""
+    one = f"{questions[0][0]} {questions[0][1]}" if len(questions) == 1 else ""
+    answers = ask_many(zone.primaries, questions, timeout=timeout, key=key,
+                       key_name=key.name.to_text(True), tcp=True, answer_only=True,
+                       what=f"{one or f'{len(questions)} questions'} (signed, TCP)")
+    return [r for _, r in answers]
 
 
 def read_all(zone: ZoneConfig, name: str, *, timeout: float) -> dict[str, dict[str, Any]]:
@@ -220,7 +535,7 @@ def send_update(zone: ZoneConfig, build: Callable[[], dns.update.UpdateMessage],
         msg = build()  # fresh id, fresh TSIG time and MAC for every attempt
         t = time.monotonic()
         try:
-            r = dns.query.tcp(msg, server.host, port=server.port, timeout=timeout)
+            r = exchange(server, [msg], timeout=timeout, tcp=True)[0]
         except dns.tsig.PeerError as exc:
             raise tsig_error(exc, server, key_name) from None
         except (OSError, dns.exception.DNSException) as exc:

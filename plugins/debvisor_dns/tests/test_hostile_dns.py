@@ -270,7 +270,8 @@ def test_lab_with_a_double_slash_key_starts_and_takes_a_signed_update(
 
 class Relay:
     """A DNS server on 127.0.0.1 (UDP and TCP, one port) that passes each message unchanged
-    to ``upstream`` and records how it came: transport, opcode, question, TSIG or not.
+    to ``upstream`` and records how it came: transport (and which TCP connection), opcode,
+    question, id, TSIG or not, DO bit.
     ``freeze()`` makes it answer UDP queries from the answers it last relayed (a server
     stuck on old data) instead of asking upstream."""
 
@@ -280,6 +281,7 @@ class Relay:
         self.cache: dict[tuple[str, int, bool], bytes] = {}
         self.frozen = False
         self.replayed = 0
+        self.connections = 0  # TCP connections accepted (seen[...]["conn"] numbers them)
         self.stop = threading.Event()
         for _ in range(50):
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -303,7 +305,8 @@ class Relay:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _note(self, wire: bytes, transport: str) -> tuple[str, int, bool]:
+    def _note(self, wire: bytes, transport: str, conn: int | None = None
+              ) -> tuple[str, int, bool]:
         import dns.flags
         import dns.message
 
@@ -311,7 +314,8 @@ class Relay:
         q = m.question[0]
         self.seen.append({"transport": transport, "opcode": m.opcode(),
                           "qname": q.name.to_text().lower(), "qtype": q.rdtype,
-                          "tsig": m.had_tsig})
+                          "tsig": m.had_tsig, "id": m.id, "conn": conn,
+                          "do": bool(m.ednsflags & dns.flags.DO)})
         return q.name.to_text().lower(), q.rdtype, bool(m.ednsflags & dns.flags.DO)
 
     def _udp(self) -> None:
@@ -357,11 +361,12 @@ class Relay:
                 conn, _ = self.tcp.accept()
             except OSError:
                 continue
+            self.connections += 1
             with conn, socket.create_connection(self.upstream, timeout=3) as up:
                 conn.settimeout(3)
                 try:
                     while (msg := self._recv_msg(conn)) is not None:
-                        self._note(msg, "tcp")
+                        self._note(msg, "tcp", self.connections)
                         up.sendall(struct.pack("!H", len(msg)) + msg)
                         answer = self._recv_msg(up)
                         if answer is None:

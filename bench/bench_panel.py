@@ -1,4 +1,5 @@
-"""debvisor-panel page weight and first paint, measured in Debian's chromium through Playwright.
+"""debvisor-panel page weight, first paint, VM list server time and live progress latency,
+measured in Debian's chromium through Playwright (and httpx for the VM list).
 
 For each page: the JS and CSS one cold load transfers (a fresh browser context, so an empty cache),
 both as sent (the encoded body sizes Chromium reports, i.e. gzipped when the panel compresses) and
@@ -8,15 +9,40 @@ performance.getEntriesByName('first-contentful-paint').
 Targets (notes/panel.md 4.5): JS+CSS <= 100 KB gzipped per page (console pages <= 200 KB),
 FCP p50 <= 300 ms.
 
+VM list: GET /vms (after a login through the form) BENCH_VM_LIST_RUNS (40) times over one
+keep-alive HTTPS connection, after 3 warm-ups: p50 and p95 of the time to the whole page at
+the client, plus the panel's own Server-Timing (rpcd call, render). Target: p95 <= 150 ms for
+an inventory of 500 VMs; another inventory size is reported, not judged.
+
+Progress latency: with BENCH_PANEL_MIGRATE ("VM TARGET [BANDWIDTH]", default bandwidth
+12MiB/s) the bench migrates VM there and back through the panel in the browser; a
+MutationObserver (injected by Playwright, so the CSP does not apply) records, for every
+progress point that reaches the task's drawer, now minus the point's ``t`` (stamped when the
+action in rpcd's child emitted it; same host, same clock). Target: <= 1 s.
+
+DEBVISOR_PANEL_URL=stack starts everything itself (then the VARIABLES below are set for it):
+a CA, a debvisor-rpcd and `debvisor panel serve` on 127.0.0.1 with a user `bench`
+(operator), and a synthetic inventory of BENCH_VMS (500) VMs — libvirt's test driver
+(``test:///FILE``, two nodes, one node XML each; a third of the VMs shut off, half of them
+registered with an owner and a tag) queried for real by `hv list` inside rpcd, through the
+panel's real /vms code path; plus, unless BENCH_PANEL_LAB=0, the libvirt lab's two nodes
+(`debvisor lab up libvirt`, root) and a TCG guest to migrate for the progress latency.
+
 Environment:
-  DEBVISOR_PANEL_URL       the panel, e.g. https://127.0.0.1:8443 (unset: prints "skipped", exits 0)
+  DEBVISOR_PANEL_URL       the panel, e.g. https://127.0.0.1:8443, or `stack` (above); unset:
+                           prints "skipped", exits 0
   DEBVISOR_PANEL_PAGES     comma-separated paths to measure (default "/")
   DEBVISOR_PANEL_USER      log in first (with DEBVISOR_PANEL_PASSWORD) through the login form at
-  DEBVISOR_PANEL_LOGIN     (default /login): fields name=username and name=password, a submit button
+  DEBVISOR_PANEL_LOGIN     (default /login): fields name=user and name=password, a submit button;
+                           the VM list and the progress latency need a login
   DEBVISOR_PANEL_CERT      PEM of the panel's certificate: the browser trusts exactly its key
                            (--ignore-certificate-errors-spki-list); unset: the system's trust
   DEBVISOR_CHROMIUM        default /usr/bin/chromium (Debian's; never `playwright install`)
   BENCH_FCP_RUNS           default 5
+  BENCH_VM_LIST_RUNS       default 40 (0: skip the VM list)
+  BENCH_PANEL_MIGRATE      "VM TARGET [BANDWIDTH]": measure the progress latency (see above)
+  BENCH_VMS                the stack's synthetic inventory (default 500)
+  BENCH_PANEL_LAB          0: the stack starts no libvirt lab (no progress latency)
   BENCH_JSON               also write the results to this file
 """
 
@@ -27,12 +53,19 @@ import gzip
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
+import ssl
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse
 
 if TYPE_CHECKING:
@@ -41,6 +74,9 @@ if TYPE_CHECKING:
 PAGE_BUDGET = 100 * 1024
 CONSOLE_BUDGET = 200 * 1024
 FCP_BUDGET_MS = 300.0
+VM_LIST_BUDGET_MS = 150.0
+VM_LIST_SIZE = 500  # the inventory size the VM list target is for
+PROGRESS_BUDGET_S = 1.0
 SETTLE_MS = 300  # after the load event, for late requests (the SSE stream never ends: no networkidle)
 
 FCP_JS = """() => new Promise((resolve) => {
@@ -92,7 +128,7 @@ def login(browser: Browser, base: str) -> StorageState | None:
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(urljoin(base, login_path))
-    page.fill("[name=username]", user)
+    page.fill("[name=user]", user)
     page.fill("[name=password]", os.environ.get("DEBVISOR_PANEL_PASSWORD", ""))
     with page.expect_navigation():
         page.click("button[type=submit], input[type=submit]")
@@ -143,27 +179,305 @@ def measure_fcp(browser: Browser, state: StorageState | None, url: str, runs: in
         res.fcp_ms.append(float(fcp))
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of values, nearest rank."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def _tls(cert: str | None) -> ssl.SSLContext | bool:
+    """httpx's verification: exactly the panel's certificate when given (a leaf is trusted
+    as an anchor: partial chains allowed), else the system's trust."""
+    if not cert:
+        return True
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+@dataclass
+class VmListResult:
+    runs: int = 0
+    shown: int = 0
+    total: int = 0
+    ms: list[float] = field(default_factory=list)
+    rpcd_ms: list[float] = field(default_factory=list)
+    render_ms: list[float] = field(default_factory=list)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.ms, 95)
+
+
+def measure_vm_list(base: str, cert: str | None, user: str, password: str,
+                    runs: int) -> VmListResult:
+    """GET /vms ``runs`` times over one keep-alive connection, after logging in."""
+    import httpx
+
+    res = VmListResult(runs)
+    origin = base.rstrip("/")
+    with httpx.Client(verify=_tls(cert), timeout=30, headers={"origin": origin}) as h:
+        form = h.get(urljoin(base, "/login"))
+        m = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        if not m:
+            raise SystemExit(f"bench_panel: no login form at {base}/login")
+        r = h.post(urljoin(base, "/login"), data={"user": user, "password": password,
+                                                  "csrf": m.group(1)})
+        if r.status_code != 303:
+            raise SystemExit(f"bench_panel: login as {user} failed ({r.status_code})")
+        url = urljoin(base, "/vms")
+        for _ in range(3):
+            h.get(url)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r = h.get(url)
+            elapsed = (time.perf_counter() - t0) * 1000
+            if r.status_code != 200:
+                raise SystemExit(f"bench_panel: /vms answered {r.status_code}")
+            res.ms.append(elapsed)
+            timing = dict(re.findall(r"(\w+);dur=([\d.]+)", r.headers.get("server-timing", "")))
+            if timing:
+                res.rpcd_ms.append(float(timing.get("rpcd", 0)))
+                res.render_ms.append(float(timing.get("render", 0)))
+        count = re.search(r"(\d+) of (\d+) VMs", r.text)
+        res.shown, res.total = (int(count.group(1)), int(count.group(2))) if count else (0, 0)
+    return res
+
+
+LATENCY_PROBE = """
+window.__latency = [];
+new MutationObserver(() => {
+  const el = document.querySelector('#task-live [data-role=phase][data-t]');
+  if (!el) return;
+  const t = parseFloat(el.getAttribute('data-t'));
+  if (t && t !== window.__lastT) {
+    window.__lastT = t;
+    window.__latency.push(Date.now() / 1000 - t);
+  }
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
+def measure_progress(browser: Browser, state: StorageState | None, base: str,
+                     spec: str) -> list[float]:
+    """Migrate VM to TARGET and back through the panel; every progress point's age on screen."""
+    parts = spec.split()
+    if len(parts) not in (2, 3):
+        raise SystemExit(f"bench_panel: BENCH_PANEL_MIGRATE={spec!r}: give 'VM TARGET [BANDWIDTH]'")
+    vm, target = parts[0], parts[1]
+    bandwidth = parts[2] if len(parts) == 3 else "12MiB/s"
+    ctx = cold_context(browser, state)
+    page = ctx.new_page()
+    page.add_init_script(LATENCY_PROBE)
+    page.goto(urljoin(base, f"/vms/{vm}/migrate"))
+    source = page.inner_text("#vm-node").strip()
+    ages: list[float] = []
+    for to in (target, source):
+        page.goto(urljoin(base, f"/vms/{vm}/migrate?target={to}&bandwidth={bandwidth}"))
+        page.click("[data-role=apply]", timeout=60_000)
+        page.wait_for_url(re.compile(r".*/tasks/[0-9a-f]{12}$"))
+        page.wait_for_selector('#task-live article:not([data-status="starting"])'
+                               ':not([data-status="running"])', timeout=600_000)
+        status = page.get_attribute("#task-live article", "data-status")
+        ages += page.evaluate("window.__latency")
+        if status != "succeeded":
+            raise SystemExit(f"bench_panel: migrating {vm} to {to} ended {status}")
+    ctx.close()
+    return ages
+
+
+class Stack:
+    """DEBVISOR_PANEL_URL=stack: a CA, rpcd, the panel and a synthetic inventory (and the
+    libvirt lab with a guest, when it can start), all under one temporary directory."""
+
+    USER, PASSWORD = "bench", "bench has a long password"
+    GUEST = "benchmig"
+
+    def __init__(self, vms: int, lab: bool) -> None:
+        self.vms, self.want_lab = vms, lab
+        self.dir = Path(tempfile.mkdtemp(prefix="dvbp-", dir="/tmp"))  # short: libvirt sockets
+        self.procs: list[subprocess.Popen[str]] = []
+        self.lab_env: dict[str, str] | None = None
+        self.migrate = ""
+        self.url = ""
+        self.cert = ""
+        self.env = {**os.environ, "DEBVISOR_STATE_DIR": str(self.dir / "state"),
+                    "DEBVISOR_CONFIG": str(self.dir / "debvisor.toml")}
+        self.env.pop("DEBVISOR_FAULTS", None)
+
+    def _dv(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "debvisor_core", *args], input=stdin,
+                              capture_output=True, text=True, env=env or self.env, timeout=timeout)
+
+    def _inventory(self) -> dict[str, Any]:
+        """Two test-driver nodes holding ``vms`` VMs between them (real libvirt calls)."""
+        nodes: dict[str, Any] = {}
+        per = [self.vms - self.vms // 2, self.vms // 2]
+        k = 0
+        for n, count in zip(("syn-a", "syn-b"), per, strict=True):
+            lines = ["<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>"]
+            for _ in range(count):
+                meta = ("" if k % 2 else
+                        "<metadata><dv:vm xmlns:dv='https://debvisor.org/xmlns/hv/1' "
+                        f"registered='yes'><dv:owner>team{k % 7}</dv:owner><dv:tags><dv:tag>"
+                        f"t{k % 5}</dv:tag></dv:tags></dv:vm></metadata>")
+                lines.append(f"<domain type='test'><name>syn{k:05d}</name>"
+                             f"<uuid>{uuid.UUID(int=k + 1)}</uuid><memory>524288</memory>"
+                             f"<vcpu>1</vcpu><os><type>hvm</type></os>{meta}"
+                             f"<test:runstate>{5 if k % 3 == 0 else 1}</test:runstate></domain>")
+                k += 1
+            lines.append("</node>")
+            f = self.dir / f"{n}.xml"
+            f.write_text("\n".join(lines))
+            nodes[n] = {"uri": f"test://{f}"}
+        return nodes
+
+    def _lab(self) -> dict[str, Any]:
+        """The libvirt lab's nodes, with a guest to migrate ({} when it cannot start)."""
+        import tomllib
+
+        env = {**os.environ, "DEBVISOR_LAB_DIR": str(self.dir / "lab"),
+               "DEBVISOR_STATE_DIR": str(self.dir / "lab-state")}
+        env.pop("DEBVISOR_CONFIG", None)
+        res = self._dv("--json", "lab", "up", "libvirt", env=env)
+        report = json.loads(res.stdout or "{}").get("services", {}).get("libvirt", {})
+        if res.returncode != 0 or report.get("status") == "skipped":
+            print(f"  (no libvirt lab: {report.get('reason') or res.stderr.strip()[-300:]}; "
+                  "no progress latency)")
+            return {}
+        self.lab_env = env
+        conf = tomllib.loads((self.dir / "lab" / "debvisor.toml").read_text())
+        from debvisor_libvirt import lab
+        from debvisor_libvirt.nodes import lv
+
+        g = conf["hv"]["guest"]
+        log = self.dir / "guest.log"
+        lab.define_guest(lv().open(conf["hv"]["nodes"]["node1"]["uri"]), self.GUEST,
+                         memory_mib=128, kernel=g["kernel"], initrd=g["initrd"], console_log=log)
+        lab.wait_console(log, timeout=120)
+        self.migrate = f"{self.GUEST} node2"
+        return dict(conf["hv"]["nodes"])
+
+    def _serve(self, *args: str) -> str:
+        """Start ``debvisor ARGS``; the address of its READY line."""
+        log = (self.dir / f"{args[0]}.log").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", *args], env=self.env,
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            raise SystemExit(f"bench_panel: `debvisor {' '.join(args)}` did not start: "
+                             f"{(self.dir / f'{args[0]}.log').read_text()[-2000:]}")
+        return line.split()[1]
+
+    def start(self) -> None:
+        from debvisor_core.lab.manager import to_toml
+        from debvisor_core.rpcd import pki
+
+        d = self.dir / "pki"
+        pki.init(d)
+        pki.issue(d, "node", server=True, ips=("127.0.0.1",))
+        pki.issue(d, "web", server=True, ips=("127.0.0.1",))
+        pki.issue(d, "panel", kind="proxy")
+        nodes = self._inventory()
+        if self.want_lab:
+            nodes.update(self._lab())
+        conf: dict[str, dict[str, Any]] = {"hv": {"nodes": nodes},
+                "rpcd": {"listen": "127.0.0.1:0", "ca": f"{d}/ca.pem", "cert": f"{d}/node.pem",
+                         "key": f"{d}/node.key", "proxies": ["panel"], "rate": 10000.0,
+                         "burst": 10000.0},
+                "panel": {"listen": "127.0.0.1:0", "tls_cert": f"{d}/web.pem",
+                          "tls_key": f"{d}/web.key", "ca": f"{d}/ca.pem",
+                          "cert": f"{d}/panel.pem", "key": f"{d}/panel.key"}}
+        (self.dir / "state").mkdir()
+        Path(self.env["DEBVISOR_CONFIG"]).write_text(to_toml(conf))
+        res = self._dv("rpcd", "user", "add", self.USER, "--role", "operator",
+                       "--password-file", "-", stdin=self.PASSWORD + "\n")
+        if res.returncode:
+            raise SystemExit(f"bench_panel: rpcd user add: {res.stderr}")
+        address = self._serve("rpcd", "serve")
+        conf["panel"]["rpcd_address"] = address
+        Path(self.env["DEBVISOR_CONFIG"]).write_text(to_toml(conf))
+        self.url = self._serve("panel", "serve")
+        self.cert = f"{d}/web.pem"
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.lab_env is not None:
+            try:
+                import tomllib
+
+                from debvisor_libvirt.nodes import lv
+
+                conf = tomllib.loads((self.dir / "lab" / "debvisor.toml").read_text())
+                for n in conf["hv"]["nodes"].values():
+                    try:
+                        dom = lv().open(n["uri"]).lookupByName(self.GUEST)
+                    except Exception:  # noqa: BLE001 - not on that node
+                        continue
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+            finally:
+                self._dv("lab", "down", "libvirt", env=self.lab_env)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def main() -> int:
     base = os.environ.get("DEBVISOR_PANEL_URL", "").strip()
     if not base:
-        print("skipped: no panel (set DEBVISOR_PANEL_URL)")
+        print("skipped: no panel (set DEBVISOR_PANEL_URL, or DEBVISOR_PANEL_URL=stack)")
         return 0
     chromium = Path(os.environ.get("DEBVISOR_CHROMIUM", "/usr/bin/chromium"))
     if not chromium.exists():
         print(f"bench_panel: no chromium at {chromium} (apt-get install chromium)", file=sys.stderr)
         return 2
+    if base != "stack":
+        return measure(base, chromium)
+    stack = Stack(int(os.environ.get("BENCH_VMS", str(VM_LIST_SIZE))),
+                  os.environ.get("BENCH_PANEL_LAB", "1") != "0")
+    t0 = time.monotonic()
+    try:
+        stack.start()
+        print(f"stack: rpcd and the panel at {stack.url}, {stack.vms} synthetic VMs (libvirt test "
+              f"driver){', the libvirt lab and a guest' if stack.migrate else ''}; "
+              f"started in {time.monotonic() - t0:.1f} s")
+        os.environ.update(DEBVISOR_PANEL_USER=Stack.USER, DEBVISOR_PANEL_PASSWORD=Stack.PASSWORD,
+                          DEBVISOR_PANEL_CERT=stack.cert)
+        os.environ.setdefault("DEBVISOR_PANEL_PAGES", "/,/vms,/ops,/audit")
+        if stack.migrate:
+            os.environ.setdefault("BENCH_PANEL_MIGRATE", stack.migrate)
+        return measure(stack.url, chromium)
+    finally:
+        stack.stop()
+
+
+def measure(base: str, chromium: Path) -> int:
     from importlib.metadata import version
 
     from playwright.sync_api import sync_playwright
 
     pages = [p.strip() for p in os.environ.get("DEBVISOR_PANEL_PAGES", "/").split(",") if p.strip()]
     runs = int(os.environ.get("BENCH_FCP_RUNS", "5"))
+    list_runs = int(os.environ.get("BENCH_VM_LIST_RUNS", "40"))
+    migrate = os.environ.get("BENCH_PANEL_MIGRATE", "").strip()
+    user = os.environ.get("DEBVISOR_PANEL_USER", "")
     args = ["--no-sandbox"]
     cert = os.environ.get("DEBVISOR_PANEL_CERT")
     if cert:
         args.append(f"--ignore-certificate-errors-spki-list={spki_pin(Path(cert).read_bytes())}")
 
     results: list[PageResult] = []
+    vm_list: VmListResult | None = None
+    ages: list[float] = []
     t0 = time.monotonic()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), args=args)
@@ -176,7 +490,12 @@ def main() -> int:
             measure_weight(browser, state, url, res)
             measure_fcp(browser, state, url, runs, res)
             results.append(res)
+        if migrate and state is not None:
+            ages = measure_progress(browser, state, base, migrate)
         browser.close()
+    if user and list_runs > 0:
+        vm_list = measure_vm_list(base, cert, user, os.environ.get("DEBVISOR_PANEL_PASSWORD", ""),
+                                  list_runs)
 
     over = 0
     for r in results:
@@ -190,11 +509,41 @@ def main() -> int:
               f"(target <= {r.budget // 1024} KB): {'OK' if weight_ok else 'OVER'}")
         print(f"  {r.path}: FCP p50 {fcp or 0:.0f} ms of {[round(x) for x in r.fcp_ms]} "
               f"(target <= {FCP_BUDGET_MS:.0f} ms): {'OK' if fcp_ok else 'OVER'}")
+    if vm_list is not None:
+        if vm_list.total >= VM_LIST_SIZE:
+            ok = vm_list.p95 <= VM_LIST_BUDGET_MS
+            over += not ok
+            verdict = "OK" if ok else "OVER"
+        else:
+            verdict = f"not judged: the target is for {VM_LIST_SIZE} VMs"
+        inner = ""
+        if vm_list.rpcd_ms:
+            inner = (f"; in the panel (Server-Timing) p95 rpcd {percentile(vm_list.rpcd_ms, 95):.0f}"
+                     f" ms + render {percentile(vm_list.render_ms, 95):.0f} ms")
+        print(f"  /vms with {vm_list.total} VMs ({vm_list.shown} shown): p50 "
+              f"{statistics.median(vm_list.ms):.0f} ms, p95 {vm_list.p95:.0f} ms at the client over "
+              f"{vm_list.runs} loads{inner} (target p95 <= {VM_LIST_BUDGET_MS:.0f} ms for "
+              f"{VM_LIST_SIZE}): {verdict}")
+    if migrate:
+        if ages:
+            worst = max(ages)
+            ok = worst <= PROGRESS_BUDGET_S
+            over += not ok
+            print(f"  progress event in rpcd -> on screen: {len(ages)} points, p50 "
+                  f"{statistics.median(ages) * 1000:.0f} ms, p95 {percentile(ages, 95) * 1000:.0f} "
+                  f"ms, max {worst * 1000:.0f} ms (target <= {PROGRESS_BUDGET_S * 1000:.0f} ms): "
+                  f"{'OK' if ok else 'OVER'}")
+        else:
+            over += 1
+            print("  progress event in rpcd -> on screen: no progress point reached the screen")
     print(f"  {over} figure(s) over target ({time.monotonic() - t0:.1f} s)")
     out = os.environ.get("BENCH_JSON")
     if out:
-        Path(out).write_text(json.dumps(
-            [{**asdict(r), "fcp_p50_ms": r.fcp_p50, "budget_bytes": r.budget} for r in results], indent=1))
+        Path(out).write_text(json.dumps({
+            "pages": [{**asdict(r), "fcp_p50_ms": r.fcp_p50, "budget_bytes": r.budget}
+                      for r in results],
+            "vm_list": None if vm_list is None else {**asdict(vm_list), "p95_ms": vm_list.p95},
+            "progress_latency_s": ages}, indent=1))
     return 0
 
 

@@ -102,11 +102,14 @@ class Progress:
         return self
 
     def update(self, done: float, total: float | None, *, eta: float | None = None,
-               rate: float | None = None, note: str = "") -> None:
+               rate: float | None = None, note: str = "",
+               extra: dict[str, Any] | None = None) -> None:
+        """``extra``: more figures for event UIs (JSON), not drawn on a terminal."""
         from .ui import active
 
         ui = active()
-        if ui is not None and ui.progress(self.label, done, total, eta=eta, rate=rate, note=note):
+        if ui is not None and ui.progress(self.label, done, total, eta=eta, rate=rate, note=note,
+                                          extra=extra):
             return
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=total,

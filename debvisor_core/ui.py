@@ -54,8 +54,10 @@ class RunUI:
         """An undo changed status (``running``, ``done``, ``failed``)."""
 
     def progress(self, label: str, done: float, total: float | None, *, eta: float | None = None,
-                 rate: float | None = None, note: str = "") -> bool:
-        """Progress of long work; False when the caller should draw it itself (terminal)."""
+                 rate: float | None = None, note: str = "",
+                 extra: dict[str, Any] | None = None) -> bool:
+        """Progress of long work; False when the caller should draw it itself (terminal).
+        ``extra``: more figures for UIs that show them (a migration's dirty rate, pass)."""
         return False
 
     def result(self, data: Any) -> None:
@@ -147,8 +149,12 @@ class JsonEventsUI(RunUI):
         self.emit("undo", index=index, description=description, status=status)
 
     def progress(self, label: str, done: float, total: float | None, *, eta: float | None = None,
-                 rate: float | None = None, note: str = "") -> bool:
-        self.emit("progress", label=label, done=done, total=total, eta=eta, rate=rate, note=note)
+                 rate: float | None = None, note: str = "",
+                 extra: dict[str, Any] | None = None) -> bool:
+        more = {k: v for k, v in (extra or {}).items()
+                if k not in ("event", "t", "label", "done", "total", "eta", "rate", "note")}
+        self.emit("progress", label=label, done=done, total=total, eta=eta, rate=rate, note=note,
+                  **more)
         return True
 
     def result(self, data: Any) -> None:

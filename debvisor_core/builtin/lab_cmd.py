@@ -44,7 +44,25 @@ def _render_status(r: dict[str, Any]) -> None:
 
 
 def _env(ctx: Context, p: dict[str, Any]) -> dict[str, str]:
-    return {"DEBVISOR_CONFIG": str(manager.config_file(ctx))}
+    """DEBVISOR_CONFIG, then the variables the running services put in ``[lab.env]`` of
+    the lab config (the panel's URL and its lab login, for instance)."""
+    import tomllib
+
+    out = {"DEBVISOR_CONFIG": str(manager.config_file(ctx))}
+    try:
+        conf = tomllib.loads(manager.config_file(ctx).read_text())
+    except (OSError, ValueError):
+        return out
+    extra = (conf.get("lab") or {}).get("env") or {}
+    if isinstance(extra, dict):
+        out.update({str(k): str(v) for k, v in sorted(extra.items())
+                    if str(k).isidentifier() and k != "DEBVISOR_CONFIG"})
+    return out
+
+
+def _render_env(d: dict[str, str]) -> None:
+    for k, v in d.items():
+        print(f"export {k}={shlex.quote(v)}")
 
 
 _SERVICES = Param("services", "Lab services to act on (default: every one; see `debvisor lab "
@@ -67,9 +85,9 @@ ACTIONS = [
            result="{services: {NAME: {running, pid, unavailable}}}",
            examples=("debvisor lab status --json",)),
     Action("lab.env", "Print shell exports that point the CLI at the lab", privilege="none",
-           query=_env,
-           render=lambda d: print(f"export DEBVISOR_CONFIG={shlex.quote(d['DEBVISOR_CONFIG'])}"),
-           result="{DEBVISOR_CONFIG: path}", examples=('eval "$(debvisor lab env)"',)),
+           query=_env, render=_render_env,
+           result="{DEBVISOR_CONFIG: path, NAME: value...}",
+           examples=('eval "$(debvisor lab env)"',)),
 ]
 attach(lab, ACTIONS)
 

@@ -13,8 +13,12 @@ GET ``/ops``, ``/ops/{id}``    the journal: list, and one operation with its und
 POST ``/ops/{id}/rollback``    roll back after re-authentication (password at most 5 min old)
 GET ``/audit``                 the audit log filtered, with the chain's verify result
 GET ``/audit.jsonl``           the same records as JSON lines (a download)
-GET ``/vms``                   ``hv.list`` — only when the node has that action installed
-GET ``/events``                server-sent events: one stream per tab, never activity
+GET ``/vms``, ``/vms/…``       the VM list, plan-then-apply, migrate, and live tasks
+``/tasks/…``                   (:mod:`.vms`) — only when the node has the hv actions
+GET ``/events``                server-sent events: one stream per tab, never activity: the
+                               live tasks (:mod:`.live`, ``id:`` = the hub's sequence, so a
+                               reconnect resumes), the journal's running operations, the
+                               idle warning, the session's end
 ``/static``                    CSS and JS (the vendored htmx and SSE extension included)
 =============================  =============================================================
 
@@ -49,7 +53,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from .. import log
+from ..output import human_bytes, human_duration
 from . import rpc as rpcmod
+from .live import Hub
 from .rpc import Refused, Rpcd, RpcFailure, SessionEnded, collect
 from .security import CsrfMiddleware, SecurityMiddleware, form_of, security_headers
 from .sessions import (
@@ -66,6 +72,7 @@ from .sessions import (
     set_cookie,
 )
 from .settings import PanelSettings
+from .vms import VmPages
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -172,10 +179,41 @@ def audit_who(rec: dict[str, Any]) -> str:
     return str(u or "?")
 
 
-def sse(event: str, data: str) -> str:
+def sse(event: str, data: str, event_id: int | None = None) -> str:
     """One server-sent event (``data`` may span lines)."""
     lines = data.splitlines() or [""]
-    return f"event: {event}\n" + "".join(f"data: {ln}\n" for ln in lines) + "\n"
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return head + f"event: {event}\n" + "".join(f"data: {ln}\n" for ln in lines) + "\n"
+
+
+def last_event_id(request: Request) -> int | None:
+    """The ``Last-Event-ID`` a reconnecting EventSource sends (None if absent or odd)."""
+    value = (request.headers.get("last-event-id") or "").strip()
+    return int(value) if value.isdigit() and len(value) < 20 else None
+
+
+def _rate(bps: Any) -> str:
+    try:
+        return f"{human_bytes(float(bps))}/s"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def _duration(seconds: Any) -> str:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return "—"
+    if value < 10:
+        return f"{value:.1f}s"
+    return human_duration(value)
+
+
+def _bytes(n: Any) -> str:
+    try:
+        return human_bytes(float(n))
+    except (TypeError, ValueError):
+        return "—"
 
 
 def _console_routes() -> tuple[list[BaseRoute], Any]:
@@ -208,8 +246,11 @@ class Panel:
         env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                           autoescape=select_autoescape(default=True, default_for_string=True))
         env.globals["reasons"] = REASONS
+        env.filters.update(rate=_rate, duration=_duration, bytes=_bytes)
         self.templates = Jinja2Templates(env=env)
         self._actions: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self.hub = Hub(self.rpc)
+        self.vm_pages = VmPages(self)
 
     # -- rpcd ----------------------------------------------------------------------------
     def _ended(self, s: Session, why: str) -> None:
@@ -268,7 +309,8 @@ class Panel:
         if actions is None and self._actions is not None:
             actions = self._actions[1]
         ctx = {"me": s, "csrf": s.csrf if s else "", "nav": self.nav(actions),
-               "path": request.url.path, "allowed": set(), **context}
+               "path": request.url.path, "allowed": set(),
+               "tasks": [t.view() for t in self.hub.visible(s.user)] if s else [], **context}
         return self.templates.TemplateResponse(request, name, ctx, status_code=status)
 
     def error(self, request: Request, status: int, message: str) -> Response:
@@ -350,6 +392,7 @@ class Panel:
             latest.extend(await self.call(lambda: list(self.rpc.audit_events(s.token, "1d"))))
         return await self.page(request, "overview.html", {
             "running": [o for o in ops if o.get("status") in ACTIVE], "recent": ops[:10],
+            "live": self._live_ops(s), "no_drawer": True,
             "maintenance": maintenance, "maint_error": maint_error,
             "audit": [{**r, "who": audit_who(r)} for r in reversed(latest)]})
 
@@ -449,28 +492,30 @@ class Panel:
         return Response(body, media_type="application/jsonl", headers={
             "content-disposition": 'attachment; filename="audit.jsonl"'})
 
-    async def vms(self, request: Request) -> Response:
-        s = self._s(request)
-        if "hv.list" not in await self.actions(s):
-            raise HTTPException(404, "no VM plugin is installed on this node")
-        q = request.query_params
-        params = {k: q[k].strip()[:100] for k in ("filter", "node") if q.get(k, "").strip()}
-        res = await self.call(self.rpc.run, s.token, "hv.list", json.dumps(params))
-        data = res.result if isinstance(res.result, dict) else {}
-        name = q.get("q", "").strip()[:100].lower()
-        vms = [v for v in data.get("vms") or [] if not name or name in str(v.get("name", "")).lower()]
-        return await self.page(request, "vms.html", {
-            "vms": vms, "unreachable": data.get("unreachable") or {},
-            "error": res.message if res.code else "", "q": {**params, "q": q.get("q", "")}})
-
     # -- live updates ---------------------------------------------------------------------
+    def _live_ops(self, s: Session) -> dict[str, dict[str, Any]]:
+        """The user's live tasks by journal operation id (their % and ETA in the ops list)."""
+        return {t.op_id: t.view() for t in self.hub.visible(s.user) if t.op_id and t.active}
+
     async def events(self, request: Request) -> Response:
         s = current(request)
         why = (request.scope.get("state") or {}).get("session_why")
-        return StreamingResponse(self._stream(s, why), media_type="text/event-stream",
+        return StreamingResponse(self._stream(s, why, last_event_id(request)),
+                                 media_type="text/event-stream",
                                  headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
-    async def _stream(self, s: Session | None, why: str | None) -> AsyncIterator[str]:
+    def _task_events(self, s: Session, changed: list[Any], seq: int) -> str:
+        """The drawer (every task the user sees) and each changed task's own card."""
+        visible = [t.view() for t in self.hub.visible(s.user)]
+        out = [sse("tasks", self.templates.get_template("_tasks.html").render(
+            tasks=visible, csrf=s.csrf), seq)]
+        card = self.templates.get_template("_task.html")
+        out += [sse(f"task-{t.id}", card.render(t=t.view(), full=True, csrf=s.csrf), seq)
+                for t in changed]
+        return "".join(out)
+
+    async def _stream(self, s: Session | None, why: str | None,
+                      last_id: int | None = None) -> AsyncIterator[str]:
         st = self.settings
         yield f"retry: {int(max(st.heartbeat, 1) * 1000)}\n\n"
         if s is None:
@@ -480,43 +525,55 @@ class Panel:
         last_poll: float | None = None
         last_ops: str | None = None
         warned = False
-        while True:
-            live, why = self.sessions.peek(s.key)  # never activity
-            if live is None:
-                yield sse("ended", why or "revoked")
-                return
-            now = time.monotonic()
-            if last_poll is None or now - last_poll >= st.events_poll:
-                last_poll = now
-                try:
-                    ops = await self.call(self.rpc.list_operations, live.token, 20)
-                except SessionEnded:
-                    self.sessions.end(live, "revoked")
-                    yield sse("ended", "revoked")
+        # a reconnect resumes after the last task change it saw; a new page (no id, or an
+        # id of another panel process) gets every task's current state
+        seen = last_id if last_id is not None and last_id <= self.hub.seq else 0
+        with self.hub.subscription() as wake:
+            while True:
+                wake.clear()
+                live, why = self.sessions.peek(s.key)  # never activity
+                if live is None:
+                    yield sse("ended", why or "revoked")
                     return
-                except RpcFailure:
-                    ops = None
-                if ops is not None:
-                    html = self.templates.get_template("_ops_running.html").render(
-                        running=[o for o in ops if o.get("status") in ACTIVE])
-                    if html != last_ops:
-                        last_ops = html
-                        yield sse("ops", html)
-            left = st.idle_timeout - (self.clock() - live.last_activity)
-            if left <= 60 and not warned:
-                warned = True
-                yield sse("idle", self.templates.get_template("_idle.html").render(
-                    seconds=max(int(left), 0)))
-            elif left > 60 and warned:
-                warned = False
-                yield sse("idle", "")
-            if now - last_beat >= st.heartbeat:
-                last_beat = now
-                yield ": heartbeat\n\n"
-            if now - start >= st.events_max:
-                return  # the browser reconnects (EventSource), the session is checked again
-            await asyncio.sleep(max(0.01, min(1.0, st.heartbeat, st.events_poll,
-                                              st.events_max - (now - start))))
+                changed = self.hub.changed_since(live.user, seen)
+                if changed:
+                    seen = max(t.seq for t in changed)
+                    yield self._task_events(live, changed, seen)
+                now = time.monotonic()
+                if last_poll is None or now - last_poll >= st.events_poll:
+                    last_poll = now
+                    try:
+                        ops = await self.call(self.rpc.list_operations, live.token, 20)
+                    except SessionEnded:
+                        self.sessions.end(live, "revoked")
+                        yield sse("ended", "revoked")
+                        return
+                    except RpcFailure:
+                        ops = None
+                    if ops is not None:
+                        html = self.templates.get_template("_ops_running.html").render(
+                            running=[o for o in ops if o.get("status") in ACTIVE],
+                            live=self._live_ops(live))
+                        if html != last_ops:
+                            last_ops = html
+                            yield sse("ops", html)
+                left = st.idle_timeout - (self.clock() - live.last_activity)
+                if left <= 60 and not warned:
+                    warned = True
+                    yield sse("idle", self.templates.get_template("_idle.html").render(
+                        seconds=max(int(left), 0)))
+                elif left > 60 and warned:
+                    warned = False
+                    yield sse("idle", "")
+                if now - last_beat >= st.heartbeat:
+                    last_beat = now
+                    yield ": heartbeat\n\n"
+                if now - start >= st.events_max:
+                    return  # the browser reconnects (EventSource), the session is checked again
+                pause = max(0.01, min(1.0, st.heartbeat, st.events_poll,
+                                      st.events_max - (now - start)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), pause)
 
     # -- errors ----------------------------------------------------------------------------
     async def on_rpc_failure(self, request: Request, exc: Exception) -> Response:
@@ -556,7 +613,7 @@ class Panel:
             Route("/ops/{op_id}/rollback", self.rollback, methods=["POST"]),
             Route("/audit", self.audit, methods=["GET"]),
             Route("/audit.jsonl", self.audit_jsonl, methods=["GET"]),
-            Route("/vms", self.vms, methods=["GET"]),
+            *self.vm_pages.routes(),
             Route("/events", self.events, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]
@@ -595,5 +652,6 @@ def create_app(settings: PanelSettings, *, clock: Callable[[], float] = time.tim
     app.state.templates = panel.templates
     app.state.panel = panel
     app.state.console = console
+    importlib.import_module(f"{__package__}.consolepage").install(app)  # console page + hooks
     return app
 

@@ -187,3 +187,10 @@ def serve(ctx: Context, listen: str | None, config_file: str | None) -> None:
 @hookimpl
 def debvisor_commands() -> click.Command:
     return panel
+
+
+@hookimpl
+def debvisor_lab_services() -> list[Any]:
+    from .lab import service
+
+    return [service()]

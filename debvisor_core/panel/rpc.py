@@ -26,6 +26,7 @@ from ..rpcd.v1 import debvisor_pb2_grpc as pbg
 from .settings import PanelSettings
 
 TOKEN_KEY = "x-user-token"  # the metadata rpcd's Guard reads a session token from
+ADMITTED = "x-debvisor-admitted"  # Invoke's initial metadata once rpcd admitted the call
 
 
 class RpcFailure(Exception):
@@ -242,6 +243,14 @@ class Rpcd:
                                   metadata=self._md(token))
         yield from self._stream(path, call)
 
+    def start(self, token: str, path: str, params_json: str = "{}", *, yes: bool = True,
+              timeout: float = 6 * 3600.0) -> Running:
+        """Start an action whose events are read as they come and that can be cancelled
+        (rpcd then stops it like Ctrl-C: applied steps are rolled back)."""
+        req = pb.InvokeRequest(action=path, params_json=params_json, yes=yes)
+        call = self.stub().Invoke(req, timeout=timeout, metadata=self._md(token))
+        return Running(call, self._stream(path, call), path)
+
     def run(self, token: str, path: str, params_json: str = "{}", *, dry_run: bool = False,
             yes: bool = False, timeout: float | None = None) -> RunResult:
         """Run an action to its end: every event, the exit code and the final result."""
@@ -255,6 +264,34 @@ class Rpcd:
                                                                 yes=not dry_run),
                                              timeout=timeout, metadata=self._md(token))
         yield from self._stream(f"rollback of {op_id}", call)
+
+
+class Running:
+    """A started Invoke: ``events`` as they come (raising :class:`RpcFailure`), ``cancel()``."""
+
+    def __init__(self, call: Any, events: Iterator[dict[str, Any]], what: str = "") -> None:
+        self._call = call
+        self.events = events
+        self.what = what
+
+    def admitted(self) -> None:
+        """Wait until rpcd admitted the call (its initial metadata, sent before the action
+        runs); raise the :class:`RpcFailure` of a refused call (PERMISSION_DENIED, ...)."""
+        md = self._call.initial_metadata()
+        if md and any(k == ADMITTED for k, _ in md):
+            return
+        if self._call.done():
+            code = self._call.code()
+            if code is not None and code != grpc.StatusCode.OK:
+                raise _mapped(self._call, self.what)
+
+    def cancel(self) -> bool:
+        """Cancel the call (rpcd stops the action); False when it had already ended."""
+        return bool(self._call.cancel())
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
 
 
 def collect(events: Iterator[dict[str, Any]]) -> RunResult:

@@ -51,6 +51,8 @@ _record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
 #: methods every authenticated caller may call about itself (no role needed)
 SELF_SERVICE = ("rpc:Login", "rpc:Logout")
+#: initial metadata Invoke sends once it admitted the call (before the action runs)
+ADMITTED = "x-debvisor-admitted"
 
 
 @dataclass
@@ -314,6 +316,28 @@ def caller() -> Caller:
     return c
 
 
+def _drain(proc: subprocess.Popen[str], label: str) -> None:
+    """Read a stopped call's child to its end: its rollback (a migration going back can take
+    minutes) must never block on a full pipe nor be killed halfway. Its outcome is logged."""
+    def discard(stream: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for _ in stream:
+                pass
+
+    errors = threading.Thread(target=discard, args=(proc.stderr,), daemon=True)
+    errors.start()
+    said = ""
+    with contextlib.suppress(OSError, ValueError):
+        for line in proc.stdout or ():
+            if '"event": "exit"' in line:
+                with contextlib.suppress(ValueError, AttributeError):
+                    said = str(json.loads(line).get("message") or "")[:300]
+    errors.join()
+    code = proc.wait()
+    log.info(f"rpcd: {label}: the stopped action ended with exit code {code}"
+             + (f": {said}" if said else ""))
+
+
 def _event(name: str, **data: Any) -> pb.Event:
     return pb.Event(event=name, json=json.dumps({"event": name, **data}, default=str))
 
@@ -389,6 +413,17 @@ class Node(pbg.NodeServicer):
         if (request.dry_run or request.check) and not action.journalled:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{action.path} is not a journalled operation: it has no dry run or check")
+        origin: list[str] = []
+        if request.origin:
+            from ..journal import ORIGIN_RE
+
+            if not ORIGIN_RE.fullmatch(request.origin):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"origin {request.origin[:40]!r} is not OPID.STEP")
+            origin = ["--origin", request.origin]
+        # admitted: say so at once (a client that started a long action learns now that it
+        # was not refused, long before the action's first event)
+        context.send_initial_metadata(((ADMITTED, "1"),))
         if not action.changes_state:
             events, code, _ = self._inprocess(action.path, params)
             self.d.metrics.ops.labels(action.path, str(code)).inc()
@@ -399,14 +434,6 @@ class Node(pbg.NodeServicer):
         flags = [f for f, on in (("--dry-run", request.dry_run), ("--check", request.check),
                                  ("--yes", request.yes),
                                  ("--force-maintenance", request.force_maintenance)) if on]
-        origin: list[str] = []
-        if request.origin:
-            from ..journal import ORIGIN_RE
-
-            if not ORIGIN_RE.fullmatch(request.origin):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"origin {request.origin[:40]!r} is not OPID.STEP")
-            origin = ["--origin", request.origin]
         yield from self._child([*origin, "actions", "run", action.path, "-", *flags],
                                json.dumps(params), who, context, action.path)
 
@@ -451,12 +478,10 @@ class Node(pbg.NodeServicer):
             code = proc.wait()
         finally:
             timer.cancel()
-            if proc.poll() is None:
+            if proc.poll() is None:  # the call ended first (cancelled): the child rolls back
                 proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                threading.Thread(target=_drain, args=(proc, label), daemon=True,
+                                 name=f"rpcd-drain-{proc.pid}").start()
         err = proc.stderr.read() if proc.stderr else ""
         if code and not exit_seen:  # it failed before its events started (its stderr says why)
             last = [ln for ln in err.splitlines() if ln.startswith("[ERROR]")]

@@ -101,7 +101,9 @@ class NodeServicer:
         """Run one action: the same engine, preflight, rollback and audit as the CLI. Streams
         the run's events (plan, log, step, undo, progress, result) and ends with an "exit"
         event carrying the CLI's exit code. Cancelling the call (or its deadline) stops the
-        operation like Ctrl-C: applied steps are rolled back.
+        operation like Ctrl-C: applied steps are rolled back. Once the call is admitted
+        (authenticated, allowed, parameters valid) the server sends the initial metadata
+        "x-debvisor-admitted: 1" at once, before the action's first event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

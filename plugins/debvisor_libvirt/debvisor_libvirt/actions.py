@@ -176,6 +176,37 @@ def render_snapshot_list(d: dict[str, Any]) -> None:
           if d["snapshots"] else f"{d['vm']} has no snapshots")
 
 
+# -- hv.start / hv.stop ----------------------------------------------------------------
+def plan_start(ctx: Context, params: dict[str, Any]) -> Operation:
+    from debvisor_core.engine import Operation
+
+    from .nodes import Cluster
+    from .power import StartVM
+
+    vm = params["vm"]
+    with Cluster(ctx) as cluster:
+        node_name, _dom = cluster.find(vm, node_name=params["node"])
+    return Operation(kind="hv.start", title=f"start {vm} on {node_name}",
+                     steps=[StartVM(node_name, vm)], params={"vm": vm, "node": node_name},
+                     locks=[f"hv.vm.{vm}"])
+
+
+def plan_stop(ctx: Context, params: dict[str, Any]) -> Operation:
+    from debvisor_core.engine import Operation
+
+    from .nodes import Cluster
+    from .power import StopVM
+
+    vm, force, timeout = params["vm"], params["force"], params["timeout"]
+    with Cluster(ctx) as cluster:
+        node_name, _dom = cluster.find(vm, node_name=params["node"])
+    how = "power off" if force and timeout == 0 else "stop"
+    return Operation(kind="hv.stop", title=f"{how} {vm} on {node_name}",
+                     steps=[StopVM(node_name, vm, force, timeout)],
+                     params={"vm": vm, "node": node_name, "force": force, "timeout_s": timeout},
+                     locks=[f"hv.vm.{vm}"])
+
+
 # -- hv.migrate ------------------------------------------------------------------------
 def execute_migrate(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One hv.migrate operation; with --dry-run/--check its result holds the estimate."""
@@ -495,6 +526,47 @@ def execute_vnc_target(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
                  if res.status == "succeeded" else None)
 
 
+# -- hv.hook.install / hv.hook-event ---------------------------------------------------
+def plan_hook_install(ctx: Context, params: dict[str, Any]) -> Operation:
+    """One hv.hook-install operation (its undo removes the script, or puts back the hook
+    it replaced); an installed, identical script is nothing to change."""
+    from debvisor_core.engine import Operation
+
+    from .hook import install_step, up_to_date
+
+    step = install_step(ctx)
+    if up_to_date(step):
+        raise Unchanged({"path": str(step.path), "status": "installed"},
+                        f"the hook {step.path} is installed and up to date")
+    return Operation(kind="hv.hook-install", title=f"install the libvirt QEMU hook {step.path}",
+                     steps=[step], params={"hooks_dir": step.hooks_dir, "python": step.python},
+                     locks=["hv.hook"])
+
+
+def execute_hook_event(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """What the hook script runs (through its module, see hookevent.py), for a person:
+    the same decision and audit record; a refusal is an error (exit 3)."""
+    import sys
+    import time
+
+    from debvisor_core.audit import record
+    from debvisor_core.errors import PreflightRefused
+
+    from .hookevent import Event, Outcome, handle
+
+    t0 = time.monotonic()
+    ev = Event(params["vm"], params["operation"], params["sub_operation"], params["extra"])
+    xml = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+
+    def audit(result: str, details: dict[str, Any], duration_ms: int) -> None:
+        record(ctx, result=result, duration_ms=duration_ms, details=details)
+
+    out = handle(ev, xml, ctx.state_dir, ctx.config, audit, Outcome(), t0)
+    if ev.guarded and not out.allowed:
+        raise PreflightRefused(out.message or f"refused: {ev.hook} of {ev.vm}")
+    return {"vm": ev.vm, "hook": ev.hook, "allowed": True, "audited": out.audited}
+
+
 # -- the declarations ------------------------------------------------------------------
 ACTIONS: list[Action] = [
     Action(
@@ -509,7 +581,9 @@ ACTIONS: list[Action] = [
             Param("node", "Only this node.", default=None),
         ),
         result="an object: vms [{name, node, state, vcpus, memory_mib, uptime_s, registered, "
-               "uuid, persistent}], unreachable {node: error}",
+               "owner, role, tags, uuid, persistent}] (owner, role and tags from the inventory "
+               "of a registered VM, else null, null, []), nodes [the nodes that answered], "
+               "unreachable {node: error}",
         examples=("hvctl list", "hvctl list --filter running --node node2 --json"),
     ),
     Action(
@@ -555,6 +629,36 @@ ACTIONS: list[Action] = [
             "hvctl snapshot vm1 delete before-upgrade --yes",
             "hvctl snapshot vm1 create --rollback --yes",
         ),
+    ),
+    Action(
+        path="hv.start", kind="hv.start", plan=plan_start,
+        render=lambda res: print(f"{res.title}: done"),
+        summary="Start VM: boot it when it is off, resume it when it is paused",
+        description="`--rollback` powers it off again (or pauses it again).",
+        params=(Param("vm", "The VM's name.", positional=True), _NODE),
+        result=_OP_RESULT,
+        examples=("hvctl start vm1", "hvctl start vm1 --dry-run", "hvctl start --rollback --yes"),
+    ),
+    Action(
+        path="hv.stop", kind="hv.stop", plan=plan_stop,
+        render=lambda res: print(f"{res.title}: done"),
+        summary="Stop VM: ask its guest to shut down (ACPI); --force powers it off",
+        description=(
+            "Waits --timeout seconds for the guest to shut down; a guest that ignores ACPI "
+            "then makes the operation fail (nothing changed) unless --force, which powers "
+            "it off. `--force --timeout 0` powers it off at once. `--rollback` starts it "
+            "again."),
+        params=(
+            Param("vm", "The VM's name.", positional=True),
+            Param("force", "Power the VM off when its guest has not shut down within "
+                           "--timeout.", type="bool", default=False),
+            Param("timeout", "Seconds to wait for the guest to shut down.", type="int",
+                  default=60, minimum=0, maximum=3600),
+            _NODE,
+        ),
+        result=_OP_RESULT,
+        examples=("hvctl stop vm1", "hvctl stop vm1 --force --timeout 30",
+                  "hvctl stop vm1 --force --timeout 0 --yes", "hvctl stop --rollback --yes"),
     ),
     Action(
         path="hv.migrate", kind="hv.migrate", execute=execute_migrate, render=_print_text,
@@ -714,6 +818,50 @@ ACTIONS: list[Action] = [
             "hvctl vnc target vm1 --listen 10.0.0.5 --port 5905 --dry-run",
             "hvctl vnc target vm1 --rollback --yes",
         ),
+    ),
+    Action(
+        path="hv.hook.install", kind="hv.hook-install", plan=plan_hook_install,
+        render=lambda res: print(f"{res.title}: done"),
+        summary="Install libvirt's QEMU hook: audit VM starts, stops and migrations, hold "
+                "maintenance",
+        description=(
+            "Writes [hv] hooks_dir (default /etc/libvirt/hooks)/qemu atomically, mode 0755, "
+            "owned by root. libvirt runs it on every VM lifecycle event; it runs `hv "
+            "hook-event`, which audits start, stop and incoming migration and refuses a VM "
+            "start or an incoming migration while this node is in maintenance, even one "
+            "asked of plain virsh. A hook that was there before is kept as qemu.debvisor-orig "
+            "and runs after DebVisor's checks. libvirtd notices a new hook script only when "
+            "it starts: restart it after the first install (running VMs keep running). "
+            "`--rollback` removes the script, or puts back the one it replaced, byte for "
+            "byte."),
+        result=_OP_RESULT,
+        examples=("hvctl hook install --dry-run", "hvctl hook install",
+                  "hvctl hook install --rollback --yes"),
+    ),
+    Action(
+        path="hv.hook-event", execute=execute_hook_event, render=lambda d: None,
+        summary="What libvirt's QEMU hook runs on a VM lifecycle event (audit; refuse starts "
+                "in maintenance)",
+        description=(
+            "libvirt calls the hook with the domain XML on stdin and aborts the start or "
+            "migration when it exits non-zero, showing its stderr. `prepare begin` (any "
+            "start) and `migrate begin` (an incoming migration) are refused while this node "
+            "is in maintenance (exit 3) and, failing closed, when its maintenance state "
+            "cannot be read; `started begin`, `stopped end` and `migrate begin` are audited. "
+            "Nothing is printed on stdout (libvirt reads a migrating domain's XML from it). "
+            "The installed hook runs the same code without the CLI's start-up."),
+        params=(
+            Param("vm", "The domain's name.", positional=True),
+            Param("operation", "libvirt's operation: prepare, start, started, stopped, "
+                               "release, migrate, restore, reconnect or attach.",
+                  positional=True),
+            Param("sub_operation", "begin or end.", positional=True),
+            Param("extra", "libvirt's extra argument (- when none).", positional=True,
+                  default="-"),
+        ),
+        result="an object: vm, hook (OPERATION SUB-OPERATION), allowed, audited (the audit "
+               "record's result, or null)",
+        examples=("hvctl hook-event vm1 prepare begin - < vm1.xml",),
     ),
     *MEDIA_ACTIONS,
 ]

@@ -78,6 +78,22 @@ def iso() -> None:
     """
 
 
+@hv.group("hook", cls=LazyGroup)
+def hook() -> None:
+    """libvirt's QEMU hook: audit VM starts, stops and migrations; hold maintenance.
+
+    The hook runs `hv hook-event` on every VM lifecycle event and refuses a VM start or
+    an incoming migration while this node is in maintenance, even one asked of plain
+    virsh. Restart libvirtd after the first install (it looks for hooks when it starts).
+
+    \b
+    Example:
+      hvctl hook install --dry-run
+      hvctl hook install
+      hvctl hook install --rollback --yes
+    """
+
+
 attach(hv, ACTIONS)
 
 

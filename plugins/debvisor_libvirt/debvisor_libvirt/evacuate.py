@@ -1,7 +1,8 @@
 """`debvisor maintenance enable --drain` on a hypervisor: every running VM of this node is
 live-migrated to another node first (``EvacuateVM``, ORDER 8: before Kubernetes cordons
 at 12), and the maintenance only holds when the node is empty (``VerifyNoVMs``, ORDER 96).
-Undo (`maintenance disable`, or a failed drain) migrates them back.
+Undo (`maintenance disable`, or a failed drain) migrates them back, past this node's
+libvirt hook (`hv hook install`), which refuses other incoming migrations meanwhile.
 
 ``[hv] node`` names this host among ``[hv.nodes]``; ``[hv] evacuate_to`` (default: every
 other node) lists the targets, used in turn.
@@ -30,6 +31,16 @@ class EvacuateVM(MigrateVM):
     TYPE = "hv.evacuate"
     NAME = "EvacuateVM"
     ORDER = 8
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Migrate the VM back while this node is still in maintenance (its step is undone
+        last), past the node's libvirt hook (`hv hook install`), which refuses other
+        incoming migrations meanwhile."""
+        from .hookevent import allowed
+
+        with allowed(ctx, self.vm, f"the undo of the maintenance drain of {self.source} "
+                                   f"(migrating {self.vm} back)"):
+            super().undo(ctx, record)
 
 
 @dataclass

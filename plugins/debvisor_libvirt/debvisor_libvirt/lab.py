@@ -29,7 +29,7 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -51,6 +51,8 @@ CACHE_DIR = Path(os.environ.get("DEBVISOR_LAB_CACHE", "/var/cache/debvisor-lab")
 BUSYBOX = Path("/bin/busybox")
 READY_LINE = "DEBVISOR-GUEST-READY"
 HEARTBEAT = "DEBVISOR-HEARTBEAT"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+"""libvirt's namespace for QEMU pass-through elements (``<qemu:commandline>``)."""
 
 # Private dir (under the node dir) -> the system path it replaces inside the node.
 _BINDS = {
@@ -224,6 +226,7 @@ def guest_xml(
     disk: str | Path | None = None,
     vnc_password: str | None = None,
     error_policy: str | None = None,
+    qemu_args: Sequence[str] = (),
 ) -> str:
     """Domain XML of a diskless TCG guest booted from ``kernel``/``initrd``.
 
@@ -233,6 +236,9 @@ def guest_xml(
     that internal snapshots work (QEMU stores the VM state in it); ``error_policy`` is its
     libvirt ``error_policy`` (``stop`` pauses the guest on a write error). The guest sees it
     as /dev/vda; ``dv.fill`` on the ``cmdline`` makes it write the disk full.
+    ``qemu_args`` are appended to QEMU's command line (``<qemu:commandline>``; libvirt
+    marks the domain tainted), e.g. ``["-trace", "input_event_*", "-D", "/tmp/trace.log"]``
+    to count the input events that reach the guest.
     """
     dom = ET.Element("domain", type="qemu")
     ET.SubElement(dom, "name").text = name
@@ -269,6 +275,11 @@ def guest_xml(
         ET.SubElement(gfx, "listen", type="address", address="127.0.0.1")
         ET.SubElement(ET.SubElement(dev, "video"), "model", type="vga")
     ET.SubElement(dev, "memballoon", model="none")
+    if qemu_args:
+        ET.register_namespace("qemu", QEMU_NS)
+        cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+        for arg in qemu_args:
+            ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", value=str(arg))
     return ET.tostring(dom, encoding="unicode")
 
 
@@ -286,12 +297,13 @@ def define_guest(
     vnc_password: str | None = None,
     cmdline: str = "console=ttyS0 quiet",
     error_policy: str | None = None,
+    qemu_args: Sequence[str] = (),
 ) -> libvirt.virDomain:
     """Define (persistently) the :func:`guest_xml` guest on ``conn`` and start it."""
     xml = guest_xml(
         name, memory_mib=memory_mib, kernel=kernel, initrd=initrd, vnc=vnc,
         console_log=console_log, disk=disk, vnc_password=vnc_password, cmdline=cmdline,
-        error_policy=error_policy,
+        error_policy=error_policy, qemu_args=qemu_args,
     )
     dom = conn.defineXML(xml)
     if start:
@@ -576,3 +588,36 @@ def services() -> list[LabService]:
             description="two libvirtd nodes (netns dvlXXXX-node1/2, veth 10.77.0.0/24), TCG guests",
         )
     ]
+
+
+# --- hooks --------------------------------------------------------------------------------
+
+
+def hooks_dir(lab_dir: str | Path, node: str) -> Path:
+    """Node ``node``'s ``/etc/libvirt/hooks`` (its private copy), seen from the root
+    namespace of lab ``lab_dir`` (the `[hv] hooks_dir` for `hv hook install` there)."""
+    return node_local_path(lab_dir, node, "/etc/libvirt/hooks")
+
+
+def restart_libvirtd(lab_dir: str | Path, node: str) -> float:
+    """Restart node ``node``'s libvirtd in place and return the seconds it took: same
+    namespaces, config and state; running guests keep running (libvirtd reconnects to
+    them). libvirtd looks for hook scripts only when it starts (a ``qemu`` hook created
+    later is never run until then; once seen, the file is read at each event, and
+    removing or replacing it takes effect at once)."""
+    t0 = time.monotonic()
+    lctx = LabContext(Path(lab_dir) / "libvirt", Path(lab_dir))
+    node_dir = lctx.dir / node
+    if not _node_up(lctx, node):
+        raise LabError(f"lab node {node} is not running (debvisor lab up libvirt)")
+    stop_pidfile(node_dir / "daemon.pid")
+    wrapper = lctx.dir / "node-init.sh"
+    pid = spawn(
+        ["unshare", "--mount", "--uts", "--", "/bin/sh", str(wrapper), str(node_dir), node],
+        pidfile=node_dir / "daemon.pid",
+        log=node_dir / "libvirtd.log",
+        netns=_ns(lctx, node),
+    )
+    wait_for(partial(_sock_ready, socket_path(lctx, node)), timeout=30,
+             what=f"libvirtd {node} (restarted)", log=node_dir / "libvirtd.log", pid=pid)
+    return time.monotonic() - t0

@@ -542,7 +542,11 @@ class MigrateVM(Step):
                         point["t"] = round(time.monotonic() - t0, 3)
                         samples.append(point)
                         prog.update(point["done"], point["total"], eta=point["eta_s"],
-                                    rate=point["bps"], note=f"pass {point['iteration']}")
+                                    rate=point["bps"], note=f"pass {point['iteration']}",
+                                    extra={"pct": point["pct"], "dirty_bps": point["dirty_bps"],
+                                           "iteration": point["iteration"],
+                                           "remaining": point["remaining"],
+                                           "phase": "migrate-back" if back else "migrate"})
                     if time.monotonic() - t0 > self.timeout_s and th.is_alive():
                         said = self._abort(dom, th)
                         side = settled_side(sconn, dconn, self.vm)
@@ -631,6 +635,8 @@ class MigrateVM(Step):
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         """Running on the target, gone from the source, guest CPU still advancing."""
         libvirt = lv()
+        log.info(f"validating {self.vm}: running on {self.target}, gone from {self.source}, "
+                 "guest CPU advancing")
         sconn, dconn = connect(node(ctx, self.source)), connect(node(ctx, self.target))
         dom = _lookup(dconn, self.vm)
         if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:

@@ -34,9 +34,9 @@ def debvisor_actions() -> list[Action]:
 
 @hookimpl
 def debvisor_step_types() -> list[type[Step]]:
-    from . import evacuate, migrate, registry, snapshots, vnc
+    from . import evacuate, hook, migrate, registry, snapshots, vnc
 
-    return [registry.WriteInventory, registry.SetAutostart, migrate.MigrateVM,
+    return [registry.WriteInventory, registry.SetAutostart, migrate.MigrateVM, hook.InstallHook,
             evacuate.EvacuateVM, evacuate.VerifyNoVMs,
             migrate.PrecreateDisks, snapshots.CreateSnapshot, snapshots.RevertSnapshot,
             snapshots.DeleteSnapshot, vnc.SetVncTarget, vnc.OpenVncPort]

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from typing import Any
 
-KINDS = {"hv.snapshot": "hv.snapshot", "hv.migrate": "hv.migrate",
+KINDS = {"hv.snapshot": "hv.snapshot", "hv.migrate": "hv.migrate", "hv.start": "hv.start",
+         "hv.stop": "hv.stop",
          "hv.register": "hv.register", "hv.unregister": "hv.unregister",
-         "hv.vnc.target": "hv.vnc-target", "hv.vnc.ensure": "hv.vnc-ensure"}
+         "hv.vnc.target": "hv.vnc-target", "hv.vnc.ensure": "hv.vnc-ensure",
+         "hv.hook.install": "hv.hook-install"}
 
 
 def test_every_command_but_console_is_a_declared_action() -> None:
@@ -43,9 +45,11 @@ def test_every_command_but_console_is_a_declared_action() -> None:
 
 def test_operation_options_on_every_state_change_of_a_kind(dv: Any) -> None:
     for words, kind in ((["snapshot"], "hv.snapshot"), (["migrate"], "hv.migrate"),
+                        (["start"], "hv.start"), (["stop"], "hv.stop"),
                         (["register"], "hv.register"), (["unregister"], "hv.unregister"),
                         (["vnc", "target"], "hv.vnc-target"),
-                        (["vnc", "ensure"], "hv.vnc-ensure")):
+                        (["vnc", "ensure"], "hv.vnc-ensure"),
+                        (["hook", "install"], "hv.hook-install")):
         res = dv("hv", *words, "--help")
         assert res.code == 0, res
         for opt in ("--dry-run", "--check", "--yes", "--force-maintenance", "--rollback",

@@ -95,7 +95,7 @@ def test_plugin_distributions_declare_entry_points() -> None:
         eps = meta["entry-points"]["debvisor.plugins"]
         assert eps and any(d.startswith("debvisor-core") for d in meta["dependencies"]), pp
     core = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert core["name"] == "debvisor-core" and core["scripts"]["debvisor"] == "debvisor_core.cli:main"
+    assert core["name"] == "debvisor-core" and core["scripts"]["debvisor"] == "debvisor_core.entry:main"
     assert core["requires-python"] == ">=3.11"
 
 

@@ -59,10 +59,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own fixture-scope reordering
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the browser tests, and run them after every other test of the session: the
+    sync Playwright API keeps an asyncio loop running in the main thread until the session
+    ends, and every later `asyncio.run` (textual's pilot, pyroute2's IPRoute, the console
+    proxy tests) would fail with "cannot be called from a running event loop"."""
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.browser)
+    items.sort(key=lambda item: HERE in item.path.parents)  # stable: only moves these last
 
 
 @cache

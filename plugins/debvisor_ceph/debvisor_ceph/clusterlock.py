@@ -292,8 +292,9 @@ class RadosLock:
                 who = "; ".join(h.summary() for h in holders)
                 with self._mutex:
                     self._mark_lost(name, f"cluster lock {name!r} was lost: the cluster no longer "
-                                          f"lists this process as its holder"
-                                          + (f" (it is held by {who})" if who else ""))
+                                          f"lists this process as its holder (it was broken or "
+                                          f"its lease ran out)"
+                                          + (f"; it is held by {who}" if who else ""))
         with self._mutex:
             return next(iter(self._lost.values()), None)
 

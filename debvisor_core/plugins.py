@@ -28,6 +28,9 @@ class PluginHost:
         self._entries: dict[str, discovery.PluginEntry] | None = None
         self.modules: dict[str, ModuleType] = {}
         self.failed: dict[str, str] = {}
+        #: the plugin selection (DEBVISOR_PLUGINS, DEBVISOR_DISABLE_PLUGINS) load_all last
+        #: loaded every plugin for: a long-lived process (rpcd) calls hooks per request
+        self._loaded_for: tuple[str | None, str | None] | None = None
 
     @property
     def pm(self) -> pluggy.PluginManager:
@@ -112,9 +115,14 @@ class PluginHost:
         return None
 
     def load_all(self) -> None:
-        """Load every allowed plugin (for cross-plugin hooks)."""
+        """Load every allowed plugin (for cross-plugin hooks); once per plugin selection
+        (the entries are read once per host, and loading a plugin is idempotent)."""
+        key = (os.environ.get("DEBVISOR_PLUGINS"), os.environ.get("DEBVISOR_DISABLE_PLUGINS"))
+        if key == self._loaded_for:
+            return
         for name in self.words():
             self.load(name)
+        self._loaded_for = key
 
     @property
     def hook(self) -> Any:

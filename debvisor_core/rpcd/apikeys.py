@@ -108,10 +108,13 @@ class KeyStore:
         self._mtime: int | None = None
         self._keys: dict[str, Any] = {}
         self._server_key: bytes | None = None
+        self._path: Path | None = None  # the state dir is fixed for a daemon's life
 
     def _refresh(self) -> None:
+        if self._path is None:
+            self._path = store_path()
         try:
-            m = store_path().stat().st_mtime_ns
+            m = self._path.stat().st_mtime_ns
         except OSError:
             m = None
         if m != self._mtime:

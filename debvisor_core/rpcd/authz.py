@@ -55,6 +55,9 @@ class Policy:
     roles: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_ROLES))
     identities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     proxies: frozenset[str] = frozenset()
+    #: decisions already made, by (role, permission, read-only): the roles do not change
+    #: for a policy's life, and matching the patterns is most of a check's cost
+    _seen: dict[tuple[str, str, bool], bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, conf: dict[str, Any]) -> Policy:
@@ -66,6 +69,15 @@ class Policy:
         return cls(roles, ids, frozenset(str(p) for p in conf.get("proxies") or []))
 
     def _allows(self, role: str, perm: str, read_only: bool) -> bool:
+        key = (role, perm, read_only)
+        hit = self._seen.get(key)
+        if hit is None:
+            if len(self._seen) > 4096:  # bounded: permissions come from callers' requests
+                self._seen.clear()
+            hit = self._seen[key] = self._match(role, perm, read_only)
+        return hit
+
+    def _match(self, role: str, perm: str, read_only: bool) -> bool:
         for pat in self.roles.get(role, ()):
             if pat == "@read" and read_only and not perm.startswith("rpc:"):
                 return True

@@ -9,11 +9,11 @@ several domains' metadata.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .domains import FILTERS, qemu_start_times, read_meta, state_name, uptime_from
-from .nodes import Cluster, lv
+from .nodes import Cluster, NodeUnreachable, in_threads, lv
 
 if TYPE_CHECKING:
     import libvirt
@@ -39,6 +39,10 @@ def _inventory(dom: libvirt.virDomain) -> dict[str, Any]:
         return _UNREGISTERED
     return {"registered": True, "owner": meta.get("owner"), "role": meta.get("role"),
             "tags": list(meta.get("tags") or [])}
+
+
+def _inventories(doms: list[libvirt.virDomain]) -> list[dict[str, Any]]:
+    return [_inventory(d) for d in doms]
 
 
 def _node_rows(conn: libvirt.virConnect, node: str, states: set[str] | None = None, *,
@@ -79,8 +83,13 @@ def _node_rows(conn: libvirt.virConnect, node: str, states: set[str] | None = No
             "persistent": uuid not in transient,
         })
     if threads > 1 and len(doms) > 1:
-        with ThreadPoolExecutor(min(threads, len(doms))) as pool:
-            inventory = list(pool.map(_inventory, doms))
+        n = min(threads, len(doms))  # thread i reads domains i, i + n, i + 2n, ...
+        parts = in_threads({i: partial(_inventories, doms[i::n]) for i in range(n)})
+        inventory: list[dict[str, Any]] = [{}] * len(doms)
+        for i, (part, exc) in parts.items():
+            if exc is not None:
+                raise exc
+            inventory[i::n] = part
     else:
         inventory = [_inventory(d) for d in doms]
     for row, inv in zip(rows, inventory, strict=True):
@@ -89,26 +98,42 @@ def _node_rows(conn: libvirt.virConnect, node: str, states: set[str] | None = No
 
 
 def list_vms(ctx: Any, *, state_filter: str = "all", node: str | None = None) -> dict[str, Any]:
-    """Rows of every VM on every configured node (or ``node``) plus unreachable nodes."""
+    """Rows of every VM on every configured node (or ``node``) plus unreachable nodes.
+
+    One thread per node connects and lists at once (a slow node delays no other); a
+    further thread reads the local QEMU processes' start times (uptime) meanwhile."""
     states = None if state_filter == "all" else FILTERS[state_filter]
     with Cluster(ctx, only=node) as cluster:
-        conns, errors = cluster.try_all()
-        local = {n for n in conns if cluster.nodes[n].is_local}
+        local = {n for n, nd in cluster.nodes.items() if nd.is_local}
+
+        def one(n: str) -> list[dict[str, Any]]:
+            return _node_rows(cluster.conn(n), n, states,
+                              threads=1 if n in local else REMOTE_META_THREADS)
+
+        calls: dict[str | None, Any] = {n: partial(one, n) for n in cluster.nodes}
+        if local:
+            calls[None] = qemu_start_times
+        done = in_threads(calls)
+        starts, exc = done.pop(None, ({}, None))
+        if exc is not None:
+            raise exc
         rows: list[dict[str, Any]] = []
-        with ThreadPoolExecutor(len(conns) + 1) as pool:
-            # the QEMU processes' start times (uptime) are read while the nodes answer
-            started = pool.submit(qemu_start_times) if local else None
-            futures = {n: pool.submit(_node_rows, c, n, states,
-                                      threads=1 if n in local else REMOTE_META_THREADS)
-                       for n, c in conns.items()}
-            for n, fut in futures.items():
-                try:
-                    rows.extend(fut.result())
-                except lv().libvirtError as exc:
-                    errors[n] = f"node {n}: {exc.get_error_message()}"
-            starts = started.result() if started is not None else {}
+        # the unreachable nodes first, then the nodes that failed to list (as before)
+        errors = {n: exc.message for n, (_, exc) in done.items()
+                  if n is not None and isinstance(exc, NodeUnreachable)}
+        connected: list[str] = []
+        for n, (got, exc) in done.items():
+            if n is None or n in errors:
+                continue
+            connected.append(n)
+            if isinstance(exc, lv().libvirtError):
+                errors[n] = f"node {n}: {exc.get_error_message()}"
+            elif exc is not None:
+                raise exc
+            else:
+                rows.extend(got)
     for r in rows:
         if r["state"] == "running" and r["uuid"] in starts:
             r["uptime_s"] = round(uptime_from(starts[r["uuid"]]) or 0)
     rows.sort(key=lambda r: (r["node"], r["name"]))
-    return {"vms": rows, "nodes": sorted(conns), "unreachable": errors}
+    return {"vms": rows, "nodes": sorted(connected), "unreachable": errors}

@@ -7,18 +7,20 @@ With no ``[hv.nodes]`` table the plugin talks to libvirt's built-in ``test:///de
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from debvisor_core.context import Context
 from debvisor_core.errors import BadInput, DebvisorError, PreflightRefused
 
 if TYPE_CHECKING:
+    import socket
+    import subprocess
+    from collections.abc import Callable, Hashable
+
     import libvirt
 
 DEFAULT_URI = "test:///default"
@@ -160,6 +162,34 @@ def connect(n: Node, *, timeout: float = 10.0) -> libvirt.virConnect:
     return conn
 
 
+K = TypeVar("K", bound="Hashable")
+
+
+def in_threads(calls: dict[K, Callable[[], Any]]) -> dict[K, tuple[Any, BaseException | None]]:
+    """Run every call in a thread of its own; (result, exception) by key, once all ended.
+
+    Plain threads, not concurrent.futures: that and the logging it imports cost a read
+    such as `hv list` ~3 ms of imports (compiled anew by every run without .pyc files)."""
+    out: dict[K, tuple[Any, BaseException | None]] = {}
+
+    def run(key: K, call: Callable[[], Any]) -> None:
+        try:
+            out[key] = (call(), None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out[key] = (None, exc)
+
+    if len(calls) == 1:  # no thread for one call
+        [(key, call)] = calls.items()
+        run(key, call)
+        return out
+    threads = [threading.Thread(target=run, args=(k, c), daemon=True) for k, c in calls.items()]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {k: out[k] for k in calls}
+
+
 class Cluster:
     """Lazily opened connections to the configured nodes (close with ``close()``)."""
 
@@ -170,12 +200,23 @@ class Cluster:
             self.nodes = {only: node(ctx, only)}
         self._conns: dict[str, libvirt.virConnect] = {}
         self._lock = threading.Lock()
+        self._node_locks: dict[str, threading.Lock] = {}
 
     def conn(self, name: str) -> libvirt.virConnect:
+        """The connection to node ``name``, opened once; different nodes are opened at the
+        same time (one lock per node, not one for all)."""
         with self._lock:
-            if name not in self._conns:
-                self._conns[name] = connect(self.nodes[name])
-            return self._conns[name]
+            if name in self._conns:
+                return self._conns[name]
+            node_lock = self._node_locks.setdefault(name, threading.Lock())
+        with node_lock:
+            with self._lock:
+                opened = self._conns.get(name)
+            if opened is None:
+                opened = connect(self.nodes[name])
+                with self._lock:
+                    self._conns[name] = opened
+            return opened
 
     def try_all(self) -> tuple[dict[str, libvirt.virConnect], dict[str, str]]:
         """Connect to every node concurrently: (connections, errors by node)."""
@@ -187,8 +228,9 @@ class Cluster:
             except NodeUnreachable as exc:
                 errors[name] = exc.message
 
-        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
-            list(pool.map(one, self.nodes))
+        for _, exc in in_threads({n: partial(one, n) for n in self.nodes}).values():
+            if exc is not None:
+                raise exc
         return {n: c for n, c in self._conns.items() if n not in errors}, errors
 
     def find(self, vm: str, *, node_name: str | None = None) -> tuple[str, libvirt.virDomain]:
@@ -265,5 +307,7 @@ def node_command(n: Node, argv: list[str], *, timeout: float = 30,
         raise BadInput(
             f"node {n.name} is remote: set [hv.nodes.{n.name}] ssh = \"root@HOST\" to run {argv[0]} there"
         )
+    import subprocess  # not at the top: `hv list` and the other reads never run a command
+
     return subprocess.run(full, capture_output=True, text=True, timeout=timeout,  # noqa: S603
                           input=input, stdin=None if input is not None else subprocess.DEVNULL)

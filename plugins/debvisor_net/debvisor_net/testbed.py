@@ -225,3 +225,30 @@ class Bed:
                            input="".join(f"netns del {name}\n" for name in self._created),
                            check=False, timeout=60)
             self._created = []
+
+
+def net_cli(dv: Any, bed: Bed) -> Any:
+    """For tests: ``run(*args)`` runs `debvisor net ARGS` inside the bed's node namespace
+    through the test's ``dv`` runner (a leading ``--json`` goes before the word, as a global
+    option; ``health`` runs the core's word)."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+        lead = [a for a in args[:1] if a == "--json"]
+        word = [] if args[len(lead):len(lead) + 1] == ("health",) else ["net"]
+        return dv(*lead, *word, *args[len(lead):], env=env, timeout=timeout,
+                  prog=[IP, "netns", "exec", bed.node, sys.executable, "-m", "debvisor_core"])
+
+    return run
+
+
+def kernel_state(run: Any) -> dict[str, Any]:
+    """For tests: `net show --json` through ``run`` (see :func:`net_cli`), without the
+    pending change."""
+    import json
+
+    res = run("--json", "show")
+    assert res.code == 0, res
+    data: dict[str, Any] = json.loads(res.stdout)
+    data.pop("pending", None)
+    return data
+

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from debvisor_net.testbed import Bed
+from debvisor_net.testbed import Bed, kernel_state, net_cli
 
 pytestmark = [pytest.mark.root]
 
@@ -53,22 +53,13 @@ def net(dv: Any, dv_state: Any, bed: Bed, tmp_path: Path) -> Any:
     dv_state.config({"net": {"interfaces_file": str(tmp_path / "interfaces"),
                              "peers": [Bed.PEER4]}})
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
-        lead = [a for a in args[:1] if a == "--json"]  # a global option: before the word
-        word = [] if args[len(lead):len(lead) + 1] == ("health",) else ["net"]
-        return dv(*lead, *word, *args[len(lead):], env=env, timeout=timeout,
-                  prog=["ip", "netns", "exec", bed.node, sys.executable, "-m", "debvisor_core"])
-
+    run = net_cli(dv, bed)
     run.interfaces = tmp_path / "interfaces"  # type: ignore[attr-defined]
     return run
 
 
 def _state(net: Any) -> dict[str, Any]:
-    res = net("--json", "show")
-    assert res.code == 0, res
-    data: dict[str, Any] = json.loads(res.stdout)
-    data.pop("pending", None)
-    return data
+    return kernel_state(net)
 
 
 def _desired(tmp_path: Path, text: str, gw: str = Bed.GW4) -> Path:

@@ -11,15 +11,13 @@ repeatable keys such as ``Address=``, repeatable sections such as ``[Route]``).
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from debvisor_net.testbed import Bed
+from debvisor_net.testbed import Bed, kernel_state, net_cli
 
 pytestmark = [pytest.mark.root]
 
@@ -77,21 +75,13 @@ def net(dv: Any, dv_state: Any, bed: Bed, tmp_path: Path, networkd_dir: Path) ->
                              "interfaces_file": str(tmp_path / "interfaces"),
                              "peers": [Bed.PEER4]}})
 
-    def run(*args: str) -> Any:
-        lead = [a for a in args[:1] if a == "--json"]
-        return dv(*lead, "net", *args[len(lead):],
-                  prog=["ip", "netns", "exec", bed.node, sys.executable, "-m", "debvisor_core"])
-
+    run = net_cli(dv, bed)
     run.interfaces = tmp_path / "interfaces"  # type: ignore[attr-defined]
     return run
 
 
 def _state(net: Any) -> dict[str, Any]:
-    res = net("--json", "show")
-    assert res.code == 0, res
-    data: dict[str, Any] = json.loads(res.stdout)
-    data.pop("pending", None)
-    return data
+    return kernel_state(net)
 
 
 def _desired(tmp_path: Path, text: str = MOVE_TO_BRIDGE) -> Path:

@@ -128,8 +128,7 @@ def target(data: dict[str, Any], current: dict[str, Any],
     want = interfaces(data)
     out = copy.deepcopy(current)
     links: dict[str, Any] = out["links"]
-    for name in (interfaces(previous or {})):
-        section = interfaces(previous or {})[name][0]
+    for name, (section, _) in interfaces(previous or {}).items():
         if name not in want and section != "ethernets" and name in links:
             del links[name]
     masters = {m: name for name, (_, dev) in want.items() for m in dev.get("interfaces") or []}

@@ -31,19 +31,12 @@ def checkpoint(ctx: Context) -> Checkpoint:
 
 def _restore(ctx: Context, state: dict[str, Any], by: str) -> list[str]:
     """Converge the kernel to ``state`` (the prior snapshot) and announce the addresses."""
-    from .announce import announce, wait_dad
-    from .converge import converge
-    from .kernel import open_netlink
-    from .snapshot import snapshot
+    from .watchdog import put_back
 
     cp = checkpoint(ctx)
     cp.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with cp.locked():
-        with open_netlink() as ipr:
-            now = snapshot(ipr)
-            changes = converge(ipr, state)
-            wait_dad(ipr, 5)
-        announce(state, now)
+        changes = put_back(state)
         if cp.pending() is not None:
             cp.finish("restored", by=by, changes=changes)
     return changes

@@ -12,26 +12,33 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import CONFIRMED, DEADLINE, Checkpoint
 
 
-def restore(cp: Checkpoint, by: str) -> list[str]:
-    """Restore the checkpoint's snapshot now (under its lock); the changes made."""
+def put_back(state: dict[str, Any]) -> list[str]:
+    """Converge this namespace's kernel to ``state``, wait out DAD and announce the addresses
+    that moved; the changes made. The caller holds the checkpoint's lock."""
     from .announce import announce, wait_dad
     from .converge import converge
     from .kernel import open_netlink
     from .snapshot import snapshot
 
+    with open_netlink() as ipr:
+        now = snapshot(ipr)
+        changes = converge(ipr, state)
+        wait_dad(ipr, 5)
+    announce(state, now)
+    return changes
+
+
+def restore(cp: Checkpoint, by: str) -> list[str]:
+    """Restore the checkpoint's snapshot now (under its lock); the changes made."""
     with cp.locked():
         if cp.finished() is not None:
             return []
-        before = cp.snapshot()
-        with open_netlink() as ipr:
-            now = snapshot(ipr)
-            changes = converge(ipr, before)
-            wait_dad(ipr, 5)
-        announce(before, now)
+        changes = put_back(cp.snapshot())
         cp.finish("restored", by=by, changes=changes)
     return changes
 

@@ -443,20 +443,29 @@ def find(ctx: Context, path: str) -> Action:
 
 
 # -- click generation -----------------------------------------------------------
+def outcome_code(result: Any) -> int:
+    """The exit code of a run's result (an :class:`Outcome`'s, else 0); its message is said
+    (the data was already shown)."""
+    if not (isinstance(result, Outcome) and result.code):
+        return 0
+    from . import log
+    from .ui import JsonEventsUI, active
+
+    if result.message:
+        log.error(result.message)
+    ui = active()
+    if isinstance(ui, JsonEventsUI):
+        ui.emit("exit", code=result.code, message=result.message, hint=None)
+    return result.code
+
+
 def exit_with(result: Any) -> None:
     """Exit with an :class:`Outcome`'s code (the data was already shown)."""
-    if isinstance(result, Outcome) and result.code:
+    code = outcome_code(result)
+    if code:
         import click
 
-        from . import log
-        from .ui import JsonEventsUI, active
-
-        if result.message:
-            log.error(result.message)
-        ui = active()
-        if isinstance(ui, JsonEventsUI):
-            ui.emit("exit", code=result.code, message=result.message, hint=None)
-        raise click.exceptions.Exit(result.code)
+        raise click.exceptions.Exit(code)
 
 def _help(action: Action) -> str:
     text = action.summary.rstrip(".") + "."
@@ -483,6 +492,20 @@ def _read_secret_value(p: Param, where: str) -> str:
     return value
 
 
+def _words(c: click.Context) -> list[str]:
+    """The words that named this command (``["hv", "list"]``, also when run as `hvctl`)."""
+    import os
+
+    words: list[str] = []
+    while c.parent is not None:
+        name = str(c.info_name)
+        if c.parent.parent is None and name == os.environ.get("DEBVISOR_ALIAS"):
+            name = os.environ.get("DEBVISOR_ALIAS_WORD", name)
+        words.append(name)
+        c = c.parent
+    return words[::-1]
+
+
 def command(action: Action, name: str | None = None) -> click.Command:
     """The click command of ``action`` (named after the last word of its path)."""
     import click
@@ -504,7 +527,12 @@ def command(action: Action, name: str | None = None) -> click.Command:
             from .rpcd.client import run_remote
 
             raise click.exceptions.Exit(run_remote(ctx, action, raw))
-        exit_with(run(ctx, action, checked))
+        result = run(ctx, action, checked)
+        if action.query is not None:  # the next run of it may skip click (quickquery.py)
+            from .querycache import remember
+
+            remember(action, _words(click.get_current_context()))
+        exit_with(result)
 
     params: list[click.Parameter] = []
     for p in action.params:

@@ -14,7 +14,7 @@ import click
 
 from . import __version__, log
 from .discovery import BUILTIN_COMMANDS
-from .errors import EXIT_FAILED, DebvisorError
+from .output import report
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _HOST_KEY = "debvisor.host"
@@ -121,33 +121,10 @@ class RootGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DebvisorError as exc:
-            log.error(exc.message)
-            if exc.hint:
-                log.info(exc.hint)
-            from .ui import JsonEventsUI, active
-
-            ui = active()
-            if isinstance(ui, JsonEventsUI):
-                ui.emit("exit", code=exc.exit_code, message=exc.message, hint=exc.hint)
-            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except KeyboardInterrupt:
-            log.error("interrupted")
-            ctx.exit(130)
-        except BrokenPipeError:  # `debvisor ops list | head`: the reader went away
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            ctx.exit(1)
-        except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
-            log.error(f"internal error: {type(exc).__name__}: {exc}")
-            if log.verbose():
-                import traceback
-
-                traceback.print_exc()
-            else:
-                log.info("run with --verbose for the traceback")
-            ctx.exit(EXIT_FAILED)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line, no traceback
+            ctx.exit(report(exc))
 
 
 EPILOG = """\b

@@ -55,6 +55,56 @@ def _fingerprint() -> str:
     return repr("\0".join(parts))
 
 
+def installation_key(*more: str) -> str:
+    """What the installed commands depend on: discovery's fingerprint (interpreter, every
+    ``sys.path`` entry's mtime), the plugin selection, and ``more``."""
+    env = "\0".join(f"{v}={os.environ.get(v, '')}" for v in
+                    ("DEBVISOR_PLUGINS", "DEBVISOR_DISABLE_PLUGINS"))
+    return repr("\0".join((_fingerprint(), env, *more)))
+
+
+def cache_file(kind: str, words: list[str], suffix: str) -> Path | None:
+    """The cache file of ``kind`` (help, query) for ``words``, beside discovery's."""
+    import zlib
+
+    plugins = _cache_file()
+    if plugins is None:
+        return None
+    tag = zlib.crc32(" ".join(words).encode())
+    return plugins.with_name(plugins.name.replace("plugins-", f"{kind}-").replace(".tsv", "")
+                             + f"-{tag:08x}{suffix}")
+
+
+def module_sources() -> str:
+    """Every loaded debvisor module's file with its mtime (what :func:`sources_ok` checks)."""
+    files = sorted({str(m.__file__) for name, m in list(sys.modules.items())
+                    if name.split(".")[0].startswith("debvisor") and getattr(m, "__file__", None)})
+    return "\t".join(f"{f}={os.stat(f).st_mtime_ns}" for f in files)
+
+
+def store(path: Path, text: str) -> None:
+    """Write a cache file atomically; a cache that cannot be written is no error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def sources_ok(line: str) -> bool:
+    """Whether every file of a :func:`module_sources` line still has its mtime."""
+    for item in line.split("\t"):
+        path, _, mtime = item.rpartition("=")
+        try:
+            if str(os.stat(path).st_mtime_ns) != mtime:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def _scan() -> list[PluginEntry]:
     from importlib.metadata import entry_points
 

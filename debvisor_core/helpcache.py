@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from .discovery import cache_file, installation_key, module_sources, sources_ok, store
+
 HELP = ("--help", "-h")
 
 
@@ -41,35 +43,11 @@ def _width() -> str:
 
 
 def _key(argv: list[str]) -> str:
-    from .discovery import _fingerprint
-
-    env = "\0".join(f"{v}={os.environ.get(v, '')}" for v in
-                    ("DEBVISOR_PLUGINS", "DEBVISOR_DISABLE_PLUGINS"))
-    return repr(f"{_fingerprint()}\0{env}\0{_width()}\0{' '.join(argv)}")
+    return installation_key(_width(), " ".join(argv))
 
 
 def _file(argv: list[str]) -> Path | None:
-    import zlib
-
-    from .discovery import _cache_file
-
-    plugins = _cache_file()
-    if plugins is None:
-        return None
-    tag = zlib.crc32(" ".join(argv).encode())
-    return plugins.with_name(plugins.name.replace("plugins-", "help-").replace(".tsv", "")
-                             + f"-{tag:08x}.txt")
-
-
-def _sources_ok(line: str) -> bool:
-    for item in line.split("\t"):
-        path, _, mtime = item.rpartition("=")
-        try:
-            if str(os.stat(path).st_mtime_ns) != mtime:
-                return False
-        except OSError:
-            return False
-    return True
+    return cache_file("help", argv, ".txt")
 
 
 def serve(argv: list[str]) -> bool:
@@ -83,7 +61,7 @@ def serve(argv: list[str]) -> bool:
         key, sources, text = path.read_text().split("\n", 2)
     except (OSError, ValueError):
         return False
-    if key != _key(argv) or not _sources_ok(sources):
+    if key != _key(argv) or not sources_ok(sources):
         return False
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -107,15 +85,8 @@ def render(argv: list[str], run: object) -> None:
     sys.stdout.flush()
     path = _file(argv)
     if code in (0, None) and text and path is not None:
-        files = sorted({str(m.__file__) for name, m in list(sys.modules.items())
-                        if name.split(".")[0].startswith("debvisor")
-                        and getattr(m, "__file__", None)})
         try:
-            sources = "\t".join(f"{f}={os.stat(f).st_mtime_ns}" for f in files)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}")
-            tmp.write_text(f"{_key(argv)}\n{sources}\n{text}")
-            os.replace(tmp, path)
+            store(path, f"{_key(argv)}\n{module_sources()}\n{text}")
         except OSError:
             pass
     if code not in (0, None):

@@ -138,3 +138,37 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+
+
+def report(exc: BaseException) -> int:
+    """Say what ended a command in one line (no traceback unless --verbose) and return its
+    exit code: the last resort of the CLI and of the query fast path (quickquery.py)."""
+    import os
+    import sys
+
+    from . import log
+    from .errors import EXIT_FAILED, DebvisorError
+    from .ui import JsonEventsUI, active
+
+    if isinstance(exc, DebvisorError):
+        log.error(exc.message)
+        if exc.hint:
+            log.info(exc.hint)
+        ui = active()
+        if isinstance(ui, JsonEventsUI):
+            ui.emit("exit", code=exc.exit_code, message=exc.message, hint=exc.hint)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        log.error("interrupted")
+        return 130
+    if isinstance(exc, BrokenPipeError):  # `debvisor ops list | head`: the reader went away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    log.error(f"internal error: {type(exc).__name__}: {exc}")
+    if log.verbose():
+        import traceback
+
+        traceback.print_exception(exc)
+    else:
+        log.info("run with --verbose for the traceback")
+    return EXIT_FAILED

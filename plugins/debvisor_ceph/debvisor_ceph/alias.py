@@ -5,6 +5,6 @@ from __future__ import annotations
 
 def main() -> None:
     """Run `debvisor ceph ARGS…` under the name `cephctl`."""
-    from debvisor_core.cli import alias_main
+    from debvisor_core.entry import alias
 
-    alias_main("ceph", "cephctl")
+    alias("ceph", "cephctl")

@@ -5,6 +5,6 @@ from __future__ import annotations
 
 def main() -> None:
     """Run `debvisor k8s ARGS…` under the name `k8sctl`."""
-    from debvisor_core.cli import alias_main
+    from debvisor_core.entry import alias
 
-    alias_main("k8s", "k8sctl")
+    alias("k8s", "k8sctl")

@@ -2,8 +2,11 @@
 
 1. A 256 MiB guest live migration with `hvctl migrate` (throttled so progress is
    observable): total time, downtime, ETA error at 50 % progress (relative to the time
-   the command really took from there), for a first migration to the target and for the
-   next one (which knows the target's finish time); peer: `virsh migrate --live` of the
+   the command really took from there) for: the very first migration (nothing learned:
+   its ETA is to the switch-over, and is checked against it), the next one (the
+   source's stop time learned), and the first migration in the other direction (a
+   target never migrated to, a source never migrated from: the other node's stop time
+   stands in); peer: `virsh migrate --live` of the
    same guest at the same bandwidth, as a time ratio. And the whole command (pre-check,
    migration, verification) of the first migration after the daemons started against a
    later one (target: first / later <= 1.3).
@@ -11,7 +14,9 @@
    per node (sum), as a ratio (median of 5 runs each). Each run is a fresh process: most
    of `hvctl list`'s time is Python starting, importing (libvirt.py is ~10k lines) and
    exiting, and far more of it when nothing can use or write .pyc files
-   (PYTHONDONTWRITEBYTECODE=1 and none installed): then every run compiles every module.
+   (PYTHONDONTWRITEBYTECODE=1 and none installed): then every run compiles every module
+   (`scripts/dev setup` writes them, like a regular install). The floor of any Python
+   client is measured too: start, import the bindings, list each node's names.
 
 Run: /work/main/.venv/bin/python plugins/debvisor_libvirt/bench/bench_hv.py  (root)
      add ``--only list`` (or ``--only migrate``) to run one section.
@@ -59,9 +64,9 @@ def bench_migrate(lab_dir: Path, env: dict[str, str], uris: dict[str, str],
                      initrd=g["initrd"], console_log=log)
     lab.wait_console(log, timeout=120)
 
-    def migrate_hv() -> dict[str, Any]:
+    def migrate_hv(target: str = "node2") -> dict[str, Any]:
         t = time.perf_counter()
-        res = sh([hvctl, "--json", "migrate", VM, "node2", "--bandwidth",
+        res = sh([hvctl, "--json", "migrate", VM, target, "--bandwidth",
                   f"{BANDWIDTH_MIB}MiB/s", "--yes"], env)
         out = dict(json.loads(res.stdout)["result"]["migration"])
         out["command_s"] = time.perf_counter() - t  # pre-check, migration, verification
@@ -74,11 +79,16 @@ def bench_migrate(lab_dir: Path, env: dict[str, str], uris: dict[str, str],
             "--bandwidth", str(BANDWIDTH_MIB)], env)
         return time.perf_counter() - t
 
-    def eta_at_50(mig: dict[str, Any]) -> tuple[float, float] | None:
-        """(ETA shown, actual remaining time) at the first sample at or past 50 %."""
+    def eta_at_50(mig: dict[str, Any]) -> tuple[float, float, str] | None:
+        """(ETA shown, actual remaining time, to what) at the first sample at or past 50 %:
+        to the end of the command, or to the switch-over when the ETA says it is that."""
         at50 = next((p for p in mig["progress"] if p["pct"] >= 50 and p["eta_s"] is not None),
                     None)
-        return None if at50 is None else (at50["eta_s"], mig["total_s"] - at50["t"])
+        if at50 is None:
+            return None
+        to = at50.get("eta_to", "end")
+        end = mig["transfer_s"] if to == "switch-over" else mig["total_s"]
+        return at50["eta_s"], end - at50["t"], to
 
     # run 1: a fresh state dir, nothing learned about this target yet
     first = migrate_hv()
@@ -91,10 +101,14 @@ def bench_migrate(lab_dir: Path, env: dict[str, str], uris: dict[str, str],
     fig["hv_migrate_transfer_s"] = mig["transfer_s"]
     fig["hv_migrate_finish_s"] = mig["finish_s"]
     fig["guest_ram_nonzero_share"] = round(mig["nonzero_share"] or 0, 3)
-    for key, run in (("", mig), ("_first_run", first)):
+    # run 3: the other way, with hvctl: a target never migrated to, a source never
+    # migrated from (the VM ends on node1 again)
+    other = migrate_hv("node1")
+    for key, run in (("", mig), ("_first_run", first), ("_first_to_node1", other)):
         e = eta_at_50(run)
         if e:
-            eta, actual = e
+            eta, actual, to = e
+            fig[f"eta_to{key}"] = to
             fig[f"eta_at_50pct_s{key}"] = round(eta, 2)
             fig[f"actual_remaining_at_50pct_s{key}"] = round(actual, 2)
             fig[f"eta_error_at_50pct_rel{key}"] = round((eta - actual) / actual, 3)
@@ -104,7 +118,6 @@ def bench_migrate(lab_dir: Path, env: dict[str, str], uris: dict[str, str],
     fig["first_vs_later_command_ratio"] = round(first["command_s"] / mig["command_s"], 3)
     fig["migrate_time_ratio_hv_vs_virsh"] = round(
         fig["hv_migrate_total_s"] / fig["virsh_migrate_total_s"], 3)
-    virsh_back()
     dom = conns["node1"].lookupByName(VM)
     dom.destroy()
     dom.undefine()
@@ -128,6 +141,19 @@ def bench_list(env: dict[str, str], uris: dict[str, str], conns: dict[str, Any],
     fig["virsh_list_all_per_node_sum_s"] = round(statistics.median(virsh_runs), 3)
     fig["list_ratio_hv_vs_virsh"] = round(fig["hv_list_100_domains_s"]
                                           / fig["virsh_list_all_per_node_sum_s"], 2)
+    # the floor of any Python client: start, import the bindings, list names on each node
+    floor = ("import libvirt, sys\nfor u in sys.argv[1:]:\n"
+             "    print(*sorted(d.name() for d in libvirt.open(u).listAllDomains(0)))")
+    floor_runs = [timed([sys.executable, "-c", floor, *uris.values()], env) for _ in range(5)]
+    fig["python_libvirt_floor_s"] = round(statistics.median(floor_runs), 3)
+    fig["list_floor_ratio_vs_virsh"] = round(fig["python_libvirt_floor_s"]
+                                             / fig["virsh_list_all_per_node_sum_s"], 2)
+    import importlib.util
+
+    import libvirt
+
+    fig["libvirt_py_compiled"] = os.path.exists(
+        importlib.util.cache_from_source(libvirt.__file__))
 
 
 def main(argv: list[str] | None = None) -> None:

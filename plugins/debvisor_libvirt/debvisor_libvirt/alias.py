@@ -5,6 +5,6 @@ from __future__ import annotations
 
 def main() -> None:
     """Run `debvisor hv ARGS…` under the name `hvctl`."""
-    from debvisor_core.cli import alias_main
+    from debvisor_core.entry import alias
 
-    alias_main("hv", "hvctl")
+    alias("hv", "hvctl")

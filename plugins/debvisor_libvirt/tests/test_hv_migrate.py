@@ -91,12 +91,16 @@ def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
     assert mig["downtime_ms"] is not None and mig["downtime_ms"] < 300
     assert hv_env.where(VM) == [dst]
     assert VM not in [d.name() for d in hv_env.conn(src).listAllDomains()]  # undefined there
+    # a fresh state: no stop time of any source known yet; this one measured src's
+    assert mig["finish_prior_s"] is None and mig["finish_s"] > 0, mig
     _beats_after(guest, beat)
     listed = dv("--json", "hv", "list", "--filter", "running")
     assert {(v["name"], v["node"]) for v in listed.json["vms"]} >= {(VM, dst)}
-    back = dv("hv", "migrate", VM, src, "--yes")
+    back = dv("--json", "hv", "migrate", VM, src, "--yes")
     assert back.code == 0, back
-    assert f"{VM} now runs on {src}" in back.stdout
+    assert back.json["result"]["migration"]["target"] == src
+    # dst never migrated a VM away: src's measured stop time stands in for it
+    assert back.json["result"]["migration"]["finish_prior_s"] == mig["finish_s"]
     assert hv_env.where(VM) == [src]
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
@@ -112,6 +116,8 @@ def test_bandwidth_is_respected(dv: Any, hv_env: Any, guest: Path) -> None:
     assert 0.5 * limit < mig["avg_rate_bps"] <= 1.1 * limit, mig["avg_rate_bps"]
     samples = [p["bps"] for p in mig["progress"] if p["bps"]]
     assert samples and max(samples) <= 1.1 * limit
+    # nothing learned in this fresh state: the ETA says it is to the switch-over
+    assert {p["eta_to"] for p in mig["progress"]} == {"switch-over"}
     assert hv_env.where(VM) == [dst]
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 

@@ -14,7 +14,7 @@ _OLD = {"--apply": "apply", "--rollback": "rollback", "--confirm": "confirm",
 
 def main() -> None:
     """Run `debvisor net ARGS…` under the name `debvisor-netcfg`."""
-    from debvisor_core.cli import alias_main
+    from debvisor_core.entry import alias
 
     sys.argv[1:] = [_OLD.get(a, a) if i == 0 else a for i, a in enumerate(sys.argv[1:])]
-    alias_main("net", "debvisor-netcfg")
+    alias("net", "debvisor-netcfg")

@@ -2,9 +2,12 @@
 changes `apt-get -s dist-upgrade` predicts (``--diff``), changing nothing.
 
 The node is read through ``[upgrade] root`` (default ``/``: a test bed or a mounted node
-image points it elsewhere; apt then runs with ``-o Dir=ROOT``) and the running kernel
+image points it elsewhere; apt then runs with ``-o Dir=ROOT``), the running kernel
 through ``[upgrade] running_kernel_file`` (default ``/proc/sys/kernel/osrelease``: in a
-namespace node `uname -r` shows the host's kernel, a bind mount over this file does not).
+namespace node `uname -r` shows the host's kernel, a bind mount over this file does not)
+and the boot's identity through ``[upgrade] boot_id_file`` (default
+``/proc/sys/kernel/random/boot_id``); ``[upgrade] reboot_command`` (default
+``["systemctl", "reboot"]``) reboots it.
 Checks are contributed by plugins through the ``debvisor_upgrade_checks`` hook; a check's
 status is pass, warn, fail or skip.
 """
@@ -59,13 +62,17 @@ class Node:
     root: Path
     running_kernel_file: Path
     min_free_gib: float
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
+    reboot_command: tuple[str, ...] = ("systemctl", "reboot")
 
     @classmethod
     def of(cls, ctx: Context) -> Node:
         s = Section.of(ctx, "upgrade")
         return cls(Path(s.string("root") or "/"),
                    Path(s.string("running_kernel_file") or "/proc/sys/kernel/osrelease"),
-                   s.number("min_free_gib", 5.0, minimum=0, unit="GiB"))
+                   s.number("min_free_gib", 5.0, minimum=0, unit="GiB"),
+                   Path(s.string("boot_id_file") or "/proc/sys/kernel/random/boot_id"),
+                   tuple(s.strings("reboot_command") or ("systemctl", "reboot")))
 
     def path(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
@@ -162,6 +169,21 @@ def running_kernel(node: Node) -> str:
         return node.running_kernel_file.read_text().strip()
     except OSError:
         return os.uname().release
+
+
+def boot_state(node: Node) -> dict[str, Any]:
+    """This boot: its id, the running kernel, the newest installed one, and whether a reboot
+    is needed (the newest is not the running one: Debian's kernel packages do not create
+    /run/reboot-required)."""
+    try:
+        boot_id = node.boot_id_file.read_text().strip()
+    except OSError as exc:
+        raise DebvisorError(f"cannot read the boot id from {node.boot_id_file}: "
+                            f"{exc.strerror}") from None
+    running, kernels = running_kernel(node), installed_kernels(node)
+    newest = kernels[-1] if kernels else running
+    return {"boot_id": boot_id, "running_kernel": running, "newest_kernel": newest,
+            "reboot_required": newest != running, "kernels": kernels}
 
 
 # -- the core's checks -------------------------------------------------------------------------
@@ -494,3 +516,103 @@ class RebootCheck(Step):
         if needed:
             log.warn(f"reboot needed: kernel {newest} is installed, {running} runs")
         return {"reboot_required": needed}
+
+
+def reboot(ctx: Context) -> dict[str, Any]:
+    """Reboot this node with ``[upgrade] reboot_command``, audited first; returns the boot
+    state it rebooted from. The command is started detached: the reboot may end this
+    process (and the SSH session that ran it) before it could answer."""
+    node = Node.of(ctx)
+    state = boot_state(node)
+    ctx.audit("started", command=list(node.reboot_command), **state)
+    try:
+        subprocess.Popen(list(node.reboot_command), stdin=subprocess.DEVNULL,  # noqa: S603
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    except OSError as exc:
+        ctx.audit("failed", error=str(exc))
+        raise DebvisorError(f"cannot run the reboot command {node.reboot_command[0]}: "
+                            f"{exc.strerror}") from None
+    return state
+
+
+@dataclass
+class RebootAndVerify(Step):
+    """Reboot NODE when its newest installed kernel is not the running one, wait until it
+    is back (a new boot id, asked through its transport) and verify it booted that kernel.
+    A node that boots another kernel fails the step: the upgrade pauses there, the packages
+    stay (``ops resume`` reboots and verifies again once the boot loader is fixed)."""
+
+    TYPE = "core.reboot-and-verify"
+    node: str
+    timeout: float = 900.0
+    poll_s: float = 1.0
+
+    def describe(self, ctx: Context) -> str:
+        return (f"on {self.node}: reboot if a newer kernel is installed, wait up to "
+                f"{self.timeout:g}s, verify the booted kernel")
+
+    def _status(self, ctx: Context, timeout: float) -> dict[str, Any]:
+        import json
+
+        from .remote import _why, transport_for
+
+        code, out, err = transport_for(ctx, self.node).run(
+            ["--json", "upgrade", "status"], None, timeout)
+        try:
+            data = json.loads(out) if code == 0 else None
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or "boot_id" not in data:
+            from .errors import StepFailed
+
+            raise StepFailed(f"node {self.node}: cannot read its boot state: {_why(code, err)}")
+        return data
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        from . import log
+        from .errors import StepFailed
+        from .remote import _why, transport_for
+
+        before = self._status(ctx, 120)
+        if not before["reboot_required"]:
+            return {"rebooted": False, "before": before, "after": before,
+                    "expected_kernel": before["running_kernel"]}
+        log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
+                 f"(runs {before['running_kernel']})")
+        t0 = time.monotonic()
+        code, _, err = transport_for(ctx, self.node).run(["--yes", "upgrade", "reboot"], None, 120)
+        if code not in (0, 255):  # 255: ssh lost the session to the reboot
+            raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
+        last = "no answer yet"
+        while time.monotonic() - t0 < self.timeout:
+            try:
+                after = self._status(ctx, 30)
+            except (StepFailed, OSError) as exc:
+                last = getattr(exc, "message", str(exc))
+            else:
+                if after["boot_id"] != before["boot_id"]:
+                    took = round(time.monotonic() - t0, 3)
+                    log.info(f"{self.node}: back after {took}s, runs {after['running_kernel']}")
+                    return {"rebooted": True, "before": before, "after": after,
+                            "expected_kernel": before["newest_kernel"], "reboot_s": took}
+                last = "still the same boot"
+            time.sleep(self.poll_s)
+        raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
+                         f"reboot ({last})")
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        from .errors import StepFailed
+
+        after, expected = record.get("after") or {}, record.get("expected_kernel")
+        if after.get("running_kernel") != expected:
+            raise StepFailed(f"node {self.node} booted kernel {after.get('running_kernel')}, not "
+                             f"{expected}: check its boot loader (default entry, "
+                             f"/etc/default/grub), then `debvisor ops resume` reboots and "
+                             f"verifies it again")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """A reboot cannot be undone; the package undo before it boots the old kernel
+        again at the node's next reboot."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,19 @@ def build_node(base: Path) -> Path:
     index(repo)
     apt(root, "update")
     (root / "osrelease").write_text("6.1.0-90-debvisor\n")
+    (root / "boot_id").write_text("first-boot\n")
     return root
 
 
+FAKEBOOT = Path(__file__).with_name("upgrade_fakeboot.py")
+
+
 def upgrade_config(root: Path) -> dict[str, Any]:
-    return {"upgrade": {"root": str(root), "running_kernel_file": str(root / "osrelease")}}
+    """The node root's config: its kernel and boot id files, and a reboot that only picks
+    the kernel and a new boot id (never the machine's own `systemctl reboot`)."""
+    return {"upgrade": {"root": str(root), "running_kernel_file": str(root / "osrelease"),
+                        "boot_id_file": str(root / "boot_id"),
+                        "reboot_command": [sys.executable, str(FAKEBOOT), str(root)]}}
 
 
 @pytest.fixture
@@ -179,6 +188,7 @@ def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_sta
     (roots["node2"] / "sbin/zpool").write_text("")  # ZFS without its module: node2 refuses
     dry = dv("upgrade", "rolling", "--dry-run")
     assert dry.code == 0 and "[node2] on node2: upgrade.run()" in dry.stdout, dry
+    assert "[node2: reboot] on node2: reboot if a newer kernel is installed" in dry.stdout
     res = dv("upgrade", "rolling", "--yes")
     assert res.code == 4 and "paused" in res.stderr, res
     assert "core.zfs-dkms" in res.stderr
@@ -186,12 +196,76 @@ def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_sta
     (op,) = dv("--json", "ops", "list").json
     assert op["kind"] == "cluster.upgrade" and op["status"] == "paused"
 
+    assert (roots["node1"] / "osrelease").read_text() == "6.1.0-91-debvisor\n"  # rebooted
+    assert (roots["node2"] / "osrelease").read_text() == "6.1.0-90-debvisor\n"
+
     (roots["node2"] / "sbin/zpool").unlink()
     resumed = dv("ops", "resume", op["id"], "--yes")
     assert resumed.code == 0, resumed
     assert [versions(roots[n])[AGENT] for n in roots] == ["1.1", "1.1", "1.1"]
+    assert {(r / "osrelease").read_text() for r in roots.values()} == {"6.1.0-91-debvisor\n"}
 
     back = dv("ops", "rollback", op["id"], "--yes")
     assert back.code == 0, back
     assert [versions(roots[n])[AGENT] for n in roots] == ["1.0", "1.0", "1.0"]
     assert all("debvisor-legacy" in versions(r) for r in roots.values())
+
+
+def _nodes(dv_state: StateDir, tmp_path: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    from debvisor_core.lab.manager import to_toml
+
+    roots, inventory = {}, {}
+    for n in names:
+        base = tmp_path / n
+        (base / "state").mkdir(parents=True)
+        roots[n] = build_node(base)
+        cfg = base / "debvisor.toml"
+        cfg.write_text(to_toml(upgrade_config(roots[n])))
+        inventory[n] = {"transport": "local", "state_dir": str(base / "state"),
+                        "config": str(cfg)}
+    dv_state.config({"cluster": {"nodes": inventory}})
+    return roots
+
+
+def test_a_node_that_boots_the_old_kernel_pauses_the_upgrade(dv: Runner, dv_state: StateDir,
+                                                             tmp_path: Path) -> None:
+    """node1's boot loader keeps the old kernel: the upgrade pauses at its reboot, with the
+    new packages kept and node2 untouched; once fixed, `ops resume` reboots it again,
+    verifies the new kernel and goes on."""
+    roots = _nodes(dv_state, tmp_path, ("node1", "node2"))
+    (roots["node1"] / "etc/testbed").mkdir(parents=True)
+    (roots["node1"] / "etc/testbed/boot-override").write_text("6.1.0-90-debvisor\n")
+    res = dv("upgrade", "rolling", "--yes")
+    assert res.code == 4 and "paused" in res.stderr, res
+    assert "node node1 booted kernel 6.1.0-90-debvisor, not 6.1.0-91-debvisor" in res.stderr
+    assert versions(roots["node1"])[AGENT] == "1.1" and versions(roots["node2"])[AGENT] == "1.0"
+    assert (roots["node1"] / "boot_id").read_text() != "first-boot\n"  # it did reboot
+    (op,) = dv("--json", "ops", "list").json
+    assert op["status"] == "paused"
+
+    (roots["node1"] / "etc/testbed/boot-override").unlink()
+    booted = (roots["node1"] / "boot_id").read_text()
+    resumed = dv("--json", "ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0 and resumed.json["status"] == "succeeded", resumed
+    assert (roots["node1"] / "boot_id").read_text() != booted  # rebooted again
+    assert {(r / "osrelease").read_text() for r in roots.values()} == {"6.1.0-91-debvisor\n"}
+    assert versions(roots["node2"])[AGENT] == "1.1"
+
+
+def test_no_reboot_leaves_the_kernel_and_a_node_without_a_new_kernel_is_not_rebooted(
+        dv: Runner, dv_state: StateDir, tmp_path: Path) -> None:
+    roots = _nodes(dv_state, tmp_path, ("node1",))
+    res = dv("upgrade", "rolling", "--no-reboot", "--yes")
+    assert res.code == 0, res
+    assert (roots["node1"] / "boot_id").read_text() == "first-boot\n"
+    status = dv("--json", "upgrade", "status", env={
+        "DEBVISOR_CONFIG": str(tmp_path / "node1" / "debvisor.toml")})
+    assert status.code == 0, status
+    assert status.json == {"boot_id": "first-boot", "running_kernel": "6.1.0-90-debvisor",
+                           "newest_kernel": "6.1.0-91-debvisor", "reboot_required": True,
+                           "kernels": ["6.1.0-90-debvisor", "6.1.0-91-debvisor"]}
+    (roots["node1"] / "osrelease").write_text("6.1.0-91-debvisor\n")
+    again = dv("--json", "--yes", "upgrade", "reboot", "--if-needed", env={
+        "DEBVISOR_CONFIG": str(tmp_path / "node1" / "debvisor.toml")})
+    assert again.code == 0 and again.json["rebooting"] is False, again
+    assert (roots["node1"] / "boot_id").read_text() == "first-boot\n"

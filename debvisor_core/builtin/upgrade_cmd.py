@@ -78,11 +78,37 @@ def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
                      params={"node": host, "predicted": sim["summary"]})
 
 
+def _status(ctx: Context, p: dict[str, Any]) -> Any:
+    from ..upgrade import Node, boot_state
+
+    return boot_state(Node.of(ctx))
+
+
+def _render_status(r: dict[str, Any]) -> None:
+    print(f"boot {r['boot_id']}: runs {r['running_kernel']}, newest installed "
+          f"{r['newest_kernel']}" + (" - reboot needed" if r["reboot_required"] else ""))
+
+
+def _reboot(ctx: Context, p: dict[str, Any]) -> Any:
+    from ..engine import _confirm
+    from ..upgrade import Node, boot_state, reboot
+
+    state = boot_state(Node.of(ctx))
+    if p["if_needed"] and not state["reboot_required"]:
+        return {"rebooting": False, **state}
+    _confirm(ctx, f"Reboot this node now (runs {state['running_kernel']}, newest "
+                  f"{state['newest_kernel']})?", "reboot")
+    return {"rebooting": True, **reboot(ctx)}
+
+
 def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
-    """One phase per batch of nodes, each node's `upgrade run` through its transport."""
+    """Two phases per batch of nodes: each node's `upgrade run` through its transport
+    (a failure undoes that batch's upgrades and pauses), then the reboot into the newest
+    kernel and its verification (a failure pauses and keeps the packages)."""
     from ..errors import BadInput
-    from ..model import GATE_AUTO, GATE_PAUSE, ROLLBACK_PHASE_AND_PAUSE, Operation, Phase
+    from ..model import GATE_AUTO, GATE_PAUSE, PAUSE, ROLLBACK_PHASE_AND_PAUSE, Operation, Phase
     from ..remote import RemoteAction
+    from ..upgrade import RebootAndVerify
 
     inventory = ctx.section("cluster").get("nodes") or {}
     names = [n.strip() for n in ",".join(p["nodes"] or []).split(",") if n.strip()] \
@@ -98,12 +124,18 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
     phases = []
     for i in range(0, len(names), batch):
         group = names[i:i + batch]
+        node = group[0] if len(group) == 1 else None
+        gate = GATE_PAUSE if p["pause"] else GATE_AUTO
         phases.append(Phase(", ".join(group),
                             [RemoteAction(n, "upgrade.run", {}, timeout=float(p["timeout"]))
                              for n in group],
-                            node=group[0] if len(group) == 1 else None,
-                            on_failure=ROLLBACK_PHASE_AND_PAUSE,
-                            gate=GATE_PAUSE if p["pause"] else GATE_AUTO))
+                            node=node, on_failure=ROLLBACK_PHASE_AND_PAUSE,
+                            gate=GATE_AUTO if not p["no_reboot"] else gate))
+        if not p["no_reboot"]:
+            phases.append(Phase(f"{', '.join(group)}: reboot",
+                                [RebootAndVerify(n, timeout=float(p["reboot_timeout"]))
+                                 for n in group],
+                                node=node, on_failure=PAUSE, gate=gate))
     return Operation(kind="cluster.upgrade", title=f"rolling upgrade of {len(names)} node(s)",
                      phases=phases, destructive=True, locks=["cluster.upgrade"],
                      params={"nodes": names, "batch": batch})
@@ -160,17 +192,46 @@ ACTIONS = [
                   "debvisor upgrade run --rollback --yes"),
     ),
     Action(
+        "upgrade.status", "This node's boot: its id, the running and the newest installed "
+                          "kernel, and whether a reboot is needed",
+        query=_status, render=_render_status, privilege="none",
+        description="The running kernel is read from [upgrade] running_kernel_file and the "
+                    "boot id from [upgrade] boot_id_file; a reboot is needed when the newest "
+                    "/boot/vmlinuz-* is not the running kernel. The rolling upgrade asks it "
+                    "to see a node come back from its reboot.",
+        result="{boot_id, running_kernel, newest_kernel, reboot_required, kernels [oldest "
+               "first]}",
+        examples=("debvisor upgrade status", "debvisor --json upgrade status"),
+    ),
+    Action(
+        "upgrade.reboot", "Reboot this node ([upgrade] reboot_command), audited first",
+        execute=_reboot, destructive=True,
+        description="Asks for confirmation (or the global --yes). The reboot command (default "
+                    "`systemctl reboot`) is started detached, so the answer may be cut off by "
+                    "the reboot itself. --if-needed reboots only when the newest installed "
+                    "kernel is not the running one.",
+        params=(Param("if_needed", "Reboot only if a newer kernel is installed.", type="bool",
+                      default=False),),
+        result="{rebooting, boot_id, running_kernel, newest_kernel, reboot_required, kernels}",
+        examples=("debvisor --yes upgrade reboot --if-needed",),
+    ),
+    Action(
         "upgrade.rolling", "Upgrade the cluster's nodes one batch at a time (each node's "
                            "`upgrade run` through its transport), pausing on any failure",
         plan=_plan_rolling, kind="cluster.upgrade", destructive=True,
         render=lambda res: print(f"{res.title}: done (operation {res.id})"),
         description="Nodes come from [cluster.nodes] (transport ssh or local), in name "
                     "order or as --nodes gives them. A node whose upgrade fails (its "
-                    "checklist refuses it, dpkg fails) has its own upgrade rolled back and "
-                    "the rolling upgrade pauses there: fix it, then `debvisor ops resume ID` "
-                    "continues from that node; `debvisor ops rollback ID` undoes every node "
-                    "done. --pause stops after each batch for a human. Each node journals and "
-                    "audits its own upgrade too.",
+                    "checklist refuses it, dpkg fails, it cannot be reached) has its own "
+                    "upgrade rolled back and the rolling upgrade pauses there: fix it, then "
+                    "`debvisor ops resume ID` continues from that node; `debvisor ops "
+                    "rollback ID` undoes every node done. After each batch's upgrade, a node "
+                    "whose newest installed kernel is not the running one is rebooted "
+                    "(`upgrade reboot` there), waited for (a new boot id) and checked to run "
+                    "that kernel; one that boots another kernel pauses the upgrade with its "
+                    "packages kept. --pause stops after each batch for a human. Each node "
+                    "journals and audits its own upgrade too. The orchestrator itself killed: "
+                    "`debvisor ops resume ID` continues where it stopped.",
         params=(Param("nodes", "The nodes, in order (comma-separated or repeated; default "
                                "every node of [cluster.nodes]).", type="list", default=None,
                       metavar="NODE[,NODE]"),
@@ -179,10 +240,15 @@ ACTIONS = [
                 Param("pause", "Stop after each batch until `debvisor ops resume ID`.",
                       type="bool", default=False),
                 Param("timeout", "Longest one node's upgrade may take.", type="duration",
-                      default=3600.0, minimum=1)),
+                      default=3600.0, minimum=1),
+                Param("no_reboot", "Do not reboot nodes into a newly installed kernel.",
+                      type="bool", default=False),
+                Param("reboot_timeout", "Longest a node may take to come back after its "
+                                        "reboot.", type="duration", default=900.0, minimum=1)),
         result="the operation result: id, kind, title, status (succeeded, paused), steps, "
                "findings, duration_ms, error",
         examples=("debvisor upgrade rolling --dry-run", "debvisor upgrade rolling --yes",
+                  "debvisor upgrade rolling --no-reboot --yes",
                   "debvisor upgrade rolling --nodes node3,node1 --pause --yes",
                   "debvisor ops resume ID --yes"),
     ),
@@ -218,9 +284,9 @@ def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck]:
 
 @hookimpl
 def debvisor_step_types() -> list[type[Step]]:
-    from ..upgrade import AptDistUpgrade, RebootCheck
+    from ..upgrade import AptDistUpgrade, RebootAndVerify, RebootCheck
 
-    return [AptDistUpgrade, RebootCheck]
+    return [AptDistUpgrade, RebootCheck, RebootAndVerify]
 
 
 @hookimpl

@@ -260,3 +260,38 @@ def _vm_ptr(cfg: DnsConfig, address: str, fqdn: str, *, delete: bool) -> dict[st
         return None
     _, addr = address_type(address)
     return ptr_change(cfg, addr, fqdn, delete=delete, ttl=cfg.default_ttl)
+
+
+def join_steps(cfg: DnsConfig, table: Any, hostname: str) -> list[Step]:
+    """`debvisor join`'s DNS part, from ``[dns.join]``: this node's A/AAAA record
+    (``name``, default the short host name; ``address``; ``zone``, default ``[dns]
+    vm_zone``; ``ttl``; ``ptr``, default true) with its PTR, planned like `dns update`
+    (prerequisites from the current RRsets; undo puts them back). Nothing when the record
+    is already so (this node joined before)."""
+    where = "[dns.join]"
+    if not isinstance(table, dict):
+        raise BadInput(f"{where} must be a table")
+    unknown = sorted(set(table) - {"name", "address", "zone", "ttl", "ptr"})
+    if unknown:
+        raise BadInput(f"{where}: unknown key {unknown[0]!r} (known: address, name, ptr, ttl, "
+                       f"zone)")
+    address, name = table.get("address"), table.get("name", hostname.split(".")[0])
+    if not isinstance(address, str) or not address:
+        raise BadInput(f"{where} address must be this node's IP address, as a string")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise BadInput(f"{where} address {address[:60]!r} is not an IP address") from None
+    if not isinstance(name, str) or not name:
+        raise BadInput(f"{where} name must be a host name, as a string")
+    ttl = table.get("ttl")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+        raise BadInput(f"{where} ttl must be a whole number of seconds")
+    ptr = table.get("ptr", True)
+    if not isinstance(ptr, bool):
+        raise BadInput(f"{where} ptr must be true or false")
+    zone = table.get("zone", cfg.vm_zone)
+    if not isinstance(zone, str) or not zone:
+        raise BadInput(f"{where} zone is not set and [dns] vm_zone neither")
+    op = plan_update(cfg, name, address, None, ttl, zone, with_ptr=ptr, wait_ttl=True)
+    return list(op.steps) if op is not None else []

@@ -83,6 +83,22 @@ def _vm_steps(ctx: Context, vm: dict[str, Any], delete: bool) -> list[Step]:
 
 
 @hookimpl
+def debvisor_steps(ctx: Context, op: Any) -> list[Step] | None:
+    """`debvisor join --mode dns|all`: this node's record, from [dns.join]."""
+    if op.kind != "node.join" or op.params.get("mode") not in ("dns", "all"):
+        return None
+    table = ctx.section("dns").get("join")
+    if table is None:
+        return None
+    import socket
+
+    from .config import parse
+    from .plan import join_steps
+
+    return join_steps(parse(ctx.section("dns"), ctx.config.path), table, socket.gethostname())
+
+
+@hookimpl
 def debvisor_vm_registered(ctx: Context, vm: dict[str, Any]) -> list[Step]:
     """Add the VM's A/AAAA (and PTR) record in [dns] vm_zone."""
     return _vm_steps(ctx, vm, delete=False)

@@ -125,13 +125,39 @@ def preflight(ctx: Context, op: Operation, steps: list[Step] | None = None) -> l
 
 
 def _plan(ctx: Context, op: Operation) -> None:
-    if not op.phases:
+    if not op.contributions:
+        pass
+    elif not op.phases:
         extra: list[Step] = []
         for contributed in ctx.hook.debvisor_steps(ctx=ctx, op=op):
             extra.extend(contributed or [])
         op.steps = sorted(op.steps + extra, key=lambda s: s.ORDER)  # stable
+    else:
+        _plan_phases(ctx, op)
     if not op.steps:
         raise BadInput(f"{op.title}: nothing to do")
+
+
+def _plan_phases(ctx: Context, op: Operation) -> None:
+    """The slots of a phased operation: each phase starts with the steps plugins contribute
+    for it (``debvisor_phase_steps``: a gate such as Ceph's ok-to-stop for its nodes);
+    ``debvisor_steps`` contributions form a first phase (ORDER below 50, failure undoes the
+    operation) and a last one (after every other phase; failure pauses)."""
+    order = lambda s: s.ORDER  # noqa: E731 - the sort key, stable
+    extra = sorted((s for c in ctx.hook.debvisor_steps(ctx=ctx, op=op) for s in c or []),
+                   key=order)
+    phases: list[Phase] = []
+    for ph in op.phases:
+        gates = sorted((s for c in ctx.hook.debvisor_phase_steps(ctx=ctx, op=op, phase=ph)
+                        for s in c or []), key=order)
+        phases.append(dataclasses.replace(ph, steps=[*gates, *ph.steps]) if gates else ph)
+    before, after = [s for s in extra if s.ORDER < 50], [s for s in extra if s.ORDER >= 50]
+    if before:
+        phases.insert(0, Phase("before", before, on_failure=ROLLBACK_ALL))
+    if after:
+        phases.append(Phase("after", after, on_failure=PAUSE))
+    op.phases = phases
+    op.steps = [s for p in phases for s in p.steps]
 
 
 def _where(f: Finding) -> str:
@@ -462,7 +488,8 @@ def _rebuild(ctx: Context, st: journal.OpState) -> Operation:
         first, count = int(p.get("first", 0)), int(p.get("count", 0))
         phases.append(Phase(str(p.get("name", f"phase {k + 1}")), steps[first:first + count],
                             node=p.get("node"), on_failure=str(p.get("on_failure", ROLLBACK_ALL)),
-                            gate=str(p.get("gate", "auto"))))
+                            gate=str(p.get("gate", "auto")),
+                            nodes=tuple(str(n) for n in p.get("nodes") or ())))
     op = (Operation(kind=st.kind, title=st.title, phases=phases, params=st.params,
                     locks=st.locks, id=st.id, target=st.target) if phases else
           Operation(kind=st.kind, title=st.title, steps=steps, params=st.params,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .firstboot import Module as FirstbootModule
     from .health import HealthCheck
     from .lab import LabService
-    from .model import Finding, Operation, Step
+    from .model import Finding, Operation, Phase, Step
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
@@ -76,6 +76,16 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     Look at ``op.kind`` and ``op.params`` and return steps to add, or nothing. Each
     step class's ``ORDER`` places it: the owner's steps have order 50, so 10 runs before
     them and 90 after.
+    """
+
+
+@hookspec
+def debvisor_phase_steps(ctx: Context, op: Operation, phase: Phase) -> list[Step] | None:
+    """Contribute steps to the start of each phase of another plugin's phased operation
+    (a rolling upgrade's batch): a gate such as Ceph's ok-to-stop for the phase's nodes
+    (``phase.nodes``). A failing step fails the phase under its own failure policy.
+    (``debvisor_steps`` contributions to a phased operation go into a first phase, ORDER
+    below 50, or a last one: noout set once before every node and unset after them.)
     """
 
 

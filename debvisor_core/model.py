@@ -213,6 +213,9 @@ class Phase:
     node: str | None = None
     on_failure: str = ROLLBACK_ALL
     gate: str = GATE_AUTO
+    #: the nodes the phase works on (for contributed gates; ``node`` is the one of a
+    #: single-node phase)
+    nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.on_failure not in POLICIES:
@@ -222,7 +225,8 @@ class Phase:
 
     def to_json(self, first: int) -> dict[str, Any]:
         return {"name": self.name, "node": self.node, "on_failure": self.on_failure,
-                "gate": self.gate, "first": first, "count": len(self.steps)}
+                "gate": self.gate, "first": first, "count": len(self.steps),
+                "nodes": list(self.nodes)}
 
 
 @dataclass
@@ -246,6 +250,9 @@ class Operation:
     target: dict[str, Any] | None = None
     #: in-process state steps share during one run (never journalled or printed)
     scratch: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: whether other plugins' ``debvisor_steps`` / ``debvisor_phase_steps`` are added when
+    #: it is planned (False: the owner composed it from them itself, as `join` does)
+    contributions: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         if self.phases:

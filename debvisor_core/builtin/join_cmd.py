@@ -42,7 +42,7 @@ def plan(ctx: Context, p: dict[str, Any]) -> Operation:
     phases.sort(key=lambda ph: PHASE_ORDER.index(ph.name) if ph.name in PHASE_ORDER else 99)
     names = ", ".join(ph.name for ph in phases)
     return Operation(kind=KIND, title=f"join this node: {names}", phases=phases,
-                     params={"mode": mode}, destructive=True, locks=[KIND])
+                     params={"mode": mode}, destructive=True, locks=[KIND], contributions=False)
 
 
 def render(res: OpResult) -> None:

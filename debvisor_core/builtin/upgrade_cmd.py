@@ -130,12 +130,12 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
                             [RemoteAction(n, "upgrade.run", {}, timeout=float(p["timeout"]))
                              for n in group],
                             node=node, on_failure=ROLLBACK_PHASE_AND_PAUSE,
-                            gate=GATE_AUTO if not p["no_reboot"] else gate))
+                            gate=GATE_AUTO if not p["no_reboot"] else gate, nodes=tuple(group)))
         if not p["no_reboot"]:
             phases.append(Phase(f"{', '.join(group)}: reboot",
                                 [RebootAndVerify(n, timeout=float(p["reboot_timeout"]))
                                  for n in group],
-                                node=node, on_failure=PAUSE, gate=gate))
+                                node=node, on_failure=PAUSE, gate=gate, nodes=tuple(group)))
     return Operation(kind="cluster.upgrade", title=f"rolling upgrade of {len(names)} node(s)",
                      phases=phases, destructive=True, locks=["cluster.upgrade"],
                      params={"nodes": names, "batch": batch})

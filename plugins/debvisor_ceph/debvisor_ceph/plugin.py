@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from debvisor_core.engine import Finding, Operation, Step
     from debvisor_core.health import HealthCheck
     from debvisor_core.lab import LabService
+    from debvisor_core.model import Phase
 
 
 @hookimpl
@@ -39,8 +40,8 @@ def debvisor_step_types() -> list[type[Step]]:
     from . import join, steps
 
     return [steps.OsdFlag, steps.UpgradeNoout, steps.UpgradeNooutRelease, steps.PgUpmap,
-            steps.OsdReweight, steps.PoolPgNum, join.CreateOsd, join.PlaceOsd, join.StartOsd,
-            join.VerifyOsdUp]
+            steps.OsdReweight, steps.PoolPgNum, steps.OkToStopGate, join.CreateOsd,
+            join.PlaceOsd, join.StartOsd, join.VerifyOsdUp]
 
 
 @hookimpl
@@ -105,6 +106,21 @@ def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
 
     reason = f"debvisor {op.kind}: {op.title}"
     return [UpgradeNoout("noout", True, reason), UpgradeNooutRelease(reason)]
+
+
+@hookimpl
+def debvisor_phase_steps(ctx: Context, op: Operation, phase: Phase) -> list[Step] | None:
+    """A rolling upgrade's batch starts only when the mgr says its nodes' OSDs are ok to
+    stop (on a node with a Ceph config; ``params["ceph_ok_to_stop"] = False`` skips it)."""
+    if op.kind != "cluster.upgrade" or not phase.nodes or op.params.get("ceph_ok_to_stop") is False:
+        return None
+    from .client import Settings
+
+    if not Settings.from_ctx(ctx).configured():
+        return None
+    from .steps import ok_to_stop_gates
+
+    return ok_to_stop_gates(ctx, phase.nodes)
 
 
 @hookimpl

@@ -272,3 +272,63 @@ def wait(pred: Any, timeout: float, what: str, every: float = 0.5) -> None:
         if time.monotonic() > end:
             raise StepFailed(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(every)
+
+
+@dataclass
+class OkToStopGate(Step):
+    """Contributed to the start of each batch of a rolling upgrade: the OSDs of the batch's
+    nodes (CRUSH host ``[cluster.nodes.NAME] ceph_host``, default NAME) must be ok to stop
+    by the mgr's `osd ok-to-stop`, asked again every few seconds for up to ``wait_s``
+    (recovery may finish meanwhile). Not ok: the step fails, so the batch does not start
+    and the upgrade pauses there. Reads only: nothing to undo."""
+
+    TYPE = "ceph.ok-to-stop"
+    NAME = "CephOkToStop"
+    ORDER = 5
+    hosts: list[str]
+    wait_s: float = 300.0
+
+    def describe(self, ctx: Context) -> str:
+        return (f"Ceph: the OSDs of {', '.join(self.hosts)} are ok to stop (ok-to-stop, "
+                f"waiting up to {self.wait_s:g}s)")
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        from .analysis import tree_index
+
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            with session(ctx) as c:
+                idx = tree_index(c.mon("osd tree"))
+                osds = sorted(i for h in self.hosts for i in idx["osds_of"].get(h, []))
+                if not osds:
+                    return {"osds": [], "ok_to_stop": True}
+                ret, out, err = c.mgr_raw("osd ok-to-stop", (-11, -16),
+                                          ids=[str(i) for i in osds])
+            out = out or {}
+            if ret == 0:
+                return {"osds": osds, "ok_to_stop": True}
+            if time.monotonic() >= deadline:
+                inactive = out.get("bad_become_inactive") or []
+                why = (f"{len(inactive)} PG(s) would become inactive ({', '.join(inactive[:5])})"
+                       if inactive else (err.strip() or f"the mgr said {ret}"))
+                raise StepFailed(f"Ceph: osd.{', osd.'.join(map(str, osds))} on "
+                                 f"{', '.join(self.hosts)} are not ok to stop: {why}; let "
+                                 f"recovery finish (ceph status), then `debvisor ops resume`")
+            log.info(f"Ceph: the OSDs of {', '.join(self.hosts)} are not ok to stop yet; "
+                     f"asking again")
+            time.sleep(min(5.0, max(deadline - time.monotonic(), 0.1)))
+
+
+def ok_to_stop_gates(ctx: Context, nodes: tuple[str, ...]) -> list[Step]:
+    """The gate of a rolling upgrade's batch (``debvisor_phase_steps``)."""
+    from debvisor_core.settings import Section
+
+    inventory = ctx.section("cluster").get("nodes") or {}
+    hosts = []
+    for n in nodes:
+        conf = inventory.get(n) if isinstance(inventory, dict) else None
+        sec = Section.at(ctx, f"[cluster.nodes.{n}]", conf if isinstance(conf, dict) else {})
+        hosts.append(sec.string("ceph_host") or n)
+    wait = Section.of(ctx, "ceph").sub("upgrade").number("ok_to_stop_wait", 300.0, minimum=0,
+                                                         unit="s")
+    return [OkToStopGate(hosts, wait)]

@@ -6,6 +6,8 @@ journals the remote operation's id whatever its outcome (``verify`` fails a run 
 not succeed), and undoes it with ``debvisor ops rollback ID`` there. The remote node
 journals and audits its own operation with the origin, so an apply interrupted before
 its id came back is found again by ``ops list --origin`` — never guessed.
+``RebootAndVerify(node)`` reboots a node into its newest kernel through the same
+transport and checks that it came back running it.
 
 Nodes come from the config: ``[cluster.nodes.NAME]`` with ``transport`` (``ssh``, the
 default, ``local`` or ``grpc``), ``host`` (ssh), ``address`` (grpc: the node's rpcd, see
@@ -203,3 +205,79 @@ class RemoteAction(Step):
         return None
 
 
+@dataclass
+class RebootAndVerify(Step):
+    """Reboot NODE when its newest installed kernel is not the running one, wait until it
+    is back (a new boot id, asked through its transport) and verify it booted that kernel.
+    A node that boots another kernel fails the step: the upgrade pauses there, the packages
+    stay (``ops resume`` reboots and verifies again once the boot loader is fixed)."""
+
+    TYPE = "core.reboot-and-verify"
+    node: str
+    timeout: float = 900.0
+    poll_s: float = 1.0
+
+    def describe(self, ctx: Context) -> str:
+        return (f"on {self.node}: reboot if a newer kernel is installed, wait up to "
+                f"{self.timeout:g}s, verify the booted kernel")
+
+    def _status(self, ctx: Context, timeout: float) -> dict[str, Any]:
+        import json
+
+        code, out, err = transport_for(ctx, self.node).run(
+            ["--json", "upgrade", "status"], None, timeout)
+        try:
+            data = json.loads(out) if code == 0 else None
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict) or "boot_id" not in data:
+            from .errors import StepFailed
+
+            raise StepFailed(f"node {self.node}: cannot read its boot state: {_why(code, err)}")
+        return data
+
+    def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        from . import log
+        from .errors import StepFailed
+        before = self._status(ctx, 120)
+        if not before["reboot_required"]:
+            return {"rebooted": False, "before": before, "after": before,
+                    "expected_kernel": before["running_kernel"]}
+        log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
+                 f"(runs {before['running_kernel']})")
+        t0 = time.monotonic()
+        code, _, err = transport_for(ctx, self.node).run(["--yes", "upgrade", "reboot"], None, 120)
+        if code not in (0, 255):  # 255: ssh lost the session to the reboot
+            raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
+        last = "no answer yet"
+        while time.monotonic() - t0 < self.timeout:
+            try:
+                after = self._status(ctx, 30)
+            except (StepFailed, OSError) as exc:
+                last = getattr(exc, "message", str(exc))
+            else:
+                if after["boot_id"] != before["boot_id"]:
+                    took = round(time.monotonic() - t0, 3)
+                    log.info(f"{self.node}: back after {took}s, runs {after['running_kernel']}")
+                    return {"rebooted": True, "before": before, "after": after,
+                            "expected_kernel": before["newest_kernel"], "reboot_s": took}
+                last = "still the same boot"
+            time.sleep(self.poll_s)
+        raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
+                         f"reboot ({last})")
+
+    def verify(self, ctx: Context, record: dict[str, Any]) -> None:
+        from .errors import StepFailed
+
+        after, expected = record.get("after") or {}, record.get("expected_kernel")
+        if after.get("running_kernel") != expected:
+            raise StepFailed(f"node {self.node} booted kernel {after.get('running_kernel')}, not "
+                             f"{expected}: check its boot loader (default entry, "
+                             f"/etc/default/grub), then `debvisor ops resume` reboots and "
+                             f"verifies it again")
+
+    def undo(self, ctx: Context, record: dict[str, Any]) -> None:
+        """A reboot cannot be undone; the package undo before it boots the old kernel
+        again at the node's next reboot."""

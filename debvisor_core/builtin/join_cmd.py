@@ -1,7 +1,7 @@
-"""`debvisor join --mode ceph|k8s|dns|all`: this node joins the cluster's services, one
+"""`debvisor join --mode ceph|hv|k8s|dns|all`: this node joins the cluster's services, one
 operation composed of the join steps the installed plugins contribute for ``node.join``
-(each plugin's own phase, in plugin order: Ceph's OSDs, the Kubernetes worker, the node's
-DNS record);
+(each plugin's own phase, in plugin order: Ceph's OSDs, the hypervisor's QEMU hook, the
+Kubernetes worker, the node's DNS record);
 a step that fails rolls back everything joined so far (graceful removal)."""
 
 from __future__ import annotations
@@ -53,16 +53,18 @@ def render(res: OpResult) -> None:
 
 
 ACTION = Action(
-    "join.run", "Join this node to the cluster's services (Ceph OSDs, Kubernetes worker, "
-                "DNS record) as one operation", plan=plan, kind=KIND, render=render, destructive=True,
+    "join.run", "Join this node to the cluster's services (Ceph OSDs, hypervisor hook, "
+                "Kubernetes worker, DNS record) as one operation",
+    plan=plan, kind=KIND, render=render, destructive=True,
     description="Each installed plugin contributes its join steps from its own config table "
                 "([ceph.join]: devices, class, weight…; [k8s.join]: api, token_file, ca_hash, "
-                "labels, taints…; [dns.join]: address, name, zone, ttl, ptr), checked in the "
+                "labels, taints…; [hv.join]: the QEMU hook that holds maintenance against "
+                "plain virsh; [dns.join]: address, name, zone, ttl, ptr), checked in the "
                 "preflight (monitors and control plane "
                 "reachable, health, already joined?). The steps run as one journalled "
                 "operation, one phase per plugin; a failure undoes everything joined so far.",
     params=(Param("mode", "What to join: one plugin's part, or all.", type="choice",
-                  choices=("ceph", "k8s", "dns", "all"), default="all"),),
+                  choices=("ceph", "hv", "k8s", "dns", "all"), default="all"),),
     unchanged="nothing to join",
     result="the operation result: id, kind, title, status, steps, findings, duration_ms, "
            "error; result.osds: the Ceph OSD ids created",

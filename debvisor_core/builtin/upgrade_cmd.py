@@ -107,8 +107,7 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
     kernel and its verification (a failure pauses and keeps the packages)."""
     from ..errors import BadInput
     from ..model import GATE_AUTO, GATE_PAUSE, PAUSE, ROLLBACK_PHASE_AND_PAUSE, Operation, Phase
-    from ..remote import RemoteAction
-    from ..upgrade import RebootAndVerify
+    from ..remote import RebootAndVerify, RemoteAction
 
     inventory = ctx.section("cluster").get("nodes") or {}
     names = [n.strip() for n in ",".join(p["nodes"] or []).split(",") if n.strip()] \
@@ -284,7 +283,8 @@ def debvisor_upgrade_checks(ctx: Context) -> list[HealthCheck]:
 
 @hookimpl
 def debvisor_step_types() -> list[type[Step]]:
-    from ..upgrade import AptDistUpgrade, RebootAndVerify, RebootCheck
+    from ..remote import RebootAndVerify
+    from ..upgrade import AptDistUpgrade, RebootCheck
 
     return [AptDistUpgrade, RebootCheck, RebootAndVerify]
 

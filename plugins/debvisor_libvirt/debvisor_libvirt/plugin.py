@@ -45,7 +45,16 @@ def debvisor_step_types() -> list[type[Step]]:
 @hookimpl
 def debvisor_steps(ctx: Context, op: Operation) -> list[Step] | None:
     """`debvisor maintenance enable --drain`: migrate this node's VMs away first
-    (``[hv] node``, ``[hv] evacuate_to``), and check that the node is empty at the end."""
+    (``[hv] node``, ``[hv] evacuate_to``), and check that the node is empty at the end.
+    `debvisor join --mode hv|all` with a ``[hv.join]`` table: install the QEMU hook, so
+    maintenance holds against plain virsh from the start (nothing when it is up to date)."""
+    if op.kind == "node.join":
+        if op.params.get("mode") not in ("hv", "all") or ctx.section("hv").get("join") is None:
+            return None
+        from .hook import install_step, up_to_date
+
+        step = install_step(ctx)
+        return [] if up_to_date(step) else [step]
     if op.kind != "node.maintenance" or not op.params.get("drain") \
             or op.params.get("hv_evacuate") is False:
         return None

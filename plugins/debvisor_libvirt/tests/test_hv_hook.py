@@ -216,6 +216,23 @@ def test_install_dry_run_and_a_changed_script_is_not_clobbered(dv: Any, dv_state
     assert (hooks / "qemu").read_text() == "#!/bin/sh\n# an operator's edit\n"
 
 
+def test_join_installs_the_hook_once_and_rollback_removes_it(dv: Any, dv_state: Any,
+                                                            tmp_path: Path) -> None:
+    """`join --mode hv` with [hv.join]: the QEMU hook is this node's hypervisor part."""
+    hooks = tmp_path / "hooks"
+    dv_state.config({"hv": {"hooks_dir": str(hooks), "join": {}}})
+    res = dv("--json", "join", "--mode", "hv", "--yes")
+    assert res.code == 0 and res.json["status"] == "succeeded", res
+    assert res.json["title"] == "join this node: hv"
+    assert "hv hook-event" in (hooks / "qemu").read_text()
+    again = dv("join", "--mode", "hv", "--yes")
+    assert again.code == 0 and "nothing to join" in again.stdout + again.stderr, again
+    back = dv("join", "--rollback", "--yes")
+    assert back.code == 0 and not (hooks / "qemu").exists(), back
+    dv_state.config({"hv": {"hooks_dir": str(hooks)}})  # no [hv.join]: nothing of hv's
+    assert "nothing to join" in (r := dv("join", "--mode", "hv", "--yes")).stdout + r.stderr
+
+
 # -- against the lab's libvirtd --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hooks_seen(hv_lab: Any) -> Path:

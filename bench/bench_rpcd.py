@@ -1,11 +1,17 @@
 """debvisor-rpcd against a bare grpcio server, in the same run.
 
 Peer: a sync grpcio server with mTLS answering an echo (no auth, no log) — the floor.
-Measured: rpcd invoking a cheap read action (``maintenance.status``) with mTLS + API key +
-RBAC + the durable (fsynced) call log, and the same with the log not fsynced. Servers are
-pinned to CPU 0 and the client to CPU 1 (unpinned runs on 2 vCPUs were bimodal: see
-notes/rpcd.md); 16 calls in flight from client threads for BENCH_SECONDS each.
-Targets: rpcd/bare >= 0.5 durable, >= 0.7 without fsync.
+Measured: rpcd running a cheap read action (``maintenance.status``) with mTLS + API key +
+RBAC + rate limit + the call log, durable (fsynced) and not: through ``Call`` (the unary
+RPC for queries, what ``--remote`` and the clients use for them) and, labelled, through
+``Invoke`` (server streaming: initial metadata and two messages). Two more rows split
+Call's cost (measurement scaffolding, the daemon patched in its own process): the
+security pipeline around an action that does nothing, and the action without the
+pipeline. Servers are pinned to CPU 0 and the client to CPU 1 (unpinned runs on 2 vCPUs
+were bimodal: see notes/rpcd.md); 16 calls in flight from client threads for
+BENCH_SECONDS each. Besides calls/s, the server's CPU per call (from /proc) — the figure
+that stays put when the machine is shared.
+Targets: rpcd Call/bare >= 0.5 durable, >= 0.7 without fsync.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -42,12 +49,34 @@ print(f"READY 127.0.0.1:{port}", flush=True)
 s.wait_for_termination()
 '''
 
+#: `debvisor rpcd serve` with one part of Call taken out (argv[1]: "action" or "pipeline")
+SPLIT_SERVER = r'''
+import sys
+from debvisor_core.rpcd import server
+from debvisor_core.rpcd.authz import Caller
+from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
+if sys.argv.pop(1) == "pipeline":  # the guard, the call log and the metrics around nothing
+    server.Node.Call = lambda self, request, context: pb.CallResponse()
+else:  # the action and its answer without the guard (no auth, RBAC, rate limit, log)
+    server.Guard.intercept_service = lambda self, continuation, details: continuation(details)
+    server.caller = lambda: Caller("bench", "bench", roles=("viewer",))
+sys.argv[0] = "debvisor"
+from debvisor_core.entry import main
+main()
+'''
+
 
 def _pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
 
 
-def _load(call: object, seconds: float) -> tuple[float, float, float]:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(call: Callable[[], object], seconds: float, pid: int) -> tuple[float, float, float, float]:
+    """(calls/s, p50 ms, p99 ms, server CPU µs per call) of IN_FLIGHT threads calling."""
     lat: list[float] = []
     stop = time.monotonic() + seconds
     lock = threading.Lock()
@@ -56,20 +85,21 @@ def _load(call: object, seconds: float) -> tuple[float, float, float]:
         mine = []
         while time.monotonic() < stop:
             t = time.perf_counter()
-            call()  # type: ignore[operator]
+            call()
             mine.append(time.perf_counter() - t)
         with lock:
             lat.extend(mine)
 
     threads = [threading.Thread(target=worker) for _ in range(IN_FLIGHT)]
-    t0 = time.monotonic()
+    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - t0
+    elapsed, cpu = time.monotonic() - t0, _cpu_seconds(pid) - cpu0
     lat.sort()
-    return len(lat) / elapsed, statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000
+    return (len(lat) / elapsed, statistics.median(lat) * 1000, lat[int(len(lat) * 0.99)] * 1000,
+            cpu / len(lat) * 1e6)
 
 
 def main() -> None:
@@ -79,6 +109,7 @@ def main() -> None:
     from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
     from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
 
+    results: dict[str, tuple[float, float, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         d = root / "pki"
@@ -89,52 +120,70 @@ def main() -> None:
         pki.issue(d, "bench", kind="user")
         creds = grpc.ssl_channel_credentials((d / "ca.pem").read_bytes(), (d / "bench.key").read_bytes(),
                                              (d / "bench.pem").read_bytes())
-        procs = []
+        procs: list[subprocess.Popen[str]] = []
 
-        def start(argv: list[str], extra: dict[str, str] | None = None) -> str:
+        def start(argv: list[str], extra: dict[str, str] | None = None) -> tuple[str, int]:
             p = subprocess.Popen([*_pin(0), *argv], env={**env, **(extra or {})}, stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True)
             procs.append(p)
             assert p.stdout is not None
             line = p.stdout.readline()
             assert line.startswith("READY"), line
-            return line.split()[1]
+            return line.split()[1], p.pid
+
+        def stop() -> None:
+            while procs:
+                p = procs.pop()
+                p.terminate()
+                p.wait(10)
 
         try:
-            echo = start([sys.executable, "-c", ECHO_SERVER, str(d)])
+            echo, pid = start([sys.executable, "-c", ECHO_SERVER, str(d)])
             ch = grpc.secure_channel(echo, creds)
             bare = ch.unary_unary("/bench.Echo/Echo")
-            results = {"bare mTLS echo": _load(lambda: bare(b"x" * 64, timeout=10), SECONDS)}
+            results["bare mTLS echo"] = _load(lambda: bare(b"x" * 64, timeout=10), SECONDS, pid)
+            stop()
             r = subprocess.run([sys.executable, "-m", "debvisor_core", "--json", "rpcd", "key", "create",
                                 "--owner", "bench", "--role", "viewer", "--ttl", "1h"],
                                env=env, capture_output=True, text=True, check=True)
             key = json.loads(r.stdout)["key"]
-            for label, durable in (("rpcd, durable call log", "true"), ("rpcd, log not fsynced", "false")):
+            md = [("x-api-key", key)]
+            req = pb.InvokeRequest(action="maintenance.status")
+            runs = [("rpcd Call, durable call log", "true", None, "Call"),
+                    ("rpcd Call, log not fsynced", "false", None, "Call"),
+                    ("rpcd Invoke (stream), durable", "true", None, "Invoke"),
+                    ("rpcd Invoke (stream), no fsync", "false", None, "Invoke"),
+                    ("split: pipeline, no action", "true", "pipeline", "Call"),
+                    ("split: action, no pipeline", "true", "action", "Call")]
+            for label, durable, split, method in runs:
                 conf = root / f"rpcd-{durable}.toml"
                 conf.write_text(f'[rpcd]\nlisten = "127.0.0.1:0"\nca = "{d}/ca.pem"\ncert = "{d}/node.pem"\n'
                                 f'key = "{d}/node.key"\nrate = 1000000.0\nburst = 1000000.0\n'
                                 f"durable_log = {durable}\n[rpcd.identities]\nbench = [\"viewer\"]\n")
-                addr = start([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
-                              str(root / f"calls-{durable}.jsonl")], {"DEBVISOR_CONFIG": str(conf)})
+                serve = ["rpcd", "serve", "--call-log", str(root / f"calls-{len(results)}.jsonl")]
+                argv = [sys.executable, "-c", SPLIT_SERVER, split, *serve] if split else \
+                    [sys.executable, "-m", "debvisor_core", *serve]
+                addr, pid = start(argv, {"DEBVISOR_CONFIG": str(conf)})
                 stub = pbg.NodeStub(grpc.secure_channel(addr, creds))
-                req = pb.InvokeRequest(action="maintenance.status")
-                md = [("x-api-key", key)]
 
-                def one(stub: pbg.NodeStub = stub, req: pb.InvokeRequest = req,
-                        md: list[tuple[str, str]] = md) -> None:
-                    for _ in stub.Invoke(req, timeout=10, metadata=md):
-                        pass
+                def one(stub: pbg.NodeStub = stub, method: str = method) -> None:
+                    if method == "Call":
+                        if stub.Call(req, timeout=10, metadata=md).code:
+                            raise RuntimeError("the benchmarked query failed")
+                    else:
+                        for _ in stub.Invoke(req, timeout=10, metadata=md):
+                            pass
 
-                one()
-                results[label] = _load(one, SECONDS)
+                for _ in range(200):  # warm: channel, caches, the plugins' first run
+                    one()
+                results[label] = _load(one, SECONDS, pid)
+                stop()
         finally:
-            for p in procs:
-                p.terminate()
-                p.wait(10)
+            stop()
     base = results["bare mTLS echo"][0]
-    print(f"{'server':28} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}")
-    for label, (rps, p50, p99) in results.items():
-        print(f"{label:28} {rps:9.0f} {p50:8.2f} {p99:8.2f} {rps / base:6.2f}")
+    print(f"{'server':32} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'srv µs/call':>12} {'ratio':>6}")
+    for label, (rps, p50, p99, cpu) in results.items():
+        print(f"{label:32} {rps:9.0f} {p50:8.2f} {p99:8.2f} {cpu:12.0f} {rps / base:6.2f}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,52 @@ PANEL_AUD = "debvisor-panel"  # the OIDC client id of the web panel
 PASSWORD = "correct horse battery staple"
 
 
-SITE: list[str] = []  # the docs' example plugin (a journalled action with an undo)
+SITE: list[str] = []  # the docs' example plugin (a journalled action with an undo), and ours
+
+#: a plugin of this test's own: a query with a secret parameter that warns before it answers
+RPCDTEST = '''
+from typing import Any
+
+from debvisor_core import hookimpl, log
+from debvisor_core.actions import Action, Param
+
+
+def peek(ctx: Any, p: dict[str, Any]) -> Any:
+    log.warn(f"peeking at {p['name']}")
+    return {"name": p["name"], "token_length": len(p["token"] or "")}
+
+
+ACTIONS = [Action("rpcdtest.peek", "Answer with a secret's length", query=peek,
+                  privilege="none",
+                  params=(Param("name", "A name.", positional=True),
+                          Param("token", "A secret.", secret=True, default=None)))]
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
+
+
+@hookimpl
+def debvisor_commands() -> Any:
+    import click
+
+    from debvisor_core.actions import attach
+
+    @click.group("rpcdtest")
+    def group() -> None:
+        """rpcd's test plugin."""
+
+    return attach(group, ACTIONS)
+'''
+
+
+def _rpcdtest_plugin(site: Path) -> None:
+    info = site / "dv_rpcdtest-0.0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "dv_rpcdtest.py").write_text(RPCDTEST)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dv-rpcdtest\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[debvisor.plugins]\nrpcdtest = dv_rpcdtest\n")
 
 
 def _env(**more: str) -> dict[str, str]:
@@ -82,8 +127,9 @@ class Pki:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, site_plugins_dir: Path
           ) -> Iterator[tuple[Path, Pki]]:
-    SITE[:] = [str(site_plugins_dir)]
     root = tmp_path_factory.mktemp("rpcd")
+    _rpcdtest_plugin(root / "site")
+    SITE[:] = [str(site_plugins_dir), str(root / "site")]
     state = root / "state"
     d = root / "pki"
     for args in (["ca", "init", "--dir", str(d)],
@@ -121,15 +167,17 @@ def _config(root: Path, name: str, **extra: Any) -> Path:
              f'oidc_audience = "{PANEL_AUD}"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     lines += ["[rpcd.identities]", 'admin = ["admin"]', 'viewer = ["viewer"]', 'alice = ["operator"]',
-              'bob = ["viewer"]', 'expired = ["admin"]']
+              'bob = ["viewer"]', 'expired = ["admin"]', 'lister = "lister"', 'invoker = ["invoker"]',
+              "[rpcd.roles.lister]", 'allow = ["rpc:Call", "ops.*"]',
+              "[rpcd.roles.invoker]", 'allow = ["rpc:Invoke", "ops.list"]']
     p = root / f"{name}.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
 
 
-def _start(root: Path, name: str, *args: str, **extra: Any) -> Daemon:
+def _start(root: Path, name: str, *args: str, state: Path | None = None, **extra: Any) -> Daemon:
     config = _config(root, name, **extra)
-    state = root / "state"
+    state = state or root / "state"
     log = root / f"{name}-calls.jsonl"
     env = _env(DEBVISOR_STATE_DIR=str(state), DEBVISOR_CONFIG=str(config))
     proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log",
@@ -166,7 +214,7 @@ def _code(fn: Any) -> tuple[grpc.StatusCode, str]:
         if hasattr(r, "__next__"):
             list(r)
     except grpc.RpcError as exc:
-        return exc.code(), exc.details()  # type: ignore[attr-defined]
+        return exc.code(), exc.details()
     return grpc.StatusCode.OK, ""
 
 
@@ -252,16 +300,129 @@ def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Dae
               config=cfg, input='{"id": "../../etc/passwd"}')
     local = _dv(daemon.state, "ops", "show", "../../etc/passwd")
     assert res.returncode == local.returncode == 2, (res.stderr, local.stderr)
+    before = len(daemon.lines())
     res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "ops.list", config=cfg)
     assert res.returncode == 0 and isinstance(json.loads(res.stdout), list), res.stderr
+    assert [x["method"] for x in _since(daemon, before)] == ["/debvisor.v1.Node/Call"]  # a query
     # a refusal through the daemon reads like the local one: its plan, one [ERROR] line, exit 3
+    before = len(daemon.lines())
     res = _dv(daemon.state, "rpcd", "call", "--address", daemon.address, "hv.register", "-",
               "--dry-run", config=cfg, input='{"vm": "test"}')
     local = _dv(daemon.state, "hv", "register", "test", "--dry-run")
     assert res.returncode == local.returncode == 3
+    assert {x["method"] for x in _since(daemon, before)} == {"/debvisor.v1.Node/Invoke"}
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("[ERROR]")]
     assert errors == [ln for ln in local.stderr.splitlines() if ln.startswith("[ERROR]")], res.stderr
     assert res.stdout.startswith("Plan: register test\n") and local.stdout.startswith("Plan: register test\n")
+
+
+# -- Call: a query in one unary call ----------------------------------------------------------
+def _since(d: Daemon, before: int) -> list[dict[str, Any]]:
+    return d.lines()[before:]
+
+
+def test_call_answers_a_query_with_what_invoke_streams(daemon: Daemon, world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    for action, params in (("ops.list", '{"limit": 3}'), ("maintenance.status", ""),
+                           ("rpcdtest.peek", '{"name": "n1", "token": "s3cret-value"}'),
+                           ("ops.show", '{"id": "20260101-000000-abcdef"}')):
+        req = pb.InvokeRequest(action=action, params_json=params)
+        streamed = _events(stub.Invoke(req, timeout=30))
+        got = stub.Call(req, timeout=30)
+        # the same events, in the same order; Invoke's final exit event is code and message
+        assert [json.loads(e.json) for e in got.events] == streamed[:-1], action
+        assert [e.event for e in got.events] == [e["event"] for e in streamed[:-1]]
+        failed = {"message": got.message, "hint": got.hint or None} if got.code else {}
+        assert streamed[-1] == {"event": "exit", "code": got.code, **failed}, action
+    peeked = stub.Call(pb.InvokeRequest(action="rpcdtest.peek", params_json='{"name": "x", "token": "abc"}'),
+                       timeout=30)
+    assert [json.loads(e.json) for e in peeked.events] == [
+        {"event": "log", "level": "warn", "message": "peeking at x"},
+        {"event": "result", "result": {"name": "x", "token_length": 3}}]
+    missing = stub.Call(pb.InvokeRequest(action="ops.show", params_json='{"id": "20260101-000000-abcdef"}'),
+                        timeout=30)
+    local = _dv(daemon.state, "--events", "ops", "show", "20260101-000000-abcdef")
+    said = json.loads(local.stdout.splitlines()[-1])
+    assert (missing.code, missing.message, missing.hint or None) == \
+        (local.returncode, said["message"], said["hint"]) and missing.code == 2
+
+
+def test_call_is_logged_once_before_its_answer_with_secrets_digested(daemon: Daemon,
+                                                                      world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    before = len(daemon.lines())
+    secret = "hunter2-call-secret"
+    stub.Call(pb.InvokeRequest(action="rpcdtest.peek",
+                               params_json=json.dumps({"name": "n2", "token": secret})), timeout=30)
+    (line,) = _since(daemon, before)  # one line: no "STARTED" line for a read
+    assert (line["method"], line["code"], line["caller"], line["action"], line["exit"]) == \
+        ("/debvisor.v1.Node/Call", "OK", "admin", "rpcdtest.peek", 0)
+    assert line["params"]["name"] == "n2" and line["params"]["token"].startswith("secret:hmac:")
+    assert secret not in daemon.calllog.read_text()
+    # the call log is a hash chain: every line's hash covers it and follows the one before
+    from debvisor_core.audit import _sealed
+
+    lines = daemon.lines()
+    assert all(_sealed(x) for x in lines)
+    assert [x["prev"] for x in lines[1:]] == [x["hash"] for x in lines[:-1]]
+    assert [x["seq"] for x in lines] == list(range(1, len(lines) + 1))
+
+
+def test_call_refuses_state_changes_and_what_invoke_refuses(daemon: Daemon, world: Any) -> None:
+    stub = _stub(daemon, world[1])
+    before = len(daemon.lines())
+    code, why = _code(lambda: stub.Call(pb.InvokeRequest(
+        action="maintenance.enable", params_json='{"reason": "via Call"}', yes=True), timeout=15))
+    assert (code, why) == (grpc.StatusCode.FAILED_PRECONDITION,
+                           "maintenance.enable changes state: Call runs only queries; run it "
+                           "with Invoke, which streams its progress")
+    status = json.loads(_dv(daemon.state, "--json", "maintenance", "status").stdout)
+    assert status["enabled"] is False
+    (line,) = _since(daemon, before)
+    assert (line["code"], line["action"]) == ("FAILED_PRECONDITION", "maintenance.enable")
+    for action, params, dry, origin, expect in (
+            ("no.such", "{}", False, "", "no action 'no.such' is installed"),
+            ("ops.list", "[1]", False, "", "params_json: not a JSON object"),
+            ("ops.list", "{bad", False, "", "params_json: not a JSON object"),
+            ("ops.list", '{"limit": "many"}', False, "", "limit"),
+            ("ops.list", '{"nope": 1}', False, "", "unknown parameter 'nope'"),
+            ("ops.list", "", True, "", "no dry run or check"),
+            ("ops.list", "", False, "../x", "is not OPID.STEP")):
+        req = pb.InvokeRequest(action=action, params_json=params, dry_run=dry, origin=origin)
+        code, why = _code(lambda r=req: stub.Call(r, timeout=15))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and expect in why, (action, why)
+        assert daemon.lines()[-1]["code"] == "INVALID_ARGUMENT"
+
+
+def test_call_rbac_per_method_and_per_action(daemon: Daemon, world: Any) -> None:
+    pk = world[1]
+    admin = _stub(daemon, pk, "admin")
+
+    def as_(sub: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {_token(pk, sub=sub)}")]
+
+    ops_list = pb.InvokeRequest(action="ops.list")
+    status = pb.InvokeRequest(action="maintenance.status")
+    # a role with rpc:Call may Call what it may run, and nothing else
+    assert admin.Call(ops_list, timeout=15, metadata=as_("lister")).code == 0
+    assert _code(lambda: admin.Call(status, timeout=15, metadata=as_("lister"))) == \
+        (grpc.StatusCode.PERMISSION_DENIED, "lister may not run maintenance.status")
+    assert _code(lambda: admin.Invoke(ops_list, timeout=15, metadata=as_("lister"))) == \
+        (grpc.StatusCode.PERMISSION_DENIED, "lister may not call Invoke")
+    assert _last_denial(daemon)["caller"] == "lister via=admin"
+    # Invoke grants Call (a subset of it), with the same per-action checks
+    assert admin.Call(ops_list, timeout=15, metadata=as_("invoker")).code == 0
+    assert _code(lambda: admin.Call(status, timeout=15, metadata=as_("invoker")))[0] == \
+        grpc.StatusCode.PERMISSION_DENIED
+    # a viewer's read-only role calls every query; a certificate with no role nothing
+    assert _stub(daemon, pk, "viewer").Call(status, timeout=15).code == 0
+    assert _code(lambda: _stub(daemon, pk, "nobody").Call(status, timeout=15)) == \
+        (grpc.StatusCode.PERMISSION_DENIED, "nobody has no role here")
+    # the panel's certificate is nobody without its user's token; no certificate, no call
+    assert _code(lambda: _stub(daemon, pk, "panel").Call(status, timeout=15)) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "panel is a proxy: it must forward its user's token")
+    assert _code(lambda: _stub(daemon, pk, None).Call(status, timeout=15))[0] == \
+        grpc.StatusCode.UNAVAILABLE
 
 
 def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, world: Any) -> None:
@@ -272,14 +433,29 @@ def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, wor
     cfg.write_text(f'[rpcd.client]\nca = "{d}/ca.pem"\ncert = "{d}/admin.pem"\n'
                    f'key = "{d}/admin.key"\n[rpcd.nodes.node1]\naddress = "{daemon.address}"\n')
     here = world[0] / "elsewhere"  # the caller's own state: empty, unlike the node's
-    for args in (["ops", "list", "--limit", "3"], ["--json", "ops", "list"],
-                 ["hv", "register", "test", "--owner", "ops", "--dry-run"],
-                 ["ops", "show", "../../etc/passwd"]):
+    for args, method in ((["ops", "list", "--limit", "3"], "Call"), (["--json", "ops", "list"], "Call"),
+                         (["hv", "register", "test", "--owner", "ops", "--dry-run"], "Invoke"),
+                         (["ops", "show", "../../etc/passwd"], "Call"),
+                         (["rpcdtest", "peek", "n3"], "Call"),
+                         (["--events", "rpcdtest", "peek", "n3"], "Call"),
+                         (["--events", "ops", "show", "20260101-000000-abcdef"], "Call"),
+                         (["--events", "hv", "register", "test", "--owner", "ops", "--dry-run"],
+                          "Invoke")):
+        before = len(daemon.lines())
         remote = _dv(here, "--remote", "node1", *args, config=cfg)
+        # a query goes through the unary Call, a state change through Invoke's stream
+        assert {x["method"] for x in _since(daemon, before)} == {f"/debvisor.v1.Node/{method}"}
         local = _dv(daemon.state, *args)
+        if "--events" in args:  # the same events but their times
+            def _untimed(out: str) -> list[dict[str, Any]]:
+                return [{k: v for k, v in json.loads(x).items() if k != "t"} for x in out.splitlines()]
+
+            assert (remote.returncode, _untimed(remote.stdout)) == \
+                (local.returncode, _untimed(local.stdout)), (remote.stdout, local.stdout)
+            continue
         assert (remote.returncode, remote.stdout) == (local.returncode, local.stdout), args
-        assert [ln for ln in remote.stderr.splitlines() if ln.startswith("[ERROR]")] == \
-            [ln for ln in local.stderr.splitlines() if ln.startswith("[ERROR]")], args
+        assert [ln for ln in remote.stderr.splitlines() if ln.startswith(("[ERROR]", "[WARN"))] == \
+            [ln for ln in local.stderr.splitlines() if ln.startswith(("[ERROR]", "[WARN"))], args
     assert not (here / "journal").exists()  # nothing ran here
     # what cannot go through the daemon is refused before anything runs: exit 2, one line
     for args, why in ((["rpcd", "serve"], "`rpcd serve` is not one"),
@@ -410,7 +586,7 @@ def test_bearer_tokens_and_the_proxy(daemon: Daemon, world: Any) -> None:
         code, why = _code(_ops_list(panel, [("authorization", f"Bearer {tok}")]))
         assert code == grpc.StatusCode.UNAUTHENTICATED and reason in why, (reason, why)
     none = jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUD, "exp": int(time.time()) + 60},
-                      None, algorithm="none")
+                      None, algorithm="none")  # type: ignore[arg-type]  # the attack itself
     assert _code(_ops_list(panel, [("authorization", f"Bearer {none}")]))[0] == \
         grpc.StatusCode.UNAUTHENTICATED
 
@@ -491,6 +667,125 @@ def test_login_with_an_oidc_id_token(daemon: Daemon, world: Any) -> None:
     assert _code(lambda: _login(anon))[0] == grpc.StatusCode.UNAVAILABLE
 
 
+# -- RecordEvent: a proxy's events in the node's audit chain ------------------------------------
+def _audit(d: Daemon) -> list[dict[str, Any]]:
+    path = d.state / "log" / "audit.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+#: a console's close as the panel's console proxy reports it (debvisor_core/panel/console.py)
+CONSOLE_CLOSE = {"event": "console.close", "user": "carol", "client": "127.0.0.1", "vm": "vm1",
+                 "mode": "view", "ticket": "t-3f2a", "reason": "closed by the browser",
+                 "code": 1000, "duration_s": 12.5, "dropped": {"KeyEvent": 3, "PointerEvent": 7},
+                 "dropped_total": 10, "forwarded": {"FramebufferUpdateRequest": 40},
+                 "stripped": {}, "bytes_to_vm": 812, "bytes_from_browser": 1903}
+
+
+def test_a_proxy_records_console_events_for_its_logged_in_user(daemon: Daemon, world: Any) -> None:
+    from debvisor_core.rpcd.client import record_event
+
+    panel = _stub(daemon, world[1], "panel")
+    token = _login(panel).token
+    opened = panel.RecordEvent(pb.RecordEventRequest(kind="console.open", details_json=json.dumps(
+        {"vm": "vm1", "mode": "control", "upstream": "127.0.0.1:5901", "security": "vnc-password"})),
+        timeout=15, metadata=[("x-user-token", token)])
+    said = json.loads(opened.json)
+    rec = _audit(daemon)[-1]
+    assert (said["seq"], said["hash"], said["kind"]) == (rec["seq"], rec["hash"], "console.open")
+    assert (rec["caller"], rec["result"], rec["plugin"], rec["action"]) == \
+        ("carol via=panel", "console.open", "console", "open")
+    assert rec["details"] == {"vm": "vm1", "mode": "control", "upstream": "127.0.0.1:5901",
+                              "security": "vnc-password"}
+    # the panel's own event dict, as is: its kind from "event", its "user" dropped
+    said = record_event(panel, token, CONSOLE_CLOSE)
+    rec = _audit(daemon)[-1]
+    assert said == {"seq": rec["seq"], "hash": rec["hash"], "kind": "console.close"}
+    assert rec["caller"] == "carol via=panel" and "user" not in rec["details"]
+    assert rec["details"] == {k: v for k, v in CONSOLE_CLOSE.items() if k not in ("event", "user")}
+    # in the chain, which still verifies; the call log has the calls
+    verified = json.loads(_stub(daemon, world[1]).VerifyAudit(pb.VerifyAuditRequest(), timeout=30).json)
+    assert verified["ok"] is True, verified
+    calls = [x for x in daemon.lines() if x["method"].endswith("/RecordEvent") and x["code"] == "OK"]
+    assert [x["event"] for x in calls[-2:]] == ["console.open", "console.close"]
+    assert calls[-1]["caller"] == "carol via=panel"
+
+
+def test_record_event_is_denied_to_anyone_but_a_proxy_with_a_user_token(daemon: Daemon,
+                                                                       world: Any) -> None:
+    pk = world[1]
+    panel, admin = _stub(daemon, pk, "panel"), _stub(daemon, pk, "admin")
+    req = pb.RecordEventRequest(kind="console.open", details_json='{"vm": "vm1"}')
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    chain = len(_audit(daemon))
+    cases = [
+        # the proxy's certificate alone is nobody
+        (panel, None, grpc.StatusCode.UNAUTHENTICATED, "panel is a proxy: it must forward its user's token"),
+        # the proxy with a bearer token: a user, but not one who logged in here
+        (panel, [("authorization", f"Bearer {_token(pk)}")], denied,
+         "a proxy records events only for a logged-in user: send the user's token (x-user-token)"),
+        # anyone else: not a proxy, with or without a user's session token
+        (admin, None, denied, "only a proxy ([rpcd] proxies) records events; certificate admin is not one"),
+        (admin, [("x-user-token", _login(admin).token)], denied,
+         "only a proxy ([rpcd] proxies) records events; certificate admin is not one")]
+    for stub, md, code, why in cases:
+        before = len(daemon.lines())
+        assert _code(lambda s=stub, m=md: s.RecordEvent(req, timeout=15, metadata=m)) == (code, why)
+        (line,) = [x for x in _since(daemon, before) if x["code"] != "STARTED"]
+        assert (line["method"], line["code"]) == ("/debvisor.v1.Node/RecordEvent", code.name)
+        assert line["why"] == why
+    assert len(_audit(daemon)) == chain  # nothing reached the chain
+
+
+def test_record_event_takes_only_known_kinds_and_bounded_fields(daemon: Daemon, world: Any) -> None:
+    panel = _stub(daemon, world[1], "panel")
+    md = [("x-user-token", _login(panel).token)]
+    chain = len(_audit(daemon))
+    for kind, details, why in (
+            ("shell.exec", {}, "event kind 'shell.exec' is not one a proxy may record"),
+            ("console.open", {"user": "root"}, "details key 'user' is not an event field (rpcd "
+                                               "records the user whose token came with the call)"),
+            ("console.open", {"command": "rm -rf /"}, "details key 'command' is not an event field"),
+            ("console.open", {"vm": "a b"}, "details vm: must be a name or address"),
+            ("console.open", {"mode": "admin"}, "details mode: must be one of view, control"),
+            ("console.close", {"duration_s": -1}, "details duration_s: must be a number of seconds"),
+            ("console.close", {"code": True}, "details code: must be a whole number from 0 to 65535"),
+            ("console.close", {"dropped": {"KeyEvent": -1}}, "details dropped: must map message names"),
+            ("console.close", {"dropped": {f"M{i}": 1 for i in range(40)}},
+             "details dropped: must be an object of at most 32 counters"),
+            ("console.close", {"dropped": {"a": {"b": 1}}}, "details dropped: must map message names"),
+            ("console.close", {"reason": "x" * 201}, "details reason: must be printable text of at "
+                                                     "most 200 characters"),
+            ("console.close", {"reason": "a\nforged line"}, "details reason: must be printable text"),
+            ("console.close", [1, 2], "details_json must be a JSON object, not list"),
+            ("console.close", "x" * 5000, "the event's details are 5002 bytes of JSON; at most 4096")):
+        req = pb.RecordEventRequest(kind=kind, details_json=json.dumps(details))
+        code, said = _code(lambda r=req: panel.RecordEvent(r, timeout=15, metadata=md))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and said.startswith(why), (kind, said)
+        assert daemon.lines()[-1]["code"] == "INVALID_ARGUMENT"
+    req = pb.RecordEventRequest(kind="console.open", details_json="{not json")
+    assert _code(lambda: panel.RecordEvent(req, timeout=15, metadata=md)) == \
+        (grpc.StatusCode.INVALID_ARGUMENT, "details_json is not valid JSON")
+    assert len(_audit(daemon)) == chain
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(kind=st.one_of(st.sampled_from(["console.open", "console.close", "console.x"]),
+                          st.text(max_size=20)),
+           details=st.one_of(st.text(max_size=100), st.dictionaries(
+               st.sampled_from(["vm", "mode", "code", "dropped", "reason", "x"]),
+               st.one_of(st.integers(), st.floats(), st.text(max_size=30), st.none(),
+                         st.booleans(), st.dictionaries(st.text(max_size=5), st.integers(),
+                                                        max_size=3)),
+               max_size=4).map(json.dumps)))
+    def fuzz(kind: str, details: str) -> None:
+        req = pb.RecordEventRequest(kind=kind, details_json=details)
+        code, why = _code(lambda: panel.RecordEvent(req, timeout=15, metadata=md))
+        assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, why)
+        assert code != grpc.StatusCode.OK or kind in ("console.open", "console.close")
+
+    fuzz()
+    assert daemon.proc.poll() is None
+
+
 def test_a_session_expires_when_idle(world: Any) -> None:
     d = _start(world[0], "idle", session_ttl=1.0)
     try:
@@ -542,6 +837,19 @@ def test_remote_action_over_the_grpc_transport(daemon: Daemon, world: Any,
                               config=daemon.config).stdout)
     (there,) = node_ops
     assert there["kind"] == "example.note-add" and there["status"] == "succeeded", there
+    # what an interrupted apply's undo asks: the node's operations of this step, with Call
+    from debvisor_core.context import Context
+    from debvisor_core.rpcd.transport import GrpcTransport
+
+    transport = GrpcTransport.for_node(Context(config_file=str(cfg)), "n1",
+                                       {"address": daemon.address})
+    before = len(daemon.lines())
+    code, out, err = transport.run(["--json", "ops", "list", "--origin", f"{op_id}.0", "--limit",
+                                    "5"], None, 60)
+    assert (code, [o["id"] for o in json.loads(out)], err) == (0, [there["id"]], "")
+    (line,) = _since(daemon, before)
+    assert (line["method"], line["action"], line["params"]["origin"]) == \
+        ("/debvisor.v1.Node/Call", "ops.list", f"{op_id}.0")
     shown = json.loads(_dv(state, "--json", "ops", "show", op_id, config=cfg).stdout)
     assert shown["status"] == "succeeded"
     back = _dv(state, "ops", "rollback", op_id, "--yes", config=cfg)
@@ -633,10 +941,19 @@ def test_rate_limit_per_identity(world: Any) -> None:
         assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
         with pytest.raises(grpc.RpcError) as err:
             list(admin.Invoke(pb.InvokeRequest(action="ops.list"), timeout=10))
-        md = dict(err.value.trailing_metadata())  # type: ignore[attr-defined]
+        md = dict(err.value.trailing_metadata())
         assert 0 < int(md["retry-after-ms"]) <= 2001  # 1 token at 0.5/s
         assert _code(_ops_list(viewer))[0] == grpc.StatusCode.OK  # its own bucket
         assert _last_denial(d)["code"] == "RESOURCE_EXHAUSTED"
+        # Call takes from the same bucket, and says when to come back the same way
+        status = pb.InvokeRequest(action="maintenance.status")
+        assert [viewer.Call(status, timeout=10).code for _ in range(2)] == [0, 0]
+        with pytest.raises(grpc.RpcError) as err:
+            viewer.Call(status, timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        md = dict(err.value.trailing_metadata())
+        assert 0 < int(md["retry-after-ms"]) <= 2001
+        assert (_last_denial(d)["method"], _last_denial(d)["caller"]) == ("/debvisor.v1.Node/Call", "viewer")
         import urllib.request
 
         tls = ssl.create_default_context(cafile=str(world[1].dir / "ca.pem"))  # metrics over TLS
@@ -645,6 +962,11 @@ def test_rate_limit_per_identity(world: Any) -> None:
         assert 'debvisor_rpcd_calls_total{code="RESOURCE_EXHAUSTED",method="/debvisor.v1.Node/Invoke"} 3.0' \
             in text, text[-2000:]
         assert 'debvisor_rpcd_operations_total{action="ops.list",exit="0"} 4.0' in text
+        assert 'debvisor_rpcd_calls_total{code="OK",method="/debvisor.v1.Node/Call"} 2.0' in text
+        assert 'debvisor_rpcd_calls_total{code="RESOURCE_EXHAUSTED",method="/debvisor.v1.Node/Call"} 1.0' \
+            in text
+        assert 'debvisor_rpcd_operations_total{action="maintenance.status",exit="0"} 2.0' in text
+        assert 'debvisor_rpcd_call_seconds_count{method="/debvisor.v1.Node/Call"} 2.0' in text
     finally:
         d.stop()
 
@@ -667,6 +989,42 @@ def test_an_unwritable_call_log_blocks_every_call(world: Any) -> None:
         assert code == grpc.StatusCode.UNAVAILABLE and "audit log cannot be written" in why
         status = json.loads(_dv(d.state, "--json", "maintenance", "status").stdout)
         assert status["enabled"] is False  # refused before it ran
+        # a read logged once, after it ran: its answer never leaves without its line
+        assert _code(lambda: stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=15)) == \
+            (grpc.StatusCode.UNAVAILABLE, "the audit log cannot be written; the call was refused")
+    finally:
+        d.stop()
+
+
+def test_a_query_longer_than_the_default_deadline_is_refused(world: Any) -> None:
+    d = _start(world[0], "deadline", default_deadline_s=1e-6)  # every query outlasts it
+    try:
+        stub = _stub(d, world[1])
+        code, why = _code(lambda: stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=15))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert why == "maintenance.status ran longer than the call's deadline (1e-06 s)"
+        assert (d.lines()[-1]["code"], d.lines()[-1]["exit"]) == ("DEADLINE_EXCEEDED", 0)
+    finally:
+        d.stop()
+
+
+def test_an_unwritable_audit_chain_records_no_event(world: Any, tmp_path: Path) -> None:
+    root = world[0]
+    state = tmp_path / "state"
+    res = _dv(state, "rpcd", "user", "add", "carol", "--role", "viewer", "--password-file", "-",
+              input=PASSWORD)
+    assert res.returncode == 0, res.stderr
+    log = state / "log" / "audit.jsonl"
+    log.unlink()
+    log.symlink_to("/dev/null")  # opened O_NOFOLLOW: refused
+    d = _start(root, "noaudit", state=state)
+    try:
+        panel = _stub(d, world[1], "panel")
+        md = [("x-user-token", _login(panel).token)]
+        req = pb.RecordEventRequest(kind="console.open", details_json='{"vm": "vm1"}')
+        assert _code(lambda: panel.RecordEvent(req, timeout=15, metadata=md)) == \
+            (grpc.StatusCode.UNAVAILABLE, "the audit log cannot be written; the event was not recorded")
+        assert (d.lines()[-1]["code"], d.lines()[-1]["caller"]) == ("UNAVAILABLE", "carol via=panel")
     finally:
         d.stop()
 

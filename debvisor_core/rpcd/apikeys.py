@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .watch import DirWatch
 
 KEY_RE = re.compile(r"dvk_([a-z0-9]{8})\.([A-Za-z0-9_-]{27})")
 
@@ -102,23 +106,40 @@ class KeyCheck:
 
 
 class KeyStore:
-    """The store as the daemon reads it: re-read when the file changes."""
+    """The store as the daemon reads it: re-read when the file changed, so a revoked key is
+    refused at its next use. With a :class:`~.watch.DirWatch` of the store's directory a
+    check makes no system call while nothing there changed; without one it stats."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: DirWatch | None = None) -> None:
+        self._watch = watch
+        self._seen: int | None = None  # the watch's generation the keys were checked at
         self._mtime: int | None = None
         self._keys: dict[str, Any] = {}
+        self._macs: dict[str, bytes] = {}  # key id -> its stored MAC, as bytes
         self._server_key: bytes | None = None
-        self._path: Path | None = None  # the state dir is fixed for a daemon's life
+        self._path: str | None = None  # the state dir is fixed for a daemon's life
 
     def _refresh(self) -> None:
+        w = self._watch
+        if w is not None and w.ok:
+            gen = w.generation
+            if gen == self._seen:
+                return
+            self._seen = gen  # before reading: a change while we read moves it again
         if self._path is None:
-            self._path = store_path()
+            self._path = str(store_path())
         try:
-            m = self._path.stat().st_mtime_ns
+            m: int | None = os.stat(self._path).st_mtime_ns
         except OSError:
             m = None
         if m != self._mtime:
             self._keys = load() if m is not None else {}
+            self._macs = {}
+            for kid, rec in self._keys.items():
+                try:
+                    self._macs[kid] = bytes.fromhex(str(rec.get("mac", "")))
+                except (ValueError, AttributeError):
+                    continue  # a damaged record: its key is refused as a wrong secret
             self._mtime = m
 
     def check(self, presented: str) -> KeyCheck:
@@ -131,8 +152,8 @@ class KeyStore:
             return KeyCheck(False, why="unknown API key")
         if self._server_key is None:
             self._server_key = _server_key()
-        mac = hmac.new(self._server_key, m[2].encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(mac, str(rec.get("mac", ""))):
+        mac = hmac.digest(self._server_key, m[2].encode(), "sha256")
+        if not hmac.compare_digest(mac, self._macs.get(m[1], b"")):
             return KeyCheck(False, key_id=m[1], why="wrong API key secret")
         if rec.get("revoked"):
             return KeyCheck(False, key_id=m[1], why="API key revoked")

@@ -8,10 +8,11 @@ token is UNAUTHENTICATED, so a proxy never borrows the identity of the users it 
 permissions: the effective permissions are the owner's roles intersected with the key's.
 
 Permissions are patterns: ``rpc:NAME`` for a method (``rpc:*`` all), an action path or glob
-(``hv.migrate``, ``hv.*``, ``*``) for Invoke, and ``@read`` for every read-only action.
-Built-in roles: ``viewer`` (read-only actions and the read methods), ``operator`` and
-``admin`` (everything); ``[rpcd.roles.NAME] allow = [...]`` adds or replaces roles and
-``[rpcd.identities] NAME = [ROLES]`` grants them.
+(``hv.migrate``, ``hv.*``, ``*``) for Invoke and Call, and ``@read`` for every read-only
+action. ``rpc:Invoke`` grants ``rpc:Call`` as well (Call runs a subset of what Invoke runs,
+with the same per-action checks). Built-in roles: ``viewer`` (read-only actions and the
+read methods), ``operator`` and ``admin`` (everything); ``[rpcd.roles.NAME] allow = [...]``
+adds or replaces roles and ``[rpcd.identities] NAME = [ROLES]`` grants them.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..settings import Section
+
 READ_METHODS = ("rpc:ListActions", "rpc:Health", "rpc:ListOperations", "rpc:VerifyAudit",
-                "rpc:AuditEvents", "rpc:WhoAmI")
+                "rpc:AuditEvents", "rpc:WhoAmI", "rpc:Call")
 BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
     "viewer": (*READ_METHODS, "rpc:Invoke", "@read"),
     "operator": ("rpc:*", "*"),
@@ -42,6 +45,9 @@ class Caller:
     key_id: str | None = None
     key_role: str | None = None
     roles: tuple[str, ...] = ()
+    #: how a person's session was opened ("password", "oidc") when the call came with a
+    #: user token (x-user-token), else None
+    login: str | None = None
 
     def label(self) -> str:
         out = self.identity + (f" via={self.via}" if self.via else "")
@@ -60,13 +66,19 @@ class Policy:
     _seen: dict[tuple[str, str, bool], bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, conf: dict[str, Any]) -> Policy:
+    def from_section(cls, s: Section) -> Policy:
+        """``[rpcd]``'s ``proxies``, ``[rpcd.roles.NAME] allow`` and ``[rpcd.identities]``;
+        a wrong type is one sentence naming the key."""
         roles = dict(BUILTIN_ROLES)
-        for name, r in (conf.get("roles") or {}).items():
-            roles[str(name)] = tuple(str(x) for x in (r.get("allow") or []))
-        ids = {str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
-               for k, v in (conf.get("identities") or {}).items()}
-        return cls(roles, ids, frozenset(str(p) for p in conf.get("proxies") or []))
+        for name in s.table("roles"):
+            roles[str(name)] = tuple(s.sub("roles", name).strings("allow"))
+        ids: dict[str, tuple[str, ...]] = {}
+        who = s.sub("identities")
+        for name, value in who.data.items():
+            one = {name: [value] if isinstance(value, str) and value else value}
+            ids[str(name)] = tuple(Section(who.source, who.where, one).strings(
+                name, describe='a role or a list of roles like ["viewer"]'))
+        return cls(roles, ids, frozenset(s.strings("proxies")))
 
     def _allows(self, role: str, perm: str, read_only: bool) -> bool:
         key = (role, perm, read_only)

@@ -9,16 +9,25 @@ running starts one that covers every line written so far, so concurrent calls sh
 fsync and each still returns only once its own line is on disk (a failed fsync fails
 every call it was to cover). Operations a call starts are audited by the engine as well,
 in the core audit log, with the caller.
+
+A line is the record's canonical JSON (sorted keys, as the core chain's) with ``hash``
+last: the record is encoded once, hashed, and the hash appended (``audit._sealed`` checks
+it the same way, over every key but ``hash``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
-from ..audit import _canonical, _chained, _record, _tail, _write_all
+from ..audit import _record, _tail, _write_all
+
+#: the core chain's canonical form (``audit._canonical``), one encoder for every line
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
 
 
 class CallLog:
@@ -41,13 +50,16 @@ class CallLog:
         return (int(last["seq"]), last["hash"]) if last and "seq" in last else (0, "")
 
     def write(self, rec: dict[str, Any]) -> None:
-        """Append ``rec`` durably; raises OSError when it cannot (the call then fails)."""
+        """Append ``rec`` (which gets ``seq`` and ``prev``; the caller's copy) durably;
+        raises OSError when it cannot (the call then fails)."""
+        rec.pop("hash", None)
         with self._lock:
-            chained = _chained(rec, self._seq + 1, self._prev)
-            data = (_canonical(chained) + "\n").encode()
-            _write_all(self._fd, data)
-            self._seq, self._prev = chained["seq"], chained["hash"]
-            mine = self._seq
+            mine = rec["seq"] = self._seq + 1
+            rec["prev"] = self._prev
+            body = _canonical(rec)
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            _write_all(self._fd, f'{body[:-1]},"hash":"{digest}"}}\n'.encode())
+            self._seq, self._prev = mine, digest
         if self.durable:
             self._wait_durable(mine)
 

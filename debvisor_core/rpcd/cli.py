@@ -17,6 +17,7 @@ from ..actions import Action, Param, attach, parse_duration
 from ..commands import pass_ctx
 from ..context import Context
 from ..errors import BadInput
+from ..settings import Section
 
 
 @click.group("rpcd")
@@ -73,11 +74,9 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
     _grpc_missing()
     from .server import Daemon, Settings
 
-    settings = Settings.from_config(ctx.section("rpcd"), listen=listen, insecure_lab=insecure_lab,
-                                    metrics_listen=metrics_listen, call_log=call_log)
-    import os
-
-    daemon = Daemon(settings, ctx.config_file or os.environ.get("DEBVISOR_CONFIG"))
+    settings = Settings.from_context(ctx, listen=listen, insecure_lab=insecure_lab,
+                                     metrics_listen=metrics_listen, call_log=call_log)
+    daemon = Daemon(settings, ctx)
 
     def ready(port: int) -> None:
         mode = "plain text (lab)" if settings.insecure_lab else "mTLS"
@@ -125,8 +124,18 @@ def call(ctx: Context, action: str, params_file: str | None, address: str | None
     except ValueError as exc:
         raise BadInput(f"--timeout {timeout!r} {exc}") from None
     client = Client.from_config(ctx.section("rpcd").get("client") or {}, address=address)
+    query = not (dry_run or check) and _is_query(ctx, action)  # one unary Call, not a stream
     raise click.exceptions.Exit(stream(ctx, client, action, raw, dry_run=dry_run, check=check,
-                                       yes=yes, timeout=limit))
+                                       yes=yes, timeout=limit, query=query))
+
+
+def _is_query(ctx: Context, path: str) -> bool:
+    """Whether the action ``path`` only reads, as this machine's plugins declare it (False
+    when it is not installed here: the node's Invoke runs anything)."""
+    from ..actions import installed
+
+    action = installed(ctx).get(path)
+    return action is not None and not action.changes_state
 
 
 # -- CA and API keys: declared actions (audited before they change anything) -------------
@@ -153,7 +162,7 @@ def _key_create(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     from . import apikeys
     from .authz import Policy
 
-    roles = Policy.from_config(ctx.section("rpcd")).roles
+    roles = Policy.from_section(Section.of(ctx, "rpcd")).roles
     if p["role"] not in roles:
         raise BadInput(f"no role {p['role']!r}; known: {', '.join(sorted(roles))}")
     ttl = p["ttl"]
@@ -191,7 +200,7 @@ def _user_add(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     from . import users
     from .authz import Policy
 
-    roles = Policy.from_config(ctx.section("rpcd")).roles
+    roles = Policy.from_section(Section.of(ctx, "rpcd")).roles
     unknown = [r for r in p["role"] if r not in roles]
     if unknown:
         raise BadInput(f"no role {unknown[0]!r}; known: {', '.join(sorted(roles))}")

@@ -1,15 +1,21 @@
 """A client of debvisor-rpcd: mTLS channel, credentials from owner-only files, events.
 
-Used by ``debvisor rpcd call``, the tests and other nodes. ``[rpcd.client]``: ``address``,
-``ca``, ``cert``, ``key`` (the caller's certificate from the cluster CA), ``api_key_file``
-and ``token_file`` (an OAuth2 bearer token) — secrets are read from files, never argv.
+Used by ``debvisor rpcd call``, ``debvisor --remote``, the ``grpc`` transport, the tests
+and other nodes. ``[rpcd.client]``: ``address``, ``ca``, ``cert``, ``key`` (the caller's
+certificate from the cluster CA), ``api_key_file`` and ``token_file`` (an OAuth2 bearer
+token) — secrets are read from files, never argv.
+
+A query (an action that only reads) goes through the unary ``Call``, anything else
+through the streaming ``Invoke``; both come back as the same events (:meth:`Client.call`,
+:meth:`Client.invoke`). :func:`record_event` is how a proxy (the web panel's console)
+puts its events in the node's audit chain.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,10 +94,49 @@ class Client:
             for ev in self.stub().Invoke(req, timeout=timeout, metadata=self.metadata()):
                 yield json.loads(ev.json)
         except grpc.RpcError as exc:
-            code = exc.code()
-            message = f"{self.address}: {code.name}: {exc.details()}"
-            yield {"event": "log", "level": "error", "message": message}
-            yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message}
+            yield from self._failed(exc)
+
+    def call(self, action: str, params_json: str, *, timeout: float = 60,
+             origin: str = "") -> list[dict[str, Any]]:
+        """A query's events, as :meth:`invoke` gives them (ending with ``exit``), from one
+        unary ``Call``; an RPC error (a state change is FAILED_PRECONDITION: use
+        :meth:`invoke`) becomes a ``log`` and a final ``exit`` event."""
+        req = pb.InvokeRequest(action=action, params_json=params_json, origin=origin)
+        try:
+            resp = self.stub().Call(req, timeout=timeout, metadata=self.metadata())
+        except grpc.RpcError as exc:
+            return list(self._failed(exc))
+        end: dict[str, Any] = {"event": "exit", "code": resp.code}
+        if resp.code:  # as the CLI says a failure: its message and hint
+            end.update(message=resp.message, hint=resp.hint or None)
+        return [*(json.loads(ev.json) for ev in resp.events), end]
+
+    def _failed(self, exc: grpc.RpcError) -> Iterator[dict[str, Any]]:
+        code = exc.code()
+        message = f"{self.address}: {code.name}: {exc.details()}"
+        yield {"event": "log", "level": "error", "message": message}
+        yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message}
+
+
+def record_event(stub: pbg.NodeStub, user_token: str, event: Mapping[str, Any], *,
+                 timeout: float = 5.0) -> dict[str, Any]:
+    """Record a proxy's ``event`` in the node's audit chain (``RecordEvent``), attributed to
+    the user of ``user_token`` ("NAME via=PROXY"). ``event`` is the proxy's own dict — the
+    web panel's console events as they are: ``{"event": "console.open", "user": …, "vm": …,
+    "mode": …, …}`` (``event`` is the kind, ``user`` is dropped: rpcd takes the user from
+    the token). The stub's channel must carry a certificate of ``[rpcd] proxies``.
+
+    Returns ``{"seq", "hash", "kind"}`` of the audit record. Raises ``grpc.RpcError``:
+    PERMISSION_DENIED (not a proxy, or no user token), UNAUTHENTICATED (the token ended),
+    INVALID_ARGUMENT (a kind or field :mod:`.events` does not allow, with the reason),
+    UNAVAILABLE (the node's audit log cannot be written: the event was not recorded)."""
+    from .events import from_proxy_event
+
+    kind, details = from_proxy_event(event)
+    req = pb.RecordEventRequest(kind=kind, details_json=json.dumps(details, default=str))
+    resp = stub.RecordEvent(req, timeout=timeout, metadata=[("x-user-token", user_token)])
+    out: dict[str, Any] = json.loads(resp.json)
+    return out
 
 
 def render(ctx: Context, ev: dict[str, Any], code: int,
@@ -124,7 +169,7 @@ def render(ctx: Context, ev: dict[str, Any], code: int,
         else:
             ctx.emit(ev["result"])
     elif kind == "exit":  # its message came as a log event already
-        if isinstance(ui, JsonEventsUI):
+        if isinstance(ui, JsonEventsUI) and ev.get("code"):  # the CLI says only a failure
             ui.emit("exit", code=ev.get("code", 0), message=ev.get("message"), hint=ev.get("hint"))
         return int(ev.get("code") or 0)
     return code
@@ -160,18 +205,25 @@ def run_remote(ctx: Context, action: Action, raw: dict[str, Any]) -> int:
             ctx.emit(data, action.render if action.plan is None else action.unchanged)
 
     return stream(ctx, client, action.path, json.dumps(raw), dry_run=opts.dry_run,
-                  check=opts.check, yes=ctx.yes, on_result=on_result)
+                  check=opts.check, yes=ctx.yes, on_result=on_result,
+                  query=not action.changes_state)
 
 
 def stream(ctx: Context, client: Client, action: str, params_json: str, *, dry_run: bool,
            check: bool, yes: bool, timeout: float = 3600,
-           on_result: Callable[[Any], None] | None = None) -> int:
-    """Invoke ``action`` and replay the node's run here (:func:`render`); the exit code."""
+           on_result: Callable[[Any], None] | None = None, query: bool = False) -> int:
+    """Run ``action`` on the node — a ``query`` (it only reads) with Call, anything else
+    with Invoke — and replay the node's run here (:func:`render`); the exit code."""
     code = 0
-    for ev in client.invoke(action, params_json, dry_run=dry_run, check=check, yes=yes,
-                            timeout=timeout):
+    if query and not (dry_run or check):
+        events: Iterator[dict[str, Any]] = iter(client.call(action, params_json, timeout=timeout))
+    else:
+        events = client.invoke(action, params_json, dry_run=dry_run, check=check, yes=yes,
+                               timeout=timeout)
+    for ev in events:
         code = render(ctx, ev, code, on_result)
     return code
 
 
-__all__ = ["STATUS_EXIT", "Client", "node_address", "render", "run_remote", "stream"]
+__all__ = ["STATUS_EXIT", "Client", "node_address", "record_event", "render", "run_remote",
+           "stream"]

@@ -11,8 +11,14 @@ A sync ``grpc.server`` (measured here: 1.6× less CPU per call than grpc.aio) wi
   bucket per identity, a default deadline, and a blocking call log (:mod:`.calllog`);
 - the declared actions: read-only ones run in the daemon (a thread, a recording UI),
   state changes in a child ``debvisor --events actions run`` process — the CLI's engine,
-  preflight, rollback and audit, cancelled like Ctrl-C when the call is;
+  preflight, rollback and audit, cancelled like Ctrl-C when the call is. ``Invoke``
+  streams any action's events; ``Call`` answers a query in one message (a unary call
+  costs about half a stream) and refuses a state change;
+- ``RecordEvent``: a proxy's event (the panel's console) in the node's audit chain, for
+  the logged-in user whose token it forwards (:mod:`.events` says what it may carry);
 - the standard ``grpc.health.v1`` service, and Prometheus metrics on their own port.
+
+docs/rpcd.md is the reference (methods, the call log, settings, what a call costs).
 """
 
 from __future__ import annotations
@@ -30,34 +36,52 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from .. import actions as _actions
 from .. import log
+from ..actions import Outcome
 from ..audit import caller_env
+from ..context import Context
 from ..errors import BadInput, DebvisorError
+from ..output import report
+from ..settings import Section
+from ..ui import RecordingUI
 from . import DEFAULT_PORT
 from .authz import Bucket, Caller, JwtVerifier, Policy
 from .calllog import CallLog
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..actions import Action
+
 SERVICE = "debvisor.v1.Node"
+CALL = f"/{SERVICE}/Call"
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("rpcd_caller", default=None)
 #: the call-log record of the call being served (a handler adds the reason it denies)
 _record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("rpcd_rec", default=None)
 #: methods anyone with a valid TLS connection may call (probes); mTLS still applies
 UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
-#: methods every authenticated caller may call about itself (no role needed)
-SELF_SERVICE = ("rpc:Login", "rpc:Logout")
+#: methods every authenticated caller may reach without a role: Login and Logout are about
+#: the caller itself; RecordEvent checks its own, stricter, rule (a proxy and a user token)
+SELF_SERVICE = ("rpc:Login", "rpc:Logout", "rpc:RecordEvent")
+#: methods that only read and are logged once, before their answer leaves (blocking all the
+#: same: no line, no answer); every other method is logged when admitted and when done
+LOGGED_ONCE = frozenset({CALL})
 #: initial metadata Invoke sends once it admitted the call (before the action runs)
 ADMITTED = "x-debvisor-admitted"
+#: the metrics' method label of a call to a method that is not served (the call log has it)
+NOT_SERVED = "(not served)"
 
 
 @dataclass
 class Settings:
-    """``[rpcd]`` of the config, with the command line's overrides."""
+    """``[rpcd]`` of the config (read through :class:`~debvisor_core.settings.Section`),
+    with the command line's overrides. Plain text (``insecure_lab``) comes only from the
+    ``--insecure-lab`` flag, never from a config file."""
 
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     ca: str = ""
@@ -83,27 +107,51 @@ class Settings:
     oidc_issuer: str = ""
     oidc_audience: str = ""
     oidc_username_claim: str = "preferred_username"
-    conf: dict[str, Any] = field(default_factory=dict)
+    #: roles, identities and proxies (``[rpcd.roles.NAME]``, ``[rpcd.identities]``, ``proxies``)
+    policy: Policy = field(default_factory=Policy)
+
+    _STRINGS = ("listen", "ca", "cert", "key", "metrics_listen", "call_log", "jwks_file",
+                "jwt_issuer", "jwt_audience", "oidc_jwks_file", "oidc_issuer", "oidc_audience",
+                "oidc_username_claim")
+    #: name, default, minimum, maximum (whole numbers)
+    _INTS = (("max_workers", 32, 1, 4096), ("max_concurrent", 64, 1, 1 << 20),
+             ("max_message_bytes", 1 << 20, 1024, 1 << 30))
+    #: name, default, greater than, minimum, unit
+    _NUMBERS = (("default_deadline_s", 60.0, 0.0, None, "seconds"),
+                ("max_operation_s", 6 * 3600.0, 0.0, None, "seconds"),
+                ("rate", 20.0, None, 0.0, "calls a second"), ("burst", 40.0, None, 1.0, "calls"),
+                ("session_ttl", 900.0, 0.0, None, "seconds"),
+                ("session_max", 12 * 3600.0, 0.0, None, "seconds"))
 
     @classmethod
-    def from_config(cls, conf: dict[str, Any], **over: Any) -> Settings:
-        s = cls(conf=conf)
-        for k in list(cls.__dataclass_fields__):
-            if k == "conf":
-                continue
-            if k in conf:
-                want = type(getattr(s, k))
-                try:
-                    setattr(s, k, want(conf[k]))
-                except (TypeError, ValueError):
-                    raise BadInput(f"[rpcd] {k} = {conf[k]!r}: expected {want.__name__}") from None
-            if over.get(k) not in (None, ""):
-                setattr(s, k, over[k])
-        return s
+    def from_section(cls, s: Section, **over: Any) -> Settings:
+        """Read ``s`` (the ``[rpcd]`` table): a wrong type or value is one sentence naming
+        the key and the config file; ``over`` (command-line values) wins when given."""
+        vals: dict[str, Any] = {}
+        for name in cls._STRINGS:
+            v = s.string(name)
+            if v is not None:
+                vals[name] = v
+        vals["durable_log"] = s.boolean("durable_log", True)
+        for name, default, lo, hi in cls._INTS:
+            vals[name] = int(s.number(name, default, minimum=lo, maximum=hi, integer=True))
+        for name, dflt, above, minimum, unit in cls._NUMBERS:
+            vals[name] = float(s.number(name, dflt, above=above, minimum=minimum, unit=unit))
+        if vals["session_ttl"] > vals["session_max"]:
+            raise s.error("session_ttl", "must not be longer than session_max")
+        vals["policy"] = Policy.from_section(s)
+        vals.update({k: v for k, v in over.items() if v not in (None, "")})
+        return cls(**vals)
+
+    @classmethod
+    def from_context(cls, ctx: Context, **over: Any) -> Settings:
+        """``[rpcd]`` of the config in effect."""
+        return cls.from_section(Section.of(ctx, "rpcd"), **over)
 
 
 class Metrics:
-    """Prometheus counters (prometheus-client), served on their own port."""
+    """Prometheus counters (prometheus-client), served on their own port. The labelled
+    children are kept (a label lookup costs more than the increment)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -117,6 +165,23 @@ class Metrics:
                            ["action", "exit"], registry=self.registry)
         self.health = Gauge("debvisor_health_check", "Health check state (0 ok, 1 warn, 2 crit)",
                             ["check"], registry=self.registry)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def call(self, method: str, code: str, elapsed: float | None = None) -> None:
+        """Count a call (its method served, so the labels stay few) and its latency."""
+        self._child(self.calls, method, code).inc()
+        if elapsed is not None:
+            self._child(self.latency, method).observe(elapsed)
+
+    def op(self, action: str, code: int) -> None:
+        self._child(self.ops, action, str(code)).inc()
 
     def serve(self, listen: str, certfile: str = "", keyfile: str = "") -> None:
         from prometheus_client import start_http_server
@@ -126,53 +191,69 @@ class Metrics:
         start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry, **kw)
 
 
-def _md(details: grpc.HandlerCallDetails, name: str) -> str | None:
-    for k, v in details.invocation_metadata or ():
-        if k == name:
-            return str(v)
-    return None
-
-
 class Guard(grpc.ServerInterceptor):
     """Authentication, RBAC, rate limits, deadlines and the blocking call log, around every
-    handler; a handler kind it does not wrap (client or bidi streaming) is denied."""
+    handler; a handler kind it does not wrap (client or bidi streaming) is denied, and so is
+    any method the service does not declare. The wrapped handler of each served method is
+    made once (the table is as small as the service)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        self._wrapped: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any],
                           details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
         method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = continuation(details)
+            wrapped = self._wrap(method, handler)
+            if handler is not None:
+                self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if method in UNAUTHENTICATED_OK and handler is not None:
             return handler
         if handler is None or not method.startswith(f"/{SERVICE}/"):
             return self._deny_all(method, "method not exposed", handler)
         if handler.request_streaming:
             return self._deny_all(method, "streaming requests are not served", handler)
-        if handler.unary_unary:
+        perm = "rpc:" + method.rsplit("/", 1)[1]
+        if handler.unary_unary is not None and method in LOGGED_ONCE:
+            inner_once = handler.unary_unary
+
+            def once(request: Any, context: grpc.ServicerContext) -> Any:
+                return self._once(method, perm, inner_once, request, context)
+
+            return grpc.unary_unary_rpc_method_handler(once, handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                with self._served(details, request, context):
+                with self._served(method, perm, request, context):
                     return inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
                                                        handler.response_serializer)
-        inner_s = handler.unary_stream
+        if handler.unary_stream is not None:
+            inner_s = handler.unary_stream
 
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with self._served(details, request, context):
-                yield from inner_s(request, context)
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                with self._served(method, perm, request, context):
+                    yield from inner_s(request, context)
 
-        return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
-                                                    handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
+                                                        handler.response_serializer)
+        return self._deny_all(method, "this kind of method is not served", handler)
 
     @contextlib.contextmanager
-    def _served(self, details: grpc.HandlerCallDetails, request: Any,
+    def _served(self, method: str, perm: str, request: Any,
                 context: grpc.ServicerContext) -> Iterator[None]:
-        """Admit the call (or abort it), run the handler, log its outcome and duration."""
-        t0, rec, token = self._admit(details, request, context)
+        """Admit the call (or abort it; logged), log it, run the handler, log its outcome
+        and duration."""
+        t0, rec, token = self._admit(method, perm, request, context, log_start=True)
         try:
             yield
             rec["code"] = context.code().name if context.code() else "OK"
@@ -182,7 +263,26 @@ class Guard(grpc.ServerInterceptor):
             raise
         finally:
             _caller.reset(token)
-            self._finish(rec, t0, context)
+            rec.pop("params", None)  # in the admission's line
+            self._finish(rec, t0)
+
+    def _once(self, method: str, perm: str, inner: Callable[[Any, Any], Any], request: Any,
+              context: grpc.ServicerContext) -> Any:
+        """A read logged once: admit the call (or abort it; logged), run the handler, then
+        write its one line — the answer leaves only once that line is written."""
+        t0, rec, token = self._admit(method, perm, request, context, log_start=False)
+        try:
+            response = inner(request, context)
+        except Exception as exc:
+            rec["code"] = getattr(context.code(), "name", None) or "INTERNAL"
+            rec.setdefault("error", str(exc)[:300])
+            self._finish(rec, t0)  # the call failed whatever the log says
+            raise
+        finally:
+            _caller.reset(token)
+        rec["code"] = context.code().name if context.code() else "OK"
+        self._finish(rec, t0, context)  # blocking: a line that cannot be written fails it
+        return response
 
     def _deny_all(self, method: str, why: str, handler: Any = None) -> Any:
         """A handler of the same kind as ``handler`` (any kind for an unknown method) that
@@ -190,7 +290,7 @@ class Guard(grpc.ServerInterceptor):
         def deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
             self.d.record({"method": method, "peer": context.peer(), "code": "PERMISSION_DENIED",
                            "why": why}, context)
-            self.d.metrics.calls.labels(method, "PERMISSION_DENIED").inc()
+            self.d.metrics.call(NOT_SERVED, "PERMISSION_DENIED")
             context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
         def deny_stream(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
@@ -205,21 +305,29 @@ class Guard(grpc.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(deny_stream)
         return grpc.unary_unary_rpc_method_handler(deny)
 
-    def _admit(self, details: grpc.HandlerCallDetails, request: Any,
-               context: grpc.ServicerContext) -> tuple[float, dict[str, Any], Any]:
+    def _may(self, caller: Caller, perm: str) -> bool:
+        policy = self.d.policy
+        if policy.allowed(caller, perm):
+            return True
+        # Call runs a subset of what Invoke runs (queries), with the same per-action checks
+        return perm == "rpc:Call" and policy.allowed(caller, "rpc:Invoke")
+
+    def _admit(self, method: str, perm: str, request: Any, context: grpc.ServicerContext, *,
+               log_start: bool) -> tuple[float, dict[str, Any], Any]:
         t0 = time.monotonic()
-        method = details.method
         rec: dict[str, Any] = {"method": method, "peer": context.peer()}
+        md: dict[str, str] = {}
+        for k, v in context.invocation_metadata() or ():
+            md.setdefault(k, v)  # the first of a repeated key, as grpc's own lookups do
         cn = ""
         if not self.d.settings.insecure_lab:
             vals = context.auth_context().get("x509_common_name") or [b""]
             cn = vals[0].decode()
         rec["cn"] = cn
-        caller, code, why = self._authenticate(details, cn)
+        caller, code, why = self._authenticate(method, md, cn)
         if caller is not None:
             rec["caller"] = caller.label()
-            perm = "rpc:" + method.rsplit("/", 1)[1]
-            if perm not in SELF_SERVICE and not self.d.policy.allowed(caller, perm):
+            if perm not in SELF_SERVICE and not self._may(caller, perm):
                 code, why = grpc.StatusCode.PERMISSION_DENIED, f"{caller.identity} may not call {perm[4:]}"
                 caller = None
         if caller is not None:
@@ -232,31 +340,32 @@ class Guard(grpc.ServerInterceptor):
             assert code is not None
             rec.update(code=code.name, why=why)
             self.d.record(rec, context)
-            self.d.metrics.calls.labels(method, code.name).inc()
+            self.d.metrics.call(method, code.name)
             context.abort(code, why)
         assert caller is not None
-        action = getattr(request, "action", "") or None
-        if action:
-            rec["action"] = action
-            rec["params"] = self.d.redacted_params(action, getattr(request, "params_json", ""))
-        rec["code"] = "STARTED"
-        self.d.record(rec, context)  # blocking: no record, no call
+        if log_start:
+            action = getattr(request, "action", "") or None
+            if action:
+                rec["action"] = action
+                rec["params"] = self.d.redacted_params(action, getattr(request, "params_json", ""))
+            rec["code"] = "STARTED"
+            self.d.record(rec, context)  # blocking: no record, no call
         _record.set(rec)
         return t0, rec, _caller.set(caller)
 
-    def _authenticate(self, details: grpc.HandlerCallDetails, cn: str
+    def _authenticate(self, method: str, md: dict[str, str], cn: str
                       ) -> tuple[Caller | None, grpc.StatusCode | None, str]:
         d = self.d
         unauth = grpc.StatusCode.UNAUTHENTICATED
-        bearer = _md(details, "authorization")
+        bearer = md.get("authorization")
         identity, via = cn, None
-        if details.method == f"/{SERVICE}/Login":  # the password (or ID token) is checked there
+        if method == f"/{SERVICE}/Login":  # the password (or ID token) is checked there
             if not cn and not d.settings.insecure_lab:
                 return None, unauth, "no client certificate"
             return Caller(cn or "lab", cn), None, ""
-        user_token = _md(details, "x-user-token")
+        user_token = md.get("x-user-token")
         if user_token is not None:
-            if bearer is not None or _md(details, "x-api-key") is not None:
+            if bearer is not None or md.get("x-api-key") is not None:
                 return None, unauth, "send a user token alone, without a bearer token or API key"
             s = d.sessions.check(user_token)
             if s is None:
@@ -264,12 +373,12 @@ class Guard(grpc.ServerInterceptor):
             if s.method == "password":
                 from .users import current
 
-                rec = current().get(s.user)
+                rec = current(d.watch).get(s.user)
                 if rec is None:
                     d.sessions.revoke(user_token)
                     return None, unauth, f"user {s.user} was removed: the session has ended"
                 s.roles = tuple(str(r) for r in rec.get("roles") or [])
-            return Caller(s.user, cn, cn or None, roles=s.roles), None, ""
+            return Caller(s.user, cn, cn or None, roles=s.roles, login=s.method), None, ""
         if bearer is not None:
             if not bearer.lower().startswith("bearer ") or d.jwt is None:
                 return None, unauth, "bearer tokens are not accepted here" if d.jwt is None \
@@ -281,7 +390,7 @@ class Guard(grpc.ServerInterceptor):
             via = cn or None
         elif cn in d.policy.proxies:
             return None, unauth, f"{cn} is a proxy: it must forward its user's token"
-        key = _md(details, "x-api-key")
+        key = md.get("x-api-key")
         key_id = key_role = None
         if key is not None:
             check = d.keys.check(key)
@@ -300,13 +409,18 @@ class Guard(grpc.ServerInterceptor):
             return None, grpc.StatusCode.PERMISSION_DENIED, f"{identity} has no role here"
         return Caller(identity, cn, via, key_id, key_role, roles), None, ""
 
-    def _finish(self, rec: dict[str, Any], t0: float, context: grpc.ServicerContext) -> None:
+    def _finish(self, rec: dict[str, Any], t0: float,
+                context: grpc.ServicerContext | None = None) -> None:
+        """Log the call's outcome and duration; with ``context``, a line that cannot be
+        written fails the call (the answer has not left yet)."""
         elapsed = time.monotonic() - t0
         rec["ms"] = round(elapsed * 1000, 3)
-        rec.pop("params", None)
-        self.d.metrics.calls.labels(rec["method"], rec["code"]).inc()
-        self.d.metrics.latency.labels(rec["method"]).observe(elapsed)
-        self.d.record(rec)
+        try:
+            self.d.record(rec, context)
+        except Exception:  # the line was not written: the call is refused (UNAVAILABLE)
+            self.d.metrics.call(rec["method"], "UNAVAILABLE", elapsed)
+            raise
+        self.d.metrics.call(rec["method"], rec["code"], elapsed)
 
 
 def caller() -> Caller:
@@ -338,8 +452,12 @@ def _drain(proc: subprocess.Popen[str], label: str) -> None:
              + (f": {said}" if said else ""))
 
 
+#: JSON of events (json.dumps with default=str makes an encoder per call)
+_json = json.JSONEncoder(default=str).encode
+
+
 def _event(name: str, **data: Any) -> pb.Event:
-    return pb.Event(event=name, json=json.dumps({"event": name, **data}, default=str))
+    return pb.Event(event=name, json=_json({"event": name, **data}))
 
 
 class Node(pbg.NodeServicer):
@@ -350,33 +468,82 @@ class Node(pbg.NodeServicer):
 
     # -- in-process runs (read-only) ----------------------------------------------------
     def _inprocess(self, path: str, params: dict[str, Any]) -> tuple[list[dict[str, Any]], int, Any]:
-        from .. import actions
-        from ..actions import Outcome
-        from ..context import Context
-        from ..ui import RecordingUI
+        """Run the read-only action ``path`` (found, its ``params`` validated) here."""
+        action = self.d.actions().get(path)
+        if action is None:
+            try:
+                action = _actions.find(Context(json=True, env=self.d.env), path)
+            except DebvisorError as exc:
+                return [{"event": "log", "level": "error", "message": exc.message},
+                        {"event": "exit", "code": exc.exit_code}], exc.exit_code, None
+        return self._run(action, params, validate=True)
 
-        ctx = Context(json=True, env=self.d.env, argv=["debvisor-rpcd", path])
+    def _run(self, action: Action, params: dict[str, Any], *, validate: bool = False
+             ) -> tuple[list[dict[str, Any]], int, Any]:
+        """Run a read-only ``action`` in this process on a recording UI: (its events, ending
+        with "exit"; the exit code; the result)."""
+        ctx = Context(json=True, env=self.d.env, argv=["debvisor-rpcd", action.path])
         ui = RecordingUI()
         ctx.ui = ui
         code, data = 0, None
-        with ui.bound():
+        with ui.bound():  # the run's log lines, errors and exit event: the CLI's, as events
             try:
-                action = self.d.actions().get(path) or actions.find(ctx, path)
-                result = actions.run(ctx, action, action.validate(params))
-                if isinstance(result, Outcome):
-                    code, data = result.code, result.data
-                    if result.message:
-                        ui.emit("log", level="error", message=result.message)
-                else:
-                    data = result
+                result = _actions.run(ctx, action, action.validate(params) if validate else params)
+                code = _actions.outcome_code(result)  # an Outcome's message and exit event
+                data = result.data if isinstance(result, Outcome) else result
             except DebvisorError as exc:
-                code = exc.exit_code
-                ui.emit("log", level="error", message=exc.message)
+                code = report(exc)  # its message, its hint and the exit event
             except Exception as exc:  # noqa: BLE001 - one line to the client, like the CLI
                 code = 1
-                ui.emit("log", level="error", message=f"internal error: {type(exc).__name__}: {exc}")
-        ui.emit("exit", code=code)
+                log.error(f"internal error: {type(exc).__name__}: {exc}")
+        seen = ui.events_seen
+        if not seen or seen[-1]["event"] != "exit":  # success (or an internal error)
+            ui.emit("exit", code=code)
         return ui.events_seen, code, data
+
+    def _checked(self, request: Any, context: grpc.ServicerContext, who: Caller, *,
+                 queries_only: bool = False) -> tuple[Action, dict[str, Any], dict[str, Any]]:
+        """The request's action, its parameters as sent and as validated — or the call
+        aborted: no such action, a state change asked of Call (FAILED_PRECONDITION), bad
+        parameters, dry run or check of an action that has none, a bad origin
+        (INVALID_ARGUMENT), an action the caller may not run (PERMISSION_DENIED)."""
+        rec = _record.get() if queries_only else None  # Call logs what it ran at the end
+        if rec is not None:
+            rec["action"] = request.action[:80]
+        action = self.d.actions().get(request.action)
+        if action is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"no action {request.action[:80]!r} is installed; see ListActions")
+        assert action is not None
+        if queries_only and action.changes_state:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{action.path} changes state: Call runs only queries; run it with "
+                          "Invoke, which streams its progress")
+        params: Any = None
+        try:
+            params = json.loads(request.params_json) if request.params_json else {}
+            if not isinstance(params, dict):
+                raise ValueError("not an object")
+            checked = action.validate(params)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params_json: not a JSON object ({exc})")
+        except BadInput as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        finally:
+            if rec is not None:
+                rec["params"] = self.d.redacted(action, params, request.params_json)
+        if not self.d.policy.allowed(who, action.path, read_only=not action.changes_state):
+            self.d.denied(context, f"{who.identity} may not run {action.path}")
+        if (request.dry_run or request.check) and not action.journalled:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{action.path} is not a journalled operation: it has no dry run or check")
+        if request.origin:
+            from ..journal import ORIGIN_RE
+
+            if not ORIGIN_RE.fullmatch(request.origin):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"origin {request.origin[:40]!r} is not OPID.STEP")
+        return action, params, checked
 
     # -- methods -------------------------------------------------------------------------
     def ListActions(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -394,39 +561,14 @@ class Node(pbg.NodeServicer):
 
     def Invoke(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         who = caller()
-        action = self.d.actions().get(request.action)
-        if action is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"no action {request.action[:80]!r} is installed; see ListActions")
-        assert action is not None
-        try:
-            params = json.loads(request.params_json or "{}")
-            if not isinstance(params, dict):
-                raise ValueError("not an object")
-            action.validate(params)
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params_json: not a JSON object ({exc})")
-        except BadInput as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
-        if not self.d.policy.allowed(who, action.path, read_only=not action.changes_state):
-            self.d.denied(context, f"{who.identity} may not run {action.path}")
-        if (request.dry_run or request.check) and not action.journalled:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{action.path} is not a journalled operation: it has no dry run or check")
-        origin: list[str] = []
-        if request.origin:
-            from ..journal import ORIGIN_RE
-
-            if not ORIGIN_RE.fullmatch(request.origin):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"origin {request.origin[:40]!r} is not OPID.STEP")
-            origin = ["--origin", request.origin]
+        action, params, checked = self._checked(request, context, who)
+        origin = ["--origin", request.origin] if request.origin else []
         # admitted: say so at once (a client that started a long action learns now that it
         # was not refused, long before the action's first event)
         context.send_initial_metadata(((ADMITTED, "1"),))
         if not action.changes_state:
-            events, code, _ = self._inprocess(action.path, params)
-            self.d.metrics.ops.labels(action.path, str(code)).inc()
+            events, code, _ = self._run(action, checked)
+            self.d.metrics.op(action.path, code)
             for ev in events:
                 yield _event(ev.pop("event"), **ev)
             context.set_trailing_metadata((("exit-code", str(code)),))
@@ -436,6 +578,27 @@ class Node(pbg.NodeServicer):
                                  ("--force-maintenance", request.force_maintenance)) if on]
         yield from self._child([*origin, "actions", "run", action.path, "-", *flags],
                                json.dumps(params), who, context, action.path)
+
+    def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
+        who = caller()
+        action, _, checked = self._checked(request, context, who, queries_only=True)
+        budget = min(context.time_remaining(), self.d.settings.default_deadline_s)
+        t0 = time.monotonic()
+        events, code, _ = self._run(action, checked)
+        self.d.metrics.op(action.path, code)
+        rec = _record.get()
+        if rec is not None:
+            rec["exit"] = code
+        if time.monotonic() - t0 > budget:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"{action.path} ran longer than the call's deadline ({budget:.3g} s)")
+        end = events.pop()  # the exit event: its code, message and hint are fields
+        message = end.get("message") or ""
+        if code and not message:  # an internal error: its last error line
+            message = next((str(e.get("message")) for e in reversed(events)
+                            if e["event"] == "log" and e.get("level") == "error"), "")
+        return pb.CallResponse(code=code, message=message, hint=end.get("hint") or "",
+                               events=[pb.Event(event=e["event"], json=_json(e)) for e in events])
 
     def _child(self, args: list[str], stdin: str, who: Caller, context: grpc.ServicerContext,
                label: str) -> Iterator[Any]:
@@ -459,8 +622,9 @@ class Node(pbg.NodeServicer):
                 proc.send_signal(signal.SIGTERM)
 
         context.add_callback(stop)
-        remaining = context.time_remaining()
-        limit = self.d.settings.max_operation_s if remaining is None else remaining
+        remaining = context.time_remaining()  # the client's deadline; the longest one allowed
+        limit = self.d.settings.max_operation_s if remaining is None else \
+            min(remaining, self.d.settings.max_operation_s)
         timer = threading.Timer(max(limit, 0.1), stop)
         timer.daemon = True
         timer.start()
@@ -490,7 +654,7 @@ class Node(pbg.NodeServicer):
             yield _event("exit", code=code, message=message)
         elif not exit_seen:
             yield _event("exit", code=code)
-        self.d.metrics.ops.labels(label, str(code)).inc()
+        self.d.metrics.op(label, code)
         context.set_trailing_metadata((("exit-code", str(code)),))
 
     def Health(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -595,21 +759,57 @@ class Node(pbg.NodeServicer):
         ended = self.d.sessions.revoke(str(token))
         return pb.JsonResponse(json=json.dumps({"user": caller().identity, "ended": ended}))
 
+    # -- proxies: their events in the node's audit chain ---------------------------------
+    def RecordEvent(self, request: Any, context: grpc.ServicerContext) -> Any:
+        from .events import checked
+
+        who, d = caller(), self.d
+        rec = _record.get()
+        if rec is not None:
+            rec["event"] = request.kind[:40]
+        if who.cert_cn not in d.policy.proxies:
+            d.denied(context, f"only a proxy ([rpcd] proxies) records events; certificate "
+                              f"{who.cert_cn or '(none)'} is not one")
+        if who.login is None:
+            d.denied(context, "a proxy records events only for a logged-in user: send the "
+                              "user's token (x-user-token)")
+        try:
+            details = checked(request.kind, request.details_json)
+        except BadInput as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+        try:
+            written = d.audit_event(request.kind, details, who)
+        except (OSError, DebvisorError) as exc:
+            why = exc.message if isinstance(exc, DebvisorError) else (exc.strerror or str(exc))
+            log.error(f"rpcd: the audit log cannot be written ({why}); event not recorded")
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          "the audit log cannot be written; the event was not recorded")
+        return pb.JsonResponse(json=json.dumps({"seq": written["seq"], "hash": written["hash"],
+                                                "kind": request.kind}))
+
 
 class Daemon:
-    """Everything one rpcd process holds: settings, policy, credentials, logs, metrics."""
+    """Everything one rpcd process holds: settings, policy, credentials, logs, metrics —
+    over the process's one :class:`~debvisor_core.context.Context` (its config, plugins and
+    cache); each in-process run gets its own Context over the same Env."""
 
-    def __init__(self, settings: Settings, config_file: str | None) -> None:
-        from ..context import Context
+    def __init__(self, settings: Settings, ctx: Context) -> None:
         from .apikeys import KeyStore
+        from .apikeys import store_path as key_store_path
+        from .watch import DirWatch
 
         self.settings = settings
-        self.config_file = config_file
-        self.ctx = Context(json=True, config_file=config_file, argv=["debvisor-rpcd"])
-        self.env = self.ctx.env
-        self.policy = Policy.from_config(settings.conf)
+        self.ctx = ctx
+        #: what the children (state changes) read: the config this daemon serves
+        self.config_file = ctx.config_file or os.environ.get("DEBVISOR_CONFIG")
+        self.env = ctx.env
+        self.policy = settings.policy
         self.bucket = Bucket(settings.rate, settings.burst)
-        self.keys = KeyStore()
+        store_dir = key_store_path().parent  # API keys and users: watched, not stat'ed per call
+        with contextlib.suppress(OSError):
+            store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.watch = DirWatch(store_dir)
+        self.keys = KeyStore(self.watch)
         self.jwt = JwtVerifier(settings.jwks_file, settings.jwt_issuer, settings.jwt_audience) \
             if settings.jwks_file else None
         self.oidc = JwtVerifier(settings.oidc_jwks_file, settings.oidc_issuer,
@@ -617,32 +817,69 @@ class Daemon:
         from .users import Sessions
 
         self.sessions = Sessions(settings.session_ttl, settings.session_max)
-        path = Path(settings.call_log) if settings.call_log else self.ctx.log_dir / "rpcd-calls.jsonl"
+        path = Path(settings.call_log) if settings.call_log else ctx.log_dir / "rpcd-calls.jsonl"
         self.calllog = CallLog(path, durable=settings.durable_log)
         self.metrics = Metrics()
-        self._actions: dict[str, Any] | None = None
+        self._actions: dict[str, Action] | None = None
         self._reload = threading.Event()
 
-    def actions(self) -> dict[str, Any]:
+    def actions(self) -> dict[str, Action]:
         if self._actions is None:
-            from .. import actions
-
-            self._actions = actions.installed(self.ctx)
+            self._actions = _actions.installed(self.ctx)
         return self._actions
 
     def redacted_params(self, path: str, raw: str) -> Any:
         """The call's parameters for the log: secret ones replaced by keyed digests."""
-        from ..redact import scrub, secret_digest
-
         try:
             params = json.loads(raw or "{}")
         except ValueError:
+            params = None
+        return self.redacted(self.actions().get(path), params, raw)
+
+    @staticmethod
+    def redacted(action: Action | None, params: Any, raw: str) -> Any:
+        """``params`` (``raw`` parsed, None when it is not JSON) for the log: secret ones
+        replaced by keyed digests."""
+        from ..redact import scrub, secret_digest
+
+        if params is None:
             return {"unparsed_bytes": len(raw)}
         if not isinstance(params, dict):
             return {"not_an_object": type(params).__name__}
-        action = self.actions().get(path)
+        if not params:
+            return {}
         secret = {p.name for p in action.params if p.secret} if action else set()
         return scrub({k: secret_digest(str(v)) if k in secret else v for k, v in params.items()})
+
+    def audit_event(self, kind: str, details: dict[str, Any], who: Caller) -> dict[str, Any]:
+        """Append a proxy's event (checked by :func:`.events.checked`) to the node's audit
+        chain, attributed to ``who`` ("NAME via=PROXY"), then to the other audit sinks, like
+        :func:`debvisor_core.audit.record`; the written record. Raises OSError or
+        DebvisorError when the chain cannot be written."""
+        import socket
+
+        from ..audit import append, log_path
+        from ..identity import who as os_user
+        from ..redact import scrub_text
+        from ..timefmt import iso_utc
+
+        plugin, _, action = kind.partition(".")
+        # the fields are known and none is a secret (a counter named KeyEvent is a count),
+        # but a text may quote a console ticket or a URI's password: those are digested
+        clean = {k: scrub_text(v) if isinstance(v, str) else v for k, v in details.items()}
+        event = {"time": iso_utc(), "host": socket.gethostname(), "user": os_user(),
+                 "argv": ["debvisor-rpcd", "RecordEvent", kind], "plugin": plugin,
+                 "action": action, "operation": None, "result": kind, "duration_ms": None,
+                 "details": clean, "caller": who.label()}
+        written = append(log_path(self.ctx), event)
+        for impl in reversed(self.ctx.hook.debvisor_audit.get_hookimpls()):
+            if impl.plugin_name == "core":
+                continue  # the file chain, written above
+            try:
+                impl.function(ctx=self.ctx, event=dict(written))
+            except Exception as exc:  # noqa: BLE001 - other sinks only warn, as for the CLI
+                log.warn(f"audit sink {impl.plugin_name} failed: {exc}")
+        return written
 
     def record(self, rec: dict[str, Any], context: grpc.ServicerContext | None = None) -> None:
         """Write a call-log record; when it cannot be written, fail the call given

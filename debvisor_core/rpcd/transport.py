@@ -2,11 +2,11 @@
 
 ``[cluster.nodes.NODE] transport = "grpc"`` (``address``, else ``[rpcd.nodes.NODE]
 address``, else ``NODE:7443``); the caller's certificate and keys come from
-``[rpcd.client]``. The step's three commands map onto ``Invoke``: ``actions run ACTION -``
-(with the step's ``--origin``, journalled with the node's operation), ``ops rollback ID``
-and ``ops list --origin O`` (the ``ops.rollback`` and ``ops.list`` actions); the node's
-events come back as the JSON result, ``[ERROR]`` lines and the exit code the ssh and local
-transports return.
+``[rpcd.client]``. The step's three commands map onto the node's API: ``actions run
+ACTION -`` (``Invoke``, with the step's ``--origin``, journalled with the node's
+operation), ``ops rollback ID`` (``Invoke`` of ``ops.rollback``) and ``ops list --origin O``
+(``Call`` of ``ops.list``: a query, one unary call); the node's events come back as the
+JSON result, ``[ERROR]`` lines and the exit code the ssh and local transports return.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class GrpcTransport:
         rest = [a for a in args if a != "--json"]
         if "--origin" in rest[:2]:
             rest = rest[2:]
+        query = False
         if rest[:2] == ["actions", "run"] and len(rest) >= 3:
             action, params, yes = rest[2], stdin or "{}", "--yes" in rest
         elif rest[:2] == ["ops", "rollback"] and len(rest) >= 3:
@@ -52,13 +53,15 @@ class GrpcTransport:
             action, yes, origin_filter = "ops.list", False, _value(rest, "--origin")
             params = json.dumps({"origin": origin_filter,
                                  "limit": int(limit) if limit and limit.isdigit() else None})
-            origin = ""
+            origin, query = "", True
         else:
             return 2, "", f"[ERROR] the grpc transport cannot run `{' '.join(rest)[:80]}`"
         result: Any = None
         errors: list[str] = []
         code = 0
-        for ev in self.client.invoke(action, params, yes=yes, timeout=timeout, origin=origin):
+        events = self.client.call(action, params, timeout=timeout, origin=origin) if query \
+            else self.client.invoke(action, params, yes=yes, timeout=timeout, origin=origin)
+        for ev in events:
             kind = ev.get("event")
             if kind == "result":
                 result = ev.get("result")

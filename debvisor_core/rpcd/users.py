@@ -20,9 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .watch import DirWatch
 
 NAME_RE = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 TOKEN_RE = re.compile(r"dvs_[A-Za-z0-9_-]{43}")
@@ -51,12 +54,20 @@ def load() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-_cache: dict[str, Any] = {"key": None, "data": {}}
+_cache: dict[str, Any] = {"key": None, "data": {}, "gen": None}
 
 
-def current() -> dict[str, Any]:
+def current(watch: DirWatch | None = None) -> dict[str, Any]:
     """The store as it is on disk now, read again only when the file changed (the daemon
-    asks on every call made with a session token: a removed user's session ends)."""
+    asks on every call made with a session token: a removed user's session ends). With a
+    :class:`~.watch.DirWatch` of the store's directory, no system call while nothing there
+    changed."""
+    if watch is not None and watch.ok:
+        gen = watch.generation
+        if gen == _cache["gen"] and _cache["key"] is not None:
+            data0: dict[str, Any] = _cache["data"]
+            return data0
+        _cache["gen"] = gen  # before reading: a change while we read moves it again
     p = store_path()
     try:
         st = p.stat()

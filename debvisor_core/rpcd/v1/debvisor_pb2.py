@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$debvisor_core/rpcd/v1/debvisor.proto\x12\x0b\x64\x65\x62visor.v1\"$\n\x12ListActionsRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\"\xbd\x01\n\nActionInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x15\n\rchanges_state\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x05 \x01(\x08\x12\x11\n\tprivilege\x18\x06 \x01(\t\x12\x13\n\x0bschema_json\x18\x07 \x01(\t\x12\x15\n\rsecret_params\x18\x08 \x03(\t\x12\x15\n\rdescribe_json\x18\t \x01(\t\"?\n\x13ListActionsResponse\x12(\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x17.debvisor.v1.ActionInfo\"\x8c\x01\n\rInvokeRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\r\n\x05\x63heck\x18\x04 \x01(\x08\x12\x0b\n\x03yes\x18\x05 \x01(\x08\x12\x19\n\x11\x66orce_maintenance\x18\x06 \x01(\x08\x12\x0e\n\x06origin\x18\x07 \x01(\t\"$\n\x05\x45vent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"\x0f\n\rHealthRequest\"*\n\x0cJsonResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\"2\n\x15ListOperationsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\";\n\x0fRollbackRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0b\n\x03yes\x18\x03 \x01(\x08\"\x14\n\x12VerifyAuditRequest\"#\n\x12\x41uditEventsRequest\x12\r\n\x05since\x18\x01 \x01(\t\"\x0f\n\rWhoAmIRequest\"E\n\x0cLoginRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x15\n\roidc_id_token\x18\x03 \x01(\t\"e\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\x12\x14\n\x0cidle_timeout\x18\x05 \x01(\x01\"\x0f\n\rLogoutRequest2\xc2\x05\n\x04Node\x12P\n\x0bListActions\x12\x1f.debvisor.v1.ListActionsRequest\x1a .debvisor.v1.ListActionsResponse\x12:\n\x06Invoke\x12\x1a.debvisor.v1.InvokeRequest\x1a\x12.debvisor.v1.Event0\x01\x12?\n\x06Health\x12\x1a.debvisor.v1.HealthRequest\x1a\x19.debvisor.v1.JsonResponse\x12O\n\x0eListOperations\x12\".debvisor.v1.ListOperationsRequest\x1a\x19.debvisor.v1.JsonResponse\x12G\n\x11RollbackOperation\x12\x1c.debvisor.v1.RollbackRequest\x1a\x12.debvisor.v1.Event0\x01\x12I\n\x0bVerifyAudit\x12\x1f.debvisor.v1.VerifyAuditRequest\x1a\x19.debvisor.v1.JsonResponse\x12\x44\n\x0b\x41uditEvents\x12\x1f.debvisor.v1.AuditEventsRequest\x1a\x12.debvisor.v1.Event0\x01\x12?\n\x06WhoAmI\x12\x1a.debvisor.v1.WhoAmIRequest\x1a\x19.debvisor.v1.JsonResponse\x12>\n\x05Login\x12\x19.debvisor.v1.LoginRequest\x1a\x1a.debvisor.v1.LoginResponse\x12?\n\x06Logout\x12\x1a.debvisor.v1.LogoutRequest\x1a\x19.debvisor.v1.JsonResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$debvisor_core/rpcd/v1/debvisor.proto\x12\x0b\x64\x65\x62visor.v1\"$\n\x12ListActionsRequest\x12\x0e\n\x06plugin\x18\x01 \x01(\t\"\xbd\x01\n\nActionInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x15\n\rchanges_state\x18\x04 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x05 \x01(\x08\x12\x11\n\tprivilege\x18\x06 \x01(\t\x12\x13\n\x0bschema_json\x18\x07 \x01(\t\x12\x15\n\rsecret_params\x18\x08 \x03(\t\x12\x15\n\rdescribe_json\x18\t \x01(\t\"?\n\x13ListActionsResponse\x12(\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x17.debvisor.v1.ActionInfo\"\x8c\x01\n\rInvokeRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0bparams_json\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\r\n\x05\x63heck\x18\x04 \x01(\x08\x12\x0b\n\x03yes\x18\x05 \x01(\x08\x12\x19\n\x11\x66orce_maintenance\x18\x06 \x01(\x08\x12\x0e\n\x06origin\x18\x07 \x01(\t\"$\n\x05\x45vent\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t\"_\n\x0c\x43\x61llResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\"\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x12.debvisor.v1.Event\x12\x0c\n\x04hint\x18\x04 \x01(\t\"\x0f\n\rHealthRequest\"*\n\x0cJsonResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\"2\n\x15ListOperationsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\";\n\x0fRollbackRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x0b\n\x03yes\x18\x03 \x01(\x08\"\x14\n\x12VerifyAuditRequest\"#\n\x12\x41uditEventsRequest\x12\r\n\x05since\x18\x01 \x01(\t\"\x0f\n\rWhoAmIRequest\"E\n\x0cLoginRequest\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x15\n\roidc_id_token\x18\x03 \x01(\t\"e\n\rLoginResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\nexpires_at\x18\x04 \x01(\x01\x12\x14\n\x0cidle_timeout\x18\x05 \x01(\x01\"\x0f\n\rLogoutRequest\"8\n\x12RecordEventRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x02 \x01(\t2\xcc\x06\n\x04Node\x12P\n\x0bListActions\x12\x1f.debvisor.v1.ListActionsRequest\x1a .debvisor.v1.ListActionsResponse\x12:\n\x06Invoke\x12\x1a.debvisor.v1.InvokeRequest\x1a\x12.debvisor.v1.Event0\x01\x12=\n\x04\x43\x61ll\x12\x1a.debvisor.v1.InvokeRequest\x1a\x19.debvisor.v1.CallResponse\x12?\n\x06Health\x12\x1a.debvisor.v1.HealthRequest\x1a\x19.debvisor.v1.JsonResponse\x12O\n\x0eListOperations\x12\".debvisor.v1.ListOperationsRequest\x1a\x19.debvisor.v1.JsonResponse\x12G\n\x11RollbackOperation\x12\x1c.debvisor.v1.RollbackRequest\x1a\x12.debvisor.v1.Event0\x01\x12I\n\x0bVerifyAudit\x12\x1f.debvisor.v1.VerifyAuditRequest\x1a\x19.debvisor.v1.JsonResponse\x12\x44\n\x0b\x41uditEvents\x12\x1f.debvisor.v1.AuditEventsRequest\x1a\x12.debvisor.v1.Event0\x01\x12?\n\x06WhoAmI\x12\x1a.debvisor.v1.WhoAmIRequest\x1a\x19.debvisor.v1.JsonResponse\x12>\n\x05Login\x12\x19.debvisor.v1.LoginRequest\x1a\x1a.debvisor.v1.LoginResponse\x12?\n\x06Logout\x12\x1a.debvisor.v1.LogoutRequest\x1a\x19.debvisor.v1.JsonResponse\x12I\n\x0bRecordEvent\x12\x1f.debvisor.v1.RecordEventRequest\x1a\x19.debvisor.v1.JsonResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,26 +41,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVOKEREQUEST']._serialized_end=489
   _globals['_EVENT']._serialized_start=491
   _globals['_EVENT']._serialized_end=527
-  _globals['_HEALTHREQUEST']._serialized_start=529
-  _globals['_HEALTHREQUEST']._serialized_end=544
-  _globals['_JSONRESPONSE']._serialized_start=546
-  _globals['_JSONRESPONSE']._serialized_end=588
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=590
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=640
-  _globals['_ROLLBACKREQUEST']._serialized_start=642
-  _globals['_ROLLBACKREQUEST']._serialized_end=701
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=703
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=723
-  _globals['_AUDITEVENTSREQUEST']._serialized_start=725
-  _globals['_AUDITEVENTSREQUEST']._serialized_end=760
-  _globals['_WHOAMIREQUEST']._serialized_start=762
-  _globals['_WHOAMIREQUEST']._serialized_end=777
-  _globals['_LOGINREQUEST']._serialized_start=779
-  _globals['_LOGINREQUEST']._serialized_end=848
-  _globals['_LOGINRESPONSE']._serialized_start=850
-  _globals['_LOGINRESPONSE']._serialized_end=951
-  _globals['_LOGOUTREQUEST']._serialized_start=953
-  _globals['_LOGOUTREQUEST']._serialized_end=968
-  _globals['_NODE']._serialized_start=971
-  _globals['_NODE']._serialized_end=1677
+  _globals['_CALLRESPONSE']._serialized_start=529
+  _globals['_CALLRESPONSE']._serialized_end=624
+  _globals['_HEALTHREQUEST']._serialized_start=626
+  _globals['_HEALTHREQUEST']._serialized_end=641
+  _globals['_JSONRESPONSE']._serialized_start=643
+  _globals['_JSONRESPONSE']._serialized_end=685
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=687
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=737
+  _globals['_ROLLBACKREQUEST']._serialized_start=739
+  _globals['_ROLLBACKREQUEST']._serialized_end=798
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=800
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=820
+  _globals['_AUDITEVENTSREQUEST']._serialized_start=822
+  _globals['_AUDITEVENTSREQUEST']._serialized_end=857
+  _globals['_WHOAMIREQUEST']._serialized_start=859
+  _globals['_WHOAMIREQUEST']._serialized_end=874
+  _globals['_LOGINREQUEST']._serialized_start=876
+  _globals['_LOGINREQUEST']._serialized_end=945
+  _globals['_LOGINRESPONSE']._serialized_start=947
+  _globals['_LOGINRESPONSE']._serialized_end=1048
+  _globals['_LOGOUTREQUEST']._serialized_start=1050
+  _globals['_LOGOUTREQUEST']._serialized_end=1065
+  _globals['_RECORDEVENTREQUEST']._serialized_start=1067
+  _globals['_RECORDEVENTREQUEST']._serialized_end=1123
+  _globals['_NODE']._serialized_start=1126
+  _globals['_NODE']._serialized_end=1970
 # @@protoc_insertion_point(module_scope)

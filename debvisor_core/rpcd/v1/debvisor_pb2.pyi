@@ -66,6 +66,18 @@ class Event(_message.Message):
     json: str
     def __init__(self, event: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...
 
+class CallResponse(_message.Message):
+    __slots__ = ("code", "message", "events", "hint")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    hint: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., hint: _Optional[str] = ...) -> None: ...
+
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -137,3 +149,11 @@ class LoginResponse(_message.Message):
 class LogoutRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RecordEventRequest(_message.Message):
+    __slots__ = ("kind", "details_json")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    details_json: str
+    def __init__(self, kind: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...

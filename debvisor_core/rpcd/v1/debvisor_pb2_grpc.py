@@ -44,6 +44,11 @@ class NodeStub:
                 request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.Event.FromString,
                 _registered_method=True)
+        self.Call = channel.unary_unary(
+                '/debvisor.v1.Node/Call',
+                request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.SerializeToString,
+                response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.CallResponse.FromString,
+                _registered_method=True)
         self.Health = channel.unary_unary(
                 '/debvisor.v1.Node/Health',
                 request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.HealthRequest.SerializeToString,
@@ -84,6 +89,11 @@ class NodeStub:
                 request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
                 _registered_method=True)
+        self.RecordEvent = channel.unary_unary(
+                '/debvisor.v1.Node/RecordEvent',
+                request_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.RecordEventRequest.SerializeToString,
+                response_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -104,6 +114,18 @@ class NodeServicer:
         operation like Ctrl-C: applied steps are rolled back. Once the call is admitted
         (authenticated, allowed, parameters valid) the server sends the initial metadata
         "x-debvisor-admitted: 1" at once, before the action's first event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Call(self, request, context):
+        """Run one query (an action whose changes_state is false) and answer once: the events
+        Invoke would have streamed before its final "exit" event (result, log, note), and that
+        event's exit code, message and hint. The same validation, RBAC (a role that may Invoke may
+        Call), rate limit and audit as Invoke; the call is logged once, before the answer
+        leaves. A state-changing action is refused with FAILED_PRECONDITION: it goes through
+        Invoke, which streams its progress. dry_run and check are refused (a query has none).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +188,18 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordEvent(self, request, context):
+        """Append a proxy's event to the node's audit chain (the web panel's console: opened,
+        closed, failed, refused), attributed to the user whose token came with the call
+        ("caller": "NAME via=PROXY"). Only for a certificate of [rpcd] proxies forwarding a
+        logged-in user's "x-user-token"; anything else is PERMISSION_DENIED. The kind comes
+        from a fixed list and the details from a fixed set of fields, bounded in size and
+        type (INVALID_ARGUMENT otherwise). Answers {"seq", "hash", "kind"} of the record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +212,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.FromString,
                     response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.Event.SerializeToString,
+            ),
+            'Call': grpc.unary_unary_rpc_method_handler(
+                    servicer.Call,
+                    request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.FromString,
+                    response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.CallResponse.SerializeToString,
             ),
             'Health': grpc.unary_unary_rpc_method_handler(
                     servicer.Health,
@@ -217,6 +256,11 @@ def add_NodeServicer_to_server(servicer, server):
             'Logout': grpc.unary_unary_rpc_method_handler(
                     servicer.Logout,
                     request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.FromString,
+                    response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.SerializeToString,
+            ),
+            'RecordEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordEvent,
+                    request_deserializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.RecordEventRequest.FromString,
                     response_serializer=debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.SerializeToString,
             ),
     }
@@ -274,6 +318,33 @@ class Node:
             '/debvisor.v1.Node/Invoke',
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.SerializeToString,
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Call(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debvisor.v1.Node/Call',
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.InvokeRequest.SerializeToString,
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.CallResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -489,6 +560,33 @@ class Node:
             target,
             '/debvisor.v1.Node/Logout',
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.LogoutRequest.SerializeToString,
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/debvisor.v1.Node/RecordEvent',
+            debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.RecordEventRequest.SerializeToString,
             debvisor__core_dot_rpcd_dot_v1_dot_debvisor__pb2.JsonResponse.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,272 @@
+"""debvisor-rpcd's parts that need no server: the guard's table of handlers, the settings
+and policy read through ``Section``, the event fields a proxy may record, and the
+inotify watch that spares the API-key check a ``stat`` per call. The auth matrix, Call
+and RecordEvent against a real daemon are in test_rpcd.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from debvisor_core.errors import BadInput
+from debvisor_core.rpcd import events
+from debvisor_core.rpcd.authz import Policy
+from debvisor_core.rpcd.server import CALL, SERVICE, Guard, Settings
+from debvisor_core.settings import Section
+
+
+# -- the guard: every handler kind it does not wrap is denied -------------------------------
+class _Metrics:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def call(self, method: str, code: str, elapsed: float | None = None) -> None:
+        self.calls.append((method, code))
+
+
+class _Daemon:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.metrics = _Metrics()
+
+    def record(self, rec: dict[str, Any], context: Any = None) -> None:
+        self.records.append(rec)
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def abort(self, code: grpc.StatusCode, why: str) -> None:
+        self.aborted = (code, why)
+        raise _Aborted(why)
+
+
+def _deny_of(handler: Any, call: Any) -> tuple[_Daemon, _Context]:
+    """Run a denying handler; what it logged and answered."""
+    d, ctx = _Daemon(), _Context()
+    guard = Guard(d)  # type: ignore[arg-type]
+    wrapped = guard._wrap(f"/{SERVICE}/Chat", handler)
+    with pytest.raises(_Aborted):
+        out = call(wrapped, ctx)
+        if hasattr(out, "__next__"):
+            list(out)
+    return d, ctx
+
+
+@pytest.mark.parametrize("kind", ["stream_stream", "stream_unary"])
+def test_a_streaming_request_of_the_service_is_denied_whatever_its_kind(kind: str) -> None:
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    served = make(lambda req, ctx: pytest.fail("the handler ran"))
+    d, ctx = _deny_of(served, lambda h, c: getattr(h, kind)(iter(()), c))
+    assert ctx.aborted == (grpc.StatusCode.PERMISSION_DENIED, "streaming requests are not served")
+    assert d.records[0]["code"] == "PERMISSION_DENIED" and d.records[0]["method"] == f"/{SERVICE}/Chat"
+    assert d.metrics.calls == [("(not served)", "PERMISSION_DENIED")]
+
+
+def test_a_handler_of_no_known_kind_is_denied() -> None:
+    odd = grpc.unary_unary_rpc_method_handler(lambda req, ctx: pytest.fail("the handler ran"))
+    odd = odd._replace(unary_unary=None)  # neither unary nor streaming: nothing wraps it
+    d, ctx = _deny_of(odd, lambda h, c: h.unary_unary(object(), c))
+    assert ctx.aborted == (grpc.StatusCode.PERMISSION_DENIED, "this kind of method is not served")
+
+
+def test_the_wrapped_handlers_are_made_once_per_served_method() -> None:
+    guard = Guard(_Daemon())  # type: ignore[arg-type]
+    served = grpc.unary_unary_rpc_method_handler(lambda req, ctx: None)
+    asked: list[str] = []
+
+    class Details:
+        def __init__(self, method: str) -> None:
+            self.method = method
+            self.invocation_metadata = ()
+
+    def lookup(details: Any) -> Any:
+        asked.append(details.method)
+        return served if details.method == CALL else None
+
+    first = guard.intercept_service(lookup, Details(CALL))
+    assert first is not served and guard.intercept_service(lookup, Details(CALL)) is first
+    assert asked == [CALL]
+    # an unknown method is denied each time and never kept (the table stays small)
+    for _ in range(2):
+        assert guard.intercept_service(lookup, Details("/x.Y/Z")).stream_stream is not None
+    assert asked == [CALL, "/x.Y/Z", "/x.Y/Z"] and set(guard._wrapped) == {CALL}
+
+
+# -- settings and policy through Section --------------------------------------------------------
+def _section(**data: Any) -> Section:
+    return Section("/etc/debvisor/debvisor.toml", "[rpcd]", data)
+
+
+def test_settings_defaults_config_and_command_line() -> None:
+    s = Settings.from_section(_section(rate=5, burst=10, durable_log=False, max_workers=8,
+                                       listen="0.0.0.0:7443", proxies=["panel"]),
+                              listen="127.0.0.1:9", insecure_lab=False, call_log=None)
+    assert (s.rate, s.burst, s.durable_log, s.max_workers) == (5.0, 10.0, False, 8)
+    assert s.listen == "127.0.0.1:9" and s.default_deadline_s == 60.0
+    assert s.policy.proxies == frozenset({"panel"})
+    # plain text only ever comes from the --insecure-lab flag
+    assert Settings.from_section(_section(insecure_lab=True)).insecure_lab is False
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    ({"rate": "fast"}, "[rpcd] rate must be a number of calls a second ≥ 0, not 'fast'"),
+    ({"max_workers": 2.5}, "[rpcd] max_workers must be a whole number from 1 to 4096, not 2.5"),
+    ({"durable_log": "yes"}, "[rpcd] durable_log must be true or false, not 'yes'"),
+    ({"default_deadline_s": 0}, "[rpcd] default_deadline_s must be a number of seconds > 0, not 0"),
+    ({"listen": 7443}, "[rpcd] listen must be a non-empty string, not 7443"),
+    ({"session_ttl": 100.0, "session_max": 50.0}, "[rpcd] session_ttl must not be longer than "
+                                                   "session_max"),
+    ({"proxies": "panel"}, "[rpcd] proxies must be a list of strings"),
+    ({"identities": {"alice": 3}}, "[rpcd.identities] alice must be a role or a list of roles"),
+    ({"identities": []}, "[rpcd] identities must be a table ([rpcd.identities])"),
+    ({"roles": {"ops": {"allow": "hv.*"}}}, "[rpcd.roles.ops] allow must be a list of strings"),
+])
+def test_a_wrong_setting_is_one_sentence_naming_the_key_and_the_file(data: dict[str, Any],
+                                                                     said: str) -> None:
+    with pytest.raises(BadInput) as err:
+        Settings.from_section(_section(**data))
+    assert err.value.message.startswith(f"config /etc/debvisor/debvisor.toml: {said}"), \
+        err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_policy_roles_and_identities() -> None:
+    p = Policy.from_section(_section(identities={"alice": "operator", "bob": ["viewer", "ops"]},
+                                     roles={"ops": {"allow": ["rpc:Call", "ops.*"]}}))
+    assert p.identities == {"alice": ("operator",), "bob": ("viewer", "ops")}
+    assert p.roles["ops"] == ("rpc:Call", "ops.*") and "viewer" in p.roles
+    assert "rpc:Call" in p.roles["viewer"]  # a viewer may Call the queries it may Invoke
+
+
+# -- what a proxy may record ---------------------------------------------------------------------
+def test_the_console_events_of_the_panel_pass_as_they_are() -> None:
+    close = {"event": "console.close", "user": "carol", "client": None, "vm": "web-1",
+             "mode": "control", "ticket": "a1b2c3", "reason": "closed", "code": 1000,
+             "duration_s": 3.25, "dropped": {"type7": 1}, "dropped_total": 1,
+             "forwarded": {"KeyEvent": 12, "PointerEvent": 40},
+             "stripped": {"QEMUAudio": 1, "-999": 2}, "bytes_to_vm": 100,
+             "bytes_from_browser": 2000}
+    kind, details = events.from_proxy_event(close)
+    assert kind == "console.close" and "user" not in details and "event" not in details
+    assert events.checked(kind, json.dumps(details)) == details
+    for kind in events.KINDS:
+        assert events.checked(kind, "") == {}
+
+
+@pytest.mark.parametrize(("kind", "raw", "said"), [
+    ("console.exec", "{}", "event kind 'console.exec' is not one a proxy may record"),
+    ("console.open", '{"user": "root"}', "details key 'user' is not an event field (rpcd records"),
+    ("console.open", '{"vm": ""}', "details vm: must be a name or address of at most 64"),
+    ("console.open", '{"bytes_to_vm": 1.5}', "details bytes_to_vm: must be a whole number"),
+    ("console.open", '{"duration_s": NaN}', "details duration_s: must be a number of seconds"),
+    ("console.open", '{"stripped": [1]}', "details stripped: must be an object of at most 32"),
+    ("console.open", '{"reason": "\\u001b[31m"}', "details reason: must be printable text"),
+    ("console.open", "null", "details_json must be a JSON object, not NoneType"),
+    ("console.open", "{", "details_json is not valid JSON"),
+    ("console.open", '{"reason": "' + "é" * 2100 + '"}', "the event's details are"),
+])
+def test_anything_else_is_refused_in_one_sentence(kind: str, raw: str, said: str) -> None:
+    with pytest.raises(BadInput) as err:
+        events.checked(kind, raw)
+    assert err.value.message.startswith(said), err.value.message
+
+
+# -- the watch: no stat per call, a change seen at once ------------------------------------------
+def _until(cond: Any, what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_the_watch_counts_changes_in_its_directory(tmp_path: Path) -> None:
+    from debvisor_core.rpcd.watch import DirWatch
+
+    w = DirWatch(tmp_path)
+    assert w.ok and w.generation == 0
+    (tmp_path / "new.json").write_text("{}")
+    _until(lambda: w.generation > 0, "a new file was never noticed")
+    seen = w.generation
+    (tmp_path / "tmp").write_text("{}")
+    (tmp_path / "tmp").replace(tmp_path / "new.json")  # how statefile replaces a store
+    _until(lambda: w.generation > seen, "a replaced file was never noticed")
+    missing = DirWatch(tmp_path / "absent")
+    assert missing.ok is False  # nothing to watch: readers stat instead
+
+
+@pytest.mark.parametrize("watched", [True, False])
+def test_a_revoked_key_is_refused_at_its_next_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  watched: bool) -> None:
+    monkeypatch.setenv("DEBVISOR_STATE_DIR", str(tmp_path))
+    from debvisor_core.rpcd import apikeys
+    from debvisor_core.rpcd.watch import DirWatch
+
+    store = apikeys.store_path().parent
+    store.mkdir(parents=True)
+    watch = DirWatch(store if watched else tmp_path / "absent")
+    assert watch.ok is watched
+    keys = apikeys.KeyStore(watch)
+    key, rec = apikeys.create("ci", "viewer", 3600)
+    _until(lambda: keys.check(key).ok, "a new key was never accepted")
+    calls: list[str] = []
+    real_stat = apikeys.os.stat
+
+    def counted(path: Any, *a: Any, **k: Any) -> Any:
+        calls.append(str(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(apikeys.os, "stat", counted)
+    if watched:  # the create's last events may reach the watching thread after the first ok
+        def quiet() -> bool:
+            n = len(calls)
+            return keys.check(key).ok and len(calls) == n
+
+        _until(quiet, "the store never settled")
+        calls.clear()
+    for _ in range(3):
+        assert keys.check(key).ok
+    assert len(calls) == (0 if watched else 3)  # watched: no system call while nothing changed
+    apikeys.revoke(rec["id"])
+    _until(lambda: keys.check(key).why == "API key revoked", "the revocation was never seen")
+    if not watched:  # a stat per check: the very next check sees it
+        assert keys.check(key).why == "API key revoked"
+
+
+# -- the daemon runs over the CLI's one Context ---------------------------------------------
+def test_the_daemon_uses_the_context_it_is_given(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from debvisor_core.context import Context
+    from debvisor_core.rpcd.server import Daemon
+
+    monkeypatch.setenv("DEBVISOR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DEBVISOR_PLUGINS", "")
+    conf = tmp_path / "debvisor.toml"
+    conf.write_text('[rpcd]\nrate = 5.0\nproxies = ["panel"]\n[rpcd.identities]\nci = "viewer"\n')
+    ctx = Context(config_file=str(conf))
+    d = Daemon(Settings.from_context(ctx, call_log=str(tmp_path / "calls.jsonl")), ctx)
+    try:
+        assert d.ctx is ctx and d.env is ctx.env and d.config_file == str(conf)
+        assert (d.bucket.rate, d.policy.identities, d.policy.proxies) == \
+            (5.0, {"ci": ("viewer",)}, frozenset({"panel"}))
+        assert "maintenance.status" in d.actions()
+        assert ctx.env.host is not None  # the plugins the daemon serves are the CLI's, loaded once
+        host = ctx.env.host
+        d._actions = None
+        d.actions()
+        assert ctx.env.host is host
+    finally:
+        d.calllog.close()

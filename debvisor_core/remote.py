@@ -10,7 +10,8 @@ its id came back is found again by ``ops list --origin`` — never guessed.
 transport and checks that it came back running it.
 
 Nodes come from the config: ``[cluster.nodes.NAME]`` with ``transport`` (``ssh``, the
-default, ``local`` or ``grpc``), ``host`` (ssh), ``address`` (grpc: the node's rpcd, see
+default, ``local`` or ``grpc``), ``host``, ``user``, ``command`` (the remote debvisor),
+``ssh_config`` (a file for ``ssh -F``) and ``connect_timeout`` (ssh), ``address`` (grpc: the node's rpcd, see
 ``rpcd/transport.py``) and, for ``local``, the node's ``state_dir`` and ``config``
 (several "nodes" on one machine: the lab and the tests). Other transports register in the
 ``debvisor.transports`` entry-point group.
@@ -64,12 +65,16 @@ class LocalTransport:
 
 @dataclass
 class SshTransport:
-    """OpenSSH in batch mode; arguments are quoted for the remote shell, params go on stdin."""
+    """OpenSSH in batch mode; arguments are quoted for the remote shell, params go on stdin.
+    ``ssh_config`` is a client config file (``ssh -F``), ``command`` the remote debvisor,
+    ``connect_timeout`` how long an unreachable node may keep a step waiting."""
 
     node: str
     host: str
     user: str | None = None
     command: str = "debvisor"
+    ssh_config: str | None = None
+    connect_timeout: float = 10.0
 
     def run(self, args: list[str], stdin: str | None, timeout: float) -> tuple[int, str, str]:
         import shlex
@@ -79,8 +84,13 @@ class SshTransport:
             raise StepFailed(f"node {self.node}: ssh is not installed here")
         dest = f"{self.user}@{self.host}" if self.user else self.host
         remote = shlex.join([self.command, *args])
-        p = subprocess.run([ssh, "-o", "BatchMode=yes", "--", dest, remote],  # noqa: S603
-                           input=stdin or "", capture_output=True, text=True, timeout=timeout)
+        argv = [ssh, *(["-F", self.ssh_config] if self.ssh_config else []), "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={max(1, round(self.connect_timeout))}", "--", dest, remote]
+        try:
+            p = subprocess.run(argv, input=stdin or "", capture_output=True,  # noqa: S603
+                               text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return 255, "", f"[ERROR] node {self.node}: no answer within {timeout:g}s\n"
         return p.returncode, p.stdout, p.stderr
 
 
@@ -105,7 +115,12 @@ def transport_for(ctx: Context, node: str) -> Transport:
     if driver is LocalTransport:
         return LocalTransport(node, conf.get("state_dir"), conf.get("config"))
     if driver is SshTransport:
-        return SshTransport(node, str(conf.get("host", node)), conf.get("user"))
+        from .settings import Section
+
+        sec = Section.at(ctx, f"[cluster.nodes.{node}]", conf)
+        return SshTransport(node, sec.string("host") or node, sec.string("user"),
+                            sec.string("command") or "debvisor", sec.string("ssh_config"),
+                            sec.number("connect_timeout", 10.0, minimum=1, unit="s"))
     return driver(node, conf)
 
 

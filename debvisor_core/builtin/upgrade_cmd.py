@@ -63,9 +63,12 @@ def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
     import os
 
     from ..model import Operation
-    from ..upgrade import AptDistUpgrade, Node, RebootCheck, simulate
+    from ..upgrade import AptDistUpgrade, Node, RebootCheck, _apt_ok, simulate
 
-    sim = simulate(Node.of(ctx))
+    node = Node.of(ctx)
+    if not p["no_refresh"]:  # the package lists only (a cache): the plan sees what is new
+        _apt_ok(node.apt("-q", "update", timeout=600), "apt-get update")
+    sim = simulate(node)
     s = sim["summary"]
     if not (s.get("upgraded") or s.get("installed") or s.get("removed")):
         return None
@@ -175,13 +178,17 @@ ACTIONS = [
         "upgrade.run", "Upgrade this node (apt-get dist-upgrade) as an operation: the "
                        "checklist first, the plugins' drain around it",
         plan=_plan_run, kind=KIND, render=_render_run, destructive=True,
-        description="A failing check of `upgrade check` refuses it (a warning is shown). The "
-                    "plugins add their steps around the upgrade (Ceph: noout; Kubernetes: "
+        description="The package lists are refreshed first (apt-get update; --no-refresh "
+                    "plans from them as they are), then a failing check of `upgrade check` "
+                    "refuses it (a warning is shown). The plugins add their steps around the "
+                    "upgrade (Ceph: noout; Kubernetes: "
                     "cordon, drain, uncordon). The package lists before and after are "
                     "journalled; the result says whether a reboot is needed (the newest "
                     "installed kernel is not the running one). --rollback puts the previous "
                     "package versions back while the repositories still have them. It does "
                     "not reboot.",
+        params=(Param("no_refresh", "Plan from the package lists as they are (no apt-get "
+                                    "update first).", type="bool", default=False),),
         unchanged="nothing to upgrade",
         result="the operation result: id, kind, title, status, steps, findings, "
                "duration_ms, error; result: packages {upgraded [{name, from, to}], installed "

@@ -1,0 +1,128 @@
+"""`debvisor upgrade rolling` across three namespace nodes (debvisor_core.lab.nodebed) over
+real ssh, with real apt and dpkg against the bed's repository: each node upgraded, rebooted
+into its new kernel and verified; a node whose boot loader keeps the old kernel pauses the
+upgrade (packages kept) until `ops resume`; an unreachable node pauses it with nothing
+changed there; the orchestrator SIGKILLed mid-run is finished by `ops resume`; a second
+rolling upgrade while one runs is refused by the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from debvisor_core.lab import nodebed
+from debvisor_core.lab.nodebed import Bed
+from debvisor_core.testing import Runner, StateDir
+
+pytestmark = [pytest.mark.lab, pytest.mark.root]
+
+if os.geteuid() != 0:
+    pytest.skip("the node test bed needs root", allow_module_level=True)
+if not nodebed.BASE_DIR.exists() and shutil.which("debootstrap") is None:
+    pytest.skip("debootstrap is not installed (scripts/dev setup)", allow_module_level=True)
+
+DEBVISOR = str(nodebed.checkout_dirs()[0] / ".venv" / "bin" / "debvisor")
+OLD, NEW = "6.1.0-90-debvisor", "6.1.0-91-debvisor"
+APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
+
+
+@pytest.fixture
+def bed(tmp_path: Path, dv_state: StateDir) -> Iterator[Bed]:
+    """Three nodes at release 1.0, booted into its kernel; the 1.1 release in the repository;
+    this test's config names them as ssh nodes."""
+    nodebed.ensure_base()
+    b = Bed(tmp_path / "bed", nodes=3)
+    b.repo.add_release("1.0")
+    with b:
+        b.run_all(f"apt-get -q update && {APT} install {nodebed.KERNEL_META} "
+                  f"debvisor-test-agent")
+        for n in b.nodes:
+            b.reboot(n)
+        assert {b.booted_kernel(n) for n in b.nodes} == {OLD}
+        b.repo.add_release("1.1")
+        b.repo.index()
+        dv_state.config({"cluster": {"nodes": {
+            n: {"transport": "ssh", "host": n, "user": "root", "ssh_config": str(b.ssh_config),
+                "command": DEBVISOR, "connect_timeout": 2} for n in b.nodes}}})
+        yield b
+
+
+def agent(bed: Bed, node: str) -> str:
+    return bed.run(node, ["dpkg-query", "-W", "-f", "${Version}", "debvisor-test-agent"]).stdout
+
+
+def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runner,
+                                                                       bed: Bed) -> None:
+    bed.boot_override("node2", OLD)  # node2's boot loader keeps the old kernel
+    t0 = time.monotonic()
+    res = dv("upgrade", "rolling", "--yes")
+    assert res.code == 4 and "paused" in res.stderr, res
+    assert f"node node2 booted kernel {OLD}, not {NEW}" in res.stderr
+    assert [agent(bed, n) for n in bed.nodes] == ["1.1", "1.1", "1.0"]
+    assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW, OLD, OLD]
+
+    bed.boot_override("node2", None)
+    (op,) = dv("--json", "ops", "list").json
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0, resumed
+    assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3
+    assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3
+    print(f"\n3 nodes upgraded over ssh (one paused and resumed) in {time.monotonic() - t0:.1f}s")
+    # each node audited its own upgrade and its reboot
+    events = [json.loads(ln) for ln in
+              bed.run("node3", "cat /var/log/debvisor/audit.jsonl").stdout.splitlines()]
+    assert any(e["result"] == "succeeded" and e["details"].get("kind") == "node.upgrade"
+               and e["details"].get("origin", "").startswith(op["id"]) or
+               e["result"] == "succeeded" and e["details"].get("kind") == "node.upgrade"
+               for e in events), events
+    assert any(e["plugin"] == "upgrade" and e["action"] == "reboot" and e["result"] == "started"
+               for e in events)
+
+
+def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: Bed) -> None:
+    bed.isolate("node2")
+    res = dv("upgrade", "rolling", "--yes", "--nodes", "node2,node3")
+    assert res.code == 4 and "paused" in res.stderr, res
+    assert "node node2: upgrade.run failed with exit 255" in res.stderr
+    bed.heal("node2")
+    assert [agent(bed, n) for n in ("node2", "node3")] == ["1.0", "1.0"]
+    (op,) = dv("--json", "ops", "list").json
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0, resumed
+    assert [agent(bed, n) for n in ("node2", "node3")] == ["1.1", "1.1"]
+
+
+def test_a_killed_orchestrator_is_resumed_and_a_second_upgrade_is_refused(
+        dv: Runner, dv_fault: Any, bed: Bed, tmp_path: Path) -> None:
+    ready = tmp_path / "hung.pid"
+    dv_fault("3:hang")  # after node2's upgrade (step 3) applied, the orchestrator hangs
+    proc = dv.popen("upgrade", "rolling", "--yes", env={"DEBVISOR_FAULT_READY": str(ready)})
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the first upgrade never reached step 3"
+            time.sleep(0.1)
+        dv_fault()
+        second = dv("upgrade", "rolling", "--yes")
+        assert second.code == 3 and "lock" in second.stderr, second
+        os.kill(proc.pid, signal.SIGKILL)  # the orchestrator dies mid-upgrade
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert [agent(bed, n) for n in bed.nodes] == ["1.1", "1.1", "1.0"]
+    (op,) = dv("--json", "ops", "list").json
+    assert op["status"] in ("interrupted", "running"), op
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 0, resumed
+    assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3
+    assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3

@@ -20,6 +20,15 @@ MutationObserver (injected by Playwright, so the CSP does not apply) records, fo
 progress point that reaches the task's drawer, now minus the point's ``t`` (stamped when the
 action in rpcd's child emitted it; same host, same clock). Target: <= 1 s.
 
+Console: with BENCH_PANEL_CONSOLE (a running VM's name) the bench clicks the VM's Watch link
+on /vms, BENCH_CONSOLE_RUNS (5) times, each in a fresh browser context (an empty cache: noVNC's
+modules are loaded too), and measures from the click (a capture-phase listener injected by
+Playwright notes the time) to (a) noVNC's 'connect' (the page says "Connected"), (b) the
+first frame on screen (the first opaque pixel of noVNC's canvas: a framebuffer update was
+drawn) and (c) the first non-black pixel, when the guest's screen has any. Target: (b) p50
+<= 1.5 s. The time is spent in the page, the panel (the console ticket, rpcd's
+``hv.ticket.create`` and ``hv.ticket.use``), and the VNC handshake through the proxy.
+
 DEBVISOR_PANEL_URL=stack starts everything itself (then the VARIABLES below are set for it):
 a CA, a debvisor-rpcd and `debvisor panel serve` on 127.0.0.1 with a user `bench`
 (operator), and a synthetic inventory of BENCH_VMS (500) VMs — libvirt's test driver
@@ -42,7 +51,10 @@ Environment:
   BENCH_VM_LIST_RUNS       default 40 (0: skip the VM list)
   BENCH_PANEL_MIGRATE      "VM TARGET [BANDWIDTH]": measure the progress latency (see above)
   BENCH_VMS                the stack's synthetic inventory (default 500)
-  BENCH_PANEL_LAB          0: the stack starts no libvirt lab (no progress latency)
+  BENCH_PANEL_LAB          0: the stack starts no libvirt lab (no progress latency, no console)
+  BENCH_PANEL_CONSOLE      a running VM: measure its console's click -> first frame (the
+                           stack sets it to its guest)
+  BENCH_CONSOLE_RUNS       default 5
   BENCH_JSON               also write the results to this file
 """
 
@@ -77,6 +89,7 @@ FCP_BUDGET_MS = 300.0
 VM_LIST_BUDGET_MS = 150.0
 VM_LIST_SIZE = 500  # the inventory size the VM list target is for
 PROGRESS_BUDGET_S = 1.0
+CONSOLE_BUDGET_S = 1.5
 SETTLE_MS = 300  # after the load event, for late requests (the SSE stream never ends: no networkidle)
 
 FCP_JS = """() => new Promise((resolve) => {
@@ -287,6 +300,75 @@ def measure_progress(browser: Browser, state: StorageState | None, base: str,
     return ages
 
 
+#: in every document: note when a Watch link is clicked (sessionStorage survives the
+#: navigation to the console page); on the console page, poll noVNC's canvas every frame
+CONSOLE_PROBE = """
+(() => {
+  document.addEventListener('click', (e) => {
+    const a = e.target && e.target.closest && e.target.closest('a.act-watch');
+    if (a) sessionStorage.setItem('benchClick', String(Date.now()));
+  }, true);
+  if (!location.pathname.startsWith('/console/')) return;
+  const b = window.__bench = {click: Number(sessionStorage.getItem('benchClick') || 0),
+                              connect: null, frame: null, lit: null};
+  const tick = () => {
+    const st = document.getElementById('console-status');
+    if (!b.connect && st && /^Connected/.test(st.textContent)) b.connect = Date.now();
+    const c = document.querySelector('#console-screen canvas');
+    if (c && c.width && c.height) {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < d.length; i += 16) {
+        if (!d[i]) continue;
+        if (!b.frame) b.frame = Date.now();
+        if (d[i - 1] || d[i - 2] || d[i - 3]) { b.lit = Date.now(); break; }
+      }
+    }
+    if (!(b.frame && b.lit)) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})();
+"""
+
+
+@dataclass
+class ConsoleResult:
+    runs: int = 0
+    connect_s: list[float] = field(default_factory=list)
+    frame_s: list[float] = field(default_factory=list)
+    lit_s: list[float] = field(default_factory=list)
+
+
+def measure_console(browser: Browser, state: StorageState | None, base: str, vm: str,
+                    runs: int) -> ConsoleResult:
+    """Click VM's Watch link on /vms ``runs`` times (a cold context each): the seconds to
+    noVNC's connect, to the first frame and to the first non-black pixel."""
+    res = ConsoleResult(runs)
+    for _ in range(runs):
+        ctx = cold_context(browser, state)
+        page = ctx.new_page()
+        page.add_init_script(CONSOLE_PROBE)
+        page.goto(urljoin(base, f"/vms?q={vm}"), wait_until="load")
+        page.click(f'tr[data-vm="{vm}"] a.act-watch')
+        try:
+            page.wait_for_function("() => window.__bench && window.__bench.frame",
+                                   timeout=15_000)
+            page.wait_for_function("() => window.__bench.lit", timeout=1_000)
+        except Exception:  # noqa: BLE001 - an all-black screen has no lit pixel; judged on frame
+            pass
+        b = page.evaluate("window.__bench || {}")
+        status = page.inner_text("#console-status") if page.locator("#console-status").count() \
+            else "no console on the page"
+        ctx.close()
+        if not b.get("click") or not b.get("frame"):
+            raise SystemExit(f"bench_panel: the console of {vm} showed no frame ({status})")
+        res.frame_s.append((b["frame"] - b["click"]) / 1000)
+        if b.get("connect"):
+            res.connect_s.append((b["connect"] - b["click"]) / 1000)
+        if b.get("lit"):
+            res.lit_s.append((b["lit"] - b["click"]) / 1000)
+    return res
+
+
 class Stack:
     """DEBVISOR_PANEL_URL=stack: a CA, rpcd, the panel and a synthetic inventory (and the
     libvirt lab with a guest, when it can start), all under one temporary directory."""
@@ -300,6 +382,7 @@ class Stack:
         self.procs: list[subprocess.Popen[str]] = []
         self.lab_env: dict[str, str] | None = None
         self.migrate = ""
+        self.console = ""
         self.url = ""
         self.cert = ""
         self.env = {**os.environ, "DEBVISOR_STATE_DIR": str(self.dir / "state"),
@@ -355,10 +438,19 @@ class Stack:
         g = conf["hv"]["guest"]
         log = self.dir / "guest.log"
         lab.define_guest(lv().open(conf["hv"]["nodes"]["node1"]["uri"]), self.GUEST,
-                         memory_mib=128, kernel=g["kernel"], initrd=g["initrd"], console_log=log)
+                         memory_mib=128, kernel=g["kernel"], initrd=g["initrd"], console_log=log,
+                         vnc_password="initial")  # QEMU takes the tickets' passwords only then
         lab.wait_console(log, timeout=120)
         self.migrate = f"{self.GUEST} node2"
-        return dict(conf["hv"]["nodes"])
+        self.console = self.GUEST
+        nodes = dict(conf["hv"]["nodes"])
+        # the panel's console reaches each node's VNC inside its network namespace
+        from debvisor_core.panel.lab import NETNS_ENV
+
+        netns = {n: v["netns"] for n, v in nodes.items() if isinstance(v, dict) and v.get("netns")}
+        if netns:
+            self.env[NETNS_ENV] = json.dumps(netns, sort_keys=True)
+        return nodes
 
     def _serve(self, *args: str) -> str:
         """Start ``debvisor ARGS``; the address of its READY line."""
@@ -455,6 +547,8 @@ def main() -> int:
         os.environ.setdefault("DEBVISOR_PANEL_PAGES", "/,/vms,/ops,/audit")
         if stack.migrate:
             os.environ.setdefault("BENCH_PANEL_MIGRATE", stack.migrate)
+        if stack.console:
+            os.environ.setdefault("BENCH_PANEL_CONSOLE", stack.console)
         return measure(stack.url, chromium)
     finally:
         stack.stop()
@@ -469,6 +563,8 @@ def measure(base: str, chromium: Path) -> int:
     runs = int(os.environ.get("BENCH_FCP_RUNS", "5"))
     list_runs = int(os.environ.get("BENCH_VM_LIST_RUNS", "40"))
     migrate = os.environ.get("BENCH_PANEL_MIGRATE", "").strip()
+    console_vm = os.environ.get("BENCH_PANEL_CONSOLE", "").strip()
+    console_runs = int(os.environ.get("BENCH_CONSOLE_RUNS", "5"))
     user = os.environ.get("DEBVISOR_PANEL_USER", "")
     args = ["--no-sandbox"]
     cert = os.environ.get("DEBVISOR_PANEL_CERT")
@@ -477,6 +573,7 @@ def measure(base: str, chromium: Path) -> int:
 
     results: list[PageResult] = []
     vm_list: VmListResult | None = None
+    console: ConsoleResult | None = None
     ages: list[float] = []
     t0 = time.monotonic()
     with sync_playwright() as pw:
@@ -490,6 +587,8 @@ def measure(base: str, chromium: Path) -> int:
             measure_weight(browser, state, url, res)
             measure_fcp(browser, state, url, runs, res)
             results.append(res)
+        if console_vm and state is not None and console_runs > 0:
+            console = measure_console(browser, state, base, console_vm, console_runs)
         if migrate and state is not None:
             ages = measure_progress(browser, state, base, migrate)
         browser.close()
@@ -524,6 +623,19 @@ def measure(base: str, chromium: Path) -> int:
               f"{statistics.median(vm_list.ms):.0f} ms, p95 {vm_list.p95:.0f} ms at the client over "
               f"{vm_list.runs} loads{inner} (target p95 <= {VM_LIST_BUDGET_MS:.0f} ms for "
               f"{VM_LIST_SIZE}): {verdict}")
+    if console is not None:
+        p50 = statistics.median(console.frame_s)
+        ok = p50 <= CONSOLE_BUDGET_S
+        over += not ok
+
+        def ms(xs: list[float]) -> str:
+            return f"{[round(x * 1000) for x in xs]} ms" if xs else "none seen"
+
+        print(f"  console click -> first frame: p50 {p50 * 1000:.0f} ms, max "
+              f"{max(console.frame_s) * 1000:.0f} ms of {console.runs} cold clicks "
+              f"(target p50 <= {CONSOLE_BUDGET_S * 1000:.0f} ms): {'OK' if ok else 'OVER'}; "
+              f"connect {ms(console.connect_s)}, first frame {ms(console.frame_s)}, first "
+              f"non-black pixel {ms(console.lit_s)}")
     if migrate:
         if ages:
             worst = max(ages)
@@ -543,6 +655,7 @@ def measure(base: str, chromium: Path) -> int:
             "pages": [{**asdict(r), "fcp_p50_ms": r.fcp_p50, "budget_bytes": r.budget}
                       for r in results],
             "vm_list": None if vm_list is None else {**asdict(vm_list), "p95_ms": vm_list.p95},
+            "console": None if console is None else asdict(console),
             "progress_latency_s": ages}, indent=1))
     return 0
 

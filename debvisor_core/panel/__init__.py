@@ -10,6 +10,8 @@ as ``USER via=panel``. Hiding a button is a courtesy; refusing is rpcd's job.
 Modules: :mod:`.settings` (``[panel]``), :mod:`.rpc` (the rpcd client), :mod:`.sessions`
 (server-side sessions, idle and absolute limits), :mod:`.security` (CSRF, Origin checks,
 response headers), :mod:`.app` (routes and pages), :mod:`.cli` (``debvisor panel serve``),
-:mod:`.console` (the VNC console's WebSocket proxy, mounted by the app when present).
+:mod:`.console` (the VNC console's WebSocket proxy, mounted by the app when present),
+:mod:`.vms`, :mod:`.cephpage` and :mod:`.dnspage` (pages built from the plugins' declared
+actions, :mod:`.plugpages`), :mod:`.live` (live tasks), :mod:`.oidc` (log in with SSO).
 Importing this package imports none of starlette, jinja2, uvicorn or grpc.
 """

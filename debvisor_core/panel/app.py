@@ -6,15 +6,22 @@ the panel shows. Routes:
 
 =============================  =============================================================
 GET/POST ``/login``            the login form (rpcd ``Login``), with why the last session ended
+GET/POST ``/login/sso``, ``/login/oidc``
+                               log in with SSO (:mod:`.oidc`: OIDC, the ID token to rpcd)
 POST ``/logout``               end the session here and in rpcd
 GET ``/``                      overview: health (loaded after the page), maintenance, running
                                operations (live over ``/events``), the latest audit events
-GET ``/ops``, ``/ops/{id}``    the journal: list, and one operation with its undo plan
-POST ``/ops/{id}/rollback``    roll back after re-authentication (password at most 5 min old)
+GET ``/ops``, ``/ops/{id}``    the journal: list, and one operation with its undo plan and,
+                               when interrupted or paused, its resume plan
+POST ``/ops/{id}/rollback``    roll back after re-authentication (password at most 5 min old,
+                               or a fresh SSO login for an SSO user)
+POST ``/ops/{id}/resume``      resume (``ops.resume`` through rpcd) the same way, as a live task
 GET ``/audit``                 the audit log filtered, with the chain's verify result
 GET ``/audit.jsonl``           the same records as JSON lines (a download)
 GET ``/vms``, ``/vms/…``       the VM list, plan-then-apply, migrate, and live tasks
 ``/tasks/…``                   (:mod:`.vms`) — only when the node has the hv actions
+GET ``/ceph``, ``/dns``, …     the Ceph and DNS pages (:mod:`.cephpage`, :mod:`.dnspage`),
+                               each only when the node has its plugin's actions
 GET ``/events``                server-sent events: one stream per tab, never activity: the
                                live tasks (:mod:`.live`, ``id:`` = the hub's sequence, so a
                                reconnect resumes), the journal's running operations, the
@@ -54,6 +61,7 @@ from starlette.templating import Jinja2Templates
 
 from .. import log
 from ..output import human_bytes, human_duration
+from . import cephpage, dnspage, oidc
 from . import rpc as rpcmod
 from .live import Hub
 from .rpc import Refused, Rpcd, RpcFailure, SessionEnded, collect
@@ -111,6 +119,39 @@ def rollback_block(op: dict[str, Any], plan: list[str]) -> str | None:
         return "This was a dry run: it changed nothing."
     if not plan:
         return "No step of this operation was applied: there is nothing to undo."
+    return None
+
+
+#: the step statuses a resume redoes (the engine undoes the step from its snapshot first)
+_REDO = {"in-flight": " (interrupted here: undone from its snapshot, then applied again)",
+         "applied": " (applied but not verified: undone, then applied again)",
+         "undo-failed": " (its undo failed before: undone, then applied again)"}
+RESUME_ACTION = "ops.resume"
+
+
+def resume_plan(op: dict[str, Any]) -> list[str]:
+    """What a resume does, from the journal: the steps from the first one not verified
+    (as ``debvisor ops resume`` plans it)."""
+    steps = [s for s in op.get("steps") or [] if isinstance(s, dict)]
+    first = next((i for i, s in enumerate(steps) if s.get("status") != "verified"), len(steps))
+    return [f"{s.get('index')}. {s.get('description', '')}"
+            + (_REDO.get(str(s.get("status")), "") if k == 0 else "")
+            for k, s in enumerate(steps[first:])]
+
+
+def resume_block(op: dict[str, Any], plan: list[str], installed: bool) -> str | None:
+    """Why ``op`` cannot be resumed now (one sentence), or None when it can."""
+    status = str(op.get("status", ""))
+    if status not in ("interrupted", "paused"):
+        return f"Only an interrupted or paused operation can be resumed; this one is {status}."
+    if status == "interrupted" and any(isinstance(s, dict) and s.get("status") == "undone"
+                                       for s in op.get("steps") or []):
+        return ("This operation was interrupted while it was being rolled back: roll it back "
+                "again instead.")
+    if not installed:
+        return "This node's rpcd cannot resume operations yet (it lists no ops.resume action)."
+    if not plan:
+        return "Every step of this operation is already done: there is nothing to resume."
     return None
 
 
@@ -251,6 +292,9 @@ class Panel:
         self._actions: tuple[float, dict[str, dict[str, Any]]] | None = None
         self.hub = Hub(self.rpc)
         self.vm_pages = VmPages(self)
+        self.ceph_pages = cephpage.CephPages(self)
+        self.dns_pages = dnspage.DnsPages(self)
+        self.oidc = oidc.OidcLogin(self)
 
     # -- rpcd ----------------------------------------------------------------------------
     def _ended(self, s: Session, why: str) -> None:
@@ -294,6 +338,10 @@ class Panel:
         items = [("/", "Overview"), ("/ops", "Operations"), ("/audit", "Audit")]
         if actions and "hv.list" in actions:
             items.append(("/vms", "VMs"))
+        if cephpage.present(actions):
+            items.append(("/ceph", "Ceph"))
+        if dnspage.present(actions):
+            items.append(("/dns", "DNS"))
         return items
 
     async def page(self, request: Request, name: str, context: dict[str, Any],
@@ -330,7 +378,8 @@ class Panel:
         nxt = request.query_params.get("next") or (form_of(request).get("next") or "")
         resp = self.render(request, "login.html", {
             "why": REASONS.get(why, ""), "error": error, "login_csrf": token, "user": user,
-            "next": nxt if safe_next(nxt) else ""}, status)
+            "next": nxt if safe_next(nxt) else "", "sso": self.oidc.enabled,
+            "sso_label": self.settings.oidc_label}, status)
         resp.headers.append("set-cookie", set_cookie(LOGIN_COOKIE, token))
         return resp
 
@@ -422,44 +471,93 @@ class Panel:
             raise HTTPException(404, f"no operation {op_id} in the journal")
         return op
 
-    def _op_context(self, s: Session, op: dict[str, Any], **more: Any) -> dict[str, Any]:
-        plan = undo_plan(op)
+    async def _op_context(self, s: Session, op: dict[str, Any], **more: Any) -> dict[str, Any]:
+        plan, resume = undo_plan(op), resume_plan(op)
+        installed = RESUME_ACTION in await self.actions(s)
         return {"op": op, "plan": plan, "blocked": rollback_block(op, plan),
+                "resume_plan": resume, "resume_blocked": resume_block(op, resume, installed),
+                "resume_action": RESUME_ACTION, "resume_installed": installed,
                 "reauth_needed": not s.reauth_fresh(self.clock(), self.settings.reauth_max_age),
                 "reauth_minutes": int(self.settings.reauth_max_age // 60), **more}
 
     async def op(self, request: Request) -> Response:
         s = self._s(request)
         op = await self._op(request, s)
-        return await self.page(request, "op.html", self._op_context(s, op))
+        return await self.page(request, "op.html", await self._op_context(s, op))
+
+    async def reauth(self, request: Request, s: Session, doing: str,
+                     nothing_done: str) -> str | None:
+        """Check the re-authentication a state-changing journal action needs: None when
+        the user's is fresh or the form's password proves it now; else why not (one
+        sentence: ``doing`` as in "to roll back", ``nothing_done`` as in "nothing was
+        rolled back")."""
+        if s.reauth_fresh(self.clock(), self.settings.reauth_max_age):
+            return None
+        minutes = int(self.settings.reauth_max_age // 60)
+        if s.method == "oidc":
+            return (f"Re-authenticate with your identity provider {doing}: it needs a login "
+                    f"at most {minutes} minutes old.")
+        password = form_of(request).get("password") or ""
+        if not password:
+            return (f"Re-enter your password {doing}: it needs a login at most {minutes} "
+                    "minutes old.")
+        try:
+            again = await self.call(self.rpc.login, s.user, password)
+        except SessionEnded:
+            return f"Wrong password: {nothing_done}."
+        with contextlib.suppress(RpcFailure):
+            await self.call(self.rpc.logout, again.token)  # only the proof was needed
+        s.reauth_at = self.clock()
+        return None
 
     async def rollback(self, request: Request) -> Response:
         s = self._s(request)
         op = await self._op(request, s)
-        ctx = self._op_context(s, op)
+        ctx = await self._op_context(s, op)
         if ctx["blocked"]:
             return await self.page(request, "op.html", {**ctx, "error": ctx["blocked"]}, 409)
-        if ctx["reauth_needed"]:
-            password = form_of(request).get("password") or ""
-            if not password:
-                return await self.page(request, "op.html", {
-                    **ctx, "error": "Re-enter your password to roll back: a rollback needs a "
-                                    "login at most "
-                                    f"{ctx['reauth_minutes']} minutes old."}, 401)
-            try:
-                again = await self.call(self.rpc.login, s.user, password)
-            except SessionEnded:
-                return await self.page(request, "op.html",
-                                       {**ctx, "error": "Wrong password: nothing was rolled back."},
-                                       401)
-            with contextlib.suppress(RpcFailure):
-                await self.call(self.rpc.logout, again.token)  # only the proof was needed
-            s.reauth_at = self.clock()
+        why = await self.reauth(request, s, "to roll back", "nothing was rolled back")
+        if why is not None:
+            return await self.page(request, "op.html", {**ctx, "error": why}, 401)
         log.info(f"panel: {s.user} rolls back {op['id']}")
         res = await self.call(lambda: collect(self.rpc.rollback(s.token, op["id"])))
         after = await self.call(self.rpc.show_operation, s.token, op["id"]) or op
-        ctx = self._op_context(s, after, run=res, run_error=res.message if res.code else "")
+        ctx = await self._op_context(s, after, run=res,
+                                     run_error=res.message if res.code else "")
         return await self.page(request, "op.html", ctx, 200 if res.code == 0 else 500)
+
+    async def resume(self, request: Request) -> Response:
+        """Resume an interrupted or paused operation (``ops.resume`` through rpcd's Invoke)
+        as a live task, after re-authentication; the plan was on the operation's page."""
+        s = self._s(request)
+        op = await self._op(request, s)
+        ctx = await self._op_context(s, op)
+        if ctx["resume_blocked"]:
+            return await self.page(request, "op.html",
+                                   {**ctx, "resume_error": ctx["resume_blocked"]}, 409)
+        why = await self.reauth(request, s, "to resume", "nothing was resumed")
+        if why is not None:
+            return await self.page(request, "op.html", {**ctx, "resume_error": why}, 401)
+        log.info(f"panel: {s.user} resumes {op['id']}")
+        return await self.start_task(request, s, RESUME_ACTION, {"id": op["id"]},
+                                     f"resume {op['id']} ({op.get('title', '')})",
+                                     op_id=str(op["id"]))
+
+    async def start_task(self, request: Request, s: Session, path: str,
+                         params: dict[str, Any], title: str, *, vm: str = "",
+                         op_id: str = "") -> Response:
+        """Apply: run ``path`` as a live task (confirmed: the plan was shown); to its page,
+        or rpcd's refusal."""
+        try:
+            task = await self.call(self.hub.start, s.user, s.token, path, params, title, vm=vm,
+                                   op_id=op_id)
+        except SessionEnded:
+            raise
+        except RpcFailure as exc:
+            log.info(f"panel: {s.user}: {path} refused: {exc.message}")
+            return await self.page(request, "error.html",
+                                   {"status": exc.status, "message": exc.message}, exc.status)
+        return RedirectResponse(f"/tasks/{task.id}", 303)
 
     async def _audit_records(self, s: Session, f: dict[str, str]) -> list[dict[str, Any]]:
         def fetch() -> list[dict[str, Any]]:
@@ -611,9 +709,13 @@ class Panel:
             Route("/ops", self.ops, methods=["GET"]),
             Route("/ops/{op_id}", self.op, methods=["GET"]),
             Route("/ops/{op_id}/rollback", self.rollback, methods=["POST"]),
+            Route("/ops/{op_id}/resume", self.resume, methods=["POST"]),
             Route("/audit", self.audit, methods=["GET"]),
             Route("/audit.jsonl", self.audit_jsonl, methods=["GET"]),
             *self.vm_pages.routes(),
+            *self.ceph_pages.routes(),
+            *self.dns_pages.routes(),
+            *self.oidc.routes(),
             Route("/events", self.events, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ]

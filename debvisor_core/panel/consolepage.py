@@ -166,6 +166,10 @@ async def _reauth(request: Request, s: Session, ctx: dict[str, Any]) -> Response
     panel = request.app.state.panel
     password = form_of(request).get("password") or ""
     ctx["reauth_needed"] = True
+    if s.method == "oidc":
+        ctx["error"] = ("Re-authenticate with your identity provider to take control: control "
+                        f"needs a login at most {ctx['reauth_minutes']} minutes old.")
+        return await panel.page(request, "console.html", ctx, 401)
     if not password:
         ctx["error"] = ("Re-enter your password to take control: control needs a login at "
                         f"most {ctx['reauth_minutes']} minutes old.")

@@ -110,10 +110,17 @@ class Task:
             "undos": [self.undos[k] for k in sorted(self.undos)], "lines": list(self.lines),
             "findings": list(self.findings), "error": self.error, "aborted_by": self.aborted_by,
             "code": self.code, "seq": self.seq,
-            "migration": (self.result or {}).get("result", {}).get("migration")
-            if isinstance(self.result, dict) and isinstance(self.result.get("result"), dict)
-            else None,
+            "migration": self._outcome("migration"),
+            "dns": self._outcome("dns"),
         }
+
+    def _outcome(self, key: str) -> Any:
+        """``key`` of the operation's own result (``result.result``): hv's migration
+        figures, dns's propagation proof."""
+        res = self.result
+        if isinstance(res, dict) and isinstance(res.get("result"), dict):
+            return res["result"].get(key)
+        return None
 
     # -- events -------------------------------------------------------------------------
     def apply(self, ev: dict[str, Any]) -> bool:
@@ -259,10 +266,11 @@ class Hub:
 
     # -- running ------------------------------------------------------------------------
     def start(self, user: str, token: str, action: str, params: dict[str, Any], title: str,
-              *, vm: str = "") -> Task:
+              *, vm: str = "", op_id: str = "") -> Task:
         """Start ``action`` with ``params`` for ``user`` (confirmed: the plan was shown);
-        blocks until rpcd admitted the call, and raises its refusal (:class:`RpcFailure`)."""
-        task = Task(secrets.token_hex(6), user, action, dict(params), title, vm=vm)
+        blocks until rpcd admitted the call, and raises its refusal (:class:`RpcFailure`).
+        ``op_id``: the journal's operation the task acts on, when known (a resume)."""
+        task = Task(secrets.token_hex(6), user, action, dict(params), title, vm=vm, op_id=op_id)
         running = self.rpc.start(token, action, json.dumps(params))
         try:
             running.admitted()

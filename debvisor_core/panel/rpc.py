@@ -34,10 +34,12 @@ class RpcFailure(Exception):
 
     status = 502
 
-    def __init__(self, message: str, code: str = "") -> None:
+    def __init__(self, message: str, code: str = "", details: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        #: rpcd's own words (the gRPC status details), when it gave any
+        self.details = details
 
 
 class SessionEnded(RpcFailure):
@@ -69,9 +71,10 @@ def _mapped(exc: grpc.RpcError, what: str) -> RpcFailure:
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     name = code.name if code is not None else "UNKNOWN"
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return SessionEnded(f"rpcd ended the session: {details or 'not authenticated'}", name)
+        return SessionEnded(f"rpcd ended the session: {details or 'not authenticated'}", name,
+                            details)
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        return Refused(f"refused by rpcd: {details or 'permission denied'}", name)
+        return Refused(f"refused by rpcd: {details or 'permission denied'}", name, details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         why = "did not answer in time" if code == grpc.StatusCode.DEADLINE_EXCEEDED \
             else f"is unreachable ({details.splitlines()[0] if details else 'unavailable'})"
@@ -189,6 +192,14 @@ class Rpcd:
     def login(self, user: str, password: str) -> LoginResult:
         """Exchange a password for a user token; SessionEnded when rpcd says no."""
         r = self._unary("login", "Login", pb.LoginRequest(user=user, password=password), None,
+                        timeout=max(self.settings.read_timeout, 5.0))
+        return LoginResult(r.token, r.user, tuple(r.roles), r.expires_at, r.idle_timeout)
+
+    def login_oidc(self, id_token: str) -> LoginResult:
+        """Exchange an OIDC ID token for a user token (rpcd verifies it against its JWKS);
+        SessionEnded when rpcd does not accept the token, Refused when its user has no
+        role there."""
+        r = self._unary("SSO login", "Login", pb.LoginRequest(oidc_id_token=id_token), None,
                         timeout=max(self.settings.read_timeout, 5.0))
         return LoginResult(r.token, r.user, tuple(r.roles), r.expires_at, r.idle_timeout)
 

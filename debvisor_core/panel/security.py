@@ -13,6 +13,10 @@
   the login form's double-submit cookie stands in for the session's token. The form is
   parsed here (urlencoded only, at most ``max_body_bytes``) and left in
   ``scope["state"]["form"]`` for the routes.
+- The one exception to both is the identity provider's answer to an SSO login (``POST
+  /login/oidc``, a cross-site form post by design): its Origin may be the provider's or
+  ``null``, and its CSRF token is the OIDC state bound to a pre-login cookie
+  (:mod:`.oidc`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ BASE_HEADERS = (
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 )
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+#: where the identity provider posts its answer (form_post): no session, no CSRF token
+SSO_ANSWER = "/login/oidc"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = b"x-csrf-token"
 
@@ -81,6 +87,21 @@ def origin_ok(scope: Mapping[str, Any], settings: PanelSettings) -> bool:
         return secrets.compare_digest(normalize_origin(origin).encode(), mine.encode())
     except ValueError:
         return False
+
+
+def sso_answer_origin_ok(scope: Mapping[str, Any], settings: PanelSettings) -> bool:
+    """The Origin check of the identity provider's answer (``POST /login/oidc``, a
+    cross-site form post): the panel's or the provider's origin, or none / ``null`` (a
+    provider page under ``Referrer-Policy: no-referrer``); its CSRF protection is the
+    OIDC state bound to the pre-login cookie (:mod:`.oidc`)."""
+    origin = _header(scope, b"origin")
+    if origin is None or origin == "null":
+        return True
+    try:
+        given = normalize_origin(origin)
+    except ValueError:
+        return False
+    return given == own_origin(scope, settings) or given in settings.idp_origins()
 
 
 def csrf_ok(expected: str | None, form: dict[str, str], scope: Mapping[str, Any]) -> bool:
@@ -141,7 +162,9 @@ class SecurityMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        if scope.get("method") in UNSAFE_METHODS and not origin_ok(scope, self.settings):
+        if scope.get("method") in UNSAFE_METHODS and not (
+                sso_answer_origin_ok(scope, self.settings) if scope.get("path") == SSO_ANSWER
+                else origin_ok(scope, self.settings)):
             await _deny(send_with_headers, 403, "Forbidden: the request did not come from "
                                                 "this panel's pages (Origin check)")
             return
@@ -188,7 +211,8 @@ class CsrfMiddleware:
             expected = cookies_of(scope.get("headers") or []).get(LOGIN_COOKIE)
         else:
             expected = session.csrf if isinstance(session, Session) else None
-        if not csrf_ok(expected, form, scope):
+        # the identity provider's answer has the OIDC state instead (checked by its route)
+        if scope.get("path") != SSO_ANSWER and not csrf_ok(expected, form, scope):
             await _deny(send, 403, "Forbidden: the CSRF token is missing or wrong; reload the "
                                    "page and try again")
             return

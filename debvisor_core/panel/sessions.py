@@ -36,7 +36,7 @@ REASONS = {
     "revoked": "rpcd no longer accepts your session (it was revoked or expired). Log in again.",
 }
 #: paths served without a session
-PUBLIC = ("/login", "/static/", "/favicon.ico")
+PUBLIC = ("/login", "/login/sso", "/login/oidc", "/static/", "/favicon.ico")
 #: paths whose requests are not activity (the event stream)
 PASSIVE = ("/events",)
 _ENDED_KEEP = 4096
@@ -59,6 +59,8 @@ class Session:
     last_activity: float
     reauth_at: float | None = None
     rpcd_expires: float = 0.0
+    #: how the user logged in: "password" or "oidc" (re-authentication follows the same way)
+    method: str = "password"
     #: small per-session caches (e.g. what rpcd says the user may do), by name: (time, value)
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
@@ -85,13 +87,13 @@ class SessionStore:
         return len(self._live)
 
     def create(self, user: str, roles: tuple[str, ...] | list[str], token: str, *,
-               rpcd_expires: float = 0.0) -> tuple[str, Session]:
+               rpcd_expires: float = 0.0, method: str = "password") -> tuple[str, Session]:
         """A new session: (the cookie's id, the session). Logging in is not a
         re-authentication: the actions that need one ask for the password again."""
         sid = secrets.token_urlsafe(32)  # 256 bits
         now = self.clock()
         s = Session(_key(sid), user, tuple(roles), token, secrets.token_urlsafe(32), now, now,
-                    rpcd_expires=rpcd_expires)
+                    rpcd_expires=rpcd_expires, method=method)
         with self._lock:
             self._live[s.key] = s
         return sid, s

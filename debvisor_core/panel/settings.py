@@ -15,10 +15,18 @@ with its proxy certificate, and its session limits.
     key = "/etc/debvisor/pki/panel.key"
     idle_timeout = 900                    # seconds without activity (a live SSE stream is not)
     absolute_timeout = 28800              # seconds since login, whatever the activity
+    # optional: "Log in with SSO" (OpenID Connect, implicit flow with form_post; rpcd's
+    # [rpcd] oidc_jwks_file, oidc_issuer and oidc_audience verify the ID token)
+    oidc_issuer = "https://id.example.net/realms/ops"
+    oidc_client_id = "debvisor-panel"     # = [rpcd] oidc_audience
+    oidc_authorization_endpoint = "https://id.example.net/realms/ops/protocol/openid-connect/auth"
+    oidc_label = "Log in with SSO"        # the button's text
+    oidc_scope = "openid profile"
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -54,6 +62,11 @@ class PanelSettings:
     events_poll: float = 5.0
     events_max: float = 600.0
     max_body_bytes: int = 64 * 1024
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_authorization_endpoint: str = ""
+    oidc_label: str = "Log in with SSO"
+    oidc_scope: str = "openid profile"
 
     @classmethod
     def from_section(cls, s: Section, rpcd: dict[str, Any] | None = None,
@@ -63,7 +76,9 @@ class PanelSettings:
         rpcd = rpcd or {}
         vals: dict[str, Any] = {}
         for name in ("listen", "tls_cert", "tls_key", "redirect_listen", "public_origin",
-                     "rpcd_address", "rpcd_server_name", "ca", "cert", "key"):
+                     "rpcd_address", "rpcd_server_name", "ca", "cert", "key", "oidc_issuer",
+                     "oidc_client_id", "oidc_authorization_endpoint", "oidc_label",
+                     "oidc_scope"):
             v = s.string(name)
             if v is not None:
                 vals[name] = v
@@ -87,6 +102,37 @@ class PanelSettings:
             out = cls(**{**vals, "public_origin": canonical})
         if out.idle_timeout > out.absolute_timeout:
             raise s.error("idle_timeout", "must not be longer than absolute_timeout")
+        problem = out.oidc_problem()
+        if problem:
+            raise s.error(*problem)
+        return out
+
+    def oidc_problem(self) -> tuple[str, str] | None:
+        """(setting, what is wrong) with the SSO settings, or None."""
+        need = ("oidc_issuer", "oidc_client_id", "oidc_authorization_endpoint")
+        given = [n for n in need if getattr(self, n)]
+        if not given:
+            return None
+        if len(given) < len(need):
+            missing = next(n for n in need if not getattr(self, n))
+            return missing, "must be set too: SSO needs oidc_issuer, oidc_client_id and " \
+                            "oidc_authorization_endpoint"
+        for name in ("oidc_issuer", "oidc_authorization_endpoint"):
+            u = urlsplit(getattr(self, name))
+            if u.scheme != "https" or not u.hostname or u.fragment:
+                return name, "must be an https:// URL"
+        if "openid" not in self.oidc_scope.split():
+            return "oidc_scope", "must include openid"
+        return None
+
+    def idp_origins(self) -> set[str]:
+        """The identity provider's origins (its answer is posted from there)."""
+        out = set()
+        for url in (self.oidc_issuer, self.oidc_authorization_endpoint):
+            u = urlsplit(url)
+            if u.scheme and u.hostname:
+                with contextlib.suppress(ValueError):
+                    out.add(normalize_origin(f"{u.scheme}://{u.netloc.rpartition('@')[2]}"))
         return out
 
     @classmethod

@@ -33,8 +33,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .. import log
-from .rpc import RpcFailure, RunResult
+from .rpc import RunResult
 from .security import form_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -228,14 +227,7 @@ class VmPages:
 
     async def _start(self, request: Request, s: Session, path: str, params: dict[str, Any],
                      title: str, vm: str) -> Response:
-        try:
-            task = await self.p.call(self.p.hub.start, s.user, s.token, path, params, title,
-                                     vm=vm)
-        except RpcFailure as exc:
-            log.info(f"panel: {s.user}: {path} refused: {exc.message}")
-            return await self.p.page(request, "error.html",
-                                     {"status": exc.status, "message": exc.message}, exc.status)
-        return RedirectResponse(f"/tasks/{task.id}", 303)
+        return await self.p.start_task(request, s, path, params, title, vm=vm)
 
     # -- migrate ------------------------------------------------------------------------------
     def _migrate_params(self, vm: str, values: dict[str, str]) -> tuple[dict[str, Any],

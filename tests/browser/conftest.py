@@ -15,9 +15,11 @@ with ``--user-data-dir``, which Playwright always passes. Fallback if a test rea
 ``browser.new_context(ignore_https_errors=True)``, which accepts any certificate.
 
 Fixtures: ``browser`` (fails loudly with Playwright's and Chromium's versions if the launch fails),
-``chromium_version``, ``playwright_version``, ``spki_pin``, ``make_cert``, ``https_server``,
-``trusted_context`` and ``shot`` (PNG screenshots under $DEBVISOR_ARTIFACTS, default
-<repo>/artifacts/screenshots).
+``chromium_version``, ``playwright_version``, ``spki_pin``, ``make_cert`` (``server_cert``: one
+for the session), ``https_server`` (``module_https_server``), ``trusted_context``
+(``module_context``: the same, shared by a module's tests), ``shot`` (PNG screenshots under
+$DEBVISOR_ARTIFACTS, default <repo>/artifacts/screenshots), and the lab's panel with the
+suite's one console guest, ``plab`` and ``guest`` (panellab.py).
 """
 
 from __future__ import annotations
@@ -197,87 +199,127 @@ class CertPair:
     chain: Path  # this certificate followed by its issuers: what a server sends to include them
 
 
-@pytest.fixture
-def make_cert(tmp_path: Path) -> Callable[..., CertPair]:
-    """make_cert(name="server", ca=False, issuer=None) -> CertPair: a fresh P-256 certificate for
-    localhost / 127.0.0.1, valid for a day, as PEM files under tmp_path; self-signed unless
-    issuer (a CertPair made with ca=True) signs it."""
+def new_cert(directory: Path, name: str = "server", ca: bool = False,
+             issuer: CertPair | None = None) -> CertPair:
+    """A fresh P-256 certificate for localhost / 127.0.0.1, valid for a day, as PEM files in
+    ``directory``; self-signed unless ``issuer`` (a CertPair made with ca=True) signs it."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"debvisor-test-{name}")])
+    now = datetime.datetime.now(datetime.UTC)
+    if issuer is None:
+        issuer_name, signing_key, issuer_chain = subject, key, b""
+    else:
+        issuer_name = x509.load_pem_x509_certificate(issuer.cert.read_bytes()).subject
+        loaded = serialization.load_pem_private_key(issuer.key.read_bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signing_key, issuer_chain = loaded, issuer.chain.read_bytes()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                        critical=False)
+    cert_pem = builder.sign(signing_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    pair = CertPair(directory / f"{name}.pem", directory / f"{name}.key",
+                    directory / f"{name}-chain.pem")
+    pair.cert.write_bytes(cert_pem)
+    pair.chain.write_bytes(cert_pem + issuer_chain)
+    pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    pair.key.chmod(0o600)
+    return pair
+
+
+@pytest.fixture
+def make_cert(tmp_path: Path) -> Callable[..., CertPair]:
+    """make_cert(name="server", ca=False, issuer=None) -> CertPair: :func:`new_cert` under
+    tmp_path."""
+
     def make(name: str = "server", ca: bool = False, issuer: CertPair | None = None) -> CertPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"debvisor-test-{name}")])
-        now = datetime.datetime.now(datetime.UTC)
-        if issuer is None:
-            issuer_name, signing_key, issuer_chain = subject, key, b""
-        else:
-            issuer_name = x509.load_pem_x509_certificate(issuer.cert.read_bytes()).subject
-            loaded = serialization.load_pem_private_key(issuer.key.read_bytes(), None)
-            assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-            signing_key, issuer_chain = loaded, issuer.chain.read_bytes()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                                            critical=False)
-        cert_pem = builder.sign(signing_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        pair = CertPair(tmp_path / f"{name}.pem", tmp_path / f"{name}.key", tmp_path / f"{name}-chain.pem")
-        pair.cert.write_bytes(cert_pem)
-        pair.chain.write_bytes(cert_pem + issuer_chain)
-        pair.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        pair.key.chmod(0o600)
-        return pair
+        return new_cert(tmp_path, name, ca, issuer)
 
     return make
 
 
+@pytest.fixture(scope="session")
+def server_cert(tmp_path_factory: pytest.TempPathFactory) -> CertPair:
+    """One server certificate (localhost, 127.0.0.1) for the session's in-process panels and
+    pages: the browser that pins it is launched once."""
+    return new_cert(tmp_path_factory.mktemp("server-cert"), "panel")
+
+
+def serve_https(app: Any, pair: CertPair, send_chain: bool = False,
+                port: int = 0) -> tuple[str, Callable[[], None]]:
+    """uvicorn serving ``app`` over TLS (the certificate alone, or with its issuers) from a
+    thread of this process on 127.0.0.1 (``port``, default any free one); (its URL, stop)."""
+    uvicorn = pytest.importorskip("uvicorn", reason=PANEL_EXTRA)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    certfile = pair.chain if send_chain else pair.cert
+    config = uvicorn.Config(app, ssl_certfile=str(certfile), ssl_keyfile=str(pair.key),
+                            log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
+                              name=f"https-{port}")
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(15)
+
+    return f"https://127.0.0.1:{port}", stop
+
+
 @pytest.fixture
 def https_server() -> Iterator[Callable[..., str]]:
-    """https_server(asgi_app, cert_pair, send_chain=False) -> "https://127.0.0.1:<port>": uvicorn
-    serving the app over TLS (the certificate alone, or with its issuers) from a thread of this
-    process, on loopback, stopped at the end of the test."""
-    uvicorn = pytest.importorskip("uvicorn", reason=PANEL_EXTRA)
-    running: list[tuple[Any, threading.Thread]] = []
+    """https_server(asgi_app, cert_pair, send_chain=False) -> "https://127.0.0.1:<port>":
+    :func:`serve_https`, stopped at the end of the test."""
+    stops: list[Callable[[], None]] = []
 
     def serve(app: Any, pair: CertPair, send_chain: bool = False) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        certfile = pair.chain if send_chain else pair.cert
-        config = uvicorn.Config(app, ssl_certfile=str(certfile), ssl_keyfile=str(pair.key),
-                                log_level="warning", lifespan="off")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                  name=f"https-{port}")
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
-            time.sleep(0.02)
-        return f"https://127.0.0.1:{port}"
+        url, stop = serve_https(app, pair, send_chain)
+        stops.append(stop)
+        return url
 
     yield serve
-    for server, _ in running:
-        server.should_exit = True
-    for _, thread in running:
-        thread.join(15)
+    for stop in stops:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def module_https_server() -> Iterator[Callable[..., str]]:
+    """Like ``https_server`` (with ``port``: a given one), stopped after the module."""
+    stops: list[Callable[[], None]] = []
+
+    def serve(app: Any, pair: CertPair, send_chain: bool = False, port: int = 0) -> str:
+        url, stop = serve_https(app, pair, send_chain, port)
+        stops.append(stop)
+        return url
+
+    yield serve
+    for stop in stops:
+        stop()
 
 
 @pytest.fixture(scope="session")
@@ -286,6 +328,17 @@ def _pinned_browsers(browser_type: Any, browser_type_launch_args: dict[str, Any]
     yield browsers
     for b in browsers.values():
         b.close()
+
+
+def _pinned_browser(browsers: dict[str, Any], browser_type: Any, launch_args: dict[str, Any],
+                    cert_pem_path: str | os.PathLike[str]) -> Any:
+    """The chromium that trusts exactly that certificate's key (launched once per pin)."""
+    pin = spki_pin_of(Path(cert_pem_path).read_bytes())
+    b = browsers.get(pin)
+    if b is None:
+        args = [*launch_args.get("args", []), f"--ignore-certificate-errors-spki-list={pin}"]
+        b = browsers[pin] = _launch(browser_type, {**launch_args, "args": args})
+    return b
 
 
 @pytest.fixture
@@ -301,11 +354,31 @@ def trusted_context(
     contexts: list[Any] = []
 
     def make(cert_pem_path: str | os.PathLike[str], **context_args: Any) -> Any:
-        pin = spki_pin_of(Path(cert_pem_path).read_bytes())
-        b = _pinned_browsers.get(pin)
-        if b is None:
-            args = [*browser_type_launch_args.get("args", []), f"--ignore-certificate-errors-spki-list={pin}"]
-            b = _pinned_browsers[pin] = _launch(browser_type, {**browser_type_launch_args, "args": args})
+        b = _pinned_browser(_pinned_browsers, browser_type, browser_type_launch_args,
+                            cert_pem_path)
+        ctx = b.new_context(**{**browser_context_args, **context_args})
+        contexts.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in contexts:
+        ctx.close()
+
+
+@pytest.fixture(scope="module")
+def module_context(
+    _pinned_browsers: dict[str, Any],
+    browser_type: Any,
+    browser_type_launch_args: dict[str, Any],
+    browser_context_args: dict[str, Any],
+) -> Iterator[Callable[..., Any]]:
+    """Like ``trusted_context``, for a context several tests of a module share (e.g. one
+    login for the tests that do not depend on a fresh session); closed after the module."""
+    contexts: list[Any] = []
+
+    def make(cert_pem_path: str | os.PathLike[str], **context_args: Any) -> Any:
+        b = _pinned_browser(_pinned_browsers, browser_type, browser_type_launch_args,
+                            cert_pem_path)
         ctx = b.new_context(**{**browser_context_args, **context_args})
         contexts.append(ctx)
         return ctx
@@ -339,3 +412,30 @@ def shot(request: pytest.FixtureRequest) -> Callable[..., Path]:
         return path
 
     return take
+
+
+# ---------------------------------------------------------------------------------------------
+# the lab's panel and the one console guest (panellab.py), shared by the session's tests
+
+
+@pytest.fixture(scope="session")
+def plab(dv_lab: Any) -> Any:
+    """The lab's panel (`debvisor lab up libvirt rpcd panel`): a :class:`panellab.PanelLab`."""
+    pytest.importorskip("debvisor_libvirt", reason="the hv plugin runs the console's guest")
+    import panellab
+
+    return panellab.open_plab(dv_lab)
+
+
+@pytest.fixture(scope="session")
+def guest(plab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The console guest (:class:`panellab.Guest`), started, booting in the background:
+    call ``.ready()`` where it must have booted. The migration test moves it to node2."""
+    import panellab
+
+    g = panellab.start_guest(plab, tmp_path_factory.mktemp("qemu"))
+    try:
+        yield g
+    finally:
+        for name in (panellab.VM, panellab.SPARE):
+            plab.remove(name)

@@ -17,7 +17,9 @@ browser would send), reach QEMU zero times; in control mode both do. (Playwright
 ``route_web_socket`` cannot carry noVNC: its stand-in WebSocket fails noVNC's check of the
 socket's properties.)
 
-Every test takes screenshots (``shot``) of the pages it visits.
+Every test takes screenshots (``shot``) of the pages it visits. The tests that do not depend
+on a fresh session (none of them re-authenticates, logs out or lets the session expire) share
+one admin login (``admin``: a new page of it per use); the others log in on their own.
 """
 
 from __future__ import annotations
@@ -26,10 +28,7 @@ import json
 import re
 import socket
 import ssl
-import stat
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,142 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from panellab import SPARE, VM, Guest, PanelLab
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
-VM = "pbcons"  # the console guest (running, VNC with a password, QEMU input trace)
-SPARE = "pbspare"  # defined, never started: a second VM to register (a second operation)
 CONNECTED = re.compile(r"^Connected")
 WAIT_MS = 20_000
-
-
-# --- the lab --------------------------------------------------------------------------------
-@dataclass
-class PanelLab:
-    url: str
-    cert: Path  # the panel's HTTPS certificate: the key the browser pins
-    key: Path
-    ca: Path
-    users: dict[str, str]  # user -> password (read from the lab's owner-only files)
-    config: dict[str, Any]
-    env: dict[str, str]
-    dir: Path
-
-    @property
-    def state(self) -> Path:
-        return Path(self.env["DEBVISOR_STATE_DIR"])
-
-    @property
-    def audit_log(self) -> Path:
-        return self.state / "log" / "audit.jsonl"
-
-    def dv(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "debvisor_core", *args], env=self.env,
-                              capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
-
-    def conn(self, node: str = "node1") -> Any:
-        from debvisor_libvirt.nodes import lv
-
-        return lv().open(self.config["hv"]["nodes"][node]["uri"])
-
-    def console_events(self) -> list[dict[str, Any]]:
-        """The console events the panel logged (``panel: console {...}``)."""
-        text = (self.dir / "panel" / "panel.log").read_text(errors="replace")
-        return [json.loads(m) for m in re.findall(r"panel: console (\{.*\})", text)]
-
-    def calls(self) -> list[dict[str, Any]]:
-        text = (self.dir / "rpcd" / "calls.jsonl").read_text()
-        return [json.loads(x) for x in text.splitlines() if x.strip()]
-
-    def op_status(self, op_id: str) -> str:
-        res = self.dv("--json", "ops", "show", op_id)
-        assert res.returncode == 0, res.stderr
-        return str(json.loads(res.stdout)["status"])
-
-    def register(self, vm: str) -> str:
-        """A journalled operation to roll back: `hv register VM` (id)."""
-        res = self.dv("--json", "hv", "register", vm, "--owner", "browser-test", "--yes")
-        assert res.returncode == 0, res.stderr
-        return str(json.loads(res.stdout)["id"])
-
-
-@pytest.fixture(scope="module")
-def plab(dv_lab: Any) -> PanelLab:
-    pytest.importorskip("debvisor_libvirt", reason="the hv plugin runs the console's guest")
-    config_path = dv_lab.require("libvirt", "rpcd", "panel")
-    res = subprocess.run([sys.executable, "-m", "debvisor_core", "--json", "lab", "env"],
-                         env=dv_lab.env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
-    env = json.loads(res.stdout)
-    users = {}
-    for user, var in (("admin", "DEBVISOR_PANEL_PASSWORD_FILE"),
-                      ("viewer", "DEBVISOR_PANEL_VIEWER_PASSWORD_FILE")):
-        pw_file = Path(env[var])
-        assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600, pw_file  # owner-only
-        users[user] = pw_file.read_text().strip()
-    assert env["DEBVISOR_PANEL_USER"] == "admin" and env["DEBVISOR_PANEL_VIEWER"] == "viewer"
-    import tomllib
-
-    config = tomllib.loads(config_path.read_text())
-    panel = config["panel"]
-    assert env["DEBVISOR_PANEL_URL"] == panel["public_origin"]
-    return PanelLab(env["DEBVISOR_PANEL_URL"], Path(panel["tls_cert"]), Path(panel["tls_key"]),
-                    Path(panel["ca"]), users, config,
-                    {**dv_lab.env, "DEBVISOR_CONFIG": str(config_path)}, config_path.parent)
-
-
-@dataclass
-class Guest:
-    name: str
-    trace: Path
-
-    def input_events(self) -> int:
-        """QEMU's input trace lines so far (input_event_key_*, _btn, _rel, _abs, _sync)."""
-        try:
-            text = self.trace.read_text(errors="replace")
-        except FileNotFoundError:
-            return 0
-        return sum(1 for line in text.splitlines() if "input_event_" in line)
-
-
-def _remove(plab: PanelLab, name: str) -> None:
-    from debvisor_libvirt.nodes import lv
-
-    libvirt = lv()
-    for node in plab.config["hv"]["nodes"]:
-        try:
-            dom = plab.conn(node).lookupByName(name)
-        except libvirt.libvirtError:
-            continue
-        if dom.isActive():
-            dom.destroy()
-        if dom.isPersistent():
-            dom.undefine()
-
-
-@pytest.fixture(scope="module")
-def guest(plab: PanelLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    from debvisor_libvirt import lab
-
-    d = tmp_path_factory.mktemp("qemu")
-    events = d / "events"
-    events.write_text("input_event_*\n")
-    trace, console = d / "trace.log", d / "console.log"
-    g = plab.config["hv"]["guest"]
-    for name in (VM, SPARE):
-        _remove(plab, name)
-    conn = plab.conn("node1")
-    lab.define_guest(conn, SPARE, kernel=g["kernel"], initrd=g["initrd"], start=False)
-    lab.define_guest(conn, VM, kernel=g["kernel"], initrd=g["initrd"], console_log=console,
-                     vnc_password="initial",  # QEMU takes the tickets' passwords only then
-                     qemu_args=["-trace", f"events={events}", "-D", str(trace)])
-    try:
-        lab.wait_console(console, timeout=120)  # running (a paused QEMU drops all input)
-        yield Guest(VM, trace)
-    finally:
-        for name in (VM, SPARE):
-            _remove(plab, name)
 
 
 # --- a panel in this process (its clock is the test's), and the attacker's page -----------
@@ -279,6 +148,36 @@ def signin(ctx: Any, url: str, user: str, password: str, shot: Any = None) -> An
 
 def csrf_of(page: Any) -> str:
     return str(page.locator("form.logout input[name=csrf]").get_attribute("value"))
+
+
+@pytest.fixture(scope="module")
+def admin_context(plab: PanelLab, module_context: Any) -> Any:
+    """One admin login shared by the tests that do not depend on a fresh session (none of
+    them re-authenticates, logs out or waits for the session to expire)."""
+    ctx = module_context(plab.cert)
+    signin(ctx, plab.url, "admin", plab.users["admin"]).close()
+    return ctx
+
+
+@pytest.fixture
+def admin(admin_context: Any, plab: PanelLab) -> Iterator[Callable[..., Any]]:
+    """admin(path="/") -> a new page of the shared admin session at ``path`` (None: blank);
+    the test's pages are closed at its end (their consoles with them)."""
+    from playwright.sync_api import expect
+
+    pages: list[Any] = []
+
+    def new_page(path: str | None = "/") -> Any:
+        page = admin_context.new_page()
+        pages.append(page)
+        if path is not None:
+            page.goto(plab.url + path)
+            expect(page.locator("header .who")).to_contain_text("admin")
+        return page
+
+    yield new_page
+    for page in pages:
+        page.close()
 
 
 #: a minimal RFB 3.8 client in the page (what a modified browser could run): takes a fresh
@@ -482,12 +381,11 @@ def test_a_post_without_the_csrf_token_is_refused(plab: PanelLab, trusted_contex
     assert status == 200 and final.endswith("/login?why=logged-out"), (status, final)
 
 
-def test_a_post_from_a_foreign_origin_is_refused(plab: PanelLab, evil: str,
-                                                 trusted_context: Any, shot: Any) -> None:
-    ctx = trusted_context(plab.cert)
-    page = signin(ctx, plab.url, "admin", plab.users["admin"])
+def test_a_post_from_a_foreign_origin_is_refused(plab: PanelLab, evil: str, admin: Any,
+                                                 shot: Any) -> None:
+    page = admin()
     token = csrf_of(page)
-    attacker = ctx.new_page()
+    attacker = admin(None)  # the same browser, the same (site's) cookies
     attacker.goto(evil + "/")
     shot(attacker, "attacker-page")
     # even with the right CSRF token (which a real attacker does not have), and with the
@@ -504,14 +402,12 @@ def test_a_post_from_a_foreign_origin_is_refused(plab: PanelLab, evil: str,
 
 
 def test_a_websocket_from_a_foreign_origin_is_closed_before_accept(
-        plab: PanelLab, evil: str, trusted_context: Any, shot: Any) -> None:
+        plab: PanelLab, evil: str, admin: Any, shot: Any) -> None:
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
     from websockets.typing import Origin, Subprotocol
 
-    ctx = trusted_context(plab.cert)
-    signin(ctx, plab.url, "admin", plab.users["admin"])
-    attacker = ctx.new_page()
+    attacker = admin(None)  # a tab of the logged-in browser
     said: list[str] = []
     attacker.on("console", lambda m: said.append(m.text))
     attacker.goto(evil + "/")
@@ -527,7 +423,7 @@ def test_a_websocket_from_a_foreign_origin_is_closed_before_accept(
     shot(attacker, "attacker-page")
     # what the browser cannot see: the upgrade is answered 403 before accept, while the
     # same upgrade from the panel's origin is accepted (then closed: no such ticket)
-    cookie = "; ".join(f"{c['name']}={c['value']}" for c in ctx.cookies())
+    cookie = "; ".join(f"{c['name']}={c['value']}" for c in attacker.context.cookies())
     tls = ssl.create_default_context(cafile=str(plab.ca))
     with pytest.raises(InvalidStatus) as refused:
         connect(wss, ssl=tls, origin=Origin(evil), additional_headers={"Cookie": cookie},
@@ -541,11 +437,12 @@ def test_a_websocket_from_a_foreign_origin_is_closed_before_accept(
 
 
 # --- the console against QEMU -----------------------------------------------------------------
-def test_view_mode_input_reaches_qemu_zero_times(plab: PanelLab, guest: Guest,
-                                                 trusted_context: Any, shot: Any) -> None:
+def test_view_mode_input_reaches_qemu_zero_times(plab: PanelLab, guest: Guest, admin: Any,
+                                                 shot: Any) -> None:
     from playwright.sync_api import expect
 
-    page = signin(trusted_context(plab.cert), plab.url, "admin", plab.users["admin"])
+    guest.ready()  # booted (it boots while the tests before this one run)
+    page = admin()
     open_console(page, plab.url, "view")
     expect(page.locator("#console-cad")).to_have_count(0)  # no Ctrl-Alt-Del button
     expect(page.locator("#console-mode")).to_have_text("view only")
@@ -574,6 +471,7 @@ def test_control_mode_needs_reauth_and_input_reaches_qemu(plab: PanelLab, guest:
                                                           shot: Any) -> None:
     from playwright.sync_api import expect
 
+    guest.ready()  # booted (it boots while the tests before this one run)
     page = signin(trusted_context(plab.cert), plab.url, "admin", plab.users["admin"])
     page.goto(f"{plab.url}/console/{VM}?mode=control")
     expect(page.locator("form.console-reauth input[name=password]")).to_be_visible()
@@ -608,15 +506,15 @@ def test_control_mode_needs_reauth_and_input_reaches_qemu(plab: PanelLab, guest:
 
 
 def test_a_second_viewer_does_not_disconnect_the_first(plab: PanelLab, guest: Guest,
-                                                       trusted_context: Any,
-                                                       shot: Any) -> None:
+                                                       admin: Any, shot: Any) -> None:
     from playwright.sync_api import expect
 
-    first = signin(trusted_context(plab.cert), plab.url, "admin", plab.users["admin"])
+    guest.ready()  # booted (it boots while the tests before this one run)
+    first = admin()
     sockets: list[Any] = []
     first.on("websocket", lambda w: sockets.append(w))
     open_console(first, plab.url, "view")
-    second = signin(trusted_context(plab.cert), plab.url, "admin", plab.users["admin"])
+    second = admin()
     open_console(second, plab.url, "view")
     expect(second.locator("#console-watchers")).to_contain_text("1 other watching")
     shot(second, "second")
@@ -637,16 +535,16 @@ def test_a_second_viewer_does_not_disconnect_the_first(plab: PanelLab, guest: Gu
     expect(second.locator("#console-status")).to_have_text(CONNECTED)
 
 
-def test_a_reused_ticket_is_refused_with_its_reason(plab: PanelLab, guest: Guest,
-                                                    trusted_context: Any, shot: Any) -> None:
+def test_a_reused_ticket_is_refused_with_its_reason(plab: PanelLab, guest: Guest, admin: Any,
+                                                    shot: Any) -> None:
     from playwright.sync_api import expect
 
-    ctx = trusted_context(plab.cert)
-    page = signin(ctx, plab.url, "admin", plab.users["admin"])
+    guest.ready()  # booted (it boots while the tests before this one run)
+    page = admin()
     open_console(page, plab.url, "view")
     used = page.locator("#console").get_attribute("data-ticket")
     assert used
-    again = ctx.new_page()  # the same session, another tab, the link already used
+    again = admin(None)  # the same session, another tab, the link already used
     open_with_ticket(again, plab.url, used)
     expect(again.locator("#console-status")).to_have_text(
         "This console link was already used. Open the console again from the VM page.")
@@ -664,6 +562,7 @@ def test_an_expired_ticket_is_refused_with_its_reason(local_panel: LocalPanel,
                                                       shot: Any) -> None:
     from playwright.sync_api import expect
 
+    guest.ready()  # booted (it boots while the tests before this one run)
     page = signin(trusted_context(plab.cert), local_panel.url, "admin", plab.users["admin"])
     issued = re.search(r'data-ticket="([^"]+)"', fetch_text(page, f"/console/{VM}?mode=view"))
     assert issued  # a ticket issued now...
@@ -712,11 +611,10 @@ def test_rollback_from_the_journal_needs_reauth_and_shows_the_undo_plan(
 
 
 def test_the_audit_page_verifies_the_chain_and_names_a_tampered_line(
-        plab: PanelLab, trusted_context: Any, shot: Any) -> None:
+        plab: PanelLab, admin: Any, shot: Any) -> None:
     from playwright.sync_api import expect
 
-    page = signin(trusted_context(plab.cert), plab.url, "admin", plab.users["admin"])
-    page.goto(plab.url + "/audit")
+    page = admin("/audit")
     expect(page.locator("#verdict strong")).to_have_text("chain verified")
     shot(page, "verified")
     log = plab.audit_log

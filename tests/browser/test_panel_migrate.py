@@ -1,5 +1,6 @@
 """Migrate a lab VM from the browser: Debian's chromium, the panel over HTTPS (uvicorn in a
-thread), a real debvisor-rpcd, the libvirt lab's two nodes and a TCG guest.
+thread), a real debvisor-rpcd, the libvirt lab's two nodes and the suite's TCG guest (conftest.py
+``guest``, which the console tests use before: one boot for the whole suite).
 
 The drawer's percentage rises and shows an ETA while the migration runs (a bandwidth cap
 makes it last a few seconds); the end state is what libvirt says on both nodes; the audit
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from panellab import VM
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
-VM = "pnlbrowser"
 PASSWORD = "alice has a long password"
 #: the page records how old each progress point is when it is on screen (CDP-injected, so
 #: the panel's CSP, which forbids inline script, does not apply to it)
@@ -47,28 +48,29 @@ def _labworld() -> Any:
 
 
 @pytest.fixture(scope="module")
-def lab(dv_lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def lab(dv_lab: Any, guest: Any, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[tuple[Any, Any]]:
+    """An rpcd of its own (user alice) over the libvirt lab's nodes; the VM is the suite's
+    console guest (conftest.py ``guest``: one TCG guest for the whole browser suite)."""
     lw = _labworld()
     guests = lw.Guests(dv_lab.require("libvirt"))
     world = lw.start(tmp_path_factory.mktemp("browsermig"), {"alice": ("operator", PASSWORD)},
                      base=guests.config_path)
     try:
-        guests.boot(VM, "node1")
+        guest.ready()
         yield world, guests
     finally:
-        guests.remove(VM)
         world.stop()
 
 
 @pytest.fixture
-def panel(lab: tuple[Any, Any], https_server: Any, make_cert: Any,
+def panel(lab: tuple[Any, Any], https_server: Any, server_cert: Any,
           trusted_context: Any) -> Iterator[tuple[str, Any]]:
     from debvisor_core.panel.app import create_app
 
     world, _ = lab
-    cert = make_cert("panel")
-    url = https_server(create_app(world.settings(public_origin="")), cert)
-    ctx = trusted_context(cert.cert, viewport={"width": 1280, "height": 900})
+    url = https_server(create_app(world.settings(public_origin="")), server_cert)
+    ctx = trusted_context(server_cert.cert, viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
     page.add_init_script(LATENCY_PROBE)
     page.goto(url + "/login")
@@ -110,10 +112,10 @@ def test_migrate_from_the_browser_then_abort_the_way_back(panel: tuple[str, Any]
     shot(page, "vm-list")
     page.locator(f'tr[data-vm="{VM}"] a.act-stop').click()  # a plan, not applied
     page.wait_for_selector("#plan .plan-steps")
-    assert "stop pnlbrowser on node1" in page.inner_text("#plan")
+    assert f"stop {VM} on node1" in page.inner_text("#plan")
     assert page.locator("[data-role=apply]").is_visible()
     shot(page, "stop-plan")
-    task = _start_migration(page, url, "node2", "12MiB/s", shot, "there")
+    task = _start_migration(page, url, "node2", "24MiB/s", shot, "there")
     # the drawer: the percentage rises, an ETA is shown
     page.wait_for_selector("#task-live [data-role=pct]", timeout=30_000)
     seen = [_pct(page)]
@@ -146,7 +148,7 @@ def test_migrate_from_the_browser_then_abort_the_way_back(panel: tuple[str, Any]
         [("started", "alice via=panel"), ("succeeded", "alice via=panel")], audit
     latency = page.evaluate("window.__latency")
     # and back, aborted halfway: the VM keeps running where it was
-    back = _start_migration(page, url, "node1", "4MiB/s", shot, "back")
+    back = _start_migration(page, url, "node1", "8MiB/s", shot, "back")
     assert back != task
     page.wait_for_function(
         "() => { const e = document.querySelector('#task-live [data-role=pct]');"

@@ -173,3 +173,37 @@ class Guests:
                 dom.destroy()
             if persistent:
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+
+# -- the panel over such an rpcd (TestClient helpers shared by the plugin page tests) ---------
+def csrf_of(html: str) -> str:
+    import re
+
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:2000]
+    return m.group(1)
+
+
+def log_in(c: Any, user: str, password: str) -> str:
+    """Log ``user`` in through the form; the session's CSRF token."""
+    r = c.post("/login", data={"user": user, "password": password,
+                               "csrf": csrf_of(c.get("/login").text)})
+    assert r.status_code == 303, r.text
+    return csrf_of(c.get("/ops").text)
+
+
+def task_of(c: Any, r: Any, timeout: float = 90) -> Any:
+    """The live task an Apply (``r``: its 303 to /tasks/ID) started, once it has ended."""
+    import re
+    import time
+
+    assert r.status_code == 303, r.text[:3000]
+    m = re.fullmatch(r"/tasks/([0-9a-f]{12})", r.headers["location"])
+    assert m, r.headers["location"]
+    task = c.app.state.panel.hub.get(m.group(1))
+    assert task is not None
+    deadline = time.monotonic() + timeout
+    while task.active:
+        assert time.monotonic() < deadline, task.view()
+        time.sleep(0.05)
+    return task

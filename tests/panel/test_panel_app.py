@@ -23,7 +23,9 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.websockets import WebSocketDisconnect
 
 from debvisor_core.panel.app import create_app
@@ -40,6 +42,10 @@ with warnings.catch_warnings():  # "use httpx2": the panel extra's tests use htt
     from starlette.testclient import TestClient
 
 ORIGIN = "https://testserver"
+ISSUER = "https://idp.example.net/realms/ops"
+IDP = "https://idp.example.net"
+CLIENT_ID = "debvisor-panel"
+IDP_KEY = ec.generate_private_key(ec.SECP256R1())
 PASSWORDS = {"alice": "alice has a long password", "bob": "bob has another long one"}
 ROLES = {"alice": "operator", "bob": "viewer"}
 
@@ -86,9 +92,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, site_plugins_dir: Path) -> I
     from debvisor_core.lab.process import free_port
 
     config = root / "debvisor.toml"
+    # the identity provider's signing key: rpcd trusts its JWKS for OIDC logins
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(IDP_KEY.public_key()))
+    (root / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "idp1", "alg": "ES256",
+                                                          "use": "sig"}]}))
     config.write_text("\n".join([
         "[rpcd]", 'listen = "127.0.0.1:0"', f'ca = "{d}/ca.pem"', f'cert = "{d}/node1.pem"',
         f'key = "{d}/node1.key"', 'proxies = ["panel"]', "rate = 1000.0", "burst = 1000.0",
+        f'oidc_jwks_file = "{root}/jwks.json"', f'oidc_issuer = "{ISSUER}"',
+        f'oidc_audience = "{CLIENT_ID}"',
+        "[rpcd.identities]", 'carol = ["operator"]', 'dave = ["operator"]',
         "[panel]", 'listen = "127.0.0.1:0"', f'tls_cert = "{d}/web.pem"',
         f'tls_key = "{d}/web.key"', f'ca = "{d}/ca.pem"', f'cert = "{d}/panel.pem"',
         f'key = "{d}/panel.key"', f'redirect_listen = "127.0.0.1:{free_port()}"', ""]))
@@ -216,7 +229,8 @@ def test_login_wrong_password_and_the_session_cookie(client: TestClient, world: 
 def test_every_page_has_the_headers_and_no_inline_script(make_client: Callable[..., TestClient],
                                                          world: World) -> None:
     pages = ["/", "/ops", f"/ops/{world.ops[1]}", "/audit", "/audit?user=alice", "/vms",
-             "/fragments/health", "/no-such-page"]
+             "/fragments/health", "/ceph", "/fragments/ceph-balance", "/dns", "/dns?name=x",
+             "/no-such-page"]
     anon = make_client()
     for user in ("alice", "bob"):
         c = make_client()
@@ -488,6 +502,227 @@ def test_the_vms_page_exists_only_with_the_hv_plugin(make_client: Callable[..., 
     assert r.status_code == 404 and "no VM plugin is installed" in r.text
 
 
+# -- resume ----------------------------------------------------------------------------------
+class _NoResume(Rpcd):
+    """The node's rpcd as it would be without the ops.resume action."""
+
+    def list_actions(self, token: str) -> list[dict[str, Any]]:
+        return [a for a in super().list_actions(token) if a["path"] != "ops.resume"]
+
+
+def _interrupted(world: World, name: str) -> str:
+    """An operation SIGKILLed after its first step (`example note add` with a fault)."""
+    res = subprocess.run([sys.executable, "-m", "debvisor_core", "example", "note", "add", name,
+                          "resumed text", "--yes"], env={**world.env,
+                                                         "DEBVISOR_FAULTS": "WriteNote:kill-after"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL, res
+    newest = json.loads(world.dv("--json", "ops", "list").stdout)[0]
+    assert newest["status"] == "interrupted", newest
+    return str(newest["id"])
+
+
+def test_resume_shows_the_plan_needs_reauth_then_finishes_the_operation(
+        make_client: Callable[..., TestClient], settings: PanelSettings, world: World) -> None:
+    from labworld import task_of
+
+    op = _interrupted(world, "r1")
+    c = make_client()
+    csrf = logged_in(c)
+    page = c.get(f"/ops/{op}")
+    assert page.status_code == 200 and 'id="op-status">interrupted<' in page.text
+    plan = re.findall(r"<li>([^<]*)</li>", page.text.split('id="resume-plan"')[1].split("</ul>")[0])
+    assert len(plan) == 2 and plan[0].startswith("1. write note") and plan[1].startswith("2. add")
+    assert "then applied again" in plan[0], plan  # the interrupted step is redone
+    assert f'action="/ops/{op}/resume"' in page.text and 'data-role="resume"' in page.text
+    # a viewer sees the plan, no button, and rpcd refuses the forged POST
+    v = make_client()
+    vcsrf = logged_in(v, "bob")
+    vpage = v.get(f"/ops/{op}")
+    assert "Your role cannot resume operations." in vpage.text
+    assert f'action="/ops/{op}/resume"' not in vpage.text
+    r = v.post(f"/ops/{op}/resume", data={"csrf": vcsrf, "password": PASSWORDS["bob"]})
+    assert r.status_code == 403 and "refused by rpcd: bob may not run ops.resume" in r.text
+    # a node whose rpcd has no ops.resume: disabled, with the reason
+    old = make_client(client=_NoResume(settings))
+    logged_in(old)
+    blocked = old.get(f"/ops/{op}").text
+    assert re.search(r'id="resume-blocked">This node&#39;s rpcd cannot resume operations yet',
+                     blocked), blocked
+    assert re.search(r'<button type="button" disabled[^>]*data-role="resume">', blocked)
+    # re-authentication first: no password, a wrong one
+    r = c.post(f"/ops/{op}/resume", data={"csrf": csrf})
+    assert r.status_code == 401 and "Re-enter your password to resume" in r.text
+    r = c.post(f"/ops/{op}/resume", data={"csrf": csrf, "password": "not the password at all"})
+    assert r.status_code == 401 and "Wrong password: nothing was resumed." in r.text
+    assert world.op_status(op) == "interrupted"
+    task = task_of(c, c.post(f"/ops/{op}/resume", data={"csrf": csrf,
+                                                        "password": PASSWORDS["alice"]}))
+    assert task.status == "succeeded" and task.op_id == op, task.view()
+    assert world.op_status(op) == "succeeded"
+    audit = [json.loads(x) for x in (world.state / "log" / "audit.jsonl").read_text().splitlines()]
+    mine = [a for a in audit if a.get("operation") == op]
+    assert mine[-1]["result"] == "succeeded" and mine[-1]["caller"] == "alice via=panel"
+    assert mine[-1]["details"]["action"] == "resume"
+    # done: nothing to resume any more, and the page says why a POST is refused
+    assert 'id="resume"' not in c.get(f"/ops/{op}").text
+    r = c.post(f"/ops/{op}/resume", data={"csrf": csrf})
+    assert r.status_code == 409
+    assert "Only an interrupted or paused operation can be resumed; this one is succeeded." \
+        in r.text
+
+
+# -- SSO (OpenID Connect) ----------------------------------------------------------------------
+def _id_token(nonce: str, user: str = "carol", *, aud: str = CLIENT_ID, exp: float = 300,
+              key: Any = None) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": f"idp-{user}", "preferred_username": user, "iss": ISSUER,
+                       "aud": aud, "iat": now, "exp": now + exp, "nonce": nonce},
+                      key or IDP_KEY, algorithm="ES256", headers={"kid": "idp1"})
+
+
+def _sso_start(c: TestClient, **params: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    r = c.get("/login/sso", params=params)
+    assert r.status_code == 303, r.text
+    loc = urlsplit(r.headers["location"])
+    assert f"{loc.scheme}://{loc.netloc}{loc.path}" == IDP + "/realms/ops/protocol/openid-connect/auth"
+    return dict(parse_qsl(loc.query))
+
+
+def _sso_answer(c: TestClient, data: dict[str, str], origin: str = IDP) -> httpx.Response:
+    return c.post("/login/oidc", data=data, headers={"origin": origin,
+                                                      "sec-fetch-site": "cross-site"})
+
+
+@pytest.fixture
+def sso(settings: PanelSettings) -> PanelSettings:
+    return dataclasses.replace(settings, oidc_issuer=ISSUER, oidc_client_id=CLIENT_ID,
+                               oidc_authorization_endpoint=IDP + "/realms/ops/protocol/"
+                                                                 "openid-connect/auth")
+
+
+def test_sso_login_exchanges_the_id_token_through_rpcd(make_client: Callable[..., TestClient],
+                                                       sso: PanelSettings, world: World) -> None:
+    plain = make_client()
+    assert 'href="/login/sso"' not in plain.get("/login").text  # not configured: no button
+    r = plain.get("/login/sso")
+    assert r.status_code == 404 and "SSO login is not configured" in r.text
+    c = make_client(sso)
+    assert re.search(r'<a class="button" href="/login/sso" data-role="sso">Log in with SSO</a>',
+                     c.get("/login").text)
+    r = c.get("/login/sso")
+    (cookie,) = [v for v in r.headers.get_list("set-cookie") if v.startswith("__Host-debvisor-sso=")]
+    assert set(p.strip() for p in cookie.split(";")[1:]) == {
+        "Max-Age=600", "Path=/", "Secure", "HttpOnly", "SameSite=None"}  # the IdP posts cross-site
+    q = _sso_start(c)
+    assert {k: q[k] for k in ("response_type", "response_mode", "client_id", "redirect_uri",
+                              "scope")} == {
+        "response_type": "id_token", "response_mode": "form_post", "client_id": CLIENT_ID,
+        "redirect_uri": ORIGIN + "/login/oidc", "scope": "openid profile"}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", q["state"]) and q["nonce"] != q["state"]
+    answer = {"id_token": _id_token(q["nonce"]), "state": q["state"]}
+    r = _sso_answer(c, answer)
+    assert r.status_code == 200, r.text
+    assert '<meta http-equiv="refresh" content="0; url=/">' in r.text  # a same-site navigation
+    assert any(v.startswith(COOKIE + "=") and "SameSite=Strict" in v
+               for v in r.headers.get_list("set-cookie"))
+    assert "__Host-debvisor-sso=; Max-Age=0" in r.headers["set-cookie"]
+    home = c.get("/")
+    assert home.status_code == 200 and "carol <small>(operator)</small>" in home.text
+    logins = [x for x in world.calls() if x["method"].endswith("/Login") and x.get("user") == "carol"]
+    assert logins[-1]["code"] == "OK" and logins[-1]["login"] == "oidc"
+    assert world.calls()[-1]["caller"] == "carol via=panel"
+    # the same answer again: its state was used
+    r = _sso_answer(c, answer)
+    assert r.status_code == 400 and "This SSO login is unknown or more than 10 minutes old" in r.text
+    # every other answer is refused with its reason, and logs nobody in
+    for change, status, said in (
+            (lambda q: {"state": "x" * 43}, 400, "(its state differs)"),
+            (lambda q: {"id_token": _id_token("another nonce")}, 400, "(its nonce differs)"),
+            (lambda q: {"id_token": _id_token(q["nonce"], aud="another-app")}, 400,
+             "issued to another client"),
+            (lambda q: {"id_token": "not a token"}, 400, "holds no ID token"),
+            (lambda q: {"id_token": _id_token(q["nonce"], exp=-120)}, 401,
+             "rpcd refused the ID token: bad token: Signature has expired."),
+            (lambda q: {"id_token": _id_token(q["nonce"], key=ec.generate_private_key(
+                ec.SECP256R1()))}, 401, "Signature verification failed"),
+            (lambda q: {"id_token": _id_token(q["nonce"], "zed")}, 403,
+             "rpcd refused the login: zed has no role here."),
+            (lambda q: {"error": "access_denied", "id_token": ""}, 400,
+             "The identity provider did not log you in: access_denied.")):
+        anon = make_client(sso)
+        q = _sso_start(anon)
+        r = _sso_answer(anon, {"id_token": _id_token(q["nonce"]), "state": q["state"],
+                               **change(q)})
+        assert r.status_code == status and said in r.text, (said, r.status_code, r.text[-1500:])
+        assert r.text.count('role="alert"') == 1
+        assert anon.get("/").status_code == 303  # not logged in
+    # the Origin check: the IdP's or the panel's origin, or null; never another site
+    anon = make_client(sso)
+    q = _sso_start(anon)
+    good = {"id_token": _id_token(q["nonce"]), "state": q["state"]}
+    r = _sso_answer(anon, good, origin="https://evil.example")
+    assert r.status_code == 403 and "Origin check" in r.text
+    anon.cookies.delete("__Host-debvisor-sso")  # another browser: no pre-login cookie
+    r = _sso_answer(anon, good, origin="null")
+    assert r.status_code == 400 and "started in another browser" in r.text
+
+
+def test_an_sso_user_reauthenticates_with_the_idp_to_roll_back(
+        make_client: Callable[..., TestClient], sso: PanelSettings, world: World) -> None:
+    res = world.dv("--json", "example", "note", "add", "sso1", "by carol", "--yes")
+    assert res.returncode == 0, res.stderr
+    op = json.loads(res.stdout)["id"]
+    c = make_client(sso)
+    q = _sso_start(c)
+    assert _sso_answer(c, {"id_token": _id_token(q["nonce"]),
+                           "state": q["state"]}, origin="null").status_code == 200
+    page = c.get(f"/ops/{op}")
+    csrf = _csrf(page.text)
+    rollback = page.text.split('id="rollback"')[1]
+    assert f'href="/login/sso?reauth=1&amp;next=/ops/{op}" data-role="reauth-sso"' in rollback
+    assert 'name="password"' not in rollback  # an SSO user has no password here
+    r = c.post(f"/ops/{op}/rollback", data={"csrf": csrf})
+    assert r.status_code == 401 and "Re-authenticate with your identity provider to roll back" \
+        in r.text
+    control = c.get("/console/somevm?mode=control").text  # the console's control, likewise
+    assert ('href="/login/sso?reauth=1&amp;next=/console/somevm%3Fmode%3Dcontrol" '
+            'data-role="reauth-sso"') in control and 'name="password"' not in control
+    r = c.post("/console/somevm?mode=control", data={"csrf": csrf})
+    assert r.status_code == 401 and "Re-authenticate with your identity provider to take " \
+        "control" in r.text
+    q = _sso_start(c, reauth="1", next=f"/ops/{op}")
+    assert (q["prompt"], q["max_age"]) == ("login", "0")  # the IdP asks again
+    r = _sso_answer(c, {"id_token": _id_token(q["nonce"], "dave"), "state": q["state"]})
+    assert r.status_code == 403 and "You re-authenticated as dave, not as carol" in r.text
+    assert 'data-role="reauth-sso"' in c.get(f"/ops/{op}").text  # still not re-authenticated
+    q = _sso_start(c, reauth="1", next=f"/ops/{op}")
+    r = _sso_answer(c, {"id_token": _id_token(q["nonce"]), "state": q["state"]})
+    assert r.status_code == 200 and f'content="0; url=/ops/{op}"' in r.text
+    page = c.get(f"/ops/{op}")
+    assert f'action="/ops/{op}/rollback"' in page.text and "reauth-sso" not in page.text
+    assert re.search(r'data-ticket="[^"]+" data-mode="control"',
+                     c.get("/console/somevm?mode=control").text)  # fresh for the console too
+    r = c.post(f"/ops/{op}/rollback", data={"csrf": csrf})
+    assert r.status_code == 200 and 'id="op-status">rolled-back<' in r.text, r.text
+    audit = [json.loads(x) for x in (world.state / "log" / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["result"] == "rolled-back" and audit[-1]["caller"] == "carol via=panel"
+
+
+def test_the_ceph_page_of_a_node_without_a_cluster_says_why_once(client: TestClient) -> None:
+    """The ceph plugin is installed here, but no cluster is configured: the page is there
+    (built from the declared actions) and says once why it shows nothing."""
+    logged_in(client, "bob")
+    assert 'href="/ceph"' in client.get("/").text
+    page = client.get("/ceph")
+    assert page.status_code == 200
+    assert page.text.count('role="alert"') == 1, page.text
+    assert re.search(r'role="alert">Ceph config [^<]* does not exist', page.text), page.text
+    assert 'id="ceph-osds"' not in page.text and "/fragments/ceph-balance" not in page.text
+
+
 # -- the command -------------------------------------------------------------------------------
 def test_panel_serve_https_only_and_ready_line(world: World) -> None:
     """`debvisor panel serve`: READY once listening, TLS with HSTS, plain HTTP only redirects."""
@@ -532,6 +767,9 @@ def test_settings_from_the_config_section() -> None:
         return PanelSettings.from_section(Section("/etc/debvisor.toml", "[panel]", panel),
                                           {"ca": "/pki/ca.pem"})
 
+    sso = read(oidc_issuer="https://id.example.net/realms/ops", oidc_client_id="panel",
+               oidc_authorization_endpoint="https://login.example.net:8443/auth")
+    assert sso.idp_origins() == {"https://id.example.net", "https://login.example.net:8443"}
     s = read(public_origin="HTTPS://Node1.Example.NET:443/", idle_timeout=600)
     assert (s.public_origin, s.idle_timeout, s.ca) == ("https://node1.example.net", 600.0,
                                                        "/pki/ca.pem")
@@ -541,7 +779,15 @@ def test_settings_from_the_config_section() -> None:
                      ({"idle_timeout": "15m"}, "[panel] idle_timeout must be a number"),
                      ({"idle_timeout": 7200, "absolute_timeout": 3600},
                       "[panel] idle_timeout must not be longer than absolute_timeout"),
-                     ({"cert": 3}, "[panel] cert must be a non-empty string")):
+                     ({"cert": 3}, "[panel] cert must be a non-empty string"),
+                     ({"oidc_issuer": "https://id.example.net"},
+                      "[panel] oidc_client_id must be set too: SSO needs"),
+                     ({"oidc_issuer": "https://id.example.net", "oidc_client_id": "p",
+                       "oidc_authorization_endpoint": "http://id.example.net/auth"},
+                      "[panel] oidc_authorization_endpoint must be an https:// URL"),
+                     ({"oidc_issuer": "https://id.example.net", "oidc_client_id": "p",
+                       "oidc_authorization_endpoint": "https://id.example.net/auth",
+                       "oidc_scope": "profile"}, "[panel] oidc_scope must include openid")):
         with pytest.raises(BadInput) as err:
             read(**bad)
         assert err.value.message.startswith("config /etc/debvisor.toml: ") and why in err.value.message

@@ -23,10 +23,15 @@ from typing import Any
 from . import querycache
 
 
-def _load(where: str) -> Any:
+def _load(where: str, files: set[str]) -> Any:
+    """The function ``module:qualname``, only from a module whose file the entry lists."""
     import importlib
+    import importlib.util
 
     module, _, qual = where.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin not in files:
+        raise ImportError(f"{module} is not among the entry's modules")
     obj: Any = importlib.import_module(module)
     for part in qual.split("."):
         obj = getattr(obj, part)
@@ -98,7 +103,7 @@ def serve(argv: list[str], word: str | None = None) -> int | None:
     found = querycache.lookup(words)
     if found is None:
         return None
-    n, stored = found
+    n, stored, files = found
     parsed = _parse(rest[n:], stored["params"])
     if parsed is None:
         return None
@@ -113,8 +118,8 @@ def serve(argv: list[str], word: str | None = None) -> int | None:
         params = tuple(Param(help="-", **{**p, "choices": tuple(p["choices"])})
                        for p in stored["params"])
         action = Action(path=stored["path"], summary="", params=params,
-                        query=_load(stored["query"]),
-                        render=_load(stored["render"]) if stored["render"] else None)
+                        query=_load(stored["query"], files),
+                        render=_load(stored["render"], files) if stored["render"] else None)
         checked = action.validate(raw)
         ctx = Context(json=json_ or lead > 0)
         log.configure()

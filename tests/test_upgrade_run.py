@@ -164,6 +164,27 @@ def test_status_parsing_agrees_with_dpkg_query(node: Path, dv_state: Any) -> Non
     assert installed(n) == versions(node)
 
 
+def local_nodes(dv_state: StateDir, tmp_path: Path, nodes: dict[str, dict[str, Any]], *,
+                config: dict[str, Any] | None = None, base: Path | None = None
+                ) -> dict[str, Path]:
+    """A node root, state dir and config file per node (local transport), each node's
+    inventory entry with its extra keys, as this test's config (``config`` merged in, over
+    ``base``); their roots by name."""
+    from debvisor_core.lab.manager import to_toml
+
+    roots, inventory = {}, {}
+    for n, extra in nodes.items():
+        home = tmp_path / n
+        (home / "state").mkdir(parents=True)
+        roots[n] = build_node(home)
+        cfg = home / "debvisor.toml"
+        cfg.write_text(to_toml(upgrade_config(roots[n])))
+        inventory[n] = {"transport": "local", "state_dir": str(home / "state"),
+                        "config": str(cfg), **extra}
+    dv_state.config({"cluster": {"nodes": inventory}, **(config or {})}, base=base)
+    return roots
+
+
 def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_state: StateDir,
                                                               tmp_path: Path) -> None:
     """Three nodes (local transport, each its own state and root): node2's checklist fails,
@@ -171,18 +192,7 @@ def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_sta
     after the fix `ops resume` upgrades node2 and node3; `ops rollback` undoes all three."""
     import tomllib
 
-    from debvisor_core.lab.manager import to_toml
-
-    roots, inventory = {}, {}
-    for n in ("node1", "node2", "node3"):
-        base = tmp_path / n
-        (base / "state").mkdir(parents=True)
-        roots[n] = build_node(base)
-        cfg = base / "debvisor.toml"
-        cfg.write_text(to_toml(upgrade_config(roots[n])))
-        inventory[n] = {"transport": "local", "state_dir": str(base / "state"),
-                        "config": str(cfg)}
-    dv_state.config({"cluster": {"nodes": inventory}})
+    roots = local_nodes(dv_state, tmp_path, {"node1": {}, "node2": {}, "node3": {}})
     assert tomllib.loads(dv_state.config_path.read_text())["cluster"]["nodes"]["node2"]
     (roots["node2"] / "sbin").mkdir()
     (roots["node2"] / "sbin/zpool").write_text("")  # ZFS without its module: node2 refuses
@@ -211,28 +221,12 @@ def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_sta
     assert all("debvisor-legacy" in versions(r) for r in roots.values())
 
 
-def _nodes(dv_state: StateDir, tmp_path: Path, names: tuple[str, ...]) -> dict[str, Path]:
-    from debvisor_core.lab.manager import to_toml
-
-    roots, inventory = {}, {}
-    for n in names:
-        base = tmp_path / n
-        (base / "state").mkdir(parents=True)
-        roots[n] = build_node(base)
-        cfg = base / "debvisor.toml"
-        cfg.write_text(to_toml(upgrade_config(roots[n])))
-        inventory[n] = {"transport": "local", "state_dir": str(base / "state"),
-                        "config": str(cfg)}
-    dv_state.config({"cluster": {"nodes": inventory}})
-    return roots
-
-
 def test_a_node_that_boots_the_old_kernel_pauses_the_upgrade(dv: Runner, dv_state: StateDir,
                                                              tmp_path: Path) -> None:
     """node1's boot loader keeps the old kernel: the upgrade pauses at its reboot, with the
     new packages kept and node2 untouched; once fixed, `ops resume` reboots it again,
     verifies the new kernel and goes on."""
-    roots = _nodes(dv_state, tmp_path, ("node1", "node2"))
+    roots = local_nodes(dv_state, tmp_path, {"node1": {}, "node2": {}})
     (roots["node1"] / "etc/testbed").mkdir(parents=True)
     (roots["node1"] / "etc/testbed/boot-override").write_text("6.1.0-90-debvisor\n")
     res = dv("upgrade", "rolling", "--yes")
@@ -254,7 +248,7 @@ def test_a_node_that_boots_the_old_kernel_pauses_the_upgrade(dv: Runner, dv_stat
 
 def test_no_reboot_leaves_the_kernel_and_a_node_without_a_new_kernel_is_not_rebooted(
         dv: Runner, dv_state: StateDir, tmp_path: Path) -> None:
-    roots = _nodes(dv_state, tmp_path, ("node1",))
+    roots = local_nodes(dv_state, tmp_path, {"node1": {}})
     res = dv("upgrade", "rolling", "--no-reboot", "--yes")
     assert res.code == 0, res
     assert (roots["node1"] / "boot_id").read_text() == "first-boot\n"

@@ -85,7 +85,7 @@ def module_sources() -> str:
 def store(path: Path, text: str) -> None:
     """Write a cache file atomically; a cache that cannot be written is no error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(f"{path.name}.{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -139,7 +139,7 @@ def installed() -> list[PluginEntry]:
     entries = _scan()
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
             body = "".join(
                 "\t".join((e.name, e.module, e.dist, e.version, e.summary)) + "\n" for e in entries

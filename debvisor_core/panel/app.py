@@ -338,9 +338,9 @@ class Panel:
         items = [("/", "Overview"), ("/ops", "Operations"), ("/audit", "Audit")]
         if actions and "hv.list" in actions:
             items.append(("/vms", "VMs"))
-        if cephpage.present(actions):
+        if cephpage.CephPages.present(actions):
             items.append(("/ceph", "Ceph"))
-        if dnspage.present(actions):
+        if dnspage.DnsPages.present(actions):
             items.append(("/dns", "DNS"))
         return items
 

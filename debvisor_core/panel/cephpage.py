@@ -28,12 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .plugpages import Read, plan_page, read, text_field
+from .plugpages import PluginPages, Read, plan_page, read, text_field
 from .security import form_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import Panel
-    from .sessions import Session
+    pass
 
 #: the actions the page is made of (any one installed: the page exists)
 ACTIONS = ("ceph.status", "ceph.alerts", "ceph.osd.list", "ceph.pool.capacity",
@@ -41,11 +40,6 @@ ACTIONS = ("ceph.status", "ceph.alerts", "ceph.osd.list", "ceph.pool.capacity",
 NOOUT = {"set": "ceph.noout.set", "unset": "ceph.noout.unset"}
 REASON_MAX = 200
 
-
-def present(actions: dict[str, Any] | None) -> bool:
-    if not actions:
-        return False
-    return any(a in actions for a in ACTIONS)
 
 
 def _noout_noop(verb: str) -> Callable[[Any], str]:
@@ -58,18 +52,11 @@ def _noout_noop(verb: str) -> Callable[[Any], str]:
     return noop
 
 
-class CephPages:
+class CephPages(PluginPages):
     """The routes of this module (the panel's rpcd client, sessions and hub)."""
 
-    def __init__(self, panel: Panel) -> None:
-        self.p = panel
-
-    async def _need(self, request: Request) -> tuple[Session, dict[str, Any], set[str]]:
-        s = self.p._s(request)
-        actions = await self.p.actions(s)
-        if not present(actions):
-            raise HTTPException(404, "the ceph plugin is not installed on this node")
-        return s, actions, await self.p.allowed(s)
+    PLUGIN = "ceph"
+    ACTIONS = ACTIONS
 
     async def page(self, request: Request) -> Response:
         s, actions, allowed = await self._need(request)

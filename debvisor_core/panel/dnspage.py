@@ -27,12 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .plugpages import plan_page, read, text_field
+from .plugpages import PluginPages, plan_page, read, text_field
 from .security import form_of
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import Panel
-    from .sessions import Session
+    pass
 
 #: the actions the page is made of (any one installed: the page exists)
 ACTIONS = ("dns.check", "dns.show", "dns.update")
@@ -43,11 +42,6 @@ ZONE_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,252}")
 VALUE_MAX = 1000
 TTL_MAX = 2147483647
 
-
-def present(actions: dict[str, Any] | None) -> bool:
-    if not actions:
-        return False
-    return any(a in actions for a in ACTIONS)
 
 
 def record_fields(values: dict[str, str], *, need_value: bool) -> dict[str, str]:
@@ -84,18 +78,11 @@ def update_params(f: dict[str, str]) -> dict[str, Any]:
     return params
 
 
-class DnsPages:
+class DnsPages(PluginPages):
     """The routes of this module (the panel's rpcd client, sessions and hub)."""
 
-    def __init__(self, panel: Panel) -> None:
-        self.p = panel
-
-    async def _need(self, request: Request) -> tuple[Session, dict[str, Any], set[str]]:
-        s = self.p._s(request)
-        actions = await self.p.actions(s)
-        if not present(actions):
-            raise HTTPException(404, "the dns plugin is not installed on this node")
-        return s, actions, await self.p.allowed(s)
+    PLUGIN = "dns"
+    ACTIONS = ACTIONS
 
     async def page(self, request: Request) -> Response:
         s, actions, allowed = await self._need(request)

@@ -48,6 +48,30 @@ class Read:
         return not (self.error or self.missing or self.refused)
 
 
+class PluginPages:
+    """The routes of one plugin's page (``PLUGIN``), there only when rpcd lists one of its
+    ``ACTIONS`` on this node."""
+
+    PLUGIN = ""
+    ACTIONS: tuple[str, ...] = ()
+
+    def __init__(self, panel: Panel) -> None:
+        self.p = panel
+
+    @classmethod
+    def present(cls, actions: dict[str, Any] | None) -> bool:
+        return bool(actions) and any(a in (actions or {}) for a in cls.ACTIONS)
+
+    async def _need(self, request: Request) -> tuple[Session, dict[str, Any], set[str]]:
+        s = self.p._s(request)
+        actions = await self.p.actions(s)
+        if not self.present(actions):
+            from starlette.exceptions import HTTPException
+
+            raise HTTPException(404, f"the {self.PLUGIN} plugin is not installed on this node")
+        return s, actions, await self.p.allowed(s)
+
+
 def text_field(values: dict[str, str], name: str, label: str, limit: int) -> str:
     """A free-text field, stripped; :class:`ValueError` (one sentence) when it is too
     long or holds control characters."""

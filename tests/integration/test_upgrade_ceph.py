@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
-from debvisor_core.lab.manager import to_toml
 from debvisor_core.testing import Runner, StateDir
 
 pytest.importorskip("debvisor_ceph.fileosd", reason="the ceph plugin is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from debvisor_ceph.fileosd import connect, mon_json
 from debvisor_ceph.lab import HOST
-from test_upgrade_run import AGENT, build_node, upgrade_config, versions
+from test_upgrade_run import AGENT, local_nodes, versions
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -42,17 +41,9 @@ def _noout(ceph: dict[str, Any]) -> bool:
 
 def test_noout_once_and_a_batch_whose_osds_are_not_ok_to_stop_pauses(
         dv: Runner, dv_state: StateDir, ceph: dict[str, Any], tmp_path: Path) -> None:
-    roots, inventory = {}, {}
-    for n, host in (("node1", "no-osds-here"), ("node2", HOST)):
-        base = tmp_path / n
-        (base / "state").mkdir(parents=True)
-        roots[n] = build_node(base)
-        cfg = base / "debvisor.toml"
-        cfg.write_text(to_toml(upgrade_config(roots[n])))
-        inventory[n] = {"transport": "local", "state_dir": str(base / "state"),
-                        "config": str(cfg), "ceph_host": host}
-    dv_state.config({"cluster": {"nodes": inventory},
-                     "ceph": {"upgrade": {"ok_to_stop_wait": 0}}}, base=ceph["path"])
+    roots = local_nodes(dv_state, tmp_path, {"node1": {"ceph_host": "no-osds-here"},
+                                             "node2": {"ceph_host": HOST}},
+                        config={"ceph": {"upgrade": {"ok_to_stop_wait": 0}}}, base=ceph["path"])
     assert not _noout(ceph)
     dry = dv("upgrade", "rolling", "--dry-run")
     assert dry.code == 0, dry

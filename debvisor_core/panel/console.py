@@ -12,16 +12,27 @@ wires it to rpcd ``hv.ticket.create`` + ``hv.ticket.use``: host, port, one-time 
 the proxy logs into QEMU itself (VNC Authentication), offers the browser security type None,
 and relays: server to browser verbatim, browser to server through :class:`~.rfb.ViewFilter`
 (view mode drops input, see :mod:`.rfb`). Anything the filter does not know closes the
-WebSocket with 1008. ``app.state.console_audit(event)`` gets ``console.refused``,
-``console.open``, ``console.failed`` and ``console.close`` (mode, duration, dropped and
-forwarded counts per message type); a failing audit on open refuses the console.
+WebSocket with 1008.
 
-Hooks on ``app.state`` (each may be sync or async): ``console_upstream`` (required),
-``console_audit`` (default: the ``debvisor.panel.console`` logger), ``console_session(ws)``
-(default: the session the session middleware attached), ``console_session_alive(session)``
-(default: ``app.state.sessions.peek(session.key)``, which is not activity; checked every
-``console_check_interval`` seconds, 5), ``console_limit`` (4), ``console_max_duration``
-(8 h), ``console_tickets`` / ``console_active`` (created on first use).
+Audit: every event — ``console.refused``, ``console.open``, ``console.failed``,
+``console.close`` (mode, duration, dropped and forwarded counts per message type) — is one
+``panel: console {json}`` line in the panel's own log, then goes to
+``app.state.console_audit(event, session)``, which the app wires to the node's audit chain
+(rpcd ``RecordEvent`` with the session's user token, :mod:`.consolepage`). ``session`` is
+None for the refusals before anyone logged in (foreign origin, no session): those stay in
+the panel's log. A hook that fails (rpcd refuses or is unreachable) costs one line in the
+panel's log ("… not recorded in the node's audit chain: why") and closes nothing, with one
+exception: control is a state-changing capability, and every state change is audited
+before it happens, so a control console whose ``console.open`` is not recorded is refused
+(4503, "control refused: …"); a view console goes on.
+
+Hooks on ``app.state`` (each may be sync or async; a sync one runs in a thread):
+``console_upstream`` (required), ``console_audit`` (default: none, the panel's log only),
+``console_session(ws)`` (default: the session the session middleware attached),
+``console_session_alive(session)`` (default: ``app.state.sessions.peek(session.key)``, which
+is not activity; checked every ``console_check_interval`` seconds, 5), ``console_limit``
+(4), ``console_max_duration`` (8 h), ``console_tickets`` / ``console_active`` (created on
+first use).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import secrets
 import threading
@@ -41,6 +53,7 @@ from typing import Any, cast
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .. import log as panel_log
 from . import rfb
 
 log = logging.getLogger("debvisor.panel.console")
@@ -61,6 +74,7 @@ CLOSE_TICKET = 4403  # ticket refused: the reason says why
 CLOSE_TIME = 4408  # console time limit
 CLOSE_BUSY = 4429  # too many consoles for this user
 CLOSE_UPSTREAM = 4502  # the VM's VNC server could not be reached or refused us
+CLOSE_AUDIT = 4503  # control refused: its opening could not be audited
 BROWSER_CLOSED = "the browser closed the console"
 
 
@@ -299,19 +313,24 @@ async def _session_alive(ws: WebSocket, session: Any) -> bool:
     return True
 
 
-async def _audit(ws: WebSocket, event: dict[str, Any], *, required: bool = False) -> bool:
-    """Report ``event``; False if the audit failed (logged; the caller refuses when
-    ``required``)."""
+async def _audit(ws: WebSocket, event: dict[str, Any], session: Any = None) -> str | None:
+    """Write ``event`` to the panel's log, then give it to ``console_audit`` with the
+    session (None before anyone logged in); None when done, else why the hook failed
+    (said in one line of the panel's log)."""
+    panel_log.info("panel: console " + json.dumps(event, sort_keys=True, default=str))
     hook = getattr(ws.app.state, "console_audit", None)
+    if hook is None:
+        return None
     try:
-        if hook is None:
-            log.info("%s", event)
-        else:
-            await _call(hook, event)
-        return True
-    except Exception:  # an audit sink failing must not crash the proxy (logged)
-        log.exception("console audit failed for %s", event.get("event"))
-        return not required
+        await _call(hook, event, session)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the audit sink failing must not crash the proxy
+        why = (str(exc) or type(exc).__name__).splitlines()[0][:300]
+        what = ", ".join(str(v) for v in (event.get("mode"), event.get("ticket") and
+                                          f"ticket {event['ticket']}", event.get("user")) if v)
+        panel_log.warn(f"panel: console audit: {event.get('event')} ({what}) not recorded in "
+                       f"the node's audit chain: {why}")
+        return why
 
 
 def _reason(text: str) -> str:
@@ -327,10 +346,12 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
             await ws.close(code, _reason(reason))
 
 
-async def _refuse(ws: WebSocket, code: int, reason: str, base: dict[str, Any]) -> None:
+async def _refuse(ws: WebSocket, code: int, reason: str, base: dict[str, Any],
+                  session: Any = None) -> None:
     """Accept only to close with ``code`` and ``reason`` (a browser cannot read an HTTP
     refusal of a WebSocket upgrade); nothing else is exchanged."""
-    await _audit(ws, {**base, "event": "console.refused", "reason": reason, "code": code})
+    await _audit(ws, {**base, "event": "console.refused", "reason": reason, "code": code},
+                 session)
     await ws.accept(subprotocol=_subprotocol(ws))
     await _close(ws, code, reason)
 
@@ -364,19 +385,19 @@ async def console_ws(ws: WebSocket) -> None:
     if ticket is not None:
         base.update(vm=ticket.vm, mode=ticket.mode, ticket=ticket.id)
     if status != "ok":
-        await _refuse(ws, CLOSE_TICKET, status, base)
+        await _refuse(ws, CLOSE_TICKET, status, base, session)
         return
     assert ticket is not None
     active = active_of(ws.app)
     handle = active.add(str(user), ticket.vm, ticket.mode)
     if handle is None:
         await _refuse(ws, CLOSE_BUSY, f"too many consoles (at most {active.limit} per user)",
-                      base)
+                      base, session)
         return
     try:
         status, ticket = tickets.redeem(token, str(user), skey)
         if status != "ok" or ticket is None:  # raced with another use of the same ticket
-            await _refuse(ws, CLOSE_TICKET, status, base)
+            await _refuse(ws, CLOSE_TICKET, status, base, session)
             return
         await ws.accept(subprotocol=_subprotocol(ws))
         await _serve(ws, session, ticket, base)
@@ -399,14 +420,18 @@ async def _serve(ws: WebSocket, session: Any, ticket: ConsoleTicket, base: dict[
         except Exception as exc:  # noqa: BLE001 - rpcd said no, or the hook broke: say so
             raise _Fail(CLOSE_UPSTREAM, f"upstream: {_short(exc)}") from None
         reader, writer, security, leftover = await _connect(up)
-        opened = {**base, "event": "console.open", "upstream": f"{up.host}:{up.port}",
+        host = f"[{up.host}]" if ":" in up.host else up.host
+        opened = {**base, "event": "console.open", "upstream": f"{host}:{up.port}",
                   "security": "vnc-password" if security == rfb.SEC_VNC_AUTH else "none"}
-        if not await _audit(ws, opened, required=True):
-            raise _Fail(CLOSE_INTERNAL, "the audit log is unavailable")
+        why = await _audit(ws, opened, session)
+        if why is not None and ticket.mode == "control":  # audited before it happens, or not
+            raise _Fail(CLOSE_AUDIT, "control refused: the node's audit log did not record it "
+                                     f"({why})")
     except _Fail as f:
         if writer is not None:
             writer.close()
-        await _audit(ws, {**base, "event": "console.failed", "reason": f.reason, "code": f.code})
+        await _audit(ws, {**base, "event": "console.failed", "reason": f.reason, "code": f.code},
+                     session)
         await _close(ws, f.code, f.reason)
         return
     filt = rfb.ViewFilter(ticket.mode)
@@ -423,7 +448,8 @@ async def _serve(ws: WebSocket, session: Any, ticket: ConsoleTicket, base: dict[
                           "dropped": counts["dropped"],
                           "dropped_total": sum(filt.dropped.values()),
                           "forwarded": counts["forwarded"], "stripped": counts["stripped"],
-                          "bytes_to_vm": filt.bytes_out, "bytes_from_browser": filt.bytes_in})
+                          "bytes_to_vm": filt.bytes_out, "bytes_from_browser": filt.bytes_in},
+                     session)
 
 
 class _Fail(Exception):

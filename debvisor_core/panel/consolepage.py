@@ -20,11 +20,12 @@ the session's user token, for ``hv.ticket.create`` (``mode`` view or admin, 30 s
 ``hv.ticket.use``: the VM's VNC endpoint and a one-time password, which stays in the panel
 (the proxy logs into QEMU itself). rpcd audits both calls as ``USER via=panel``.
 
-``app.state.console_audit(event)`` (:func:`audit`): rpcd has no call that appends an event
-to the node's audit log (its API runs actions and reads the log), so the console's own
-events (open, close with mode, duration and the dropped input counts, refusals) are
-written by the panel's log (stderr, journald under systemd) as one
-``panel: console {json}`` line each.
+``app.state.console_audit(event, session)`` (:class:`NodeAudit`): the console's own events
+(open, close with mode, duration and the dropped input counts, failures, refusals) go to the
+node's audit chain through rpcd ``RecordEvent`` with the session's user token (rpcd records
+``USER via=panel``), each fitted to what rpcd accepts (:func:`node_event`). The refusals
+before anyone logged in have no token: those stay in the panel's log, where the proxy
+writes every event (:mod:`.console` says what happens when rpcd does not record one).
 
 In the lab, each node's VNC listens inside the node's network namespace: with
 ``DEBVISOR_PANEL_CONSOLE_NETNS`` (``{"node1": "dvl…-node1"}``, set by the lab's panel
@@ -34,21 +35,26 @@ service) the upstream is reached through :func:`.lab.forward` (``app.state.conso
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import grpc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import log
+from ..rpcd.client import record_event
+from ..rpcd.events import MAX_COUNTERS
 from .console import Upstream, active_of, tickets_of
 from .lab import NETNS_ENV
-from .rpc import RpcFailure, SessionEnded
+from .rpc import RpcFailure, SessionEnded, _mapped
 from .security import form_of
 from .sessions import Session, current
 
@@ -113,10 +119,73 @@ class RpcdUpstream:
         return Upstream(host, int(port), u.get("password"))
 
 
-def audit(event: dict[str, Any]) -> None:
-    """``console_audit``: one ``panel: console {...}`` line in the panel's log (no rpcd
-    call can append to the node's audit log)."""
-    log.info("panel: console " + json.dumps(event, sort_keys=True, default=str))
+#: seconds a RecordEvent may take (rpcd appends and syncs the chain)
+AUDIT_TIMEOUT = 5.0
+_COUNTERS = ("dropped", "forwarded", "stripped")
+
+
+class AuditNotRecorded(Exception):
+    """rpcd did not record a console event (its reason in the message)."""
+
+
+def _address(value: str, *, port: bool = False) -> str:
+    """An address as rpcd's event fields take it (they start with a letter or digit): an
+    IPv6 address written out in full (``0000:…:0001``), with ``:PORT`` when ``port``."""
+    host, p = value, ""
+    if port:
+        host, _, p = value.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return value
+    if ip.version != 6:
+        return value
+    return ip.exploded + (f":{p}" if port else "")
+
+
+def node_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A proxy event fitted to rpcd's event fields (:mod:`debvisor_core.rpcd.events`):
+    IPv6 addresses written out, the reason printable and at most 200 characters, at most
+    32 counters per counter field (the smallest summed as ``other``)."""
+    out = dict(event)
+    if isinstance(out.get("client"), str):
+        out["client"] = _address(out["client"])
+    if isinstance(out.get("upstream"), str):
+        out["upstream"] = _address(out["upstream"], port=True)
+    if isinstance(out.get("reason"), str):
+        out["reason"] = "".join(c if c.isprintable() else " " for c in out["reason"])[:200]
+    for name in _COUNTERS:
+        counts = out.get(name)
+        if isinstance(counts, dict) and len(counts) > MAX_COUNTERS:
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            keep = dict(ranked[:MAX_COUNTERS - 1])
+            out[name] = {**keep, "other": sum(n for _, n in ranked[MAX_COUNTERS - 1:])}
+    return out
+
+
+class NodeAudit:
+    """``console_audit``: a console event in the node's audit chain (rpcd ``RecordEvent``
+    over the panel's proxy certificate with the session's user token). Nothing for no
+    session (a refusal before login). Blocking (the proxy runs it in a thread); raises
+    :class:`AuditNotRecorded` with rpcd's reason in one sentence."""
+
+    def __init__(self, app: Any, timeout: float = AUDIT_TIMEOUT) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def __call__(self, event: Mapping[str, Any], session: Session | None) -> None:
+        if session is None:
+            return
+        token = getattr(session, "token", None)
+        if not token:
+            raise AuditNotRecorded("the session carries no rpcd user token")
+        try:
+            record_event(self.app.state.rpc.stub(), token, node_event(event),
+                         timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise AuditNotRecorded(_mapped(exc, "console audit").message) from None
+        except RpcFailure as exc:  # no channel (the panel's certificate files)
+            raise AuditNotRecorded(exc.message) from None
 
 
 def _watchers(app: Any, vm: str) -> tuple[int, list[str]]:
@@ -191,5 +260,5 @@ def install(app: Any) -> None:
     app.router.routes.append(Route("/console/{vm}", console_page, methods=["GET", "POST"],
                                    name="console_page"))
     app.state.console_upstream = RpcdUpstream(app)
-    app.state.console_audit = audit
+    app.state.console_audit = NodeAudit(app)
     app.state.console_netns = netns_from_env()

@@ -1,6 +1,7 @@
 """The console proxy: the RFB filter on crafted byte streams, the panel's console tickets,
 and the whole proxy against a real QEMU 7.2 VNC server whose input trace counts what
-reached the guest (``shared/notes/panel.md`` §2.3 and §3.5).
+reached the guest (``shared/notes/panel.md`` §2.3 and §3.5); its events in the node's audit
+chain through a real rpcd (``RecordEvent``, real certificates, a user logged in).
 
 QEMU runs with ``-vnc 127.0.0.1:N,password=on`` (the password is set through QMP
 ``set_password``), without ``-S`` (a paused VM drops input) and is never probed with a bare
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labworld import RpcdWorld, start
 
 from debvisor_core.panel import rfb
 from debvisor_core.panel.console import ActiveConsoles, ConsoleTickets, active_of, routes
@@ -408,7 +410,7 @@ class Panel:
         st = self.app.state
         st.console_tickets = ConsoleTickets(clock=self.clock)
         st.console_upstream = self._upstream
-        st.console_audit = self.audit.append
+        st.console_audit = lambda event, session: self.audit.append(event)
         st.console_session = self._session
         st.console_session_alive = lambda s: True
         self.sock = socket.socket()
@@ -425,7 +427,8 @@ class Panel:
             time.sleep(0.02)
 
     async def _upstream(self, session: Any, vm: str, mode: str) -> dict[str, Any]:
-        self.upstream_calls.append((session["user"], vm, mode))
+        user = session["user"] if isinstance(session, dict) else session.user
+        self.upstream_calls.append((user, vm, mode))
         return dict(self.upstream)
 
     def _session(self, ws: Any) -> Any:
@@ -756,3 +759,224 @@ def test_console_closes_when_the_session_ends(fresh: Panel) -> None:
             return await v.closed()
 
     assert asyncio.run(run()) == (4401, "the session ended")
+
+
+# --- the node's audit chain: the proxy wired as the panel wires it, a real rpcd -----------
+CAROL = "carol has a long password"
+
+
+class NodePanel(Panel):
+    """The console proxy with the hooks :func:`consolepage.install` sets (its events go to
+    a real rpcd's audit chain with the logged-in user's token) and the panel's own sessions
+    (rpcd ``Login``); only the upstream is the test's QEMU (this rpcd has no hv plugin)."""
+
+    def __init__(self, qemu: Qemu, node: RpcdWorld) -> None:
+        from debvisor_core.panel import consolepage
+        from debvisor_core.panel.rpc import Rpcd
+        from debvisor_core.panel.sessions import SessionStore
+
+        super().__init__(qemu)
+        self.node = node
+        self.sids: dict[str, str] = {}
+        st = self.app.state
+        st.rpc = self.rpc = Rpcd(node.settings())
+        st.sessions = SessionStore()
+        consolepage.install(self.app)
+        st.console_upstream = self._upstream
+        st.console_session = self._session
+
+    def login(self, user: str = "carol", password: str = CAROL) -> Any:
+        """Log ``user`` in as the login page does: rpcd's token in a panel session."""
+        r = self.app.state.rpc.login(user, password)
+        sid, s = self.app.state.sessions.create(r.user, r.roles, r.token, rpcd_expires=r.expires)
+        self.sids[user] = sid
+        return s
+
+    def _session(self, ws: Any) -> Any:
+        return self.app.state.sessions.lookup(ws.cookies.get("sid", ""))[0]
+
+    def ticket(self, mode: str, user: str = "carol", vm: str = "vm1") -> str:
+        s = self.app.state.sessions.lookup(self.sids[user])[0]
+        return self.app.state.console_tickets.issue(s.user, vm, mode, session=s.key)
+
+    def connect(self, ticket: str, user: str = "carol", **kw: Any) -> Any:
+        return Viewer.connect(self, ticket, sid=self.sids[user], **kw)
+
+    def records(self, since: int) -> list[dict[str, Any]]:
+        """The node's console records after the first ``since`` records of its chain."""
+        return [r for r in self.node.audit()[since:] if r.get("plugin") == "console"]
+
+    def close(self) -> None:
+        super().close()
+        self.rpc.close()
+        self.app.state.rpc.close()  # a test may have swapped it
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RpcdWorld]:
+    w = start(tmp_path_factory.mktemp("consolenode"), {"carol": ("operator", CAROL)})
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def nodepanel(qemu: Qemu, node: RpcdWorld) -> Iterator[NodePanel]:
+    p = NodePanel(qemu, node)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def control_input() -> bytes:
+    """Input a controller may send: all of it reaches QEMU (no power message)."""
+    return ctrl_alt_del() + typing("ls") + clicks()
+
+
+def _verified(node: RpcdWorld) -> None:
+    res = node.dv("audit", "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_node_events_fit_the_fields_rpcd_accepts() -> None:
+    from debvisor_core.errors import BadInput
+    from debvisor_core.panel.consolepage import node_event
+    from debvisor_core.rpcd.events import checked, from_proxy_event
+
+    event = {"event": "console.close", "user": "carol", "client": "::1", "vm": "vm1",
+             "upstream": "[::1]:5901", "mode": "view", "ticket": "abc", "code": 1008,
+             "reason": "bad\nthing " * 40, "stripped": {str(-300 - i): i + 1 for i in range(40)}}
+    kind, raw = from_proxy_event(event)
+    with pytest.raises(BadInput):  # as the proxy has it: rpcd would refuse it
+        checked(kind, json.dumps(raw))
+    kind, details = from_proxy_event(node_event(event))
+    assert checked(kind, json.dumps(details)) == details
+    one = "0000:0000:0000:0000:0000:0000:0000:0001"
+    assert (details["client"], details["upstream"]) == (one, f"{one}:5901")
+    assert len(details["reason"]) == 200 and "\n" not in details["reason"]
+    assert len(details["stripped"]) == 32 and details["stripped"]["other"] == sum(range(1, 10))
+    assert sum(details["stripped"].values()) == sum(range(1, 41))
+    v4 = {"client": "127.0.0.1", "upstream": "127.0.0.1:5900", "dropped": {"KeyEvent": 3}}
+    assert node_event(v4) == v4
+
+
+@needs_qemu
+def test_console_events_are_in_the_node_audit_chain(nodepanel: NodePanel,
+                                                     node: RpcdWorld) -> None:
+    nodepanel.login()
+    start_at = len(node.audit())
+
+    async def session(mode: str, burst: bytes) -> float:
+        async with nodepanel.connect(nodepanel.ticket(mode)) as v:
+            await v.handshake()
+            t0 = time.monotonic()
+            await v.frame()
+            await v.send(burst)
+            await v.frame()  # the proxy has filtered everything sent before this request
+            return time.monotonic() - t0
+
+    spans = {}
+    for n, (mode, burst) in enumerate((("view", input_burst()), ("control", control_input()))):
+        t0 = time.monotonic()
+        inside = asyncio.run(session(mode, burst))
+        _await(lambda n=n: len(nodepanel.records(start_at)) == 2 * (n + 1))
+        spans[mode] = (inside, time.monotonic() - t0)
+
+    recs = nodepanel.records(start_at)
+    assert [r["result"] for r in recs] == ["console.open", "console.close"] * 2
+    assert {r["caller"] for r in recs} == {"carol via=panel"}
+    assert all("user" not in r["details"] for r in recs)
+    (vo, vc), (co, cc) = (recs[0]["details"], recs[1]["details"]), \
+        (recs[2]["details"], recs[3]["details"])
+    for (o, c), mode in (((vo, vc), "view"), ((co, cc), "control")):
+        assert (o["mode"], c["mode"], o["vm"], c["vm"]) == (mode, mode, "vm1", "vm1")
+        assert o["ticket"] == c["ticket"]
+        assert o["security"] == "vnc-password" and o["upstream"] == f"127.0.0.1:{nodepanel.qemu.port}"
+        assert (c["code"], c["reason"]) == (1000, "the browser closed the console")
+        inside, outside = spans[mode]
+        assert inside <= c["duration_s"] <= outside, (mode, inside, c["duration_s"], outside)
+    assert vc["dropped"] == {"KeyEvent": 12, "PointerEvent": 5, "ClientCutText": 2, "xvp": 1,
+                             "SetDesktopSize": 1, "QEMUClientMessage": 2}
+    assert vc["dropped_total"] == 23
+    assert cc["dropped"] == {} and cc["dropped_total"] == 0
+    assert cc["forwarded"]["KeyEvent"] == 12 and cc["forwarded"]["PointerEvent"] == 5
+    _verified(node)
+
+
+@needs_qemu
+def test_refusals_before_login_stay_in_the_panel_log(nodepanel: NodePanel, node: RpcdWorld,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    nodepanel.login()
+    start_at = len(node.audit())
+    t = nodepanel.ticket("view")
+
+    async def run() -> None:
+        with pytest.raises(InvalidStatus):
+            async with nodepanel.connect(t, origin="https://evil.example"):
+                pass
+        async with Viewer.connect(nodepanel, t, sid="nobody") as v:
+            assert await v.closed() == (4401, "log in first")
+        async with nodepanel.connect(t) as v:
+            await v.handshake()
+        async with nodepanel.connect(t) as v:
+            assert await v.closed() == (4403, "used")
+
+    asyncio.run(run())
+    want = ["console.close", "console.open", "console.refused"]
+    _await(lambda: sorted(r["result"] for r in nodepanel.records(start_at)) == want)
+    refused = next(r for r in nodepanel.records(start_at) if r["result"] == "console.refused")
+    assert refused["caller"] == "carol via=panel" and refused["details"]["reason"] == "used"
+    local = [json.loads(x.split("panel: console ", 1)[1])
+             for x in capsys.readouterr().err.splitlines() if "panel: console {" in x]
+    assert [e["reason"] for e in local if e["event"] == "console.refused"] == \
+        ["foreign origin", "log in first", "used"]  # the panel's own log has every event
+    _verified(node)
+
+
+@needs_qemu
+@pytest.mark.parametrize("how", ["revoked", "unreachable"])
+def test_console_rpcd_cannot_audit_refuses_control_not_view(
+        nodepanel: NodePanel, node: RpcdWorld, capsys: pytest.CaptureFixture[str],
+        how: str) -> None:
+    from debvisor_core.panel.rpc import Rpcd
+
+    s = nodepanel.login()
+    start_at = len(node.audit())
+    control, view = nodepanel.ticket("control"), nodepanel.ticket("view")
+    if how == "revoked":  # rpcd ends the token (e.g. revoked elsewhere); the panel's session
+        nodepanel.app.state.rpc.logout(s.token)  # lives until its next page
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        nodepanel.app.state.rpc = Rpcd(node.settings(rpcd_address=f"127.0.0.1:{closed}"))
+
+    async def run() -> tuple[int | None, str | None]:
+        async with nodepanel.connect(control) as v:
+            refused = await v.closed()
+        async with nodepanel.connect(view) as v:  # watching goes on, said in the panel's log
+            await v.handshake()
+            await v.frame()
+            await v.send(input_burst())
+            await v.frame()
+        return refused
+
+    code, reason = asyncio.run(run())
+    assert code == 4503 and reason is not None
+    assert reason.startswith("control refused: the node's audit log did not record it"), reason
+    lines: list[str] = []
+
+    def said(kind: str, mode: str) -> list[str]:
+        lines.extend(capsys.readouterr().err.splitlines())
+        return [x for x in lines if f"panel: console audit: {kind} ({mode}" in x]
+
+    _await(lambda: said("console.close", "view"))
+    for kind, mode in (("console.open", "control"), ("console.failed", "control"),
+                       ("console.open", "view"), ("console.close", "view")):
+        (line,) = said(kind, mode)
+        assert "not recorded in the node's audit chain" in line, line
+        assert ("rpcd ended the session" if how == "revoked" else "rpcd is unreachable") in line
+    assert nodepanel.records(start_at) == []
+    _verified(node)

@@ -253,11 +253,14 @@ def _root(ctx: Context) -> Path:
 def network(ctx: Context) -> str:
     """The node can reach its network: a default route and a name server."""
     root = _root(ctx)
-    routes = Path("/proc/net/route").read_text().splitlines()[1:]
-    default4 = [r.split()[0] for r in routes if len(r.split()) > 2 and r.split()[1] == "00000000"]
+    reject = 0x0200  # RTF_REJECT: the kernel's own "unreachable" entries are no way out
+    routes = [r.split() for r in Path("/proc/net/route").read_text().splitlines()[1:]]
+    default4 = [f[0] for f in routes if len(f) > 3 and f[1] == "00000000"
+                and not int(f[3], 16) & reject and f[0] != "lo"]
     v6 = Path("/proc/net/ipv6_route")
-    default6 = [r.split()[-1] for r in (v6.read_text().splitlines() if v6.exists() else [])
-                if r.startswith("00000000000000000000000000000000 00")]
+    routes6 = [r.split() for r in (v6.read_text().splitlines() if v6.exists() else [])]
+    default6 = [f[9] for f in routes6 if len(f) > 9 and f[0] == "0" * 32 and f[1] == "00"
+                and not int(f[8], 16) & reject and f[9] != "lo"]
     if not default4 and not default6:
         raise DebvisorError("no default route (IPv4 or IPv6): the node is not on its network "
                             "yet; configure it (net plugin, /etc/network/interfaces) and retry")

@@ -15,9 +15,11 @@ host keys on the first boot (``ssh-keygen -A``), writes a fresh boot id to
 The nodes (``node1``..``nodeN``, 10.213.X.11.. on a /24) sit on a bridge in a fabric
 namespace; the host reaches them through a veth whose host end has 10.213.X.1 and serves a
 flat apt repository (:class:`Repo`) there over HTTP, the only source in the nodes'
-``/etc/apt/sources.list``. Namespace, interface names and the /24 are derived from the bed's
-directory, so two beds never collide. The checkout holding this package (and the venv
-running it) is bind-mounted read-only at the same path in every node, so
+``/etc/apt/sources.list``; it is also the nodes' default gateway and the name server in
+their ``/etc/resolv.conf`` (nothing forwards or answers DNS there). Namespace, interface
+names and the /24 are derived from the bed's directory, so two beds never collide. The
+checkout holding this package (and the venv running it) is bind-mounted read-only at the
+same path in every node, so
 ``/work/main/.venv/bin/debvisor`` runs there with the node's ``/etc/debvisor/debvisor.toml``
 (the redirected kernel and boot id files) and its own ``/var/lib/debvisor``.
 
@@ -549,7 +551,9 @@ class Bed:
         for node, addr in self.nodes.items():
             _ip_batch(self.netns(node), [["link", "set", "lo", "up"],
                                          ["addr", "add", f"{addr}/24", "dev", "eth0"],
-                                         ["link", "set", "eth0", "up"]])
+                                         ["link", "set", "eth0", "up"],
+                                         ["route", "add", "default", "via",
+                                          self.host_address]])
         self.port = free_port(self.host_address)
         self._save()
 
@@ -577,6 +581,8 @@ class Bed:
         files: dict[str, tuple[str | bytes, int]] = {
             "etc/hostname": (f"{node}\n", 0o644),
             "etc/hosts": (f"127.0.0.1 localhost\n{self.host_address} labhost\n{hosts}", 0o644),
+            # the lab network's name server is the host's end (as on a DHCP-configured LAN)
+            "etc/resolv.conf": (f"nameserver {self.host_address}\n", 0o644),
             "etc/apt/sources.list": (f"deb [trusted=yes] {self.repo_url} ./\n", 0o644),
             "etc/debvisor/debvisor.toml": (
                 "# written by the DebVisor node test bed\n" + to_toml(self.config), 0o644),

@@ -347,7 +347,7 @@ def preflight(ctx: Context, op: Operation) -> list[Finding]:
     # downtime estimate
     bw = float(p.get("bandwidth_bps") or parse_bandwidth(str(cfg.get("link_bandwidth", DEFAULT_LINK))))
     limit = p["max_downtime_ms"] / 1000
-    rate = dirty_rate(dom)
+    rate = dirty_rate(dom, DIRTY_WINDOW_S)
     share = nonzero_share(dom, mem)
     est = estimate(mem, rate or 0.0, bw, limit, 1.0 if share is None else share)
     op.result["estimate"] = {**est, "dirty_rate_measured": rate is not None,
@@ -404,13 +404,17 @@ def learn_finish_overhead(ctx: Context, source: str, seconds: float) -> None:
 
 
 ZERO_PAGE_COST = 12  # bytes QEMU sends for an all-zero page (header + flag), measured
+DIRTY_WINDOW_S = 1  # the period the pre-migration dirty rate is measured over (dirty_rate)
 
 
 class EtaModel:
     """ETA of a live migration from jobStats samples.
 
     What is left to send is the non-zero part of the RAM not yet scanned plus what the
-    guest dirties meanwhile: ETA = remaining non-zero bytes / (rate - dirty rate).
+    guest dirties meanwhile. In the first pass: remaining non-zero bytes / rate, plus the
+    pages dirtied meanwhile that the next pass resends — a working set, bounded by what
+    the pre-migration measurement saw dirtied in its window. In later passes: remaining
+    / (rate - dirty rate), QEMU's own dirty rate of the pass.
 
     - First pass: the non-zero bytes still to come are the RAM's non-zero total (the
       sampled ``share`` x ``memory_total``) minus the normal pages already sent
@@ -458,7 +462,17 @@ class EtaModel:
         else:  # no sample: assume the rest looks like what was scanned so far
             to_send = mem_remaining * min(1.0, normal / scanned) if normal else mem_remaining
         to_send += disk_remaining
-        eta = to_send / (bps - dirty) + (self.finish_s or 0.0) if bps > dirty else None
+        if iteration > 1:  # QEMU's own dirty rate of this pass: each pass resends the last's
+            eta = to_send / (bps - dirty) if bps > dirty else None
+        elif bps > 0:  # the first pass sends each page once; the next resends what was
+            # dirtied meanwhile: the distinct pages of a working set, which the 1 s
+            # measurement counted, not the rate times the whole pass
+            first = to_send / bps
+            eta = first + dirty * min(first, DIRTY_WINDOW_S) / bps
+        else:
+            eta = None
+        if eta is not None:
+            eta += self.finish_s or 0.0
         return {"pct": 100.0 * scanned / total, "done": scanned, "total": total,
                 "bps": raw_bps, "eta_s": eta, "remaining": remaining,
                 "eta_to": "switch-over" if self.finish_s is None else "end",

@@ -141,8 +141,11 @@ def _last_json(stdout: str) -> Any:
 
 
 def _why(code: int, stderr: str) -> str:
+    """Why a remote run failed: its last ``[ERROR]`` line, else the last line it wrote (what
+    ssh says about an unreachable node), else its exit code."""
     lines = [ln.removeprefix("[ERROR] ") for ln in stderr.splitlines() if ln.startswith("[ERROR]")]
-    return lines[-1] if lines else f"exit {code}"
+    other = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else (other[-1][:300] if other else f"exit {code}")
 
 
 @dataclass
@@ -154,10 +157,14 @@ class RemoteAction(Step):
     action: str
     args: dict[str, Any]
     timeout: float = 3600.0
+    #: run it there even though maintenance mode is on (the orchestrator put the node in
+    #: maintenance itself, for this very work)
+    force_maintenance: bool = False
 
     def describe(self, ctx: Context) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in sorted(self.args.items()))
-        return f"on {self.node}: {self.action}({shown})"
+        forced = " in its maintenance" if self.force_maintenance else ""
+        return f"on {self.node}: {self.action}({shown}){forced}"
 
     def snapshot(self, ctx: Context) -> dict[str, Any]:
         op = ctx.operation
@@ -169,8 +176,9 @@ class RemoteAction(Step):
         recorded (``verify`` then fails a run that did not succeed), so undo never guesses."""
         transport = transport_for(ctx, self.node)
         origin = ["--origin", prior["origin"]] if ORIGIN_RE.fullmatch(prior.get("origin", "")) else []
+        forced = ["--force-maintenance"] if self.force_maintenance else []
         code, out, err = transport.run([*origin, "--json", "actions", "run", self.action, "-",
-                                        "--yes"], json.dumps(self.args), self.timeout)
+                                        "--yes", *forced], json.dumps(self.args), self.timeout)
         data = _last_json(out)
         data = data if isinstance(data, dict) else {}
         return {"remote_op": data.get("id") or None, "remote_status": data.get("status"),

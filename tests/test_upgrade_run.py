@@ -6,6 +6,7 @@ needed; --rollback puts the old versions back from the repository."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +165,15 @@ def test_status_parsing_agrees_with_dpkg_query(node: Path, dv_state: Any) -> Non
     assert installed(n) == versions(node)
 
 
+def in_maintenance(dv: Runner, tmp_path: Path, node: str) -> bool:
+    """Whether a local node (its own state and config under tmp_path/NODE) is in maintenance."""
+    res = dv("--json", "maintenance", "status", env={
+        "DEBVISOR_STATE_DIR": str(tmp_path / node / "state"),
+        "DEBVISOR_CONFIG": str(tmp_path / node / "debvisor.toml")})
+    assert res.code == 0, res
+    return bool(res.json["enabled"])
+
+
 def local_nodes(dv_state: StateDir, tmp_path: Path, nodes: dict[str, dict[str, Any]], *,
                 config: dict[str, Any] | None = None, base: Path | None = None
                 ) -> dict[str, Path]:
@@ -203,6 +213,12 @@ def test_rolling_upgrade_pauses_at_a_failing_node_and_resumes(dv: Runner, dv_sta
     assert res.code == 4 and "paused" in res.stderr, res
     assert "core.zfs-dkms" in res.stderr
     assert [versions(roots[n])[AGENT] for n in roots] == ["1.1", "1.0", "1.0"]
+    # node1 went into maintenance (with its drain) for its upgrade and left it after its
+    # reboot; node2's maintenance was undone with its failed phase
+    assert [in_maintenance(dv, tmp_path, n) for n in roots] == [False, False, False]
+    journal = (tmp_path / "node1" / "state" / "ops")
+    kinds = sorted(json.loads(f.read_text().splitlines()[0])["kind"] for f in journal.iterdir())
+    assert kinds == ["node.maintenance", "node.upgrade"], kinds
     (op,) = dv("--json", "ops", "list").json
     assert op["kind"] == "cluster.upgrade" and op["status"] == "paused"
 

@@ -123,21 +123,32 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
     if len(set(names)) != len(names):
         raise BadInput("a node is named twice in --nodes")
     batch = int(p["batch"])
+    drain = not p["no_drain"]
     phases = []
     for i in range(0, len(names), batch):
         group = names[i:i + batch]
         node = group[0] if len(group) == 1 else None
         gate = GATE_PAUSE if p["pause"] else GATE_AUTO
-        phases.append(Phase(", ".join(group),
-                            [RemoteAction(n, "upgrade.run", {}, timeout=float(p["timeout"]))
-                             for n in group],
-                            node=node, on_failure=ROLLBACK_PHASE_AND_PAUSE,
-                            gate=GATE_AUTO if not p["no_reboot"] else gate, nodes=tuple(group)))
-        if not p["no_reboot"]:
-            phases.append(Phase(f"{', '.join(group)}: reboot",
-                                [RebootAndVerify(n, timeout=float(p["reboot_timeout"]))
-                                 for n in group],
-                                node=node, on_failure=PAUSE, gate=gate, nodes=tuple(group)))
+        # each node's own maintenance with its drain (VMs migrated away, Kubernetes drained)
+        # around its upgrade; its undo (or `maintenance disable`) brings them back
+        enter = [RemoteAction(n, "maintenance.enable",
+                              {"drain": True, "reason": f"rolling upgrade ({', '.join(group)})"},
+                              timeout=float(p["timeout"])) for n in group] if drain else []
+        leave = [RemoteAction(n, "maintenance.disable", {}, timeout=float(p["timeout"]),
+                              force_maintenance=True) for n in group] if drain else []
+        upgrades = [RemoteAction(n, "upgrade.run", {}, timeout=float(p["timeout"]),
+                                 force_maintenance=drain) for n in group]
+        if p["no_reboot"]:
+            phases.append(Phase(", ".join(group), [*enter, *upgrades, *leave], node=node,
+                                on_failure=ROLLBACK_PHASE_AND_PAUSE, gate=gate,
+                                nodes=tuple(group)))
+            continue
+        phases.append(Phase(", ".join(group), [*enter, *upgrades], node=node,
+                            on_failure=ROLLBACK_PHASE_AND_PAUSE, nodes=tuple(group)))
+        phases.append(Phase(f"{', '.join(group)}: reboot",
+                            [*(RebootAndVerify(n, timeout=float(p["reboot_timeout"]))
+                               for n in group), *leave],
+                            node=node, on_failure=PAUSE, gate=gate, nodes=tuple(group)))
     return Operation(kind="cluster.upgrade", title=f"rolling upgrade of {len(names)} node(s)",
                      phases=phases, destructive=True, locks=["cluster.upgrade"],
                      params={"nodes": names, "batch": batch})
@@ -227,7 +238,11 @@ ACTIONS = [
         plan=_plan_rolling, kind="cluster.upgrade", destructive=True,
         render=lambda res: print(f"{res.title}: done (operation {res.id})"),
         description="Nodes come from [cluster.nodes] (transport ssh or local), in name "
-                    "order or as --nodes gives them. A node whose upgrade fails (its "
+                    "order or as --nodes gives them. Each batch's nodes first go into "
+                    "maintenance with --drain (`maintenance enable --drain` there: VMs "
+                    "migrated away, Kubernetes drained; --no-drain skips it) and leave it "
+                    "after their reboot (`maintenance disable`: VMs back, uncordoned). "
+                    "A node whose upgrade fails (its "
                     "checklist refuses it, dpkg fails, it cannot be reached) has its own "
                     "upgrade rolled back and the rolling upgrade pauses there: fix it, then "
                     "`debvisor ops resume ID` continues from that node; `debvisor ops "
@@ -249,12 +264,15 @@ ACTIONS = [
                       default=3600.0, minimum=1),
                 Param("no_reboot", "Do not reboot nodes into a newly installed kernel.",
                       type="bool", default=False),
+                Param("no_drain", "Do not put each node in maintenance with --drain (its VMs "
+                                  "migrated away, Kubernetes drained) around its upgrade.",
+                      type="bool", default=False),
                 Param("reboot_timeout", "Longest a node may take to come back after its "
                                         "reboot.", type="duration", default=900.0, minimum=1)),
         result="the operation result: id, kind, title, status (succeeded, paused), steps, "
                "findings, duration_ms, error",
         examples=("debvisor upgrade rolling --dry-run", "debvisor upgrade rolling --yes",
-                  "debvisor upgrade rolling --no-reboot --yes",
+                  "debvisor upgrade rolling --no-reboot --no-drain --yes",
                   "debvisor upgrade rolling --nodes node3,node1 --pause --yes",
                   "debvisor ops resume ID --yes"),
     ),

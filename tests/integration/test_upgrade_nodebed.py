@@ -55,6 +55,11 @@ def bed(tmp_path: Path, dv_state: StateDir) -> Iterator[Bed]:
         yield b
 
 
+def maintenance(bed: Bed, node: str) -> bool:
+    out = bed.run(node, [DEBVISOR, "--json", "maintenance", "status"]).stdout
+    return bool(json.loads(out)["enabled"])
+
+
 def agent(bed: Bed, node: str) -> str:
     return bed.run(node, ["dpkg-query", "-W", "-f", "${Version}", "debvisor-test-agent"]).stdout
 
@@ -68,6 +73,8 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
     assert f"node node2 booted kernel {OLD}, not {NEW}" in res.stderr
     assert [agent(bed, n) for n in bed.nodes] == ["1.1", "1.1", "1.0"]
     assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW, OLD, OLD]
+    # node2 stays in maintenance while its boot is wrong; node1 is back in service
+    assert [maintenance(bed, n) for n in bed.nodes] == [False, True, False]
 
     bed.boot_override("node2", None)
     (op,) = dv("--json", "ops", "list").json
@@ -75,6 +82,7 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
     assert resumed.code == 0, resumed
     assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3
     assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3
+    assert not any(maintenance(bed, n) for n in bed.nodes)
     print(f"\n3 nodes upgraded over ssh (one paused and resumed) in {time.monotonic() - t0:.1f}s")
     # each node audited its own upgrade and its reboot
     events = [json.loads(ln) for ln in
@@ -91,7 +99,10 @@ def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: 
     bed.isolate("node2")
     res = dv("upgrade", "rolling", "--yes", "--nodes", "node2,node3")
     assert res.code == 4 and "paused" in res.stderr, res
-    assert "node node2: upgrade.run failed with exit 255" in res.stderr
+    # the first thing done there is its maintenance: refused by the unreachable node, in
+    # ssh's words
+    assert "node node2: maintenance.enable failed with exit 255: ssh: connect to host" in res.stderr
+    assert "timed out" in res.stderr
     bed.heal("node2")
     assert [agent(bed, n) for n in ("node2", "node3")] == ["1.0", "1.0"]
     (op,) = dv("--json", "ops", "list").json
@@ -103,13 +114,15 @@ def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: 
 def test_a_killed_orchestrator_is_resumed_and_a_second_upgrade_is_refused(
         dv: Runner, dv_fault: Any, bed: Bed, tmp_path: Path) -> None:
     ready = tmp_path / "hung.pid"
-    dv_fault("3:hang")  # after node2's upgrade (step 3) applied, the orchestrator hangs
+    # per node: maintenance on, upgrade, reboot, maintenance off; after node2's upgrade
+    # (step 6) applied, the orchestrator hangs
+    dv_fault("6:hang")
     proc = dv.popen("upgrade", "rolling", "--yes", env={"DEBVISOR_FAULT_READY": str(ready)})
     try:
         deadline = time.monotonic() + 120
         while not ready.exists():
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the first upgrade never reached step 3"
+            assert time.monotonic() < deadline, "the first upgrade never reached step 6"
             time.sleep(0.1)
         dv_fault()
         second = dv("upgrade", "rolling", "--yes")
@@ -120,9 +133,11 @@ def test_a_killed_orchestrator_is_resumed_and_a_second_upgrade_is_refused(
             proc.kill()
         proc.communicate()
     assert [agent(bed, n) for n in bed.nodes] == ["1.1", "1.1", "1.0"]
+    assert maintenance(bed, "node2") and not maintenance(bed, "node1")  # node2 mid-upgrade
     (op,) = dv("--json", "ops", "list").json
     assert op["status"] in ("interrupted", "running"), op
     resumed = dv("ops", "resume", op["id"], "--yes")
     assert resumed.code == 0, resumed
     assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3
     assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3
+    assert not any(maintenance(bed, n) for n in bed.nodes)

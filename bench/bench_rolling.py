@@ -1,7 +1,8 @@
 """A rolling upgrade of 3 nodes of the node test bed (debvisor_core.lab.nodebed) over real
-ssh: each node's `upgrade run` (apt-get update, the checklist, dist-upgrade of the test
-agent and a new kernel package, journalled and audited on the node), then its reboot into
-the new kernel, the wait for its new boot id and the check of the booted kernel.
+ssh: each node's maintenance with its drain, its `upgrade run` (apt-get update, the
+checklist, dist-upgrade of the test agent and a new kernel package, journalled and audited
+on the node), its reboot into the new kernel, the wait for its new boot id, the check of
+the booted kernel, and the end of its maintenance.
 
 Figures: the whole command's wall time, and per node the upgrade phase and the reboot
 phase (from the orchestrator's journal: each step's intent to its verification), the
@@ -78,9 +79,10 @@ def main() -> None:
     print(f"  wall time: {wall:.2f} s; booted kernels after: {sorted({str(k) for k in kernels.values()})}")
     for k, s in enumerate(steps):
         print(f"  step {k + 1:>2} {times.get(k, float('nan')):6.2f} s  {s['description']}")
-    per = {"upgrade": sum(v for k, v in times.items() if "upgrade.run" in steps[k]["description"]),
-           "reboot+verify": sum(v for k, v in times.items()
-                                if "reboot if a newer" in steps[k]["description"])}
+    kinds = {"maintenance": "maintenance.", "upgrade": "upgrade.run",
+             "reboot+verify": "reboot if a newer"}
+    per = {name: sum(v for k, v in times.items() if mark in steps[k]["description"])
+           for name, mark in kinds.items()}
     print("  per phase (3 nodes): " + ", ".join(f"{k} {v:.2f} s" for k, v in per.items()))
     print(json.dumps({"rolling_3_nodes_wall_s": round(wall, 3),
                       **{f"rolling_{k}_s": round(v, 3) for k, v in per.items()}}))

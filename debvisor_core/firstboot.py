@@ -13,6 +13,10 @@ runs that declared action (``debvisor --yes actions run ACTION -``, the paramete
 stdin; a secret parameter is read from the owner-only file its ``NAME_file`` key names),
 so any plugin's action becomes a first-boot step without code.
 
+The core's modules: ``01-network``, ``01-ssh-host-keys``, ``02-disk``, ``04-zfs`` (the
+pools of ``[firstboot.zfs] pools`` imported; storage nodes), ``05-docker`` (``[firstboot.
+docker.daemon]`` merged into daemon.json) and ``99-completion``.
+
 ``[firstboot]``: ``roles`` (this node's roles, default ``["hypervisor", "storage", "k8s"]``),
 ``skip`` (module names never to run), ``report`` (default
 ``/var/log/debvisor/firstboot-report.json``), ``root`` (the filesystem the core modules
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,8 +317,94 @@ def completion(ctx: Context) -> str:
     return f"first boot complete; marker {marker(ctx)}"
 
 
+_POOL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,254}")
+
+
+def _table(ctx: Context, name: str) -> Section | None:
+    fb = Section.of(ctx, "firstboot")
+    return fb.sub(name) if name in fb.data else None
+
+
+def zfs_applies(ctx: Context) -> str | None:
+    return None if _table(ctx, "zfs") else "no [firstboot.zfs] table: ZFS is not used here"
+
+
+def zfs(ctx: Context) -> str:
+    """The pools of ``[firstboot.zfs] pools`` imported (``zpool import -N``: nothing
+    mounted yet), with the kernel module loaded (the unit may not load modules itself)."""
+    sec = _table(ctx, "zfs")
+    assert sec is not None
+    pools = sec.strings("pools")
+    bad = [p for p in pools if not _POOL_RE.fullmatch(p)]
+    if bad:
+        raise sec.error("pools", f"{bad[0][:60]!r} is not a pool name")
+    zpool = shutil.which("zpool")
+    if zpool is None:
+        raise DebvisorError("zpool is not installed (zfsutils-linux, in Debian's contrib); "
+                            "install it, then first boot goes on")
+    if not Path("/sys/module/zfs").is_dir():
+        raise DebvisorError(f"the zfs kernel module is not loaded: is zfs-dkms built for "
+                            f"kernel {os.uname().release}? (`modprobe zfs`)")
+    res = subprocess.run([zpool, "list", "-H", "-o", "name"], capture_output=True,  # noqa: S603
+                         text=True, timeout=120)
+    if res.returncode != 0:
+        raise DebvisorError(f"zpool list failed: {res.stderr.strip()[:200]}")
+    imported = set(res.stdout.split())
+    done = []
+    for pool in pools:
+        if pool in imported:
+            continue
+        res = subprocess.run([zpool, "import", "-N", "--", pool], capture_output=True,  # noqa: S603
+                             text=True, timeout=600)
+        if res.returncode != 0:
+            raise DebvisorError(f"zpool import {pool} failed: {res.stderr.strip()[:200]}")
+        done.append(pool)
+    return (f"imported {', '.join(done)}" if done else "nothing to import") + (
+        f"; already imported: {', '.join(sorted(imported & set(pools)))}"
+        if imported & set(pools) else "")
+
+
+def docker_applies(ctx: Context) -> str | None:
+    return None if _table(ctx, "docker") else "no [firstboot.docker] table: Docker is not " \
+        "configured here"
+
+
+def docker(ctx: Context) -> str:
+    """``[firstboot.docker.daemon]`` merged into the node's /etc/docker/daemon.json (keys
+    not named there are kept), written atomically before Docker first starts (the unit
+    runs Before=docker.service)."""
+    sec = _table(ctx, "docker")
+    assert sec is not None
+    wanted = sec.table("daemon")
+    if not wanted:
+        raise sec.error("daemon", "names no setting (e.g. daemon = {log-driver = \"journald\"})")
+    path = _root(ctx) / "etc/docker/daemon.json"
+    current: Any = {}
+    if path.exists():
+        try:
+            current = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DebvisorError(f"{path} cannot be read as JSON ({exc}); fix or remove it") \
+                from None
+        if not isinstance(current, dict):
+            raise DebvisorError(f"{path} is not a JSON object; fix or remove it")
+    changed = sorted(k for k, v in wanted.items() if current.get(k) != v)
+    if not changed:
+        return f"{path} already has these settings"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({**current, **wanted}, indent=2, sort_keys=True) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return f"{path}: set {', '.join(changed)}"
+
+
 def core_modules() -> list[Module]:
     return [Module("01-network", "check the default route and name servers", network),
             Module("01-ssh-host-keys", "make this node's own SSH host keys", host_keys),
             Module("02-disk", "DebVisor's state and log directories", state_dirs),
+            Module("04-zfs", "import the ZFS pools of [firstboot.zfs]", zfs, zfs_applies,
+                   roles=("storage",)),
+            Module("05-docker", "Docker's daemon.json from [firstboot.docker]", docker,
+                   docker_applies),
             Module("99-completion", "record completion", completion)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +108,77 @@ def test_a_config_module_with_bad_parameters_fails_in_one_sentence(
     assert res.code == 1, res
     (bad,) = [m for m in res.json["modules"] if m["name"] == "04-note"]
     assert bad["status"] == "failed" and "unknown parameter 'nme'" in bad["result"]
+
+
+def _modules(res: Any) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in res.json["modules"]}
+
+
+@pytest.fixture
+def bare(tmp_path: Path, dv_state: StateDir) -> Path:
+    """A node root with no plugin modules; the checks of the host itself skipped."""
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+def _config(dv_state: StateDir, tmp_path: Path, root: Path, **tables: Any) -> None:
+    dv_state.config({"firstboot": {"root": str(root), "roles": ["storage"],
+                                   "skip": ["01-network", "01-ssh-host-keys"],
+                                   "report": str(tmp_path / "report.json"), **tables}})
+
+
+def test_zfs_and_docker_are_skipped_without_their_tables(dv: Runner, dv_state: StateDir,
+                                                         bare: Path, tmp_path: Path) -> None:
+    _config(dv_state, tmp_path, bare)
+    res = dv("--json", "firstboot", "run")
+    assert res.code == 0, res
+    mods = _modules(res)
+    assert mods["04-zfs"]["status"] == mods["05-docker"]["status"] == "skipped"
+    assert "no [firstboot.zfs] table" in mods["04-zfs"]["result"]
+
+
+def test_zfs_without_its_tools_or_module_fails_in_one_sentence(dv: Runner, dv_state: StateDir,
+                                                               bare: Path, tmp_path: Path) -> None:
+    _config(dv_state, tmp_path, bare, zfs={"pools": ["tank"]})
+    res = dv("--json", "firstboot", "run", env={"PATH": str(tmp_path / "nothing")})
+    assert res.code == 1 and res.json["failed"] == "04-zfs", res
+    assert _modules(res)["04-zfs"]["result"].startswith("zpool is not installed")
+    # with a zpool but no kernel module (this kernel has no ZFS): the module is named
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "zpool").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "zpool").chmod(0o755)
+    if Path("/sys/module/zfs").exists():
+        pytest.skip("this kernel has ZFS loaded: the missing-module case cannot be shown")
+    res = dv("--json", "firstboot", "run", env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert res.code == 1 and "the zfs kernel module is not loaded" in \
+        _modules(res)["04-zfs"]["result"], res
+    _config(dv_state, tmp_path, bare, zfs={"pools": ["tank; rm -rf /"]})
+    res = dv("--json", "firstboot", "run")  # a bad name fails the module before any zpool call
+    assert res.code == 1 and "'tank; rm -rf /' is not a pool name" in \
+        _modules(res)["04-zfs"]["result"], res
+
+
+def test_docker_settings_are_merged_into_daemon_json(dv: Runner, dv_state: StateDir,
+                                                     bare: Path, tmp_path: Path) -> None:
+    daemon = bare / "etc/docker/daemon.json"
+    daemon.parent.mkdir(parents=True)
+    daemon.write_text("{broken")
+    _config(dv_state, tmp_path, bare,
+            docker={"daemon": {"log-driver": "journald", "live-restore": True}})
+    res = dv("--json", "firstboot", "run")
+    assert res.code == 1 and res.json["failed"] == "05-docker", res
+    assert "cannot be read as JSON" in _modules(res)["05-docker"]["result"]
+    assert daemon.read_text() == "{broken"  # left as it was
+
+    daemon.write_text('{"storage-driver": "overlay2", "log-driver": "json-file"}')
+    res = dv("--json", "firstboot", "run")
+    assert res.code == 0, res
+    assert _modules(res)["05-docker"]["result"].endswith("set live-restore, log-driver")
+    assert json.loads(daemon.read_text()) == {"storage-driver": "overlay2",
+                                              "log-driver": "journald", "live-restore": True}
+    assert daemon.stat().st_mode & 0o777 == 0o644
+    again = dv("--json", "firstboot", "run", "--force")
+    assert again.code == 0 and "already has these settings" in \
+        _modules(again)["05-docker"]["result"], again

@@ -270,3 +270,49 @@ def test_the_daemon_uses_the_context_it_is_given(tmp_path: Path,
         assert ctx.env.host is host
     finally:
         d.calllog.close()
+
+
+def test_maintenance_status_in_the_daemon_reads_the_file_only_when_it_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from debvisor_core.builtin import maintenance
+    from debvisor_core.context import Context
+    from debvisor_core.rpcd.server import Daemon, Node
+    from debvisor_core.statefile import write_json
+
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("DEBVISOR_STATE_DIR", str(state))
+    monkeypatch.setenv("DEBVISOR_PLUGINS", "")
+    ctx = Context()
+    d = Daemon(Settings.from_context(ctx, call_log=str(tmp_path / "calls.jsonl")), ctx)
+    reads: list[Any] = []
+    real_read = maintenance._read
+
+    def counted(path: Any) -> Any:
+        reads.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(maintenance, "_read", counted)
+    node, action = Node(d), d.actions()["maintenance.status"]
+
+    def status() -> Any:
+        events, code, data = node._run(action, {})
+        assert code == 0 and events[-1] == {"event": "exit", "code": 0}
+        return data
+
+    try:
+        assert getattr(ctx.env, "state_watch", None) is not None  # the daemon watches the state dir
+        assert status() == {"enabled": False}
+        reads.clear()
+        for _ in range(3):
+            assert status() == {"enabled": False}
+        assert reads == []  # nothing changed: no open() of the missing file per query
+        write_json(state / "maintenance.json", {"enabled": True, "reason": "r"})  # another process
+        _until(lambda: status().get("reason") == "r", "maintenance on was never seen")
+        first = status()
+        first["reason"] = "changed by a caller"
+        assert status()["reason"] == "r"  # each query gets its own copy
+        (state / "maintenance.json").unlink()
+        _until(lambda: status() == {"enabled": False}, "maintenance off was never seen")
+    finally:
+        d.calllog.close()

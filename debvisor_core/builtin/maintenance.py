@@ -30,12 +30,33 @@ def _path(ctx: Context) -> Any:
     return ctx.state_dir / "maintenance.json"
 
 
-def _local(ctx: Context) -> dict[str, Any] | None:
+def _read(path: Any) -> dict[str, Any] | None:
     try:
-        rec = json.loads(_path(ctx).read_text())
+        rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) else None
+
+
+def _local(ctx: Context) -> dict[str, Any] | None:
+    """This node's own maintenance record (``maintenance.json``), or None. A daemon that
+    watches the state directory (``ctx.env.state_watch``, an rpcd ``DirWatch``: inotify)
+    reads the file again only after something there changed — no failed ``open`` per
+    status query; anything else reads it every time."""
+    watch = getattr(ctx.env, "state_watch", None)
+    if watch is None or not watch.ok:
+        return _read(_path(ctx))
+    state = ctx.state_dir
+    if state != watch.directory:  # DEBVISOR_STATE_DIR moved since the watch began
+        return _read(_path(ctx))
+    gen = watch.generation  # before the read: a change after it moves it again
+    hit = getattr(watch, "maintenance", None)
+    if hit is not None and hit[0] == gen:
+        rec: dict[str, Any] | None = hit[1]
+    else:
+        rec = _read(_path(ctx))
+        watch.maintenance = (gen, rec)
+    return dict(rec) if rec is not None else None  # the caller's copy
 
 
 def this_node(ctx: Context) -> str:
@@ -52,13 +73,18 @@ def store(ctx: Context) -> Any:
     return ctx.hook.debvisor_cluster_maintenance(ctx=ctx)
 
 
-def current(ctx: Context) -> dict[str, Any] | None:
+_ASK = object()  # current(): ask the plugins for the cluster store
+
+
+def current(ctx: Context, st: Any = _ASK) -> dict[str, Any] | None:
     """The maintenance record if maintenance mode is on for this node: its own, else the
-    one the cluster store holds for it (set from any node)."""
+    one the cluster store holds for it (set from any node); ``st``: the store, when the
+    caller already asked for it (:func:`store`)."""
     rec = _local(ctx)
     if rec:
         return rec
-    st = store(ctx)
+    if st is _ASK:
+        st = store(ctx)
     if st is None:
         return None
     from .. import log
@@ -243,8 +269,8 @@ def _disable_draining(ctx: Context, was: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    out = current(ctx) or {"enabled": False}
-    st = store(ctx)
+    st = store(ctx)  # one hook call for both reads
+    out = current(ctx, st) or {"enabled": False}
     if st is not None:
         out = {**out, "cluster": st.all()}
     return out

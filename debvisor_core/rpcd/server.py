@@ -809,6 +809,12 @@ class Daemon:
         with contextlib.suppress(OSError):
             store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.watch = DirWatch(store_dir)
+        # the state directory (maintenance.json) read by the in-process queries only when
+        # something there changed (builtin/maintenance.py); one watch per Env
+        state, have = ctx.state_dir, getattr(self.env, "state_watch", None)
+        if state.is_dir() and state != store_dir and not (
+                have is not None and have.ok and have.directory == state):
+            setattr(self.env, "state_watch", DirWatch(state))  # noqa: B010 - read by getattr
         self.keys = KeyStore(self.watch)
         self.jwt = JwtVerifier(settings.jwks_file, settings.jwt_issuer, settings.jwt_audience) \
             if settings.jwks_file else None
@@ -840,14 +846,14 @@ class Daemon:
     def redacted(action: Action | None, params: Any, raw: str) -> Any:
         """``params`` (``raw`` parsed, None when it is not JSON) for the log: secret ones
         replaced by keyed digests."""
-        from ..redact import scrub, secret_digest
-
         if params is None:
             return {"unparsed_bytes": len(raw)}
         if not isinstance(params, dict):
             return {"not_an_object": type(params).__name__}
         if not params:
             return {}
+        from ..redact import scrub, secret_digest  # not per parameterless query
+
         secret = {p.name for p in action.params if p.secret} if action else set()
         return scrub({k: secret_digest(str(v)) if k in secret else v for k, v in params.items()})
 

@@ -421,6 +421,22 @@ def _banner(address: str, port: int = 22, timeout: float = 0.5) -> bool:
         return False
 
 
+def unavailable() -> str | None:
+    """Why this machine cannot run a bed (for tests to skip with), or None."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the node test bed needs root"
+    if not BASE_DIR.exists() and shutil.which("debootstrap") is None:
+        return "debootstrap is not installed (scripts/dev setup)"
+    return None
+
+
+def debvisor_in_nodes() -> str:
+    """The `debvisor` a node runs: the checkout's venv, mounted read-only in every node."""
+    return str(checkout_dirs()[0] / ".venv" / "bin" / "debvisor")
+
+
 def checkout_dirs() -> list[Path]:
     """The repository root holding ``debvisor_core`` and the running venv (real paths,
     nested ones dropped): what nodes get read-only at the same path."""

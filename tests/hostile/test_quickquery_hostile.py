@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,17 +13,16 @@ import pytest
 
 from debvisor_core.testing import StateDir
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_quickquery import _run as run_with_imports
+
 ECHO = ["queries", "echo", "x", "--level", "high"]
 
 
 def _run(env: dict[str, str]) -> tuple[int, str, str, bool]:
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "debvisor_core", *ECHO],
-                         capture_output=True, text=True, env=env, timeout=60,
-                         stdin=subprocess.DEVNULL)
-    click = any(ln.startswith("import time:") and ln.split("|")[-1].strip() == "click"
-                for ln in res.stderr.splitlines())
-    err = "\n".join(ln for ln in res.stderr.splitlines() if not ln.startswith("import time:"))
-    return res.returncode, res.stdout, err, click
+    """(exit code, stdout, stderr, whether click was imported) of `debvisor ECHO…`."""
+    code, out, err, mods = run_with_imports(ECHO, env)
+    return code, out, err, "click" in mods
 
 
 @pytest.fixture

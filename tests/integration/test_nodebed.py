@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,10 +21,8 @@ from debvisor_core.lab.nodebed import Bed
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
-if os.geteuid() != 0:
-    pytest.skip("the node test bed needs root", allow_module_level=True)
-if not nodebed.BASE_DIR.exists() and shutil.which("debootstrap") is None:
-    pytest.skip("debootstrap is not installed (scripts/dev setup)", allow_module_level=True)
+if (_why := nodebed.unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
 # the CLI of the venv running the tests (mounted in the nodes), else the checkout's
 DEBVISOR = str(next((p for p in (Path(sys.prefix).resolve() / "bin" / "debvisor",

@@ -7,8 +7,6 @@ refusing a real `upgrade run` (apt against the bed's repository) until it is dis
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,12 +19,10 @@ from debvisor_core.lab.nodebed import Bed
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
-if os.geteuid() != 0:
-    pytest.skip("the node test bed needs root", allow_module_level=True)
-if not nodebed.BASE_DIR.exists() and shutil.which("debootstrap") is None:
-    pytest.skip("debootstrap is not installed (scripts/dev setup)", allow_module_level=True)
+if (_why := nodebed.unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
-DEBVISOR = str(nodebed.checkout_dirs()[0] / ".venv" / "bin" / "debvisor")
+DEBVISOR = nodebed.debvisor_in_nodes()
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
 REPORT = "/var/log/debvisor/firstboot-report.json"
 MARKER = "/var/lib/debvisor/firstboot.done"

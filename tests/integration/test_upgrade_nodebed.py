@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -24,12 +23,10 @@ from debvisor_core.testing import Runner, StateDir
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
-if os.geteuid() != 0:
-    pytest.skip("the node test bed needs root", allow_module_level=True)
-if not nodebed.BASE_DIR.exists() and shutil.which("debootstrap") is None:
-    pytest.skip("debootstrap is not installed (scripts/dev setup)", allow_module_level=True)
+if (_why := nodebed.unavailable()) is not None:
+    pytest.skip(_why, allow_module_level=True)
 
-DEBVISOR = str(nodebed.checkout_dirs()[0] / ".venv" / "bin" / "debvisor")
+DEBVISOR = nodebed.debvisor_in_nodes()
 OLD, NEW = "6.1.0-90-debvisor", "6.1.0-91-debvisor"
 APT = "DEBIAN_FRONTEND=noninteractive apt-get -y -q"
 

@@ -417,7 +417,8 @@ class EtaModel:
     / (rate - dirty rate), QEMU's own dirty rate of the pass.
 
     - First pass: the non-zero bytes still to come are the RAM's non-zero total (the
-      sampled ``share`` x ``memory_total``) minus the normal pages already sent
+      sampled ``share`` x the guest RAM it was sampled from, ``ram_bytes``; QEMU's other
+      RAM blocks are taken as zero pages) minus the normal pages already sent
       (``memory_normal_bytes``); without a sample, the share of normal pages so far.
     - Later passes: ``memory_remaining`` is dirty pages only (non-zero).
     - Rate: ``memory_bps`` smoothed (EWMA); dirty rate: QEMU's ``memory_dirty_rate``
@@ -429,8 +430,12 @@ class EtaModel:
     """
 
     def __init__(self, share: float | None = None, dirty_bps: float = 0.0,
-                 alpha: float = 0.3, finish_s: float | None = 0.0) -> None:
+                 alpha: float = 0.3, finish_s: float | None = 0.0,
+                 ram_bytes: float | None = None) -> None:
         self.share, self.dirty_prior, self.alpha = share, dirty_bps, alpha
+        #: the guest RAM the share was sampled from: QEMU's ``memory_total`` also counts
+        #: its other RAM blocks (video RAM, ROMs: 16+ MiB, nearly all zero pages)
+        self.ram_bytes = ram_bytes
         self.finish_s = finish_s  # switch-over to command end, learned (finish_overhead)
         self.bps: float | None = None
 
@@ -456,7 +461,8 @@ class EtaModel:
         if iteration > 1:
             to_send = float(mem_remaining)
         elif self.share is not None:
-            to_send = max(self.share * total - normal, 0.0) + (
+            sampled = min(self.ram_bytes, total) if self.ram_bytes else total
+            to_send = max(self.share * sampled - normal, 0.0) + (
                 (1 - self.share) * mem_remaining / page * ZERO_PAGE_COST)
             to_send = min(to_send, float(mem_remaining))
         else:  # no sample: assume the rest looks like what was scanned so far
@@ -546,10 +552,11 @@ class MigrateVM(Step):
 
         est = (ctx.operation.result.get("estimate") or {}) if ctx.operation and not back else {}
         share = est.get("nonzero_share") if est.get("nonzero_share_measured") else None
+        ram = memory_kib(dom.XMLDesc(0)) * 1024
         if share is None:
-            share = nonzero_share(dom, memory_kib(dom.XMLDesc(0)) * 1024)
+            share = nonzero_share(dom, ram)
         model = EtaModel(share, float(est.get("dirty_bps") or 0.0),
-                         finish_s=finish_overhead(ctx, src.name))
+                         finish_s=finish_overhead(ctx, src.name), ram_bytes=ram)
         th = threading.Thread(target=run, daemon=True, name=f"migrate-{self.vm}")
         t0 = time.monotonic()
         samples: list[dict[str, Any]] = []

@@ -8,11 +8,13 @@ import sys
 
 def main() -> None:
     """Console-script entry point of `debvisor`."""
-    from . import helpcache, quickquery
+    from . import helpcache
 
     argv = sys.argv[1:]
     if helpcache.serve(argv):
         return
+    from . import quickquery
+
     code = quickquery.serve(argv)
     if code is not None:
         sys.exit(code)

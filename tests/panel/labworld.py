@@ -14,12 +14,16 @@ import signal
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from debvisor_core.panel.settings import PanelSettings
 from debvisor_core.rpcd import pki
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 ORIGIN = "https://testserver"
 
@@ -207,3 +211,26 @@ def task_of(c: Any, r: Any, timeout: float = 90) -> Any:
         assert time.monotonic() < deadline, task.view()
         time.sleep(0.05)
     return task
+
+
+def clients(world: RpcdWorld, users: dict[str, tuple[str, str]]
+            ) -> Iterator[Callable[..., TestClient]]:
+    """A fixture body: ``make(user)`` gives a panel TestClient logged in as ``user`` (its
+    CSRF token in ``.csrf``); every client made is closed at the end."""
+    from starlette.testclient import TestClient
+
+    from debvisor_core.panel.app import create_app
+
+    made: list[TestClient] = []
+
+    def make(user: str = "alice") -> TestClient:
+        c = TestClient(create_app(world.settings()), base_url=ORIGIN,
+                       headers={"origin": ORIGIN}, follow_redirects=False)
+        c.__enter__()
+        made.append(c)
+        c.csrf = log_in(c, user, users[user][1])  # type: ignore[attr-defined]
+        return c
+
+    yield make
+    for c in made:
+        c.__exit__(None, None, None)

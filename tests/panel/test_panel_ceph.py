@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labworld import ORIGIN, RpcdWorld, log_in, start, task_of
-
-from debvisor_core.panel.app import create_app
+from labworld import RpcdWorld, clients, start, task_of
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -69,19 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, lab_config: Path) -> Iterato
 
 @pytest.fixture
 def make_client(world: RpcdWorld) -> Iterator[Callable[..., TestClient]]:
-    made: list[TestClient] = []
-
-    def make(user: str = "alice") -> TestClient:
-        c = TestClient(create_app(world.settings()), base_url=ORIGIN,
-                       headers={"origin": ORIGIN}, follow_redirects=False)
-        c.__enter__()
-        made.append(c)
-        c.csrf = log_in(c, user, USERS[user][1])  # type: ignore[attr-defined]
-        return c
-
-    yield make
-    for c in made:
-        c.__exit__(None, None, None)
+    yield from clients(world, USERS)
 
 
 def test_the_page_shows_the_cluster_as_ceph_says(make_client: Callable[..., TestClient],

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labworld import ORIGIN, RpcdWorld, csrf_of, log_in, start, task_of
-
-from debvisor_core.panel.app import create_app
+from labworld import RpcdWorld, clients, csrf_of, start, task_of
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -93,19 +91,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, lab_config: Path) -> Iterato
 
 @pytest.fixture
 def make_client(world: RpcdWorld) -> Iterator[Callable[..., TestClient]]:
-    made: list[TestClient] = []
-
-    def make(user: str = "alice") -> TestClient:
-        c = TestClient(create_app(world.settings()), base_url=ORIGIN,
-                       headers={"origin": ORIGIN}, follow_redirects=False)
-        c.__enter__()
-        made.append(c)
-        c.csrf = log_in(c, user, USERS[user][1])  # type: ignore[attr-defined]
-        return c
-
-    yield make
-    for c in made:
-        c.__exit__(None, None, None)
+    yield from clients(world, USERS)
 
 
 def test_zones_and_records_from_every_server_and_no_ceph_page(

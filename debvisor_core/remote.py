@@ -228,21 +228,30 @@ class RemoteAction(Step):
         return None
 
 
+def _services(before: list[str], after: list[str]) -> dict[str, list[str]]:
+    from .upgrade import services_diff
+
+    return services_diff(before, after)
+
+
 @dataclass
 class RebootAndVerify(Step):
     """Reboot NODE when its newest installed kernel is not the running one, wait until it
-    is back (a new boot id, asked through its transport) and verify it booted that kernel.
-    A node that boots another kernel fails the step: the upgrade pauses there, the packages
-    stay (``ops resume`` reboots and verifies again once the boot loader is fixed)."""
+    is back (a new boot id, asked through its transport) and verify it booted that kernel
+    and runs the services it ran before. A node that boots another kernel, or lost a
+    service, fails the step: the upgrade pauses there, the packages stay (``ops resume``
+    reboots if still needed and verifies again once the cause is fixed)."""
 
     TYPE = "core.reboot-and-verify"
     node: str
     timeout: float = 900.0
     poll_s: float = 1.0
+    #: how long a node back from its reboot may take to start the services it ran before
+    settle_s: float = 120.0
 
     def describe(self, ctx: Context) -> str:
         return (f"on {self.node}: reboot if a newer kernel is installed, wait up to "
-                f"{self.timeout:g}s, verify the booted kernel")
+                f"{self.timeout:g}s, verify the booted kernel and the services")
 
     def _status(self, ctx: Context, timeout: float) -> dict[str, Any]:
         import json
@@ -264,14 +273,23 @@ class RebootAndVerify(Step):
 
         from . import log
         from .errors import StepFailed
+        tag = f"{ctx.operation.id}:{self.node}" if ctx.operation is not None else ""
         before = self._status(ctx, 120)
         if not before["reboot_required"]:
+            # resumed after this operation rebooted the node: the services it ran then
+            last = before.get("last_reboot") or {}
+            ran = last.get("services") if tag and last.get("tag") == tag else None
+            if ran is not None:
+                before = self._settled(ctx, {"services": ran}, before)
             return {"rebooted": False, "before": before, "after": before,
-                    "expected_kernel": before["running_kernel"]}
+                    "expected_kernel": before["running_kernel"],
+                    "services": _services(ran if ran is not None else before["services"],
+                                          before.get("services") or [])}
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
-        code, _, err = transport_for(ctx, self.node).run(["--yes", "upgrade", "reboot"], None, 120)
+        code, _, err = transport_for(ctx, self.node).run(
+            ["--yes", "upgrade", "reboot", "--for-operation", tag], None, 120)
         if code not in (0, 255):  # 255: ssh lost the session to the reboot
             raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
         last = "no answer yet"
@@ -284,12 +302,33 @@ class RebootAndVerify(Step):
                 if after["boot_id"] != before["boot_id"]:
                     took = round(time.monotonic() - t0, 3)
                     log.info(f"{self.node}: back after {took}s, runs {after['running_kernel']}")
+                    after = self._settled(ctx, before, after)
                     return {"rebooted": True, "before": before, "after": after,
-                            "expected_kernel": before["newest_kernel"], "reboot_s": took}
+                            "expected_kernel": before["newest_kernel"], "reboot_s": took,
+                            "services": _services(before.get("services") or [],
+                                                  after.get("services") or [])}
                 last = "still the same boot"
             time.sleep(self.poll_s)
         raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
                          f"reboot ({last})")
+
+    def _settled(self, ctx: Context, before: dict[str, Any], after: dict[str, Any]
+                 ) -> dict[str, Any]:
+        """The node's state once every service it ran before runs again, or ``settle_s``
+        after it came back (services start after the SSH server that answered)."""
+        import time
+
+        from .errors import StepFailed
+
+        deadline = time.monotonic() + self.settle_s
+        while (_services(before.get("services") or [], after.get("services") or [])["stopped"]
+               and time.monotonic() < deadline):
+            time.sleep(self.poll_s)
+            try:
+                after = self._status(ctx, 30)
+            except (StepFailed, OSError):
+                continue
+        return after
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         from .errors import StepFailed
@@ -300,6 +339,12 @@ class RebootAndVerify(Step):
                              f"{expected}: check its boot loader (default entry, "
                              f"/etc/default/grub), then `debvisor ops resume` reboots and "
                              f"verifies it again")
+        stopped = (record.get("services") or {}).get("stopped")
+        if stopped:
+            raise StepFailed(f"node {self.node} does not run {', '.join(stopped)} since its "
+                             f"reboot (it did before): start or fix them (`systemctl status "
+                             f"NAME`, `journalctl -b -u NAME`), then `debvisor ops resume` "
+                             f"verifies again")
 
     def undo(self, ctx: Context, record: dict[str, Any]) -> None:
         """A reboot cannot be undone; the package undo before it boots the old kernel

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fnmatch
 import os
 import re
 import subprocess
@@ -64,6 +65,7 @@ class Node:
     min_free_gib: float
     boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
     reboot_command: tuple[str, ...] = ("systemctl", "reboot")
+    ignore_services: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, ctx: Context) -> Node:
@@ -72,7 +74,8 @@ class Node:
                    Path(s.string("running_kernel_file") or "/proc/sys/kernel/osrelease"),
                    s.number("min_free_gib", 5.0, minimum=0, unit="GiB"),
                    Path(s.string("boot_id_file") or "/proc/sys/kernel/random/boot_id"),
-                   tuple(s.strings("reboot_command") or ("systemctl", "reboot")))
+                   tuple(s.strings("reboot_command") or ("systemctl", "reboot")),
+                   tuple(s.strings("ignore_services")))
 
     def path(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
@@ -183,7 +186,39 @@ def boot_state(node: Node) -> dict[str, Any]:
     running, kernels = running_kernel(node), installed_kernels(node)
     newest = kernels[-1] if kernels else running
     return {"boot_id": boot_id, "running_kernel": running, "newest_kernel": newest,
-            "reboot_required": newest != running, "kernels": kernels}
+            "reboot_required": newest != running, "kernels": kernels,
+            "services": [n for n in running_services()
+                         if not any(fnmatch.fnmatchcase(n, g) for g in node.ignore_services)]}
+
+
+def running_services() -> list[str]:
+    """The services running on this machine, sorted: systemd's running service units when
+    systemd is the init; otherwise the names of the processes init started (the children of
+    PID 1: a container's or the test bed's daemons)."""
+    if Path("/run/systemd/system").is_dir():
+        try:
+            res = subprocess.run(
+                ["systemctl", "list-units", "--type=service", "--state=running",
+                 "--no-legend", "--plain", "--no-pager"],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return sorted({ln.split()[0] for ln in res.stdout.splitlines() if ln.strip()})
+    names = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        if rest.split()[1] == "1":  # fields after comm: state, ppid
+            names.add(comm)
+    return sorted(names)
+
+
+def services_diff(before: list[str], after: list[str]) -> dict[str, list[str]]:
+    """What stopped and what started between two :func:`running_services` snapshots."""
+    return {"stopped": sorted(set(before) - set(after)), "started": sorted(set(after) - set(before))}
 
 
 # -- the core's checks -------------------------------------------------------------------------
@@ -518,12 +553,31 @@ class RebootCheck(Step):
         return {"reboot_required": needed}
 
 
-def reboot(ctx: Context) -> dict[str, Any]:
+def last_reboot_file(ctx: Context) -> Path:
+    return ctx.state_dir / "upgrade" / "last-reboot.json"
+
+
+def last_reboot(ctx: Context) -> dict[str, Any] | None:
+    """What :func:`reboot` recorded before the last reboot it made (None if none)."""
+    from .statefile import read_json
+
+    data = read_json(last_reboot_file(ctx), None)
+    return data if isinstance(data, dict) else None
+
+
+def reboot(ctx: Context, tag: str | None = None) -> dict[str, Any]:
     """Reboot this node with ``[upgrade] reboot_command``, audited first; returns the boot
-    state it rebooted from. The command is started detached: the reboot may end this
-    process (and the SSH session that ran it) before it could answer."""
+    state it rebooted from, which it also keeps (with ``tag``, the operation that asked) so
+    that the services running before can be checked after (:func:`last_reboot`). The
+    command is started detached: the reboot may end this process (and the SSH session that
+    ran it) before it could answer."""
+    import time
+
+    from .statefile import write_json
+
     node = Node.of(ctx)
     state = boot_state(node)
+    write_json(last_reboot_file(ctx), {**state, "tag": tag, "at": time.time()})
     ctx.audit("started", command=list(node.reboot_command), **state)
     try:
         subprocess.Popen(list(node.reboot_command), stdin=subprocess.DEVNULL,  # noqa: S603

@@ -82,9 +82,9 @@ def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
 
 
 def _status(ctx: Context, p: dict[str, Any]) -> Any:
-    from ..upgrade import Node, boot_state
+    from ..upgrade import Node, boot_state, last_reboot
 
-    return boot_state(Node.of(ctx))
+    return {**boot_state(Node.of(ctx)), "last_reboot": last_reboot(ctx)}
 
 
 def _render_status(r: dict[str, Any]) -> None:
@@ -101,7 +101,7 @@ def _reboot(ctx: Context, p: dict[str, Any]) -> Any:
         return {"rebooting": False, **state}
     _confirm(ctx, f"Reboot this node now (runs {state['running_kernel']}, newest "
                   f"{state['newest_kernel']})?", "reboot")
-    return {"rebooting": True, **reboot(ctx)}
+    return {"rebooting": True, **reboot(ctx, p["for_operation"] or None)}
 
 
 def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
@@ -146,7 +146,8 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
         phases.append(Phase(", ".join(group), [*enter, *upgrades], node=node,
                             on_failure=ROLLBACK_PHASE_AND_PAUSE, nodes=tuple(group)))
         phases.append(Phase(f"{', '.join(group)}: reboot",
-                            [*(RebootAndVerify(n, timeout=float(p["reboot_timeout"]))
+                            [*(RebootAndVerify(n, timeout=float(p["reboot_timeout"]),
+                                               settle_s=float(p["services_wait"]))
                                for n in group), *leave],
                             node=node, on_failure=PAUSE, gate=gate, nodes=tuple(group)))
     return Operation(kind="cluster.upgrade", title=f"rolling upgrade of {len(names)} node(s)",
@@ -214,10 +215,14 @@ ACTIONS = [
         query=_status, render=_render_status, privilege="none",
         description="The running kernel is read from [upgrade] running_kernel_file and the "
                     "boot id from [upgrade] boot_id_file; a reboot is needed when the newest "
-                    "/boot/vmlinuz-* is not the running kernel. The rolling upgrade asks it "
-                    "to see a node come back from its reboot.",
+                    "/boot/vmlinuz-* is not the running kernel. Services: systemd's running "
+                    "service units (without systemd, the processes init started). "
+                    "last_reboot is what `upgrade reboot` kept before the last reboot it "
+                    "made. The rolling upgrade asks it to see a node come back from its "
+                    "reboot with the services it ran before.",
         result="{boot_id, running_kernel, newest_kernel, reboot_required, kernels [oldest "
-               "first]}",
+               "first], services [running, less [upgrade] ignore_services], last_reboot "
+               "{boot_id, running_kernel, services, tag, at} or null}",
         examples=("debvisor upgrade status", "debvisor --json upgrade status"),
     ),
     Action(
@@ -228,8 +233,12 @@ ACTIONS = [
                     "the reboot itself. --if-needed reboots only when the newest installed "
                     "kernel is not the running one.",
         params=(Param("if_needed", "Reboot only if a newer kernel is installed.", type="bool",
-                      default=False),),
-        result="{rebooting, boot_id, running_kernel, newest_kernel, reboot_required, kernels}",
+                      default=False),
+                Param("for_operation", "The operation that asks (kept with the services "
+                                       "running before, for its check after the reboot).",
+                      default="")),
+        result="{rebooting, boot_id, running_kernel, newest_kernel, reboot_required, kernels, "
+               "services}",
         examples=("debvisor --yes upgrade reboot --if-needed",),
     ),
     Action(
@@ -268,7 +277,11 @@ ACTIONS = [
                                   "migrated away, Kubernetes drained) around its upgrade.",
                       type="bool", default=False),
                 Param("reboot_timeout", "Longest a node may take to come back after its "
-                                        "reboot.", type="duration", default=900.0, minimum=1)),
+                                        "reboot.", type="duration", default=900.0, minimum=1),
+                Param("services_wait", "Longest a node back from its reboot may take to run "
+                                       "every service it ran before (then the upgrade pauses "
+                                       "naming the missing ones).", type="duration",
+                      default=120.0, minimum=0)),
         result="the operation result: id, kind, title, status (succeeded, paused), steps, "
                "findings, duration_ms, error",
         examples=("debvisor upgrade rolling --dry-run", "debvisor upgrade rolling --yes",

@@ -7,10 +7,13 @@ PID 1 after a ``pivot_root`` into the overlay. A supervisor boots the node again
 its init exits 129: ``reboot`` inside the node is ``kill -HUP 1``, ``poweroff`` is
 ``kill -TERM 1``. At each boot testbed-init sets the host name, makes the node's own SSH
 host keys on the first boot (``ssh-keygen -A``), writes a fresh boot id to
-``/run/testbed/boot-id`` (also bound over ``/proc/sys/kernel/random/boot_id``), picks the
-"booted kernel" like GRUB's default (the newest ``/boot/vmlinuz-*`` by ``sort -V``, unless
-``/etc/testbed/boot-override`` names one), binds it over ``/proc/sys/kernel/osrelease``
-(``uname -r`` keeps showing the host's kernel) and starts ``sshd``.
+``/run/testbed/boot-id`` (also bound over ``/proc/sys/kernel/random/boot_id``), binds the
+"booted kernel" over ``/proc/sys/kernel/osrelease`` (``uname -r`` keeps showing the host's
+kernel), starts the node's services (``/etc/testbed/services.d``) and ``sshd``. The boot
+loader before it (``boot.sh``) picks that kernel like GRUB's default (the newest
+``/boot/vmlinuz-*`` by ``sort -V``, unless ``/etc/testbed/boot-override`` names one); on a
+bed with ``real_boot``, a real kernel image is booted under QEMU/TCG and the release it
+reports is the booted kernel.
 
 The nodes (``node1``..``nodeN``, 10.213.X.11.. on a /24) sit on a bridge in a fabric
 namespace; the host reaches them through a veth whose host end has 10.213.X.1 and serves a
@@ -83,6 +86,7 @@ NODE_CONFIG: dict[str, Any] = {
         "running_kernel_file": "/proc/sys/kernel/osrelease",
         "boot_id_file": "/run/testbed/boot-id",
         "reboot_command": ["/usr/local/sbin/reboot"],
+        "ignore_services": ["ssh-keygen"],  # init's first-boot key generation: transient
     }
 }
 """The nodes' /etc/debvisor/debvisor.toml (``Bed(config=...)`` merges more into it)."""
@@ -123,6 +127,32 @@ for dir in "$@"; do
     mount --bind "$dir" "$root$dir"
     mount -o remount,bind,ro "$root$dir"
 done
+# the boot loader (GRUB's default entry): the newest /boot/vmlinuz-*, unless the node's
+# /etc/testbed/boot-override names another
+kernel=
+if [ -s "$root/etc/testbed/boot-override" ]; then
+    kernel=$(head -n 1 "$root/etc/testbed/boot-override")
+fi
+if [ -z "$kernel" ]; then
+    kernel=$(ls "$root/boot" 2>/dev/null | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
+fi
+# a real kernel image (bzImage) on a bed with real boots ($node/real-boot names the probe
+# initramfs): boot it under QEMU/TCG and take the release the kernel itself reports; one
+# that does not boot leaves the previous kernel booted (GRUB's fallback entry)
+image=$root/boot/vmlinuz-$kernel
+if [ -n "$kernel" ] && [ -s "$node/real-boot" ] && [ -f "$image" ] &&
+        [ "$(dd if="$image" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ]; then
+    if reported=$(/bin/sh "${0%/*}/qemu-boot.sh" "$image" "$(sed -n 1p "$node/real-boot")" \\
+            "$node/qemu-boot.log" "$(sed -n 2p "$node/real-boot")"); then
+        kernel=$reported
+    else
+        kernel=$(ls "$root/boot" | sed -n 's/^vmlinuz-//p' | sort -V | grep -vxF "$kernel" |
+                 tail -n 1)
+    fi
+fi
+if [ -n "$kernel" ]; then
+    printf '%s\\n' "$kernel" >"$root/run/testbed-booted-kernel"
+fi
 cd "$root"
 pivot_root . .
 umount -l .
@@ -149,12 +179,9 @@ chmod 0755 /run/sshd
 # this boot's identity (the real boot id is the host's in a namespace)
 cat /proc/sys/kernel/random/uuid >/run/testbed/boot-id
 mount --bind /run/testbed/boot-id /proc/sys/kernel/random/boot_id
-# the boot loader: the newest kernel in /boot (GRUB's default), unless overridden
-kernel=
-if [ -s /etc/testbed/boot-override ]; then kernel=$(head -n 1 /etc/testbed/boot-override); fi
-if [ -z "$kernel" ]; then kernel=$(ls /boot | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1); fi
-if [ -n "$kernel" ]; then
-    printf '%s\\n' "$kernel" >/run/testbed/booted-kernel
+# the kernel the boot loader picked (boot.sh), bound over the release the node reports
+if [ -s /run/testbed-booted-kernel ]; then
+    mv /run/testbed-booted-kernel /run/testbed/booted-kernel
     mount --bind /run/testbed/booted-kernel /proc/sys/kernel/osrelease
 else
     cat /proc/sys/kernel/osrelease >/run/testbed/booted-kernel
@@ -163,6 +190,11 @@ fi
 # sshd started: on this first boot sshd offers the ed25519 key only)
 k=/etc/ssh/ssh_host_ed25519_key
 [ -e "$k" ] || ssh-keygen -q -t ed25519 -N '' -C "root@$(hostname)" -f "$k"
+# the node's services: each executable in /etc/testbed/services.d, started by init
+# (before sshd: once a node answers SSH, its services have been started)
+for service in /etc/testbed/services.d/*; do
+    if [ -x "$service" ]; then "$service" & fi
+done
 /usr/sbin/sshd -D -e &
 ssh-keygen -A >/dev/null &
 echo "testbed-init: up, kernel $(cat /run/testbed/booted-kernel)"
@@ -171,6 +203,64 @@ while :; do
     wait $!
 done
 """
+
+AGENT_SERVICE = "dv-agentd"
+"""The test agent's service (a process named so, started by the node's init)."""
+_AGENTD = """#!/bin/sh
+# debvisor-test-agent @VERSION@'s daemon (test bed). From 1.1 on it refuses the option
+# legacy=yes in /etc/default/dv-agentd, as real daemons refuse options they dropped.
+if [ "@VERSION@" != 1.0 ] && grep -qx 'legacy=yes' /etc/default/dv-agentd 2>/dev/null; then
+    echo "dv-agentd: legacy=yes is no longer supported" >&2
+    exit 1
+fi
+while :; do sleep 3600; done
+"""
+
+_QEMU_BOOT = """#!/bin/sh
+# A real boot of a test-bed node's kernel (fixed content, written by
+# debvisor_core.lab.nodebed): KERNEL with the probe INITRD under QEMU/TCG, its serial
+# console in LOG; prints the release the kernel reported (fails if it reported none).
+# Arguments: KERNEL INITRD LOG SECONDS (the longest the boot may take)
+kernel=$1
+initrd=$2
+log=$3
+: >"$log"
+timeout "${4:-300}" qemu-system-x86_64 -machine pc -accel tcg -m 256 -smp 1 -nodefaults \\
+    -no-reboot -display none -serial "file:$log" -kernel "$kernel" -initrd "$initrd" \\
+    -append "console=ttyS0 panic=-1" </dev/null >/dev/null 2>>"$log" || true
+sed -n 's/^DVBOOT release=\\([^[:space:]]*\\).*/\\1/p' "$log" | tail -n 1 | grep .
+"""
+
+_PROBE_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+echo "DVBOOT release=$(/bin/busybox uname -r)"
+/bin/busybox poweroff -f
+"""
+BUSYBOX = Path("/bin/busybox")
+"""A static busybox (Debian's busybox-static), the probe initramfs's only program."""
+
+
+def probe_initrd(cache: Path = CACHE_DIR) -> Path:
+    """The initramfs a real boot of a bed node's kernel runs (cached): it prints the kernel's
+    release on the serial console and powers off."""
+    from .cpio import cpio_newc
+
+    busybox = BUSYBOX.read_bytes()
+    digest = hashlib.sha256(busybox + _PROBE_INIT.encode()).hexdigest()[:12]
+    path = cache / f"nodebed-boot-{digest}.img"
+    if path.exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    entries = [(d, 0o040755, b"", (0, 0)) for d in ("bin", "proc", "dev")]
+    entries += [("dev/console", 0o020600, b"", (5, 1)),
+                ("bin/busybox", 0o100755, busybox, (0, 0)),
+                ("init", 0o100755, _PROBE_INIT.encode(), (0, 0))]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(cpio_newc(entries), mtime=0))
+    tmp.chmod(0o644)
+    tmp.rename(path)
+    return path
+
 
 _REBOOT = "#!/bin/sh\n# test-bed node: init reboots the node on SIGHUP\nexec kill -HUP 1\n"
 _POWEROFF = "#!/bin/sh\n# test-bed node: init powers the node off on SIGTERM\nexec kill -TERM 1\n"
@@ -329,13 +419,15 @@ class Repo:
             run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(tree), str(deb)])
         return deb
 
-    def add_kernel(self, release: str, version: str | None = None) -> Path:
+    def add_kernel(self, release: str, version: str | None = None, *,
+                   image: bytes | None = None) -> Path:
         """A Debian-like versioned kernel package ``linux-image-RELEASE`` shipping
-        /boot/vmlinuz-RELEASE and /boot/System.map-RELEASE (no reboot-required flag:
-        real kernel packages write none either)."""
+        /boot/vmlinuz-RELEASE (``image``, a real kernel, or a placeholder) and
+        /boot/System.map-RELEASE (no reboot-required flag: real kernel packages write none
+        either)."""
         version = version or KERNELS[release]
         return self.add(f"linux-image-{release}", version,
-                        {f"/boot/vmlinuz-{release}": f"fake kernel {release}\n",
+                        {f"/boot/vmlinuz-{release}": image or f"fake kernel {release}\n",
                          f"/boot/System.map-{release}": f"fake System.map {release}\n"},
                         section="kernel", priority="optional")
 
@@ -343,8 +435,12 @@ class Repo:
         """The packages of :data:`RELEASES` ``release``: debvisor-test-agent, the kernel and
         the metapackage :data:`KERNEL_META` (at version ``release``) depending on it."""
         spec = RELEASES[release]
-        agent = self.add("debvisor-test-agent", spec["agent"],
-                         {"/usr/share/debvisor-test-agent/version": spec["agent"] + "\n"})
+        agent = self.add("debvisor-test-agent", spec["agent"], {
+            "/usr/share/debvisor-test-agent/version": spec["agent"] + "\n",
+            f"/usr/sbin/{AGENT_SERVICE}": (_AGENTD.replace("@VERSION@", spec["agent"]), 0o755),
+            f"/etc/testbed/services.d/{AGENT_SERVICE}":
+                (f"#!/bin/sh\nexec /usr/sbin/{AGENT_SERVICE}\n", 0o755),
+        })
         kernel = self.add_kernel(spec["kernel"])
         meta = self.add(KERNEL_META, release, depends=f"linux-image-{spec['kernel']}",
                         section="kernel")
@@ -458,11 +554,15 @@ class Bed:
     the same ``dir`` (another process) finds the running one through ``dir/bed.json``.
     ``base``: the lower layer (default :func:`ensure_base`); ``binds``: host directories
     mounted read-only at the same path in each node (default :func:`checkout_dirs`);
-    ``config``: merged into the nodes' :data:`NODE_CONFIG`."""
+    ``config``: merged into the nodes' :data:`NODE_CONFIG`; ``real_boot``: a node whose
+    boot loader picks a real kernel image boots it under QEMU/TCG (:func:`probe_initrd`)
+    and runs as the release that kernel reported, or, when it does not boot, on the
+    previous kernel."""
 
     def __init__(self, dir: Path, nodes: int = 3, *, base: Path | None = None,
                  binds: Sequence[Path] | None = None, config: dict[str, Any] | None = None,
-                 boot_timeout: float = 20.0) -> None:
+                 boot_timeout: float = 20.0, real_boot: bool = False,
+                 real_boot_timeout: float = 300.0) -> None:
         if not 1 <= nodes <= 200:
             raise LabError(f"a test bed has 1 to 200 nodes, not {nodes}")
         self.dir = Path(dir).resolve()
@@ -471,6 +571,8 @@ class Bed:
         self.binds = [Path(b).resolve() for b in (checkout_dirs() if binds is None else binds)]
         self.config = merge(json.loads(json.dumps(NODE_CONFIG)), config or {})
         self.boot_timeout = boot_timeout
+        self.real_boot = real_boot
+        self.real_boot_timeout = real_boot_timeout
         tag = hashlib.sha256(str(self.dir).encode()).hexdigest()[:6]
         self.prefix = f"{NS_PREFIX}{tag}"
         self.fabric = f"{self.prefix}-fab"
@@ -533,7 +635,8 @@ class Bed:
             http = spawn([sys.executable, "-m", "http.server", "--bind", self.host_address,
                           "--directory", str(self.repo.path), str(self.port)],
                          pidfile=self.dir / "repo-http.pid", log=self.dir / "repo-http.log")
-            for script, text in (("supervise.sh", _SUPERVISE), ("boot.sh", _BOOT)):
+            for script, text in (("supervise.sh", _SUPERVISE), ("boot.sh", _BOOT),
+                                 ("qemu-boot.sh", _QEMU_BOOT)):
                 _write(self.dir, script, text, 0o755)
             for node in self.nodes:
                 self._start_node(node, base)
@@ -592,6 +695,8 @@ class Bed:
         shutil.rmtree(d, ignore_errors=True)
         for sub in ("upper", "work", "root"):
             (d / sub).mkdir(parents=True)
+        if self.real_boot:  # boot.sh boots real kernel images under QEMU with this initramfs
+            (d / "real-boot").write_text(f"{probe_initrd()}\n{int(self.real_boot_timeout)}\n")
         up = d / "upper"
         hosts = "".join(f"{a} {n}\n" for n, a in self.nodes.items())
         files: dict[str, tuple[str | bytes, int]] = {

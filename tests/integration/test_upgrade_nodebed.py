@@ -57,6 +57,11 @@ def maintenance(bed: Bed, node: str) -> bool:
     return bool(json.loads(out)["enabled"])
 
 
+def services(bed: Bed, node: str) -> list[str]:
+    out = bed.run(node, [DEBVISOR, "--json", "upgrade", "status"]).stdout
+    return list(json.loads(out)["services"])
+
+
 def agent(bed: Bed, node: str) -> str:
     return bed.run(node, ["dpkg-query", "-W", "-f", "${Version}", "debvisor-test-agent"]).stdout
 
@@ -64,8 +69,11 @@ def agent(bed: Bed, node: str) -> str:
 def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runner,
                                                                        bed: Bed) -> None:
     bed.boot_override("node2", OLD)  # node2's boot loader keeps the old kernel
+    # node3's agent config has an option the new agent refuses: its service won't start
+    bed.run("node3", "echo legacy=yes >/etc/default/dv-agentd")
+    assert all(nodebed.AGENT_SERVICE in services(bed, n) for n in bed.nodes)
     t0 = time.monotonic()
-    res = dv("upgrade", "rolling", "--yes")
+    res = dv("upgrade", "rolling", "--services-wait", "3s", "--yes")
     assert res.code == 4 and "paused" in res.stderr, res
     assert f"node node2 booted kernel {OLD}, not {NEW}" in res.stderr
     assert [agent(bed, n) for n in bed.nodes] == ["1.1", "1.1", "1.0"]
@@ -75,6 +83,17 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
 
     bed.boot_override("node2", None)
     (op,) = dv("--json", "ops", "list").json
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    # node3 came back on its new kernel without the agent's service: paused again there
+    assert resumed.code == 4 and "paused" in resumed.stderr, resumed
+    assert (f"node node3 does not run {nodebed.AGENT_SERVICE} since its reboot (it did "
+            "before)") in resumed.stderr, resumed.stderr
+    assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3
+    assert [maintenance(bed, n) for n in bed.nodes] == [False, False, True]
+    assert nodebed.AGENT_SERVICE not in services(bed, "node3")
+
+    bed.run("node3", "rm /etc/default/dv-agentd")  # the operator fixes the config...
+    bed.reboot("node3")  # ...and restarts the service (here: the node)
     resumed = dv("ops", "resume", op["id"], "--yes")
     assert resumed.code == 0, resumed
     assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -29,13 +28,14 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debvisor_core.lab import LabContext, LabService, netns
+from debvisor_core.lab.cpio import cpio_newc
 from debvisor_core.lab.process import LabError, read_pid, run, spawn, stop, stop_pidfile, wait_for
 
 from .labpki import libvirt_client_dir, qemu_tls_dir
@@ -191,24 +191,6 @@ def ensure_initrd(cache: Path = CACHE_DIR) -> Path:
     tmp.rename(path)
     return path
 
-
-def cpio_newc(entries: Iterable[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
-    """A newc cpio archive of ``(name, mode, data, (rdev_major, rdev_minor))`` entries."""
-    out = io.BytesIO()
-
-    def pad() -> None:
-        out.write(b"\0" * (-out.tell() % 4))
-
-    all_entries = [*entries, ("TRAILER!!!", 0, b"", (0, 0))]
-    for ino, (name, mode, data, (rmaj, rmin)) in enumerate(all_entries, start=1):
-        raw = name.encode() + b"\0"
-        nlink = 2 if mode & 0o170000 == 0o040000 else 1
-        fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rmaj, rmin, len(raw), 0)
-        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + raw)
-        pad()
-        out.write(data)
-        pad()
-    return out.getvalue()
 
 
 # --- guests -------------------------------------------------------------------------------

@@ -732,7 +732,7 @@ class Bed:
         (idempotent; works from the directory alone, after any failure)."""
         errors: list[str] = []
         pidfiles = [*sorted((self.dir / "nodes").glob("*/supervisor.pid")),
-                    self.dir / "repo-http.pid"]
+                    *sorted(self.dir.glob("expose-*.pid")), self.dir / "repo-http.pid"]
         for pidfile in pidfiles:
             try:
                 stop_pidfile(pidfile, timeout=5)
@@ -763,6 +763,23 @@ class Bed:
             errors.append(f"left behind: {' '.join([*left, self.host_if])}")
         if errors:
             raise LabError("test bed stop incomplete: " + "; ".join(errors))
+
+    # -- host services
+    def expose(self, port: int, *, host: str = "127.0.0.1") -> str:
+        """Make the host's service on ``host``:``port`` (TCP and UDP) reachable from the
+        nodes at ``labhost``:``port`` (the bed's host address): two socat relays, stopped with
+        the bed. For the lab's services, which listen on loopback only. Returns the address
+        the nodes use, ``ADDRESS:PORT``."""
+        if not shutil.which("socat"):
+            raise LabError("socat is not installed (apt-get install socat)")
+        for proto in ("TCP", "UDP"):
+            name = f"expose-{proto.lower()}-{port}"
+            pid = spawn(["socat", f"{proto}-LISTEN:{port},bind={self.host_address},fork,reuseaddr",
+                         f"{proto}:{host}:{port}"],
+                        pidfile=self.dir / f"{name}.pid", log=self.dir / f"{name}.log")
+        wait_for(lambda: _banner_tcp(self.host_address, port), timeout=5,
+                 what=f"relay to {host}:{port}", log=self.dir / f"expose-tcp-{port}.log", pid=pid)
+        return f"{self.host_address}:{port}"
 
     # -- ssh
     def ssh_options(self) -> list[str]:
@@ -900,6 +917,15 @@ class Bed:
     def heal(self, node: str) -> None:
         """Undo :meth:`isolate`."""
         run(["ip", "-n", self.fabric, "link", "set", f"p-{node}", "up"])
+
+
+def _banner_tcp(address: str, port: int) -> bool:
+    """True if something accepts a TCP connection on ``address:port``."""
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _banner_http(address: str, port: int) -> bool:

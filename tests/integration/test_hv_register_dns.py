@@ -12,23 +12,11 @@ from debvisor_core.testing import Lab, Runner, StateDir
 
 pytest.importorskip("dns.resolver", reason="the DNS plugin's dnspython is not installed")
 pytest.importorskip("debvisor_libvirt.lab", reason="the hv plugin is not installed")
+answers = pytest.importorskip("debvisor_dns.lab", reason="the DNS plugin is not installed").answers
 
 VM = "regdns1"
 ADDR = "10.77.0.61"
 FQDN = f"{VM}.lab.debvisor.test."
-
-
-def answers(server: str, name: str, rdtype: str) -> list[str]:
-    import dns.message
-    import dns.query
-    import dns.rcode
-
-    host, port = server.rsplit(":", 1)
-    resp = dns.query.udp(dns.message.make_query(name, rdtype), host, port=int(port), timeout=3)
-    if resp.rcode() != dns.rcode.NOERROR:
-        return []
-    return sorted(rd.to_text() for rrset in resp.answer if rrset.rdtype == dns.rdatatype.from_text(
-        rdtype) for rd in rrset)
 
 
 @pytest.fixture

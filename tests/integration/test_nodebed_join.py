@@ -1,16 +1,21 @@
 """`debvisor join` on a node of the test bed over real ssh: the hypervisor's part
 ([hv.join]: the libvirt QEMU hook that holds maintenance against plain virsh) planned,
-applied, found already joined, and rolled back, journalled and audited on the node."""
+applied, found already joined, and rolled back, journalled and audited on the node; the
+DNS part ([dns.join]) registers the node in the lab's BIND9 pair (reached from the node
+through the bed's relays) with its PTR, proven on both servers, and rolled back."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from debvisor_core.lab import nodebed
+from debvisor_core.lab.manager import to_toml
 from debvisor_core.lab.nodebed import Bed
+from debvisor_core.testing import Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -55,3 +60,39 @@ def test_join_installs_the_hypervisor_hook_and_rollback_removes_it(bed: Bed) -> 
               bed.run("node1", ["cat", "/var/log/debvisor/audit.jsonl"]).stdout.splitlines()]
     assert [e["result"] for e in events if e["details"].get("kind") == "node.join"] == [
         "started", "succeeded", "started", "rolled-back"]
+
+
+def test_join_registers_the_node_in_dns_and_rollback_removes_it(bed: Bed, dv_lab: Lab) -> None:
+    answers = pytest.importorskip("debvisor_dns.lab").answers
+    dv_lab.require("dns")
+    cfg = dv_lab.config()["dns"]
+    primary, secondary = cfg["lab"]["primary"], cfg["lab"]["secondary"]
+    # the lab's servers listen on the host's loopback: relayed to the node as labhost:PORT
+    seen = {s: bed.expose(int(s.rsplit(":", 1)[1])) for s in (primary, secondary)}
+    bed.run("node1", "install -m 0600 /dev/stdin /etc/debvisor/dns.key",
+            input=Path(cfg["tsig_key_file"]).read_text())
+    conf = "/etc/debvisor/debvisor.toml"
+    saved = bed.run("node1", ["cat", conf]).stdout
+    zones = {z: {"primaries": [seen[primary]], "servers": [seen[primary], seen[secondary]]}
+             for z in cfg["zones"]}
+    node_cfg = {"dns": {"tsig_key_file": "/etc/debvisor/dns.key", "zones": zones,
+                        "join": {"address": "10.77.0.21", "zone": "lab.debvisor.test"}}}
+    bed.run("node1", f"cat > {conf}", input=saved + "\n" + to_toml(node_cfg))
+    fqdn, ptr = "node1.lab.debvisor.test.", "21.0.77.10.in-addr.arpa."
+    try:
+        assert answers(primary, fqdn, "A") == []
+        res = json.loads(bed.run("node1", [DEBVISOR, "--json", "join", "--mode", "dns",
+                                           "--yes"]).stdout)
+        assert (res["status"], res["title"]) == ("succeeded", "join this node: dns"), res
+        for server in (primary, secondary):  # the operation proved it on both already
+            assert answers(server, fqdn, "A") == ["10.77.0.21"]
+            assert answers(server, ptr, "PTR") == [fqdn]
+        again = bed.run("node1", [DEBVISOR, "join", "--mode", "dns", "--yes"])
+        assert "nothing to join" in again.stdout + again.stderr
+        back = json.loads(bed.run("node1", [DEBVISOR, "--json", "join", "--rollback",
+                                            "--yes"]).stdout)
+        assert back["status"] == "rolled-back", back
+        for server in (primary, secondary):
+            assert answers(server, fqdn, "A") == [] and answers(server, ptr, "PTR") == []
+    finally:
+        bed.run("node1", f"cat > {conf}", input=saved)

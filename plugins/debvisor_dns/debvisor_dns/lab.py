@@ -252,6 +252,17 @@ def _query(port: int, zone: str, rdtype: str, timeout: float = 0.5) -> dns.messa
     return r
 
 
+def answers(server: str, name: str, rdtype: str) -> list[str]:
+    """The ``rdtype`` records ``server`` ("HOST:PORT") answers for ``name``, sorted (empty
+    when it has none): what a test checks a change against."""
+    host, port = server.rsplit(":", 1)
+    resp = dns.query.udp(dns.message.make_query(name, rdtype), host, port=int(port), timeout=3)
+    if resp.rcode() != dns.rcode.NOERROR:
+        return []
+    want = dns.rdatatype.from_text(rdtype)
+    return sorted(rd.to_text() for rrset in resp.answer if rrset.rdtype == want for rd in rrset)
+
+
 def soa_serial(port: int, zone: str) -> int | None:
     """The SOA serial HOST:port serves for ``zone`` (None if it does not answer for it)."""
     r = _query(port, zone, "SOA")

@@ -181,6 +181,9 @@ class RemoteAction(Step):
                                         "--yes", *forced], json.dumps(self.args), self.timeout)
         data = _last_json(out)
         data = data if isinstance(data, dict) else {}
+        result = data.get("result")
+        if isinstance(result, dict):  # the node's report, kept in the operation's per node
+            node_report(ctx, self.node)[self.action] = result
         return {"remote_op": data.get("id") or None, "remote_status": data.get("status"),
                 "remote_exit": code, "remote_error": _why(code, err) if code else None}
 
@@ -226,6 +229,15 @@ class RemoteAction(Step):
             if o.get("status") in ("succeeded", "interrupted", "paused", "rollback-incomplete"):
                 return str(o["id"])
         return None
+
+
+def node_report(ctx: Context, node: str) -> dict[str, Any]:
+    """What the running operation reports about ``node`` (its result's ``nodes.NODE``:
+    each remote action's result by action path, the reboot's kernels and services)."""
+    if ctx.operation is None:
+        return {}
+    nodes = ctx.operation.result.setdefault("nodes", {})
+    return nodes.setdefault(node, {})
 
 
 def _services(before: list[str], after: list[str]) -> dict[str, list[str]]:
@@ -281,10 +293,11 @@ class RebootAndVerify(Step):
             ran = last.get("services") if tag and last.get("tag") == tag else None
             if ran is not None:
                 before = self._settled(ctx, {"services": ran}, before)
-            return {"rebooted": False, "before": before, "after": before,
-                    "expected_kernel": before["running_kernel"],
-                    "services": _services(ran if ran is not None else before["services"],
-                                          before.get("services") or [])}
+            return self._report(ctx, {
+                "rebooted": False, "before": before, "after": before,
+                "expected_kernel": before["running_kernel"],
+                "services": _services(ran if ran is not None else before["services"],
+                                      before.get("services") or [])})
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
@@ -303,14 +316,23 @@ class RebootAndVerify(Step):
                     took = round(time.monotonic() - t0, 3)
                     log.info(f"{self.node}: back after {took}s, runs {after['running_kernel']}")
                     after = self._settled(ctx, before, after)
-                    return {"rebooted": True, "before": before, "after": after,
-                            "expected_kernel": before["newest_kernel"], "reboot_s": took,
-                            "services": _services(before.get("services") or [],
-                                                  after.get("services") or [])}
+                    return self._report(ctx, {
+                        "rebooted": True, "before": before, "after": after,
+                        "expected_kernel": before["newest_kernel"], "reboot_s": took,
+                        "services": _services(before.get("services") or [],
+                                              after.get("services") or [])})
                 last = "still the same boot"
             time.sleep(self.poll_s)
         raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
                          f"reboot ({last})")
+
+    def _report(self, ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
+        before, after = record["before"], record["after"]
+        node_report(ctx, self.node)["reboot"] = {
+            "rebooted": record["rebooted"], "kernel_before": before.get("running_kernel"),
+            "kernel_after": after.get("running_kernel"), "reboot_s": record.get("reboot_s"),
+            "services": record.get("services")}
+        return record
 
     def _settled(self, ctx: Context, before: dict[str, Any], after: dict[str, Any]
                  ) -> dict[str, Any]:

@@ -165,6 +165,29 @@ def _render_run(res: OpResult) -> None:
               f"{r['running_kernel']} runs")
 
 
+def _render_rolling(res: OpResult) -> None:
+    """Per node: the package changes, the kernel before and after, services that changed."""
+    for name, n in ((res.result or {}).get("nodes") or {}).items():
+        parts = []
+        pk = (n.get("upgrade.run") or {}).get("packages")
+        if isinstance(pk, dict):
+            parts.append(f"{len(pk.get('upgraded', []))} upgraded, "
+                         f"{len(pk.get('installed', []))} installed, "
+                         f"{len(pk.get('removed', []))} removed")
+        rb = n.get("reboot") or {}
+        if rb.get("rebooted"):
+            parts.append(f"kernel {rb.get('kernel_before')} -> {rb.get('kernel_after')} "
+                         f"(back after {rb.get('reboot_s')}s)")
+        elif rb:
+            parts.append(f"kernel {rb.get('kernel_after')}, no reboot")
+        sv = rb.get("services") or {}
+        for verb in ("stopped", "started"):
+            if sv.get(verb):
+                parts.append(f"services {verb}: {', '.join(sv[verb])}")
+        print(f"  {name}: {'; '.join(parts) or 'nothing to report'}")
+    print(f"{res.title}: done (operation {res.id})")
+
+
 ACTIONS = [
     Action(
         "upgrade.check", "Check whether this node is ready to upgrade (pass/warn/fail/skip), "
@@ -245,7 +268,7 @@ ACTIONS = [
         "upgrade.rolling", "Upgrade the cluster's nodes one batch at a time (each node's "
                            "`upgrade run` through its transport), pausing on any failure",
         plan=_plan_rolling, kind="cluster.upgrade", destructive=True,
-        render=lambda res: print(f"{res.title}: done (operation {res.id})"),
+        render=_render_rolling,
         description="Nodes come from [cluster.nodes] (transport ssh or local), in name "
                     "order or as --nodes gives them. Each batch's nodes first go into "
                     "maintenance with --drain (`maintenance enable --drain` there: VMs "
@@ -283,7 +306,9 @@ ACTIONS = [
                                        "naming the missing ones).", type="duration",
                       default=120.0, minimum=0)),
         result="the operation result: id, kind, title, status (succeeded, paused), steps, "
-               "findings, duration_ms, error",
+               "findings, duration_ms, error; result: nodes {NODE: {upgrade.run: its result "
+               "(packages, kernels), reboot: {rebooted, kernel_before, kernel_after, "
+               "reboot_s, services {stopped, started}}}}",
         examples=("debvisor upgrade rolling --dry-run", "debvisor upgrade rolling --yes",
                   "debvisor upgrade rolling --no-reboot --no-drain --yes",
                   "debvisor upgrade rolling --nodes node3,node1 --pause --yes",

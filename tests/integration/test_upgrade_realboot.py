@@ -80,6 +80,13 @@ def test_the_upgraded_kernel_is_booted_under_qemu_and_verified(
     res = dv("--json", "upgrade", "rolling", "--yes")
     assert res.code == 0, res
     assert bed.booted_kernel("node1") == real
+    report = res.json["result"]["nodes"]["node1"]  # the node's packages, kernels, services
+    assert {p["name"] for p in report["upgrade.run"]["packages"]["installed"]} == {
+        f"linux-image-{real}"}
+    reboot = report["reboot"]
+    assert (reboot["rebooted"], reboot["kernel_before"], reboot["kernel_after"]) == (
+        True, OLD, real)
+    assert reboot["services"] == {"stopped": [], "started": []}, reboot
     console = (bed.node_dir("node1") / "qemu-boot.log").read_text(errors="replace")
     assert f"DVBOOT release={real}" in console
     assert f"Linux version {real}" in console  # the kernel's own banner

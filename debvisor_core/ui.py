@@ -13,16 +13,16 @@ current invocation (a context variable: threads of one daemon do not mix).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from . import log
+from .log import _sink as _log_sink
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Finding
@@ -63,14 +63,31 @@ class RunUI:
     def result(self, data: Any) -> None:
         """The final result document."""
 
-    @contextlib.contextmanager
-    def bound(self) -> Iterator[RunUI]:
+    def bound(self) -> _Bound:
         """Make this the active UI of the current context (and route its log lines)."""
-        token = _active.set(self)
-        try:
-            yield self
-        finally:
-            _active.reset(token)
+        return _Bound(self, None)
+
+
+class _Bound:
+    """:meth:`RunUI.bound`: ``ui`` active, and ``sink`` taking the log lines when given
+    (:func:`log.bound`'s context variable). A class rather than generators: the daemon
+    binds a UI for every call it answers."""
+
+    __slots__ = ("_ui", "_sink", "_tokens")
+
+    def __init__(self, ui: RunUI, sink: Callable[[str, str], None] | None) -> None:
+        self._ui, self._sink = ui, sink
+
+    def __enter__(self) -> RunUI:
+        sink = self._sink
+        self._tokens = (_active.set(self._ui), None if sink is None else _log_sink.set(sink))
+        return self._ui
+
+    def __exit__(self, *exc: object) -> None:
+        ui_token, sink_token = self._tokens
+        if sink_token is not None:
+            _log_sink.reset(sink_token)
+        _active.reset(ui_token)
 
 
 class TerminalUI(RunUI):
@@ -163,10 +180,8 @@ class JsonEventsUI(RunUI):
     def log_line(self, level: str, message: str) -> None:
         self.emit("log", level=level.lower(), message=message)
 
-    @contextlib.contextmanager
-    def bound(self) -> Iterator[RunUI]:
-        with super().bound(), log.bound(self.log_line):
-            yield self
+    def bound(self) -> _Bound:
+        return _Bound(self, self.log_line)
 
 
 class RecordingUI(JsonEventsUI):

@@ -5,7 +5,10 @@ role, expiry and ``HMAC(server key, secret)``; the secret itself is shown once, 
 key is created. Checking a key is a dictionary lookup and one HMAC (about 2 µs): the
 secrets are 160 random bits, so a slow password hash would buy nothing and cap a core at
 a few dozen calls a second. The server key (``STATE/keys/rpcd-api.key``) lives apart
-from the store: a leaked store alone does not let anyone test guesses.
+from the store: a leaked store alone does not let anyone test guesses. The daemon
+remembers, per key record as last read, the SHA-256 of the secret it verified (not the
+secret): a key used again costs a plain hash instead of the HMAC; a changed store drops
+them all, and revocation and expiry are checked on every call all the same.
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class KeyCheck:
     owner: str | None = None
     role: str | None = None
     why: str = ""
+    #: when the key expires (a positive check holds until then, or until the store changes)
+    expires: float | None = None
 
 
 class KeyStore:
@@ -116,8 +121,13 @@ class KeyStore:
         self._mtime: int | None = None
         self._keys: dict[str, Any] = {}
         self._macs: dict[str, bytes] = {}  # key id -> its stored MAC, as bytes
+        #: key id -> (its record as read, SHA-256 of the secret verified against it, the
+        #: positive check once made): valid while that very record is the one read (a
+        #: reload makes new ones)
+        self._verified: dict[str, tuple[Any, bytes, KeyCheck | None]] = {}
         self._server_key: bytes | None = None
         self._path: str | None = None  # the state dir is fixed for a daemon's life
+        self._loads = 0  # how many times the keys were read
 
     def _refresh(self) -> None:
         w = self._watch
@@ -134,7 +144,8 @@ class KeyStore:
             m = None
         if m != self._mtime:
             self._keys = load() if m is not None else {}
-            self._macs = {}
+            self._macs, self._verified = {}, {}
+            self._loads += 1
             for kid, rec in self._keys.items():
                 try:
                     self._macs[kid] = bytes.fromhex(str(rec.get("mac", "")))
@@ -142,21 +153,40 @@ class KeyStore:
                     continue  # a damaged record: its key is refused as a wrong secret
             self._mtime = m
 
+    def version(self) -> int:
+        """A number that moves whenever the keys are read again — the store changed: a
+        check made at one version holds while it does not move (and the key is unexpired)."""
+        self._refresh()
+        return self._loads
+
     def check(self, presented: str) -> KeyCheck:
+        """The key's owner and role, or why it is refused (malformed, unknown, wrong
+        secret, revoked, expired). A positive check is shared: do not change it."""
         m = KEY_RE.fullmatch(presented.strip())
         if not m:
             return KeyCheck(False, why="malformed API key")
         self._refresh()
-        rec = self._keys.get(m[1])
+        kid = m[1]
+        rec = self._keys.get(kid)
         if rec is None:
             return KeyCheck(False, why="unknown API key")
-        if self._server_key is None:
-            self._server_key = _server_key()
-        mac = hmac.digest(self._server_key, m[2].encode(), "sha256")
-        if not hmac.compare_digest(mac, self._macs.get(m[1], b"")):
-            return KeyCheck(False, key_id=m[1], why="wrong API key secret")
+        secret = m[2].encode()
+        seen = hashlib.sha256(secret).digest()
+        known = self._verified.get(kid)
+        if known is None or known[0] is not rec or not hmac.compare_digest(known[1], seen):
+            if self._server_key is None:
+                self._server_key = _server_key()
+            mac = hmac.digest(self._server_key, secret, "sha256")
+            if not hmac.compare_digest(mac, self._macs.get(kid, b"")):
+                return KeyCheck(False, key_id=kid, why="wrong API key secret")
+            known = self._verified[kid] = (rec, seen, None)
         if rec.get("revoked"):
-            return KeyCheck(False, key_id=m[1], why="API key revoked")
+            return KeyCheck(False, key_id=kid, why="API key revoked")
         if rec.get("expires") and rec["expires"] < time.time():
-            return KeyCheck(False, key_id=m[1], why="API key expired")
-        return KeyCheck(True, key_id=m[1], owner=rec["owner"], role=rec["role"])
+            return KeyCheck(False, key_id=kid, why="API key expired")
+        ok = known[2]
+        if ok is None:
+            ok = KeyCheck(True, key_id=kid, owner=rec["owner"], role=rec["role"],
+                          expires=rec.get("expires") or None)
+            self._verified[kid] = (rec, seen, ok)
+        return ok

@@ -37,7 +37,8 @@ BUILTIN_ROLES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class Caller:
-    """The authenticated caller of one call."""
+    """The authenticated caller of a call (the guard gives the same one to the calls of a
+    certificate and API key it admitted before: never change it)."""
 
     identity: str
     cert_cn: str
@@ -61,9 +62,11 @@ class Policy:
     roles: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(BUILTIN_ROLES))
     identities: dict[str, tuple[str, ...]] = field(default_factory=dict)
     proxies: frozenset[str] = frozenset()
-    #: decisions already made, by (role, permission, read-only): the roles do not change
-    #: for a policy's life, and matching the patterns is most of a check's cost
+    #: decisions already made, by (role, permission, read-only) and by (the caller's roles,
+    #: its key's role, permission, read-only): the roles do not change for a policy's life,
+    #: and matching the patterns is most of a check's cost
     _seen: dict[tuple[str, str, bool], bool] = field(default_factory=dict, repr=False, compare=False)
+    _decided: dict[tuple[Any, ...], bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_section(cls, s: Section) -> Policy:
@@ -101,9 +104,23 @@ class Policy:
 
     def allowed(self, caller: Caller, perm: str, *, read_only: bool = False) -> bool:
         """Whether ``caller`` may ``perm`` (``rpc:Invoke`` or an action path)."""
-        if not any(self._allows(r, perm, read_only) for r in caller.roles):
+        roles = caller.roles
+        key = (roles, caller.key_role, perm, read_only)
+        try:
+            hit = self._decided.get(key)
+        except TypeError:  # roles given as a list: nothing to remember them by
+            return self._decide(tuple(roles), caller.key_role, perm, read_only)
+        if hit is None:
+            if len(self._decided) > 4096:  # bounded: permissions come from callers' requests
+                self._decided.clear()
+            hit = self._decided[key] = self._decide(roles, caller.key_role, perm, read_only)
+        return hit
+
+    def _decide(self, roles: tuple[str, ...], key_role: str | None, perm: str,
+                read_only: bool) -> bool:
+        if not any(self._allows(r, perm, read_only) for r in roles):
             return False
-        return caller.key_role is None or self._allows(caller.key_role, perm, read_only)
+        return key_role is None or self._allows(key_role, perm, read_only)
 
 
 class Bucket:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import IO, TYPE_CHECKING, Any
 
 from . import log
@@ -63,12 +64,12 @@ class RunUI:
     def result(self, data: Any) -> None:
         """The final result document."""
 
-    def bound(self) -> _Bound:
+    def bound(self) -> AbstractContextManager[RunUI]:
         """Make this the active UI of the current context (and route its log lines)."""
         return _Bound(self, None)
 
 
-class _Bound:
+class _Bound(AbstractContextManager["RunUI"]):
     """:meth:`RunUI.bound`: ``ui`` active, and ``sink`` taking the log lines when given
     (:func:`log.bound`'s context variable). A class rather than generators: the daemon
     binds a UI for every call it answers."""
@@ -180,7 +181,7 @@ class JsonEventsUI(RunUI):
     def log_line(self, level: str, message: str) -> None:
         self.emit("log", level=level.lower(), message=message)
 
-    def bound(self) -> _Bound:
+    def bound(self) -> AbstractContextManager[RunUI]:
         return _Bound(self, self.log_line)
 
 

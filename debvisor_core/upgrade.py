@@ -193,8 +193,10 @@ def boot_state(node: Node) -> dict[str, Any]:
 
 def running_services() -> list[str]:
     """The services running on this machine, sorted: systemd's running service units when
-    systemd is the init; otherwise the names of the processes init started (the children of
-    PID 1: a container's or the test bed's daemons)."""
+    systemd is the init; otherwise the names of the processes init started — children of
+    PID 1 in its session, not processes that became its children when their parent died
+    (daemons that detached into sessions of their own come and go with whatever started
+    them: they would make the comparison before and after a reboot noise)."""
     if Path("/run/systemd/system").is_dir():
         try:
             res = subprocess.run(
@@ -204,16 +206,18 @@ def running_services() -> list[str]:
         except (OSError, subprocess.TimeoutExpired):
             return []
         return sorted({ln.split()[0] for ln in res.stdout.splitlines() if ln.strip()})
-    names = set()
+    procs = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended meanwhile
             continue
-        comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
-        if rest.split()[1] == "1":  # fields after comm: state, ppid
-            names.add(comm)
-    return sorted(names)
+        close = text.rindex(")")
+        fields = text[close + 2:].split()  # after comm: state, ppid, pgrp, session
+        procs[stat.parent.name] = (text[text.index("(") + 1:close], fields[1], fields[3])
+    init_session = procs.get("1", ("", "", None))[2]
+    return sorted({comm for comm, ppid, session in procs.values()
+                   if ppid == "1" and session == init_session})
 
 
 def services_diff(before: list[str], after: list[str]) -> dict[str, list[str]]:

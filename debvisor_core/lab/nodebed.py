@@ -462,10 +462,19 @@ class Repo:
                    "Architectures: all amd64\nSHA256:\n"
                    + "".join(f" {hashlib.sha256(b).hexdigest()} {len(b)} {n}\n"
                              for n, b in files.items()))
+        # The HTTP server answers apt's If-Modified-Since by the files' mtime, in whole
+        # seconds: a new index must not carry the same second as the one it replaces, or a
+        # node that fetched that one is told "304 Not Modified" and misses the new packages.
+        try:
+            previous = (self.path / "Release").stat().st_mtime
+        except FileNotFoundError:
+            previous = 0.0
+        stamp = max(time.time(), float(int(previous) + 1))
         for name, content in [*files.items(), ("Release", release.encode())]:
             tmp = self.path / f".{name}.tmp"
             tmp.write_bytes(content)
             tmp.chmod(0o644)
+            os.utime(tmp, (stamp, stamp))
             tmp.rename(self.path / name)
 
 

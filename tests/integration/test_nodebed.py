@@ -87,6 +87,23 @@ def test_apt_installs_from_the_local_repository(bed: Bed) -> None:
     assert not (bed.upper("node2") / "usr/share/debvisor-test-agent").exists()
 
 
+def test_a_package_published_within_the_same_second_reaches_apt(bed: Bed) -> None:
+    """The repository's HTTP server answers apt's If-Modified-Since by the files' mtime in
+    whole seconds: an index rewritten within the second apt fetched must still be new to
+    it (CI once missed a kernel package published right after a node's `apt-get update`)."""
+    release = bed.repo.path / "Release"
+    bed.repo.add("dv-same-second", "1.0")
+    bed.repo.index()
+    first = release.stat().st_mtime
+    bed.run("node1", "apt-get -q update")
+    bed.repo.add("dv-same-second", "2.0")
+    bed.repo.index()  # well within a second of the first
+    assert int(release.stat().st_mtime) > int(first)
+    bed.run("node1", "apt-get -q update")
+    policy = bed.run("node1", "apt-cache policy dv-same-second").stdout
+    assert "Candidate: 2.0" in policy, policy
+
+
 def test_upgrade_check_inside_a_node_reads_the_redirected_kernel(bed: Bed) -> None:
     bed.run("node2", f"apt-get update -q && {APT} install {nodebed.KERNEL_META}=1.0")
     bed.reboot("node2")  # boots the kernel just installed

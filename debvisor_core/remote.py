@@ -240,7 +240,8 @@ def node_report(ctx: Context, node: str) -> dict[str, Any]:
     return nodes.setdefault(node, {})
 
 
-def _services(before: list[str], after: list[str]) -> dict[str, list[str]]:
+def _services(before: list[str] | None, after: list[str] | None
+              ) -> dict[str, list[str]] | None:
     from .upgrade import services_diff
 
     return services_diff(before, after)
@@ -265,11 +266,13 @@ class RebootAndVerify(Step):
         return (f"on {self.node}: reboot if a newer kernel is installed, wait up to "
                 f"{self.timeout:g}s, verify the booted kernel and the services")
 
-    def _status(self, ctx: Context, timeout: float) -> dict[str, Any]:
+    def _status(self, ctx: Context, timeout: float, tag: str = "") -> dict[str, Any]:
+        """The node's ``upgrade status`` (its last reboot: the one made for ``tag``)."""
         import json
 
         code, out, err = transport_for(ctx, self.node).run(
-            ["--json", "upgrade", "status"], None, timeout)
+            ["--json", "upgrade", "status", *(["--for-operation", tag] if tag else [])],
+            None, timeout)
         try:
             data = json.loads(out) if code == 0 else None
         except json.JSONDecodeError:
@@ -286,18 +289,19 @@ class RebootAndVerify(Step):
         from . import log
         from .errors import StepFailed
         tag = f"{ctx.operation.id}:{self.node}" if ctx.operation is not None else ""
-        before = self._status(ctx, 120)
+        before = self._status(ctx, 120, tag)
         if not before["reboot_required"]:
             # resumed after this operation rebooted the node: the services it ran then
             last = before.get("last_reboot") or {}
-            ran = last.get("services") if tag and last.get("tag") == tag else None
-            if ran is not None:
+            rebooted = bool(tag) and last.get("tag") == tag and \
+                last.get("boot_id") != before["boot_id"]
+            ran = last.get("services") if rebooted else before.get("services")
+            if rebooted:
                 before = self._settled(ctx, {"services": ran}, before)
             return self._report(ctx, {
                 "rebooted": False, "before": before, "after": before,
                 "expected_kernel": before["running_kernel"],
-                "services": _services(ran if ran is not None else before["services"],
-                                      before.get("services") or [])})
+                "services": _services(ran, before.get("services"))})
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
@@ -319,8 +323,8 @@ class RebootAndVerify(Step):
                     return self._report(ctx, {
                         "rebooted": True, "before": before, "after": after,
                         "expected_kernel": before["newest_kernel"], "reboot_s": took,
-                        "services": _services(before.get("services") or [],
-                                              after.get("services") or [])})
+                        "services": _services(before.get("services"),
+                                              after.get("services"))})
                 last = "still the same boot"
             time.sleep(self.poll_s)
         raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
@@ -343,7 +347,7 @@ class RebootAndVerify(Step):
         from .errors import StepFailed
 
         deadline = time.monotonic() + self.settle_s
-        while (_services(before.get("services") or [], after.get("services") or [])["stopped"]
+        while ((_services(before.get("services"), after.get("services")) or {}).get("stopped")
                and time.monotonic() < deadline):
             time.sleep(self.poll_s)
             try:
@@ -361,6 +365,11 @@ class RebootAndVerify(Step):
                              f"{expected}: check its boot loader (default entry, "
                              f"/etc/default/grub), then `debvisor ops resume` reboots and "
                              f"verifies it again")
+        if record.get("services") is None:
+            from . import log
+
+            log.warn(f"node {self.node}: its services before and after the reboot are not "
+                     f"known (systemctl failed there): not compared")
         stopped = (record.get("services") or {}).get("stopped")
         if stopped:
             raise StepFailed(f"node {self.node} does not run {', '.join(stopped)} since its "

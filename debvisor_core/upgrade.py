@@ -187,25 +187,44 @@ def boot_state(node: Node) -> dict[str, Any]:
     newest = kernels[-1] if kernels else running
     return {"boot_id": boot_id, "running_kernel": running, "newest_kernel": newest,
             "reboot_required": newest != running, "kernels": kernels,
-            "services": [n for n in running_services()
-                         if not any(fnmatch.fnmatchcase(n, g) for g in node.ignore_services)]}
+            "services": _without(running_services(), node.ignore_services)}
 
 
-def running_services() -> list[str]:
-    """The services running on this machine, sorted: systemd's running service units when
-    systemd is the init; otherwise the names of the processes init started — children of
-    PID 1 in its session, not processes that became its children when their parent died
+def _without(names: list[str] | None, globs: tuple[str, ...]) -> list[str] | None:
+    if names is None:
+        return None
+    return [n for n in names if not any(fnmatch.fnmatchcase(n, g) for g in globs)]
+
+
+def _systemctl(*args: str) -> set[str] | None:
+    """The unit names ``systemctl ARGS`` lists (first column), None if it failed."""
+    try:
+        res = subprocess.run(["systemctl", *args, "--no-legend", "--plain",  # noqa: S603
+                              "--no-pager"],
+                             capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    return {ln.split()[0] for ln in res.stdout.splitlines() if ln.strip()}
+
+
+def running_services() -> list[str] | None:
+    """The services running on this machine, sorted (None when systemd cannot say):
+    systemd's running service units that are enabled, when systemd is the init; otherwise
+    the names of the processes init started — children of PID 1 in its session, not
+    processes that became its children when their parent died
     (daemons that detached into sessions of their own come and go with whatever started
     them: they would make the comparison before and after a reboot noise)."""
     if Path("/run/systemd/system").is_dir():
-        try:
-            res = subprocess.run(
-                ["systemctl", "list-units", "--type=service", "--state=running",
-                 "--no-legend", "--plain", "--no-pager"],
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired):
-            return []
-        return sorted({ln.split()[0] for ln in res.stdout.splitlines() if ln.strip()})
+        running = _systemctl("list-units", "--type=service", "--state=running")
+        enabled = _systemctl("list-unit-files", "--type=service", "--state=enabled")
+        if running is None or enabled is None:
+            return None
+        # enabled ones only: a unit started on demand (systemd-hostnamed...) comes and goes
+        return sorted(u for u in running
+                      if u in enabled or (u.partition("@")[0] + "@.service") in enabled)
     procs = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -220,8 +239,12 @@ def running_services() -> list[str]:
                    if ppid == "1" and session == init_session})
 
 
-def services_diff(before: list[str], after: list[str]) -> dict[str, list[str]]:
-    """What stopped and what started between two :func:`running_services` snapshots."""
+def services_diff(before: list[str] | None, after: list[str] | None
+                  ) -> dict[str, list[str]] | None:
+    """What stopped and what started between two :func:`running_services` snapshots (None
+    when either is unknown)."""
+    if before is None or after is None:
+        return None
     return {"stopped": sorted(set(before) - set(after)), "started": sorted(set(after) - set(before))}
 
 
@@ -561,12 +584,20 @@ def last_reboot_file(ctx: Context) -> Path:
     return ctx.state_dir / "upgrade" / "last-reboot.json"
 
 
-def last_reboot(ctx: Context) -> dict[str, Any] | None:
-    """What :func:`reboot` recorded before the last reboot it made (None if none)."""
+def last_reboot(ctx: Context, tag: str | None = None) -> dict[str, Any] | None:
+    """What :func:`reboot` kept before the last reboot it made — for operation ``tag``
+    when given (a reboot made otherwise meanwhile does not replace it); None if none."""
     from .statefile import read_json
 
     data = read_json(last_reboot_file(ctx), None)
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    rec = (data.get("operations") or {}).get(tag) if tag else data.get("last")
+    return rec if isinstance(rec, dict) else None
+
+
+#: reboots kept per operation (the newest)
+KEEP_TAGGED = 16
 
 
 def reboot(ctx: Context, tag: str | None = None) -> dict[str, Any]:
@@ -577,11 +608,21 @@ def reboot(ctx: Context, tag: str | None = None) -> dict[str, Any]:
     ran it) before it could answer."""
     import time
 
-    from .statefile import write_json
+    from .statefile import update_json
 
     node = Node.of(ctx)
     state = boot_state(node)
-    write_json(last_reboot_file(ctx), {**state, "tag": tag, "at": time.time()})
+    rec = {**state, "tag": tag, "at": time.time()}
+
+    def keep(data: dict[str, Any]) -> None:
+        data["last"] = rec
+        if tag:
+            ops: dict[str, Any] = data.get("operations") or {}
+            ops[tag] = rec
+            newest = sorted(ops, key=lambda t: ops[t].get("at") or 0)[-KEEP_TAGGED:]
+            data["operations"] = {t: ops[t] for t in newest}
+
+    update_json(last_reboot_file(ctx), keep)
     ctx.audit("started", command=list(node.reboot_command), **state)
     try:
         subprocess.Popen(list(node.reboot_command), stdin=subprocess.DEVNULL,  # noqa: S603

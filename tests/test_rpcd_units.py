@@ -316,3 +316,30 @@ def test_maintenance_status_in_the_daemon_reads_the_file_only_when_it_changed(
         _until(lambda: status() == {"enabled": False}, "maintenance off was never seen")
     finally:
         d.calllog.close()
+
+
+def test_a_line_covered_by_a_failed_fsync_fails_even_after_a_later_one_succeeded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux reports a writeback error to one fsync only: a later fsync that succeeds says
+    nothing of the lines the failed one covered, and their calls must still fail."""
+    import os
+
+    from debvisor_core.rpcd.calllog import CallLog
+
+    log = CallLog(tmp_path / "calls.jsonl", gather_s=0)
+    real_fsync = os.fsync
+    fail = iter([True])
+
+    def fsync(fd: int) -> None:
+        if next(fail, False):
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        log.write({"method": "a"})  # line 1: its fsync fails
+    log.write({"method": "b"})  # line 2: a new fsync succeeds and covers lines 1 and 2
+    with pytest.raises(OSError, match="fsync failed"):
+        log._wait_durable(1)  # line 1's call (a thread that had not looked yet) still fails
+    log._wait_durable(2)
+    log.close()

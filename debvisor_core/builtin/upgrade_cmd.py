@@ -84,7 +84,8 @@ def _plan_run(ctx: Context, p: dict[str, Any]) -> Operation | None:
 def _status(ctx: Context, p: dict[str, Any]) -> Any:
     from ..upgrade import Node, boot_state, last_reboot
 
-    return {**boot_state(Node.of(ctx)), "last_reboot": last_reboot(ctx)}
+    return {**boot_state(Node.of(ctx)),
+            "last_reboot": last_reboot(ctx, p["for_operation"] or None)}
 
 
 def _render_status(r: dict[str, Any]) -> None:
@@ -244,8 +245,12 @@ ACTIONS = [
                     "made. The rolling upgrade asks it to see a node come back from its "
                     "reboot with the services it ran before.",
         result="{boot_id, running_kernel, newest_kernel, reboot_required, kernels [oldest "
-               "first], services [running, less [upgrade] ignore_services], last_reboot "
-               "{boot_id, running_kernel, services, tag, at} or null}",
+               "first], services [running, less [upgrade] ignore_services; null if systemd "
+               "cannot say], last_reboot {boot_id, running_kernel, services, tag, at} or "
+               "null}",
+        params=(Param("for_operation", "Give the last reboot made for this operation "
+                                       "(`upgrade reboot --for-operation`), not the last "
+                                       "reboot.", default=""),),
         examples=("debvisor upgrade status", "debvisor --json upgrade status"),
     ),
     Action(

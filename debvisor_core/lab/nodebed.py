@@ -131,7 +131,8 @@ done
 # /etc/testbed/boot-override names another
 kernel=
 if [ -s "$root/etc/testbed/boot-override" ]; then
-    kernel=$(head -n 1 "$root/etc/testbed/boot-override")
+    kernel=$(head -n 1 "$root/etc/testbed/boot-override" 2>/dev/null) || kernel=
+    [ -f "$root/boot/vmlinuz-$kernel" ] || kernel=  # no such entry: the default one
 fi
 if [ -z "$kernel" ]; then
     kernel=$(ls "$root/boot" 2>/dev/null | sed -n 's/^vmlinuz-//p' | sort -V | tail -n 1)
@@ -581,6 +582,10 @@ class Bed:
         self.config = merge(json.loads(json.dumps(NODE_CONFIG)), config or {})
         self.boot_timeout = boot_timeout
         self.real_boot = real_boot
+        if real_boot and not (shutil.which("qemu-system-x86_64") and BUSYBOX.is_file()):
+            raise LabError("a bed with real boots needs qemu-system-x86_64 and a static "
+                           f"busybox at {BUSYBOX} (apt-get install qemu-system-x86 "
+                           "busybox-static)")
         self.real_boot_timeout = real_boot_timeout
         tag = hashlib.sha256(str(self.dir).encode()).hexdigest()[:6]
         self.prefix = f"{NS_PREFIX}{tag}"
@@ -781,13 +786,19 @@ class Bed:
         the nodes use, ``ADDRESS:PORT``."""
         if not shutil.which("socat"):
             raise LabError("socat is not installed (apt-get install socat)")
+        if (self.dir / f"expose-tcp-{port}.pid").exists():
+            raise LabError(f"port {port} is already exposed")
+        pids = {}
         for proto in ("TCP", "UDP"):
             name = f"expose-{proto.lower()}-{port}"
-            pid = spawn(["socat", f"{proto}-LISTEN:{port},bind={self.host_address},fork,reuseaddr",
-                         f"{proto}:{host}:{port}"],
-                        pidfile=self.dir / f"{name}.pid", log=self.dir / f"{name}.log")
+            # a UDP relay forks one child per client address: -T ends the idle ones
+            pids[proto] = spawn(["socat", *(["-T", "10"] if proto == "UDP" else []),
+                                 f"{proto}-LISTEN:{port},bind={self.host_address},fork,reuseaddr",
+                                 f"{proto}:{host}:{port}"],
+                                pidfile=self.dir / f"{name}.pid", log=self.dir / f"{name}.log")
         wait_for(lambda: _banner_tcp(self.host_address, port), timeout=5,
-                 what=f"relay to {host}:{port}", log=self.dir / f"expose-tcp-{port}.log", pid=pid)
+                 what=f"relay to {host}:{port}", log=self.dir / f"expose-tcp-{port}.log",
+                 pid=pids["TCP"])
         return f"{self.host_address}:{port}"
 
     # -- ssh

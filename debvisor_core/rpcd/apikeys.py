@@ -18,6 +18,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,8 @@ class KeyStore:
     def __init__(self, watch: DirWatch | None = None) -> None:
         self._watch = watch
         self._seen: int | None = None  # the watch's generation the keys were checked at
-        self._mtime: int | None = None
+        self._mtime: tuple[int, int, int] | None = None  # the file read: inode, mtime, size
+        self._reading = threading.Lock()
         self._keys: dict[str, Any] = {}
         self._macs: dict[str, bytes] = {}  # key id -> its stored MAC, as bytes
         #: key id -> (its record as read, SHA-256 of the secret verified against it, the
@@ -131,18 +133,25 @@ class KeyStore:
 
     def _refresh(self) -> None:
         w = self._watch
-        if w is not None and w.ok:
-            gen = w.generation
-            if gen == self._seen:
+        if w is not None and w.ok and w.generation == self._seen:
+            return
+        with self._reading:  # one reader at a time: an older read never lands after a newer
+            gen = w.generation if w is not None and w.ok else None
+            if gen is not None and gen == self._seen:
                 return
-            self._seen = gen  # before reading: a change while we read moves it again
+            self._reload()
+            if gen is not None:
+                self._seen = gen  # read before the file: a change meanwhile moves it again
+
+    def _reload(self) -> None:
         if self._path is None:
             self._path = str(store_path())
         try:
-            m: int | None = os.stat(self._path).st_mtime_ns
+            st = os.stat(self._path)
+            m: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except OSError:
             m = None
-        if m != self._mtime:
+        if m != self._mtime:  # a replaced file is a new inode, even within one clock tick
             self._keys = load() if m is not None else {}
             self._macs, self._verified = {}, {}
             self._loads += 1

@@ -74,16 +74,21 @@ class CallLog:
         self._calls = self._waiting = 0
         self._gathering = False
         self._gathered = threading.Event()
+        self._local = threading.local()  # whether this thread's call entered
 
     def enter(self) -> None:
-        """A call is being served: its line comes soon, and an fsync about to start may
-        wait for it. Pair with :meth:`leave` (in a ``finally``)."""
-        if self.durable:
+        """This thread serves a call that will write its line soon: an fsync about to
+        start may wait for it (no effect if it entered already); :meth:`leave` when that
+        is no longer so (the daemon's worker pool does, in a ``finally``)."""
+        if self.durable and not getattr(self._local, "entered", False):
+            self._local.entered = True
             with self._lock:
                 self._calls += 1
 
     def leave(self) -> None:
-        if self.durable:
+        """This thread's call (if it entered) is over."""
+        if self.durable and getattr(self._local, "entered", False):
+            self._local.entered = False
             with self._lock:
                 self._calls -= 1
                 if self._gathering and self._calls <= self._waiting:
@@ -121,12 +126,18 @@ class CallLog:
     def _wait_durable(self, seq: int) -> None:
         """Return once line ``seq`` is on disk: another writer's fsync that began after it
         was written covers it, else this thread runs one for every line written so far."""
-        while self._synced < seq:
+        while True:
+            # a failed fsync first: Linux reports a writeback error once, so a later fsync
+            # that succeeds says nothing of the lines the failed one covered
+            if seq <= self._lost:
+                raise OSError("the call log's fsync failed")  # the line: not durable
+            if self._synced >= seq:
+                return
             with self._sync:
+                if seq <= self._lost:
+                    raise OSError("the call log's fsync failed")
                 if self._synced >= seq:  # an fsync that covered it ended while we waited
                     return
-                if seq <= self._lost:  # after a failed fsync the kernel may have dropped
-                    raise OSError("the call log's fsync failed")  # the line: not durable
                 self._gather()
                 with self._lock:
                     upto = self._seq  # the lines written before this fsync starts

@@ -92,6 +92,15 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
     assert [maintenance(bed, n) for n in bed.nodes] == [False, False, True]
     assert nodebed.AGENT_SERVICE not in services(bed, "node3")
 
+    # a reboot of node3 by hand (`upgrade reboot`, not for this operation) fixes nothing:
+    # the resume still compares with what node3 ran before the upgrade's reboot
+    previous = bed.boot_id("node3")
+    bed.run("node3", [DEBVISOR, "--yes", "upgrade", "reboot"], check=False)
+    bed.wait_boot("node3", previous)
+    resumed = dv("ops", "resume", op["id"], "--yes")
+    assert resumed.code == 4, resumed
+    assert f"node node3 does not run {nodebed.AGENT_SERVICE} since its reboot" in resumed.stderr
+
     bed.run("node3", "rm /etc/default/dv-agentd")  # the operator fixes the config...
     bed.reboot("node3")  # ...and restarts the service (here: the node)
     resumed = dv("ops", "resume", op["id"], "--yes")

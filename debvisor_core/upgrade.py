@@ -589,11 +589,19 @@ def last_reboot(ctx: Context, tag: str | None = None) -> dict[str, Any] | None:
     when given (a reboot made otherwise meanwhile does not replace it); None if none."""
     from .statefile import read_json
 
-    data = read_json(last_reboot_file(ctx), None)
-    if not isinstance(data, dict):
-        return None
-    rec = (data.get("operations") or {}).get(tag) if tag else data.get("last")
+    data = _reboot_records(read_json(last_reboot_file(ctx), None))
+    rec = data["operations"].get(tag) if tag else data.get("last")
     return rec if isinstance(rec, dict) else None
+
+
+def _reboot_records(data: Any) -> dict[str, Any]:
+    """The reboot records file's content in its shape (anything else in it is dropped):
+    ``last`` and ``operations`` {tag: record}."""
+    data = data if isinstance(data, dict) else {}
+    ops = data.get("operations")
+    return {"last": data.get("last"),
+            "operations": {t: r for t, r in ops.items() if isinstance(r, dict)}
+            if isinstance(ops, dict) else {}}
 
 
 #: reboots kept per operation (the newest)
@@ -615,12 +623,16 @@ def reboot(ctx: Context, tag: str | None = None) -> dict[str, Any]:
     rec = {**state, "tag": tag, "at": time.time()}
 
     def keep(data: dict[str, Any]) -> None:
-        data["last"] = rec
+        ops = _reboot_records(data)["operations"]
         if tag:
-            ops: dict[str, Any] = data.get("operations") or {}
             ops[tag] = rec
-            newest = sorted(ops, key=lambda t: ops[t].get("at") or 0)[-KEEP_TAGGED:]
-            data["operations"] = {t: ops[t] for t in newest}
+        def at(t: str) -> float:
+            when = ops[t].get("at")
+            return float(when) if isinstance(when, int | float) else 0.0
+
+        newest = sorted(ops, key=at)[-KEEP_TAGGED:]
+        data.clear()
+        data.update(last=rec, operations={t: ops[t] for t in newest})
 
     update_json(last_reboot_file(ctx), keep)
     ctx.audit("started", command=list(node.reboot_command), **state)

@@ -83,3 +83,30 @@ def test_a_user_store_others_can_read_is_refused(dv: Runner, dv_state: StateDir)
     assert res.code == 2 and "users.json" in one_error(res.stderr), res
     subprocess.run(["chmod", "600", str(store)], check=True)
     assert dv("rpcd", "user", "list").code == 0
+
+
+def test_a_garbage_reboot_record_is_neither_trusted_nor_a_traceback(
+        dv: Runner, dv_state: StateDir, tmp_path: Path) -> None:
+    """`STATE/upgrade/last-reboot.json` (what `upgrade reboot` keeps for the rolling
+    upgrade's services check) holding the wrong shapes: `upgrade status` says no reboot
+    record, and the next `upgrade reboot` replaces it."""
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("b1\n")
+    dv_state.config({"upgrade": {"root": str(tmp_path), "boot_id_file": str(boot_id),
+                                 "running_kernel_file": str(tmp_path / "absent"),
+                                 "reboot_command": ["true"]}})
+    record = dv_state.path / "upgrade" / "last-reboot.json"
+    record.parent.mkdir(mode=0o700)
+    for planted in ('{"last": "x", "operations": [["op:node1", {"services": []}]]}',
+                    '{"operations": {"a:n": {"at": "soon"}, "op:node1": [1]}}'):
+        record.write_text(planted)
+        for args in ((), ("--for-operation", "op:node1")):
+            res = dv("--json", "upgrade", "status", *args)
+            assert res.code == 0 and "Traceback" not in res.stderr, res
+            assert res.json["last_reboot"] is None
+        res = dv("--json", "--yes", "upgrade", "reboot", "--for-operation", "a:n")
+        assert res.code == 0 and "Traceback" not in res.stderr, res
+    res = dv("--json", "--yes", "upgrade", "reboot", "--for-operation", "op:node1")
+    assert res.code == 0 and "Traceback" not in res.stderr, res
+    again = dv("--json", "upgrade", "status", "--for-operation", "op:node1")
+    assert again.json["last_reboot"]["boot_id"] == "b1"

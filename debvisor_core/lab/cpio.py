@@ -3,8 +3,10 @@ initramfs images from a few files without depending on the cpio tool or a root-o
 
 from __future__ import annotations
 
+import gzip
 import io
 from collections.abc import Iterable
+from pathlib import Path
 
 
 def cpio_newc(entries: Iterable[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
@@ -24,3 +26,14 @@ def cpio_newc(entries: Iterable[tuple[str, int, bytes, tuple[int, int]]]) -> byt
         out.write(data)
         pad()
     return out.getvalue()
+
+
+def write_initramfs(path: Path, entries: Iterable[tuple[str, int, bytes, tuple[int, int]]]
+                    ) -> Path:
+    """Write ``entries`` (see :func:`cpio_newc`) to ``path`` as a gzip'd initramfs (mode
+    0644), replacing it atomically; returns ``path``."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(cpio_newc(entries), mtime=0))
+    tmp.chmod(0o644)
+    tmp.rename(path)
+    return path

@@ -244,7 +244,7 @@ BUSYBOX = Path("/bin/busybox")
 def probe_initrd(cache: Path = CACHE_DIR) -> Path:
     """The initramfs a real boot of a bed node's kernel runs (cached): it prints the kernel's
     release on the serial console and powers off."""
-    from .cpio import cpio_newc
+    from .cpio import write_initramfs
 
     busybox = BUSYBOX.read_bytes()
     digest = hashlib.sha256(busybox + _PROBE_INIT.encode()).hexdigest()[:12]
@@ -256,11 +256,7 @@ def probe_initrd(cache: Path = CACHE_DIR) -> Path:
     entries += [("dev/console", 0o020600, b"", (5, 1)),
                 ("bin/busybox", 0o100755, busybox, (0, 0)),
                 ("init", 0o100755, _PROBE_INIT.encode(), (0, 0))]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(cpio_newc(entries), mtime=0))
-    tmp.chmod(0o644)
-    tmp.rename(path)
-    return path
+    return write_initramfs(path, entries)
 
 
 _REBOOT = "#!/bin/sh\n# test-bed node: init reboots the node on SIGHUP\nexec kill -HUP 1\n"

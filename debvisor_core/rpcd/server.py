@@ -935,9 +935,7 @@ def _run_context(state_dir: Path, hook: Any) -> type[Context]:
     """A Context for the daemon's in-process runs whose state directory and plugin hooks
     are the daemon's, read once when it loaded its actions: like the API-key store's place
     and the actions it serves, they are fixed for its life (asking again per call re-read
-    the environment, parsed a path and checked the plugin selection: ~9 µs of a query).
-    A result goes straight to the run's events UI, as :func:`~debvisor_core.output.emit`
-    sends it."""
+    the environment, parsed a path and checked the plugin selection: ~9 µs of a query)."""
 
     class RunContext(Context):
         @property
@@ -947,13 +945,6 @@ def _run_context(state_dir: Path, hook: Any) -> type[Context]:
         @property
         def hook(self) -> Any:
             return hook
-
-        def emit(self, data: Any, human: Any = None) -> None:
-            ui = self._ui
-            if ui is not None and ui.events:
-                ui.result(data)
-            else:  # pragma: no cover - the daemon's runs have a RecordingUI
-                super().emit(data, human)
 
     return RunContext
 

@@ -16,7 +16,6 @@ busybox initramfs whose ``/init`` prints :data:`READY_LINE` and then a numbered
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import os
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from debvisor_core.lab import LabContext, LabService, netns
-from debvisor_core.lab.cpio import cpio_newc
+from debvisor_core.lab.cpio import write_initramfs
 from debvisor_core.lab.process import LabError, read_pid, run, spawn, stop, stop_pidfile, wait_for
 
 from .labpki import libvirt_client_dir, qemu_tls_dir
@@ -185,11 +184,7 @@ def ensure_initrd(cache: Path = CACHE_DIR) -> Path:
         ("init", 0o100755, _INIT.encode(), (0, 0)),
     ]
     entries += [(f"lib/modules/{m}.ko", 0o100644, data, (0, 0)) for m, data in modules.items()]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(gzip.compress(cpio_newc(entries), mtime=0))
-    tmp.chmod(0o644)
-    tmp.rename(path)
-    return path
+    return write_initramfs(path, entries)
 
 
 

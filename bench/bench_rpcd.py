@@ -9,8 +9,9 @@ Call's cost (measurement scaffolding, the daemon patched in its own process): th
 security pipeline around an action that does nothing, and the action without the
 pipeline. Servers are pinned to CPU 0 and the client to CPU 1 (unpinned runs on 2 vCPUs
 were bimodal: see notes/rpcd.md); 16 calls in flight from client threads for
-BENCH_SECONDS each. Besides calls/s, the server's CPU per call (from /proc) — the figure
-that stays put when the machine is shared.
+BENCH_SECONDS each. The echo runs first and last; ratios are to the mean of the two.
+Besides calls/s, the server's CPU per call (from /proc) — the figure that stays put when
+the machine is shared.
 Targets: rpcd Call/bare >= 0.5 durable, >= 0.7 without fsync.
 """
 
@@ -137,12 +138,16 @@ def main() -> None:
                 p.terminate()
                 p.wait(10)
 
-        try:
-            echo, pid = start([sys.executable, "-c", ECHO_SERVER, str(d)])
-            ch = grpc.secure_channel(echo, creds)
-            bare = ch.unary_unary("/bench.Echo/Echo")
-            results["bare mTLS echo"] = _load(lambda: bare(b"x" * 64, timeout=10), SECONDS, pid)
+        def echo(label: str) -> None:
+            addr, pid = start([sys.executable, "-c", ECHO_SERVER, str(d)])
+            bare = grpc.secure_channel(addr, creds).unary_unary("/bench.Echo/Echo")
+            for _ in range(200):
+                bare(b"x" * 64, timeout=10)
+            results[label] = _load(lambda: bare(b"x" * 64, timeout=10), SECONDS, pid)
             stop()
+
+        try:
+            echo("bare mTLS echo (first)")
             r = subprocess.run([sys.executable, "-m", "debvisor_core", "--json", "rpcd", "key", "create",
                                 "--owner", "bench", "--role", "viewer", "--ttl", "1h"],
                                env=env, capture_output=True, text=True, check=True)
@@ -178,9 +183,12 @@ def main() -> None:
                     one()
                 results[label] = _load(one, SECONDS, pid)
                 stop()
+            echo("bare mTLS echo (last)")
         finally:
             stop()
-    base = results["bare mTLS echo"][0]
+    # the peer measured before and after the rest: the machine's drift over the run (the
+    # echo moved by up to 10 % between runs here) splits evenly between the ratios
+    base = (results["bare mTLS echo (first)"][0] + results["bare mTLS echo (last)"][0]) / 2
     print(f"{'server':32} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'srv µs/call':>12} {'ratio':>6}")
     for label, (rps, p50, p99, cpu) in results.items():
         print(f"{label:32} {rps:9.0f} {p50:8.2f} {p99:8.2f} {cpu:12.0f} {rps / base:6.2f}")

@@ -297,8 +297,10 @@ class Action:
 
     def validate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Typed parameters from ``raw`` (JSON or CLI values; None means "not given")."""
-        if not isinstance(raw, Mapping):
+        if type(raw) is not dict and not isinstance(raw, Mapping):  # ABC check: not per query
             raise BadInput(f"{self.path}: the parameters must be a JSON object")
+        if not raw and not self.params:  # a query without parameters (the daemon's common case)
+            return {}
         known = {p.name: p for p in self.params}
         unknown = sorted(k for k in raw if k not in known)
         if unknown:
@@ -327,9 +329,10 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     exit code is not 0) and show it on ctx's UI."""
     ctx.action = action.path
     ctx.plugin = action.path.split(".")[0]
-    ctx.secret_options = tuple(p.option for p in action.params if p.secret)
+    if action.params:
+        ctx.secret_options = tuple(p.option for p in action.params if p.secret)
     if ctx.target is None:
-        ctx.target = action.target(params)
+        ctx.target = action.target(params) if action.params else {}
     opts = ctx.op_options
     if not action.journalled and (opts.dry_run or opts.check):
         flag = "--dry-run" if opts.dry_run else "--check"

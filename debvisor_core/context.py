@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config as _config
 from .config import Config
+from .output import emit as _emit
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginHost
@@ -176,9 +177,7 @@ class Context:
     def emit(self, data: Any, human: Any = None) -> None:
         """Print ``data`` as one JSON document with --json, else call ``human(data)``
         (or print ``human`` if it is a string)."""
-        from .output import emit
-
-        emit(self, data, human)
+        _emit(self, data, human)
 
     def audit(self, result: str, **details: Any) -> None:
         """Record one audit event for a state-changing command that is not an operation."""

@@ -47,7 +47,7 @@ def _local(ctx: Context) -> dict[str, Any] | None:
     if watch is None or not watch.ok:
         return _read(_path(ctx))
     state = ctx.state_dir
-    if state != watch.directory:  # DEBVISOR_STATE_DIR moved since the watch began
+    if state is not watch.directory and state != watch.directory:  # DEBVISOR_STATE_DIR moved
         return _read(_path(ctx))
     gen = watch.generation  # before the read: a change after it moves it again
     hit = getattr(watch, "maintenance", None)
@@ -70,7 +70,8 @@ def this_node(ctx: Context) -> str:
 
 def store(ctx: Context) -> Any:
     """The cluster-wide maintenance store a plugin provides, or None."""
-    return ctx.hook.debvisor_cluster_maintenance(ctx=ctx)
+    hook = ctx.hook.debvisor_cluster_maintenance
+    return hook(ctx=ctx) if hook.get_hookimpls() else None  # none: not pluggy's call
 
 
 _ASK = object()  # current(): ask the plugins for the cluster store

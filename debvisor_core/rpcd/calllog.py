@@ -33,25 +33,27 @@ from typing import Any
 from ..audit import _record, _tail, _write_all
 
 
-def _canonical_encoder() -> Callable[[dict[str, Any]], str]:
-    """The core chain's canonical form (``audit._canonical``: sorted keys, no spaces,
-    ``default=str``), its C encoder made once rather than per line (``JSONEncoder.encode``
-    builds one, and a table of the containers seen, each time). Without that table: a
-    record is the guard's own flat dict, never circular."""
+def c_encoder(*, sort_keys: bool, compact: bool) -> Callable[[Any], str]:
+    """``json.dumps(obj, default=str)`` (``sort_keys``; ``compact``: no spaces) of records
+    that are never circular (the guard's, an event's), from the C encoder made once:
+    ``JSONEncoder.encode`` builds one, and a table of the containers seen, every time.
+    Sorted and compact: the core chain's canonical form (``audit._canonical``)."""
     from json import encoder as _enc
 
     make = getattr(_enc, "c_make_encoder", None)  # not in the typing stubs
     if make is None:  # pragma: no cover - CPython without the _json accelerator
-        return json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
-    one = make(None, str, _enc.encode_basestring_ascii, None, ":", ",", True, False, True)
+        return json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":") if compact else None,
+                                default=str).encode
+    colon, comma = (":", ",") if compact else (": ", ", ")
+    one = make(None, str, _enc.encode_basestring_ascii, None, colon, comma, sort_keys, False, True)
 
-    def encode(rec: dict[str, Any]) -> str:
-        return "".join(one(rec, 0))
+    def encode(obj: Any) -> str:
+        return "".join(one(obj, 0))
 
     return encode
 
 
-_canonical = _canonical_encoder()
+_canonical = c_encoder(sort_keys=True, compact=True)
 
 
 class CallLog:
@@ -64,13 +66,15 @@ class CallLog:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                            | os.O_CLOEXEC, 0o600)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the lines' order: seq, prev and the write
         self._seq, self._prev = self._tail()
         self._sync = threading.Lock()  # held by the one fsync running
         self._synced = self._seq  # every line up to this seq is on disk
         self._lost = 0  # lines up to this seq were covered by an fsync that failed
-        # group commit's wait (all under _lock): the calls being served, the writers
+        # group commit's wait (all under _count, never held across a system call, so
+        # counting a call never waits for another's write): the calls being served, the writers
         # waiting for their line to be on disk, and whether an fsync waits for the rest
+        self._count = threading.Lock()
         self._calls = self._waiting = 0
         self._gathering = False
         self._gathered = threading.Event()
@@ -82,14 +86,14 @@ class CallLog:
         is no longer so (the daemon's worker pool does, in a ``finally``)."""
         if self.durable and not getattr(self._local, "entered", False):
             self._local.entered = True
-            with self._lock:
+            with self._count:
                 self._calls += 1
 
     def leave(self) -> None:
         """This thread's call (if it entered) is over."""
         if self.durable and getattr(self._local, "entered", False):
             self._local.entered = False
-            with self._lock:
+            with self._count:
                 self._calls -= 1
                 if self._gathering and self._calls <= self._waiting:
                     self._gathered.set()
@@ -112,15 +116,15 @@ class CallLog:
             if n < len(line):  # a short write (a full disk): the rest, or ENOSPC
                 _write_all(self._fd, line[n:])
             self._seq, self._prev = mine, digest
-            if self.durable:
+        if self.durable:
+            with self._count:
                 self._waiting += 1
                 if self._gathering and self._calls <= self._waiting:
                     self._gathered.set()  # every call served has its line written
-        if self.durable:
             try:
                 self._wait_durable(mine)
             finally:
-                with self._lock:
+                with self._count:
                     self._waiting -= 1
 
     def _wait_durable(self, seq: int) -> None:
@@ -139,8 +143,7 @@ class CallLog:
                 if self._synced >= seq:  # an fsync that covered it ended while we waited
                     return
                 self._gather()
-                with self._lock:
-                    upto = self._seq  # the lines written before this fsync starts
+                upto = self._seq  # every line up to it is written (set after its write)
                 try:
                     os.fsync(self._fd)
                 except OSError:
@@ -152,7 +155,7 @@ class CallLog:
         """Wait (at most ``gather_s``) until every call being served has written its line —
         the fsync about to start then covers them too; at once when none is left (the count
         includes calls that wrote theirs and are about to leave: leaving ends the wait)."""
-        with self._lock:
+        with self._count:
             if self.gather_s <= 0 or self._calls <= self._waiting:
                 return
             self._gathered.clear()
@@ -160,7 +163,7 @@ class CallLog:
         try:
             self._gathered.wait(self.gather_s)
         finally:
-            with self._lock:
+            with self._count:
                 self._gathering = False
 
     def close(self) -> None:

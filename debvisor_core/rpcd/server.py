@@ -54,7 +54,7 @@ from ..settings import Section
 from ..ui import RecordingUI
 from . import DEFAULT_PORT
 from .authz import Bucket, Caller, JwtVerifier, Policy
-from .calllog import CallLog
+from .calllog import CallLog, c_encoder
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
@@ -524,7 +524,7 @@ class Guard(grpc.ServerInterceptor):
         elapsed = time.monotonic() - t0
         rec["ms"] = round(elapsed * 1000, 3)
         try:
-            self.d.record(rec, context)
+            self.d.record(rec, context, last=True)
         except Exception:  # the line was not written: the call is refused (UNAVAILABLE)
             self.d.metrics.call(rec["method"], "UNAVAILABLE", elapsed)
             raise
@@ -565,8 +565,8 @@ def _drain(proc: subprocess.Popen[str], label: str) -> None:
              + (f": {said}" if said else ""))
 
 
-#: JSON of events (json.dumps with default=str makes an encoder per call)
-_json = json.JSONEncoder(default=str).encode
+#: JSON of events: json.dumps(default=str), its encoder made once
+_json = c_encoder(sort_keys=False, compact=False)
 
 
 def _event(name: str, **data: Any) -> pb.Event:
@@ -995,7 +995,10 @@ class Daemon:
     def actions(self) -> dict[str, Action]:
         if self._actions is None:
             self._actions = _actions.installed(self.ctx)
-            self.run_context = _run_context(self.ctx.state_dir, self.ctx.hook)
+            state, watch = self.ctx.state_dir, getattr(self.env, "state_watch", None)
+            if watch is not None and watch.directory == state:
+                state = watch.directory  # the same object: the maintenance query's check is `is`
+            self.run_context = _run_context(state, self.ctx.hook)
         return self._actions
 
     def redacted_params(self, path: str, raw: str) -> Any:
@@ -1051,11 +1054,17 @@ class Daemon:
                 log.warn(f"audit sink {impl.plugin_name} failed: {exc}")
         return written
 
-    def record(self, rec: dict[str, Any], context: grpc.ServicerContext | None = None) -> None:
+    def record(self, rec: dict[str, Any], context: grpc.ServicerContext | None = None, *,
+               last: bool = False) -> None:
         """Write a call-log record; when it cannot be written, fail the call given
-        (blocking audit) or, for a call that already ran, say so."""
+        (blocking audit) or, for a call that already ran, say so. ``last``: the call's last
+        record, written as it is (else a copy: the guard adds to it for the next line)."""
+        if last:
+            rec["time"] = time.time()
+        else:
+            rec = {"time": time.time(), **rec}
         try:
-            self.calllog.write({"time": time.time(), **rec})
+            self.calllog.write(rec)
         except OSError as exc:
             log.error(f"rpcd: the call log cannot be written ({exc}); refusing calls")
             if context is not None:

@@ -309,7 +309,7 @@ def _fail(ctx: Context, op: Operation, j: journal.Journal, res: OpResult, exc: B
 
     failed_at = _running_index(res)
     status, err, phase = _after_failure(ctx, op, j, exc, failed_at)
-    res.status, res.error = status, err
+    res.status, res.error, res.result = status, err, op.result
     res.duration_ms = int((time.monotonic() - t0) * 1000)
     audit.record(ctx, result=status, op_id=op.id, duration_ms=res.duration_ms,
                  details={"kind": op.kind, "title": op.title, "error": err, "action": action,
@@ -351,6 +351,7 @@ def _apply_all(ctx: Context, op: Operation, j: journal.Journal, res: OpResult,
         extra = hook.debvisor_execute(ctx=ctx, op=op, step=step, prior=prior)
         record = {**prior, **(extra or {})}
         j.append("applied", step=i, record=record)
+        step.add_result(ctx, record)
         step.verify(ctx, record)
         j.append("verified", step=i)
         res.steps[i]["status"] = "done"
@@ -599,6 +600,9 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
             _check_resumable(st, held=True)
             op = _rebuild(ctx, st)
             ctx.operation = op
+            for s in st.steps:  # the result of the runs before this one
+                if s.status == "verified" and s.record is not None:
+                    op.steps[s.index].add_result(ctx, s.record)
             first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
             reset = first < len(st.steps) and st.steps[first].status in (
                 "in-flight", "applied", "undo-failed")
@@ -635,6 +639,7 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
                 _fail(ctx, op, j, res, exc, t0, action="resume")
         finally:
             j.close()
+    res.result = op.result
     res.duration_ms = int((time.monotonic() - t0) * 1000)
     if paused is not None:
         res.status = "paused"

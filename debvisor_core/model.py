@@ -121,6 +121,12 @@ class Step:
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         """Raise :class:`StepFailed` if the change did not take effect."""
 
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        """Add what this step has to say to the operation's result (``ctx.operation.result``),
+        from its ``record`` alone: called once the record is journalled (before ``verify``)
+        and again, when the operation is resumed, for each step verified before — so a
+        resumed operation's result covers the steps of every run."""
+
     # -- serialisation -------------------------------------------------------
     def params(self) -> dict[str, Any]:
         if dataclasses.is_dataclass(self):

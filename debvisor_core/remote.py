@@ -182,10 +182,14 @@ class RemoteAction(Step):
         data = _last_json(out)
         data = data if isinstance(data, dict) else {}
         result = data.get("result")
-        if isinstance(result, dict):  # the node's report, kept in the operation's per node
-            node_report(ctx, self.node)[self.action] = result
         return {"remote_op": data.get("id") or None, "remote_status": data.get("status"),
-                "remote_exit": code, "remote_error": _why(code, err) if code else None}
+                "remote_exit": code, "remote_error": _why(code, err) if code else None,
+                "report": result if isinstance(result, dict) else None}
+
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        """The node's report (the action's result), in the operation's result per node."""
+        if isinstance(record.get("report"), dict):
+            node_report(ctx, self.node)[self.action] = record["report"]
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         code, status = record.get("remote_exit"), record.get("remote_status")
@@ -298,10 +302,10 @@ class RebootAndVerify(Step):
             ran = last.get("services") if rebooted else before.get("services")
             if rebooted:
                 before = self._settled(ctx, {"services": ran}, before)
-            return self._report(ctx, {
+            return {
                 "rebooted": False, "before": before, "after": before,
                 "expected_kernel": before["running_kernel"],
-                "services": _services(ran, before.get("services"))})
+                "services": _services(ran, before.get("services"))}
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
@@ -320,23 +324,25 @@ class RebootAndVerify(Step):
                     took = round(time.monotonic() - t0, 3)
                     log.info(f"{self.node}: back after {took}s, runs {after['running_kernel']}")
                     after = self._settled(ctx, before, after)
-                    return self._report(ctx, {
+                    return {
                         "rebooted": True, "before": before, "after": after,
                         "expected_kernel": before["newest_kernel"], "reboot_s": took,
                         "services": _services(before.get("services"),
-                                              after.get("services"))})
+                                              after.get("services"))}
                 last = "still the same boot"
             time.sleep(self.poll_s)
         raise StepFailed(f"node {self.node} did not come back within {self.timeout:g}s of its "
                          f"reboot ({last})")
 
-    def _report(self, ctx: Context, record: dict[str, Any]) -> dict[str, Any]:
-        before, after = record["before"], record["after"]
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        """The reboot in the operation's result per node: kernels, time, services."""
+        before, after = record.get("before"), record.get("after")
+        if not (isinstance(before, dict) and isinstance(after, dict)):
+            return  # a record from before this step reported (an older journal)
         node_report(ctx, self.node)["reboot"] = {
-            "rebooted": record["rebooted"], "kernel_before": before.get("running_kernel"),
+            "rebooted": record.get("rebooted"), "kernel_before": before.get("running_kernel"),
             "kernel_after": after.get("running_kernel"), "reboot_s": record.get("reboot_s"),
             "services": record.get("services")}
-        return record
 
     def _settled(self, ctx: Context, before: dict[str, Any], after: dict[str, Any]
                  ) -> dict[str, Any]:

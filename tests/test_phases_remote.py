@@ -76,8 +76,10 @@ def test_rolling_three_nodes_node2_fails_rolls_back_node2_only_and_pauses(
 
     # the operator fixes node2, then resumes: node2 and node3 are upgraded
     (cluster["node2"] / "missing").mkdir()
-    res2 = dv("ops", "resume", op["id"], "--yes")
+    res2 = dv("--json", "ops", "resume", op["id"], "--yes")
     assert res2.code == 0, res2
+    # its result reports every node: node1's step ran before the pause, the others' now
+    assert sorted(res2.json["result"]["nodes"]) == ["node1", "node2", "node3"], res2.json
     for n in ("node1", "node3"):
         assert node_notes(cluster[n])["upgraded"] == "v2"
     assert (cluster["node2"] / "missing" / "notes" / "upgraded").read_text() == "v2"

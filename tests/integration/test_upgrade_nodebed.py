@@ -103,8 +103,16 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
 
     bed.run("node3", "rm /etc/default/dv-agentd")  # the operator fixes the config...
     bed.reboot("node3")  # ...and restarts the service (here: the node)
-    resumed = dv("ops", "resume", op["id"], "--yes")
+    resumed = dv("--json", "ops", "resume", op["id"], "--yes")
     assert resumed.code == 0, resumed
+    # the result reports every node: node1's steps ran in the first run, node2's in the
+    # first resume, node3's in this one
+    nodes = resumed.json["result"]["nodes"]
+    assert sorted(nodes) == ["node1", "node2", "node3"], nodes
+    for n in bed.nodes:
+        assert nodes[n]["reboot"]["kernel_after"] == NEW, nodes[n]
+        assert "packages" in nodes[n]["upgrade.run"], nodes[n]
+    assert nodes["node1"]["reboot"]["kernel_before"] == OLD, nodes["node1"]
     assert [agent(bed, n) for n in bed.nodes] == ["1.1"] * 3
     assert [bed.booted_kernel(n) for n in bed.nodes] == [NEW] * 3
     assert not any(maintenance(bed, n) for n in bed.nodes)

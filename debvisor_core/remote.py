@@ -270,13 +270,29 @@ class RebootAndVerify(Step):
         return (f"on {self.node}: reboot if a newer kernel is installed, wait up to "
                 f"{self.timeout:g}s, verify the booted kernel and the services")
 
+    def _tagged(self, ctx: Context, args: list[str], tag: str, timeout: float
+                ) -> tuple[int, str, str]:
+        """Run ``args --for-operation TAG`` there. A node whose debvisor predates the option
+        (a cluster halfway through upgrading debvisor itself) runs ``args`` alone: its
+        reboot is then not told apart from one by hand (warned)."""
+        transport = transport_for(ctx, self.node)
+        if not tag:
+            return transport.run(args, None, timeout)
+        code, out, err = transport.run([*args, "--for-operation", tag], None, timeout)
+        if code == 2 and "no such option" in err.lower() and "--for-operation" in err:
+            from . import log
+
+            log.warn(f"{self.node}: its debvisor is older than `{' '.join(args[-2:])} "
+                     "--for-operation`: running it without; a resumed check compares with the "
+                     "node's last reboot, whoever made it")
+            return transport.run(args, None, timeout)
+        return code, out, err
+
     def _status(self, ctx: Context, timeout: float, tag: str = "") -> dict[str, Any]:
         """The node's ``upgrade status`` (its last reboot: the one made for ``tag``)."""
         import json
 
-        code, out, err = transport_for(ctx, self.node).run(
-            ["--json", "upgrade", "status", *(["--for-operation", tag] if tag else [])],
-            None, timeout)
+        code, out, err = self._tagged(ctx, ["--json", "upgrade", "status"], tag, timeout)
         try:
             data = json.loads(out) if code == 0 else None
         except json.JSONDecodeError:
@@ -309,8 +325,7 @@ class RebootAndVerify(Step):
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
-        code, _, err = transport_for(ctx, self.node).run(
-            ["--yes", "upgrade", "reboot", "--for-operation", tag], None, 120)
+        code, _, err = self._tagged(ctx, ["--yes", "upgrade", "reboot"], tag, 120)
         if code not in (0, 255):  # 255: ssh lost the session to the reboot
             raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
         last = "no answer yet"

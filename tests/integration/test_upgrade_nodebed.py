@@ -2,7 +2,8 @@
 real ssh, with real apt and dpkg against the bed's repository: each node upgraded, rebooted
 into its new kernel and verified; a node whose boot loader keeps the old kernel pauses the
 upgrade (packages kept) until `ops resume`; an unreachable node pauses it with nothing
-changed there; the orchestrator SIGKILLed mid-run is finished by `ops resume`; a second
+changed there, and a node on a debvisor older than `--for-operation` is rebooted all the
+same; the orchestrator SIGKILLed mid-run is finished by `ops resume`; a second
 rolling upgrade while one runs is refused by the lock."""
 
 from __future__ import annotations
@@ -128,7 +129,28 @@ def test_rolling_upgrade_reboots_verifies_and_pauses_on_the_old_kernel(dv: Runne
                for e in events)
 
 
-def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: Bed) -> None:
+#: a debvisor from before `--for-operation` (what its click parser says to it), else this one
+OLD_DEBVISOR = f"""#!/bin/sh
+for a in "$@"; do
+  if [ "$a" = --for-operation ]; then
+    echo "[ERROR] No such option '--for-operation'. (see \\`debvisor --help\\`)" >&2
+    exit 2
+  fi
+done
+exec {DEBVISOR} "$@"
+"""
+
+
+def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: Bed,
+                                                               dv_state: StateDir) -> None:
+    # node3 runs a debvisor older than `--for-operation` (a cluster halfway through
+    # upgrading debvisor itself): it is rebooted and verified all the same, untagged
+    bed.run("node3", "cat >/usr/local/bin/old-debvisor && chmod 755 /usr/local/bin/old-debvisor",
+            input=OLD_DEBVISOR)
+    assert bed.run("node3", ["old-debvisor", "upgrade", "status", "--for-operation", "x"],
+                   check=False).returncode == 2
+    dv_state.config({"cluster": {"nodes": {"node3": {"command": "/usr/local/bin/old-debvisor"}}}},
+                    base=dv_state.config_path)
     bed.isolate("node2")
     res = dv("upgrade", "rolling", "--yes", "--nodes", "node2,node3")
     assert res.code == 4 and "paused" in res.stderr, res
@@ -142,6 +164,8 @@ def test_an_unreachable_node_pauses_with_nothing_changed_there(dv: Runner, bed: 
     resumed = dv("ops", "resume", op["id"], "--yes")
     assert resumed.code == 0, resumed
     assert [agent(bed, n) for n in ("node2", "node3")] == ["1.1", "1.1"]
+    assert [bed.booted_kernel(n) for n in ("node2", "node3")] == [NEW, NEW]
+    assert "node3: its debvisor is older than `upgrade reboot --for-operation`" in resumed.stderr
 
 
 def test_a_killed_orchestrator_is_resumed_and_a_second_upgrade_is_refused(

@@ -602,7 +602,11 @@ def resume_op(ctx: Context, op_id: str) -> OpResult:
             ctx.operation = op
             for s in st.steps:  # the result of the runs before this one
                 if s.status == "verified" and s.record is not None:
-                    op.steps[s.index].add_result(ctx, s.record)
+                    try:
+                        op.steps[s.index].add_result(ctx, s.record)
+                    except Exception as exc:  # noqa: BLE001 - a report, not the change
+                        log.warn(f"step {s.index + 1}'s report from its record: "
+                                 f"{type(exc).__name__}: {exc}; the result lacks it")
             first = next((s.index for s in st.steps if s.status != "verified"), len(st.steps))
             reset = first < len(st.steps) and st.steps[first].status in (
                 "in-flight", "applied", "undo-failed")

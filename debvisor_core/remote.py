@@ -140,6 +140,27 @@ def _last_json(stdout: str) -> Any:
         return None
 
 
+#: the largest node report a step's journal record keeps (bytes of JSON)
+REPORT_MAX = 256 * 1024
+
+
+def _reportable(result: Any) -> dict[str, Any] | None:
+    """A node's report (its action's result) as the step's journal record keeps it: what
+    looks secret digested, as the audit log has it (``ops show`` is a query anyone
+    allowed to read may run); plain JSON only (a NaN would make the journal unreadable)
+    and at most :data:`REPORT_MAX` bytes — else a note of why it was left out."""
+    if not isinstance(result, dict):
+        return None
+    from .redact import scrub
+
+    clean = scrub(result)
+    try:
+        size = len(json.dumps(clean, allow_nan=False))
+    except (ValueError, TypeError):
+        return {"omitted": "the node's report is not plain JSON"}
+    return clean if size <= REPORT_MAX else {"omitted": f"the node's report is {size} bytes"}
+
+
 def _why(code: int, stderr: str) -> str:
     """Why a remote run failed: its last ``[ERROR]`` line, else the last line it wrote (what
     ssh says about an unreachable node), else its exit code."""
@@ -181,10 +202,9 @@ class RemoteAction(Step):
                                         "--yes", *forced], json.dumps(self.args), self.timeout)
         data = _last_json(out)
         data = data if isinstance(data, dict) else {}
-        result = data.get("result")
         return {"remote_op": data.get("id") or None, "remote_status": data.get("status"),
                 "remote_exit": code, "remote_error": _why(code, err) if code else None,
-                "report": result if isinstance(result, dict) else None}
+                "report": _reportable(data.get("result"))}
 
     def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
         """The node's report (the action's result), in the operation's result per node."""
@@ -271,28 +291,30 @@ class RebootAndVerify(Step):
                 f"{self.timeout:g}s, verify the booted kernel and the services")
 
     def _tagged(self, ctx: Context, args: list[str], tag: str, timeout: float
-                ) -> tuple[int, str, str]:
-        """Run ``args --for-operation TAG`` there. A node whose debvisor predates the option
-        (a cluster halfway through upgrading debvisor itself) runs ``args`` alone: its
-        reboot is then not told apart from one by hand (warned)."""
+                ) -> tuple[int, str, str, bool]:
+        """Run ``args --for-operation TAG`` there: (code, stdout, stderr, whether it took the
+        tag). A node whose debvisor predates the option (a cluster halfway through
+        upgrading debvisor itself) runs ``args`` alone: its reboot is then not told apart
+        from one by hand (warned)."""
         transport = transport_for(ctx, self.node)
         if not tag:
-            return transport.run(args, None, timeout)
+            return (*transport.run(args, None, timeout), False)
         code, out, err = transport.run([*args, "--for-operation", tag], None, timeout)
         if code == 2 and "no such option" in err.lower() and "--for-operation" in err:
             from . import log
 
             log.warn(f"{self.node}: its debvisor is older than `{' '.join(args[-2:])} "
-                     "--for-operation`: running it without; a resumed check compares with the "
-                     "node's last reboot, whoever made it")
-            return transport.run(args, None, timeout)
-        return code, out, err
+                     "--for-operation`: running it without; a resumed check there verifies "
+                     "the kernel, not the services it ran before the reboot")
+            return (*transport.run(args, None, timeout), False)
+        return code, out, err, True
 
     def _status(self, ctx: Context, timeout: float, tag: str = "") -> dict[str, Any]:
         """The node's ``upgrade status`` (its last reboot: the one made for ``tag``)."""
         import json
 
-        code, out, err = self._tagged(ctx, ["--json", "upgrade", "status"], tag, timeout)
+        code, out, err, tagged = self._tagged(ctx, ["--json", "upgrade", "status"], tag,
+                                              timeout)
         try:
             data = json.loads(out) if code == 0 else None
         except json.JSONDecodeError:
@@ -301,6 +323,8 @@ class RebootAndVerify(Step):
             from .errors import StepFailed
 
             raise StepFailed(f"node {self.node}: cannot read its boot state: {_why(code, err)}")
+        if tag:  # whether the node keeps its reboots per operation (a newer debvisor)
+            self._per_operation = tagged
         return data
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
@@ -313,8 +337,10 @@ class RebootAndVerify(Step):
         if not before["reboot_required"]:
             # resumed after this operation rebooted the node: the services it ran then
             last = before.get("last_reboot") or {}
-            rebooted = bool(tag) and last.get("tag") == tag and \
-                last.get("boot_id") != before["boot_id"]
+            # an older debvisor there keeps no reboot per operation: a reboot by hand and
+            # ours look alike, so the services are not compared on a resume (warned)
+            ours = getattr(self, "_per_operation", True) and last.get("tag") == tag
+            rebooted = bool(tag) and ours and last.get("boot_id") != before["boot_id"]
             ran = last.get("services") if rebooted else before.get("services")
             if rebooted:
                 before = self._settled(ctx, {"services": ran}, before)
@@ -325,7 +351,7 @@ class RebootAndVerify(Step):
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
-        code, _, err = self._tagged(ctx, ["--yes", "upgrade", "reboot"], tag, 120)
+        code, _, err, _ = self._tagged(ctx, ["--yes", "upgrade", "reboot"], tag, 120)
         if code not in (0, 255):  # 255: ssh lost the session to the reboot
             raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
         last = "no answer yet"

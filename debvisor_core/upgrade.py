@@ -518,10 +518,11 @@ class AptDistUpgrade(Step):
             if line.startswith(("Unpacking", "Setting up", "Removing")):
                 log.info(line)
         _apt_ok(res, "apt-get dist-upgrade")
-        diff = changes(prior.get("before") or {}, installed(node))
-        if ctx.operation is not None:
-            ctx.operation.result["packages"] = diff
-        return {"changes": diff}
+        return {"changes": changes(prior.get("before") or {}, installed(node))}
+
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        if ctx.operation is not None and isinstance(record.get("changes"), dict):
+            ctx.operation.result["packages"] = record["changes"]
 
     def verify(self, ctx: Context, record: dict[str, Any]) -> None:
         from .errors import StepFailed
@@ -572,12 +573,14 @@ class RebootCheck(Step):
         running, kernels = running_kernel(node), installed_kernels(node)
         newest = kernels[-1] if kernels else running
         needed = newest != running
-        if ctx.operation is not None:
-            ctx.operation.result.update(running_kernel=running, newest_kernel=newest,
-                                        reboot_required=needed)
         if needed:
             log.warn(f"reboot needed: kernel {newest} is installed, {running} runs")
-        return {"reboot_required": needed}
+        return {"reboot_required": needed, "running_kernel": running, "newest_kernel": newest}
+
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        if ctx.operation is not None and "running_kernel" in record:
+            ctx.operation.result.update({k: record.get(k) for k in (
+                "running_kernel", "newest_kernel", "reboot_required")})
 
 
 def last_reboot_file(ctx: Context) -> Path:

@@ -131,12 +131,16 @@ class CallLog:
         """Return once line ``seq`` is on disk: another writer's fsync that began after it
         was written covers it, else this thread runs one for every line written so far."""
         while True:
-            # a failed fsync first: Linux reports a writeback error once, so a later fsync
-            # that succeeds says nothing of the lines the failed one covered
-            if seq <= self._lost:
-                raise OSError("the call log's fsync failed")  # the line: not durable
+            # _synced before _lost: a failed fsync records its loss before any later fsync
+            # (they run one at a time) records success, so a success seen here means a
+            # failure that came before it is seen too. Linux reports a writeback error once:
+            # a later fsync that succeeds says nothing of the lines the failed one covered.
             if self._synced >= seq:
+                if seq <= self._lost:
+                    raise OSError("the call log's fsync failed")  # the line: not durable
                 return
+            if seq <= self._lost:
+                raise OSError("the call log's fsync failed")
             with self._sync:
                 if seq <= self._lost:
                     raise OSError("the call log's fsync failed")

@@ -427,3 +427,55 @@ def test_remote_never_runs_the_command_here(dv: Runner, dv_state: StateDir,
         res = dv("--remote", bad, *args)
         assert res.code == 2 and "not a node name or host:port" in res.stderr, (bad, res)
     assert notes(dv_state) == prior and ops(dv) == before
+
+
+def test_a_hostile_nodes_report_neither_breaks_the_journal_nor_shows_its_secrets(
+        dv: Runner, dv_state: StateDir) -> None:
+    """A node whose answer carries a NaN (json accepts it, the journal refuses it) and a
+    secret-looking field: the step's journal record keeps neither; `ops show` reads the
+    operation and the secret is in none of its output."""
+    dv_state.config({"cluster": {"nodes": {"evil": {"transport": "evil"}}}})
+    code = r"""
+import json, sys
+from debvisor_core import remote
+from debvisor_core.context import Context
+from debvisor_core.engine import run
+from debvisor_core.model import Operation
+from debvisor_core.ui import RecordingUI
+
+class Evil:
+    def __init__(self, node, conf): pass
+    def run(self, args, stdin, timeout):
+        return 0, '{"id": "x", "status": "succeeded", "result": {"api_token": "SEKRIT-42", ' \
+                  '"load": NaN}}', ""
+
+def ctx():
+    c = Context(yes=True)
+    c.ui = RecordingUI()
+    return c
+
+remote.DRIVERS["evil"] = Evil
+nan_op = Operation(kind="x.evil", title="ask the evil node", locks=["x.evil"],
+                   steps=[remote.RemoteAction("evil", "example.note.list", {})])
+print(json.dumps(run(ctx(), nan_op).status))
+remote.DRIVERS["evil"] = type("Evil2", (Evil,), {"run": lambda self, a, s, t: (
+    0, json.dumps({"id": "y", "status": "succeeded",
+                   "result": {"api_token": "SEKRIT-42", "ok": True}}), "")})
+secret_op = Operation(kind="x.evil", title="ask it again", locks=["x.evil"],
+                      steps=[remote.RemoteAction("evil", "example.note.list", {})])
+print(json.dumps(run(ctx(), secret_op).result))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ})
+    assert res.returncode == 0, res.stderr
+    status, result = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert status == "succeeded"
+    assert "SEKRIT-42" not in json.dumps(result)
+    assert result["nodes"]["evil"]["example.note.list"]["ok"] is True
+    listed = ops(dv)
+    assert len(listed) == 2 and {o["status"] for o in listed} == {"succeeded"}, listed
+    for o in listed:
+        shown = dv("--json", "ops", "show", o["id"])
+        assert shown.code == 0, shown
+        assert "SEKRIT-42" not in shown.stdout + shown.stderr
+    assert "SEKRIT-42" not in "".join(p.read_text() for p in (dv_state.path / "ops").iterdir())

@@ -92,7 +92,9 @@ ACTIONS = [
            execute=_resume, render=lambda r: print(f"resumed {r['id']}: {r['status']}"),
            params=(_ID, _YES, Param("force_maintenance", "Resume even though maintenance mode is on.",
                                     type="bool", default=False)),
-           result="{id, kind, title, status, steps, findings, duration_ms}",
+           result="{id, kind, title, status, steps, findings, duration_ms, result: the "
+                  "operation's result, the steps of every run included (a rolling upgrade's "
+                  "nodes), error}",
            examples=("debvisor ops resume 20261125-101500-ab12cd --yes",)),
 ]
 

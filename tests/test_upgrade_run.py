@@ -282,3 +282,15 @@ def test_no_reboot_leaves_the_kernel_and_a_node_without_a_new_kernel_is_not_rebo
         "DEBVISOR_CONFIG": str(tmp_path / "node1" / "debvisor.toml")})
     assert again.code == 0 and again.json["rebooting"] is False, again
     assert (roots["node1"] / "boot_id").read_text() == "first-boot\n"
+
+
+def test_a_node_over_grpc_is_refused_a_reboot_before_anything_runs(dv: Runner,
+                                                                  dv_state: StateDir) -> None:
+    """The grpc transport runs declared actions, not the reboot step's `upgrade status`
+    and `upgrade reboot`: planned with a reboot, the upgrade would pause at every node."""
+    dv_state.config({"cluster": {"nodes": {"g1": {"transport": "grpc",
+                                                  "address": "127.0.0.1:9"}}}})
+    res = dv("upgrade", "rolling", "--yes")
+    assert res.code == 2, res
+    assert "g1 use(s) the grpc transport, which runs the upgrade but not the reboot" in res.stderr
+    assert dv("--json", "ops", "list").json == []  # nothing journalled, nothing ran

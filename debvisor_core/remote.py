@@ -300,7 +300,8 @@ class RebootAndVerify(Step):
         if not tag:
             return (*transport.run(args, None, timeout), False)
         code, out, err = transport.run([*args, "--for-operation", tag], None, timeout)
-        if code == 2 and "no such option" in err.lower() and "--for-operation" in err:
+        if code == 2 and ("no such option" in err.lower() and "--for-operation" in err
+                          or "unknown parameter 'for_operation'" in err):  # ssh / grpc
             from . import log
 
             log.warn(f"{self.node}: its debvisor is older than `{' '.join(args[-2:])} "

@@ -284,13 +284,54 @@ def test_no_reboot_leaves_the_kernel_and_a_node_without_a_new_kernel_is_not_rebo
     assert (roots["node1"] / "boot_id").read_text() == "first-boot\n"
 
 
-def test_a_node_over_grpc_is_refused_a_reboot_before_anything_runs(dv: Runner,
-                                                                  dv_state: StateDir) -> None:
-    """The grpc transport runs declared actions, not the reboot step's `upgrade status`
-    and `upgrade reboot`: planned with a reboot, the upgrade would pause at every node."""
-    dv_state.config({"cluster": {"nodes": {"g1": {"transport": "grpc",
-                                                  "address": "127.0.0.1:9"}}}})
-    res = dv("upgrade", "rolling", "--yes")
-    assert res.code == 2, res
-    assert "g1 use(s) the grpc transport, which runs the upgrade but not the reboot" in res.stderr
-    assert dv("--json", "ops", "list").json == []  # nothing journalled, nothing ran
+
+def test_a_rolling_upgrade_over_the_grpc_transport_reboots_and_verifies(
+        dv: Runner, dv_state: StateDir, tmp_path: Path) -> None:
+    """A node served by its rpcd (mTLS, the orchestrator's certificate): each step runs
+    there — maintenance, `upgrade run` and the reboot step's `upgrade status` (Call) and
+    `upgrade reboot` (Invoke) — and the node is upgraded, rebooted and verified as over ssh."""
+    import os
+
+    from debvisor_core.lab.manager import to_toml
+    from debvisor_core.rpcd import pki
+
+    home = tmp_path / "node1"
+    (home / "state").mkdir(parents=True)
+    root = build_node(home)
+    d = tmp_path / "pki"
+    pki.init(d)
+    pki.issue(d, "node1", server=True, ips=("127.0.0.1",))
+    pki.issue(d, "orch", kind="user")
+    node_cfg = home / "debvisor.toml"
+    node_cfg.write_text(to_toml({**upgrade_config(root), "rpcd": {
+        "listen": "127.0.0.1:0", "ca": str(d / "ca.pem"), "cert": str(d / "node1.pem"),
+        "key": str(d / "node1.key"), "identities": {"orch": ["admin"]}}}))
+    calls = home / "calls.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log", str(calls)],
+        env={**os.environ, "DEBVISOR_STATE_DIR": str(home / "state"),
+             "DEBVISOR_CONFIG": str(node_cfg)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), (line, proc.stderr.read() if proc.stderr else "")
+        dv_state.config({"cluster": {"nodes": {"node1": {"transport": "grpc",
+                                                         "address": line.split()[1]}}},
+                         "rpcd": {"client": {"ca": str(d / "ca.pem"), "cert": str(d / "orch.pem"),
+                                             "key": str(d / "orch.key")}}})
+        res = dv("--json", "upgrade", "rolling", "--yes")
+        assert res.code == 0, res
+        assert versions(root)[AGENT] == "1.1"
+        assert (root / "osrelease").read_text() == "6.1.0-91-debvisor\n"  # rebooted into it
+        assert (root / "boot_id").read_text() != "first-boot\n"
+        report = res.json["result"]["nodes"]["node1"]
+        assert report["reboot"]["kernel_before"] == "6.1.0-90-debvisor", report
+        assert report["reboot"]["kernel_after"] == "6.1.0-91-debvisor", report
+        seen = {(json.loads(ln)["method"].rsplit("/", 1)[1], json.loads(ln).get("action"))
+                for ln in calls.read_text().splitlines()}
+        assert {("Call", "upgrade.status"), ("Invoke", "upgrade.reboot"),
+                ("Invoke", "upgrade.run"), ("Invoke", "maintenance.enable")} <= seen, seen
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -123,13 +123,6 @@ def _plan_rolling(ctx: Context, p: dict[str, Any]) -> Operation:
         raise BadInput(f"not in the inventory ([cluster.nodes]): {', '.join(unknown)}")
     if len(set(names)) != len(names):
         raise BadInput("a node is named twice in --nodes")
-    over_grpc = [n for n in names if isinstance(inventory[n], dict)
-                 and inventory[n].get("transport") == "grpc"]
-    if over_grpc and not p["no_reboot"]:  # its rpcd serves actions, not `upgrade status`
-        raise BadInput(f"{', '.join(over_grpc)} use(s) the grpc transport, which runs the "
-                       "upgrade but not the reboot and its check: give --no-reboot (then "
-                       "`debvisor --remote NODE upgrade reboot --if-needed` there), or an ssh "
-                       "transport")
     batch = int(p["batch"])
     drain = not p["no_drain"]
     phases = []

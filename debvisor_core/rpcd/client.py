@@ -85,11 +85,12 @@ class Client:
         return pbg.NodeStub(self.channel())
 
     def invoke(self, action: str, params_json: str, *, dry_run: bool = False, check: bool = False,
-               yes: bool = False, timeout: float = 3600,
-               origin: str = "") -> Iterator[dict[str, Any]]:
+               yes: bool = False, timeout: float = 3600, origin: str = "",
+               force_maintenance: bool = False) -> Iterator[dict[str, Any]]:
         """The run's events as dicts; an RPC error becomes a ``log`` and a final ``exit`` event."""
         req = pb.InvokeRequest(action=action, params_json=params_json, dry_run=dry_run,
-                               check=check, yes=yes, origin=origin)
+                               check=check, yes=yes, origin=origin,
+                               force_maintenance=force_maintenance)
         try:
             for ev in self.stub().Invoke(req, timeout=timeout, metadata=self.metadata()):
                 yield json.loads(ev.json)
@@ -115,7 +116,8 @@ class Client:
         code = exc.code()
         message = f"{self.address}: {code.name}: {exc.details()}"
         yield {"event": "log", "level": "error", "message": message}
-        yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message}
+        yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message,
+               "rpc_status": code.name}
 
 
 def record_event(stub: pbg.NodeStub, user_token: str, event: Mapping[str, Any], *,

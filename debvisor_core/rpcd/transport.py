@@ -5,8 +5,11 @@ address``, else ``NODE:7443``); the caller's certificate and keys come from
 ``[rpcd.client]``. The step's three commands map onto the node's API: ``actions run
 ACTION -`` (``Invoke``, with the step's ``--origin``, journalled with the node's
 operation), ``ops rollback ID`` (``Invoke`` of ``ops.rollback``) and ``ops list --origin O``
-(``Call`` of ``ops.list``: a query, one unary call); the node's events come back as the
-JSON result, ``[ERROR]`` lines and the exit code the ssh and local transports return.
+(``Call`` of ``ops.list``: a query, one unary call); ``RebootAndVerify``'s two map too:
+``upgrade status [--for-operation T]`` (``Call``) and ``--yes upgrade reboot
+[--for-operation T]`` (``Invoke``). The node's events come back as the JSON result,
+``[ERROR]`` lines and the exit code the ssh and local transports return — 255 when the
+node was lost (UNAVAILABLE: unreachable, or gone down for its reboot), as ssh says it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,16 @@ class GrpcTransport:
         if "--origin" in rest[:2]:
             rest = rest[2:]
         query = False
-        if rest[:2] == ["actions", "run"] and len(rest) >= 3:
+        lead_yes = rest[:1] == ["--yes"]  # `--yes upgrade reboot`: the reboot step's form
+        if lead_yes:
+            rest = rest[1:]
+        if rest[:2] in (["upgrade", "status"], ["upgrade", "reboot"]):  # the reboot step's
+            tag = _value(rest, "--for-operation")
+            params = json.dumps(({"for_operation": tag} if tag is not None else {})
+                                | ({"if_needed": True} if "--if-needed" in rest else {}))
+            action, yes, origin = f"upgrade.{rest[1]}", lead_yes, ""
+            query = rest[1] == "status"
+        elif rest[:2] == ["actions", "run"] and len(rest) >= 3:
             action, params, yes = rest[2], stdin or "{}", "--yes" in rest
         elif rest[:2] == ["ops", "rollback"] and len(rest) >= 3:
             action, params, yes = "ops.rollback", json.dumps({"id": rest[2]}), True
@@ -60,7 +72,8 @@ class GrpcTransport:
         errors: list[str] = []
         code = 0
         events = self.client.call(action, params, timeout=timeout, origin=origin) if query \
-            else self.client.invoke(action, params, yes=yes, timeout=timeout, origin=origin)
+            else self.client.invoke(action, params, yes=yes, timeout=timeout, origin=origin,
+                                    force_maintenance="--force-maintenance" in rest)
         for ev in events:
             kind = ev.get("event")
             if kind == "result":
@@ -69,5 +82,7 @@ class GrpcTransport:
                 errors.append(f"[ERROR] {ev.get('message')}")
             elif kind == "exit":
                 code = int(ev.get("code") or 0)
+                if ev.get("rpc_status") == "UNAVAILABLE":
+                    code = 255  # the node was lost (ssh's code for it): a reboot, or unreachable
         out = json.dumps(result) if result is not None else ""
         return code, out, "\n".join(errors)

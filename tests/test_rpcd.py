@@ -4,6 +4,7 @@ call reached the daemon, its line in the call log."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -168,8 +169,10 @@ def _config(root: Path, name: str, **extra: Any) -> Path:
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     lines += ["[rpcd.identities]", 'admin = ["admin"]', 'viewer = ["viewer"]', 'alice = ["operator"]',
               'bob = ["viewer"]', 'expired = ["admin"]', 'lister = "lister"', 'invoker = ["invoker"]',
+              'noter = ["noter"]',
               "[rpcd.roles.lister]", 'allow = ["rpc:Call", "ops.*"]',
-              "[rpcd.roles.invoker]", 'allow = ["rpc:Invoke", "ops.list"]']
+              "[rpcd.roles.invoker]", 'allow = ["rpc:Invoke", "ops.list"]',
+              "[rpcd.roles.noter]", 'allow = ["rpc:Invoke", "example.note.add"]']
     p = root / f"{name}.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
@@ -423,6 +426,26 @@ def test_call_rbac_per_method_and_per_action(daemon: Daemon, world: Any) -> None
         (grpc.StatusCode.UNAUTHENTICATED, "panel is a proxy: it must forward its user's token")
     assert _code(lambda: _stub(daemon, pk, None).Call(status, timeout=15))[0] == \
         grpc.StatusCode.UNAVAILABLE
+
+
+def test_force_maintenance_needs_the_right_to_end_maintenance(daemon: Daemon, world: Any) -> None:
+    """Invoke's force_maintenance overrides the node's maintenance hold: only a caller who
+    may end maintenance (maintenance.disable) may ask it; the call log says it was asked."""
+    pk = world[1]
+    admin = _stub(daemon, pk, "admin")
+    noter = [("authorization", f"Bearer {_token(pk, sub='noter')}")]
+
+    def add(name: str, force: bool) -> pb.InvokeRequest:
+        return pb.InvokeRequest(action="example.note.add", yes=True, force_maintenance=force,
+                                params_json=json.dumps({"name": name, "text": "x"}))
+
+    assert _code(lambda: list(admin.Invoke(add("fm1", True), timeout=60, metadata=noter))) == \
+        (grpc.StatusCode.PERMISSION_DENIED,
+         "noter may not override maintenance mode: force_maintenance needs maintenance.disable")
+    denied = _last_denial(daemon)
+    assert (denied["caller"], denied.get("force_maintenance")) == ("noter via=admin", True), denied
+    assert _events(admin.Invoke(add("fm1", False), timeout=60, metadata=noter))[-1]["code"] == 0
+    assert _events(admin.Invoke(add("fm2", True), timeout=60))[-1]["code"] == 0  # admin may
 
 
 def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, world: Any) -> None:
@@ -1053,3 +1076,49 @@ def test_lab_up_rpcd_serves_the_lab_and_lab_env_points_at_it(tmp_path: Path) -> 
     finally:
         assert dv("lab", "down", "rpcd").returncode == 0
     assert json.loads(dv("--json", "lab", "status").stdout)["services"]["rpcd"]["running"] is False
+
+
+def test_the_grpc_transport_says_255_only_for_a_node_lost_mid_call(
+        world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As ssh's 255, the grpc transport's: a node that admitted the call and went away
+    running it (killed here, as a reboot does) — which the reboot step waits out. A call the
+    node refused keeps its own code, and so does a node that never answered."""
+    from debvisor_core.rpcd.client import Client
+    from debvisor_core.rpcd.transport import GrpcTransport
+
+    root, pk = world
+    ready = tmp_path / "hung"
+    monkeypatch.setenv("DEBVISOR_FAULTS", "1:hang")  # the node's step 1 hangs once applied
+    monkeypatch.setenv("DEBVISOR_FAULT_READY", str(ready))
+    (tmp_path / "state").mkdir()
+    d = _start(root, "lost", state=tmp_path / "state")
+
+    def transport(who: str) -> GrpcTransport:
+        return GrpcTransport("n1", Client(address=d.address, ca=str(pk.dir / "ca.pem"),
+                                          cert=str(pk.dir / f"{who}.pem"),
+                                          key=str(pk.dir / f"{who}.key")))
+
+    args = ["--json", "actions", "run", "example.note.add", "-", "--yes"]
+    stdin = json.dumps({"name": "lost", "text": "x"})
+    try:
+        assert transport("nobody").run(args, stdin, 30)[0] == 3  # refused: PERMISSION_DENIED
+        out: dict[str, Any] = {}
+        running = threading.Thread(target=lambda: out.update(r=transport("admin").run(
+            args, stdin, 60)))
+        running.start()
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert time.monotonic() < deadline and running.is_alive(), out
+            time.sleep(0.05)
+        d.proc.kill()  # the node goes down mid-call
+        running.join(30)
+        assert out["r"][0] == 255, out
+        assert "UNAVAILABLE" in out["r"][2], out
+        assert transport("admin").run(args, stdin, 10)[0] == 1  # nothing answers: not 255
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+        d.proc.wait(10)
+        if ready.exists():  # the node's hung action (its own session): gone with the node
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(ready.read_text()), signal.SIGKILL)

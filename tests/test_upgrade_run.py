@@ -289,8 +289,12 @@ def test_a_rolling_upgrade_over_the_grpc_transport_reboots_and_verifies(
         dv: Runner, dv_state: StateDir, tmp_path: Path) -> None:
     """A node served by its rpcd (mTLS, the orchestrator's certificate): each step runs
     there — maintenance, `upgrade run` and the reboot step's `upgrade status` (Call) and
-    `upgrade reboot` (Invoke) — and the node is upgraded, rebooted and verified as over ssh."""
+    `upgrade reboot` (Invoke) — and the node is upgraded, rebooted and verified as over ssh.
+    Its reboot takes the daemon down (SIGKILL, whether or not the Invoke has ended) and the
+    node's supervisor starts it again on the same port, as systemd would after a boot."""
     import os
+    import socket
+    import threading
 
     from debvisor_core.lab.manager import to_toml
     from debvisor_core.rpcd import pki
@@ -302,26 +306,49 @@ def test_a_rolling_upgrade_over_the_grpc_transport_reboots_and_verifies(
     pki.init(d)
     pki.issue(d, "node1", server=True, ips=("127.0.0.1",))
     pki.issue(d, "orch", kind="user")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pidfile = home / "rpcd.pid"
+    reboot = (f"import os, runpy, sys; sys.argv = ['fakeboot', {str(root)!r}]; "
+              f"runpy.run_path({str(FAKEBOOT)!r}); "
+              f"os.kill(int(open({str(pidfile)!r}).read()), 9)")
+    config = upgrade_config(root)
+    config["upgrade"]["reboot_command"] = [sys.executable, "-c", reboot]
     node_cfg = home / "debvisor.toml"
-    node_cfg.write_text(to_toml({**upgrade_config(root), "rpcd": {
-        "listen": "127.0.0.1:0", "ca": str(d / "ca.pem"), "cert": str(d / "node1.pem"),
+    node_cfg.write_text(to_toml({**config, "rpcd": {
+        "listen": f"127.0.0.1:{port}", "ca": str(d / "ca.pem"), "cert": str(d / "node1.pem"),
         "key": str(d / "node1.key"), "identities": {"orch": ["admin"]}}}))
     calls = home / "calls.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--call-log", str(calls)],
-        env={**os.environ, "DEBVISOR_STATE_DIR": str(home / "state"),
-             "DEBVISOR_CONFIG": str(node_cfg)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "DEBVISOR_STATE_DIR": str(home / "state"),
+           "DEBVISOR_CONFIG": str(node_cfg)}
+    starts: list[subprocess.Popen[str]] = []
+    stopping, up = threading.Event(), threading.Event()
+
+    def supervise() -> None:  # the node's init: the daemon again whenever it dies
+        while not stopping.is_set():
+            with (home / "rpcd.err").open("a") as err:
+                proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve",
+                                         "--call-log", str(calls)], env=env,
+                                        stdout=subprocess.PIPE, stderr=err, text=True)
+            starts.append(proc)
+            pidfile.write_text(str(proc.pid))
+            assert proc.stdout is not None
+            if proc.stdout.readline().startswith("READY"):
+                up.set()
+            proc.wait()
+
+    keeper = threading.Thread(target=supervise, daemon=True)
+    keeper.start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("READY "), (line, proc.stderr.read() if proc.stderr else "")
+        assert up.wait(60), (home / "rpcd.err").read_text()
         dv_state.config({"cluster": {"nodes": {"node1": {"transport": "grpc",
-                                                         "address": line.split()[1]}}},
+                                                         "address": f"127.0.0.1:{port}"}}},
                          "rpcd": {"client": {"ca": str(d / "ca.pem"), "cert": str(d / "orch.pem"),
                                              "key": str(d / "orch.key")}}})
         res = dv("--json", "upgrade", "rolling", "--yes")
-        assert res.code == 0, res
+        assert res.code == 0, (res, (home / "rpcd.err").read_text())
+        assert len(starts) == 2  # the reboot took the daemon down once
         assert versions(root)[AGENT] == "1.1"
         assert (root / "osrelease").read_text() == "6.1.0-91-debvisor\n"  # rebooted into it
         assert (root / "boot_id").read_text() != "first-boot\n"
@@ -333,5 +360,9 @@ def test_a_rolling_upgrade_over_the_grpc_transport_reboots_and_verifies(
         assert {("Call", "upgrade.status"), ("Invoke", "upgrade.reboot"),
                 ("Invoke", "upgrade.run"), ("Invoke", "maintenance.enable")} <= seen, seen
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stopping.set()
+        for proc in starts:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        keeper.join(10)

@@ -21,12 +21,12 @@ from typing import Any
 
 import grpc
 
+from ..rpcd import ADMITTED
 from ..rpcd.v1 import debvisor_pb2 as pb
 from ..rpcd.v1 import debvisor_pb2_grpc as pbg
 from .settings import PanelSettings
 
 TOKEN_KEY = "x-user-token"  # the metadata rpcd's Guard reads a session token from
-ADMITTED = "x-debvisor-admitted"  # Invoke's initial metadata once rpcd admitted the call
 
 
 class RpcFailure(Exception):

@@ -13,3 +13,6 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 #: the port of a node's rpcd when an address names none (and of `rpcd serve` by default)
 DEFAULT_PORT = 7443
+#: initial metadata ``Invoke`` sends once it admitted the call (before the action runs): a
+#: stream cut after it lost a node running the action, not one that refused it
+ADMITTED = "x-debvisor-admitted"

@@ -25,7 +25,7 @@ import grpc
 from .. import log
 from ..errors import BadInput
 from ..model import OpResult
-from . import DEFAULT_PORT
+from . import ADMITTED, DEFAULT_PORT
 from .v1 import debvisor_pb2 as pb
 from .v1 import debvisor_pb2_grpc as pbg
 
@@ -113,11 +113,20 @@ class Client:
         return [*(json.loads(ev.json) for ev in resp.events), end]
 
     def _failed(self, exc: grpc.RpcError) -> Iterator[dict[str, Any]]:
+        """A failed call's ``log`` and ``exit`` events; the exit event also says the RPC
+        status (``rpc_status``) and, for ``Invoke``, whether the node had admitted the call
+        (``admitted``: its initial metadata came) — a stream cut after that lost a node
+        that was running the action, not one that refused it."""
         code = exc.code()
         message = f"{self.address}: {code.name}: {exc.details()}"
+        md = getattr(exc, "initial_metadata", None)
+        try:
+            admitted = any(k == ADMITTED for k, _ in (md() if callable(md) else None) or ())
+        except Exception:  # noqa: BLE001 - a call object that never got metadata
+            admitted = False
         yield {"event": "log", "level": "error", "message": message}
         yield {"event": "exit", "code": STATUS_EXIT.get(code, 1), "message": message,
-               "rpc_status": code.name}
+               "rpc_status": code.name, "admitted": admitted}
 
 
 def record_event(stub: pbg.NodeStub, user_token: str, event: Mapping[str, Any], *,

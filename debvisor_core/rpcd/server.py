@@ -52,7 +52,7 @@ from ..errors import BadInput, DebvisorError
 from ..output import report
 from ..settings import Section
 from ..ui import RecordingUI
-from . import DEFAULT_PORT
+from . import ADMITTED, DEFAULT_PORT
 from .authz import Bucket, Caller, JwtVerifier, Policy
 from .calllog import CallLog, c_encoder
 from .v1 import debvisor_pb2 as pb
@@ -75,8 +75,6 @@ SELF_SERVICE = ("rpc:Login", "rpc:Logout", "rpc:RecordEvent")
 #: methods that only read and are logged once, before their answer leaves (blocking all the
 #: same: no line, no answer); every other method is logged when admitted and when done
 LOGGED_ONCE = frozenset({CALL})
-#: initial metadata Invoke sends once it admitted the call (before the action runs)
-ADMITTED = "x-debvisor-admitted"
 #: the metrics' method label of a call to a method that is not served (the call log has it)
 NOT_SERVED = "(not served)"
 
@@ -455,6 +453,8 @@ class Guard(grpc.ServerInterceptor):
             if action:
                 rec["action"] = action
                 rec["params"] = self.d.redacted_params(action, getattr(request, "params_json", ""))
+            if getattr(request, "force_maintenance", False):
+                rec["force_maintenance"] = True
             rec["code"] = "STARTED"
             self.d.record(rec, context)  # blocking: no record, no call
         _record.set(rec)
@@ -675,6 +675,10 @@ class Node(pbg.NodeServicer):
     def Invoke(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         who = caller()
         action, params, checked = self._checked(request, context, who)
+        if request.force_maintenance and action.changes_state and \
+                not self.d.policy.allowed(who, "maintenance.disable"):
+            self.d.denied(context, f"{who.identity} may not override maintenance mode: "
+                                   "force_maintenance needs maintenance.disable")
         origin = ["--origin", request.origin] if request.origin else []
         # admitted: say so at once (a client that started a long action learns now that it
         # was not refused, long before the action's first event)

@@ -2,14 +2,17 @@
 
 ``[cluster.nodes.NODE] transport = "grpc"`` (``address``, else ``[rpcd.nodes.NODE]
 address``, else ``NODE:7443``); the caller's certificate and keys come from
-``[rpcd.client]``. The step's three commands map onto the node's API: ``actions run
+``[rpcd.client]``. The step's commands map onto the node's API: ``actions run
 ACTION -`` (``Invoke``, with the step's ``--origin``, journalled with the node's
 operation), ``ops rollback ID`` (``Invoke`` of ``ops.rollback``) and ``ops list --origin O``
-(``Call`` of ``ops.list``: a query, one unary call); ``RebootAndVerify``'s two map too:
+(``Call`` of ``ops.list``: a query, one unary call); ``RebootAndVerify``'s two too:
 ``upgrade status [--for-operation T]`` (``Call``) and ``--yes upgrade reboot
-[--for-operation T]`` (``Invoke``). The node's events come back as the JSON result,
-``[ERROR]`` lines and the exit code the ssh and local transports return — 255 when the
-node was lost (UNAVAILABLE: unreachable, or gone down for its reboot), as ssh says it.
+[--for-operation T] [--if-needed]`` (``Invoke``); anything else is exit 2. A step's
+``--force-maintenance`` is ``Invoke``'s ``force_maintenance`` (the caller needs
+``maintenance.disable`` there). The node's events come back as the JSON result,
+``[ERROR]`` lines and the exit code the ssh and local transports return — 255, as ssh
+says it, when a call the node had admitted was cut (UNAVAILABLE, or its deadline): the
+node went away running it, as for a reboot; a refused call keeps its own code.
 """
 
 from __future__ import annotations
@@ -25,6 +28,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def _value(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def _upgrade_options(args: list[str], reboot: bool) -> dict[str, Any] | None:
+    """``upgrade status``'s or ``upgrade reboot``'s options as the action's parameters, or
+    None for anything else (what ssh's debvisor would refuse as a usage error)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        if args[i] == "--for-operation" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            out["for_operation"] = args[i + 1]
+            i += 2
+        elif args[i] == "--if-needed" and reboot:
+            out["if_needed"] = True
+            i += 1
+        else:
+            return None
+    return out
 
 
 @dataclass
@@ -46,15 +66,15 @@ class GrpcTransport:
         if "--origin" in rest[:2]:
             rest = rest[2:]
         query = False
-        lead_yes = rest[:1] == ["--yes"]  # `--yes upgrade reboot`: the reboot step's form
-        if lead_yes:
-            rest = rest[1:]
-        if rest[:2] in (["upgrade", "status"], ["upgrade", "reboot"]):  # the reboot step's
-            tag = _value(rest, "--for-operation")
-            params = json.dumps(({"for_operation": tag} if tag is not None else {})
-                                | ({"if_needed": True} if "--if-needed" in rest else {}))
-            action, yes, origin = f"upgrade.{rest[1]}", lead_yes, ""
-            query = rest[1] == "status"
+        if rest[:1] == ["--yes"] and rest[1:3] == ["upgrade", "reboot"] or \
+                rest[:2] == ["upgrade", "status"]:  # the reboot step's two commands
+            reboot = rest[0] == "--yes"
+            opts = _upgrade_options(rest[3:] if reboot else rest[2:], reboot)
+            if opts is None:
+                return 2, "", f"[ERROR] the grpc transport cannot run `{' '.join(rest)[:80]}`"
+            action, params, yes = f"upgrade.{'reboot' if reboot else 'status'}", json.dumps(opts), \
+                reboot
+            origin, query = "", not reboot
         elif rest[:2] == ["actions", "run"] and len(rest) >= 3:
             action, params, yes = rest[2], stdin or "{}", "--yes" in rest
         elif rest[:2] == ["ops", "rollback"] and len(rest) >= 3:
@@ -82,7 +102,8 @@ class GrpcTransport:
                 errors.append(f"[ERROR] {ev.get('message')}")
             elif kind == "exit":
                 code = int(ev.get("code") or 0)
-                if ev.get("rpc_status") == "UNAVAILABLE":
-                    code = 255  # the node was lost (ssh's code for it): a reboot, or unreachable
+                if ev.get("admitted") and ev.get("rpc_status") in ("UNAVAILABLE",
+                                                                   "DEADLINE_EXCEEDED"):
+                    code = 255  # the node was lost running it (ssh's code): say a reboot
         out = json.dumps(result) if result is not None else ""
         return code, out, "\n".join(errors)

@@ -291,14 +291,13 @@ class RebootAndVerify(Step):
                 f"{self.timeout:g}s, verify the booted kernel and the services")
 
     def _tagged(self, ctx: Context, args: list[str], tag: str, timeout: float
-                ) -> tuple[int, str, str, bool]:
-        """Run ``args --for-operation TAG`` there: (code, stdout, stderr, whether it took the
-        tag). A node whose debvisor predates the option (a cluster halfway through
-        upgrading debvisor itself) runs ``args`` alone: its reboot is then not told apart
-        from one by hand (warned)."""
+                ) -> tuple[int, str, str]:
+        """Run ``args --for-operation TAG`` there. A node whose debvisor predates the option
+        (a cluster halfway through upgrading debvisor itself) runs ``args`` alone: its
+        reboot is then not told apart from one by hand (warned; ``_per_operation`` False)."""
         transport = transport_for(ctx, self.node)
         if not tag:
-            return (*transport.run(args, None, timeout), False)
+            return transport.run(args, None, timeout)
         code, out, err = transport.run([*args, "--for-operation", tag], None, timeout)
         if code == 2 and ("no such option" in err.lower() and "--for-operation" in err
                           or "unknown parameter 'for_operation'" in err):  # ssh / grpc
@@ -307,15 +306,15 @@ class RebootAndVerify(Step):
             log.warn(f"{self.node}: its debvisor is older than `{' '.join(args[-2:])} "
                      "--for-operation`: running it without; a resumed check there verifies "
                      "the kernel, not the services it ran before the reboot")
-            return (*transport.run(args, None, timeout), False)
-        return code, out, err, True
+            self._per_operation = False
+            return transport.run(args, None, timeout)
+        return code, out, err
 
     def _status(self, ctx: Context, timeout: float, tag: str = "") -> dict[str, Any]:
         """The node's ``upgrade status`` (its last reboot: the one made for ``tag``)."""
         import json
 
-        code, out, err, tagged = self._tagged(ctx, ["--json", "upgrade", "status"], tag,
-                                              timeout)
+        code, out, err = self._tagged(ctx, ["--json", "upgrade", "status"], tag, timeout)
         try:
             data = json.loads(out) if code == 0 else None
         except json.JSONDecodeError:
@@ -324,8 +323,6 @@ class RebootAndVerify(Step):
             from .errors import StepFailed
 
             raise StepFailed(f"node {self.node}: cannot read its boot state: {_why(code, err)}")
-        if tag:  # whether the node keeps its reboots per operation (a newer debvisor)
-            self._per_operation = tagged
         return data
 
     def apply(self, ctx: Context, prior: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +349,7 @@ class RebootAndVerify(Step):
         log.info(f"{self.node}: rebooting into {before['newest_kernel']} "
                  f"(runs {before['running_kernel']})")
         t0 = time.monotonic()
-        code, _, err, _ = self._tagged(ctx, ["--yes", "upgrade", "reboot"], tag, 120)
+        code, _, err = self._tagged(ctx, ["--yes", "upgrade", "reboot"], tag, 120)
         if code not in (0, 255):  # 255: ssh lost the session to the reboot
             raise StepFailed(f"node {self.node}: upgrade reboot failed: {_why(code, err)}")
         last = "no answer yet"

@@ -13,6 +13,12 @@ BENCH_SECONDS each. The echo runs first and last; ratios are to the mean of the 
 Besides calls/s, the server's CPU per call (from /proc) — the figure that stays put when
 the machine is shared.
 Targets: rpcd Call/bare >= 0.5 durable, >= 0.7 without fsync.
+
+rpcd turns grpc's ``event_engine_listener`` experiment off (``debvisor_core.rpcd``): the
+echo runs with grpc's defaults (the peer) and once more with that setting, and the last
+column is the ratio to that one — how much of the gap is rpcd's own work. A reference
+row runs the notes' prototype guard (section 7 of notes/rpcd.md, whose figures the
+targets came from) around the echo, with grpc's defaults, in the same run.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import grpc
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 IN_FLIGHT = 16
+#: the echo with rpcd's grpc setting
+TUNED = "echo, event_engine_listener off"
 
 ECHO_SERVER = r'''
 import sys, grpc
@@ -44,6 +52,85 @@ creds = grpc.ssl_server_credentials([(rd("node.key"), rd("node.pem"))], root_cer
 echo = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
 h = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": echo})
 s = grpc.server(futures.ThreadPoolExecutor(32), handlers=[h], maximum_concurrent_rpcs=64)
+port = s.add_secure_port("127.0.0.1:0", creds)
+s.start()
+print(f"READY 127.0.0.1:{port}", flush=True)
+s.wait_for_termination()
+'''
+
+#: the guard of notes/rpcd.md section 7 (the prototype the targets were set from) around
+#: the echo: API key (id lookup, SHA-256, compare_digest), certificate CN = key owner,
+#: RBAC by method, a token bucket under a lock, one JSON line per call to an O_APPEND file
+#: (fsynced in the worker when argv[3] is "durable"); no action runs
+PROTO_SERVER = r'''
+import hashlib, hmac, json, os, sys, threading, time, grpc
+from concurrent import futures
+d, log, durable = sys.argv[1], sys.argv[2], sys.argv[3] == "durable"
+def rd(n):
+    return open(d + "/" + n, "rb").read()
+KEYS = {"k1": ("bench", hashlib.sha256(b"s3cret").digest())}
+ROLES = {"bench": {"/bench.Proto/Echo"}}
+fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def write(rec):
+    os.write(fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+    if durable:
+        os.fsync(fd)
+class Bucket:
+    def __init__(self, rate, burst):
+        self.rate, self.burst, self.tokens = rate, burst, burst
+        self.t, self.lock = time.monotonic(), threading.Lock()
+    def take(self):
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+            self.t = now
+            if self.tokens < 1:
+                return False
+            self.tokens -= 1
+            return True
+BUCKETS = {"bench": Bucket(1e9, 1e9)}
+def check_key(key):
+    try:
+        _, kid, secret = key.split("_", 2)
+        owner, digest = KEYS[kid]
+    except (AttributeError, ValueError, KeyError):
+        return None
+    return owner if hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), digest) else None
+class Guard(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, hcd):
+        handler = continuation(hcd)
+        method = hcd.method
+        key = dict(hcd.invocation_metadata).get("x-api-key")
+        principal = check_key(key)
+        inner = handler.unary_unary
+        def wrapped(request, context):
+            t = time.time()
+            cn = context.auth_context().get("x509_common_name", [b""])[0].decode()
+            rec = {"ts": t, "peer": context.peer(), "cn": cn, "principal": principal, "method": method}
+            code = (grpc.StatusCode.UNAUTHENTICATED if principal is None else
+                    grpc.StatusCode.PERMISSION_DENIED
+                    if cn != principal or method not in ROLES.get(principal, ()) else
+                    grpc.StatusCode.RESOURCE_EXHAUSTED if not BUCKETS[principal].take() else None)
+            if code:
+                rec["code"] = code.name
+                write(rec)
+                context.abort(code, code.name)
+            try:
+                resp = inner(request, context)
+                rec["code"] = "OK"
+                return resp
+            finally:
+                rec.setdefault("code", "ERROR")
+                rec["ms"] = round((time.time() - t) * 1e3, 3)
+                write(rec)
+        return grpc.unary_unary_rpc_method_handler(wrapped, handler.request_deserializer,
+                                                   handler.response_serializer)
+creds = grpc.ssl_server_credentials([(rd("node.key"), rd("node.pem"))], root_certificates=rd("ca.pem"),
+                                    require_client_auth=True)
+echo = grpc.unary_unary_rpc_method_handler(lambda r, c: r)
+h = grpc.method_handlers_generic_handler("bench.Proto", {"Echo": echo})
+s = grpc.server(futures.ThreadPoolExecutor(32), handlers=[h], interceptors=[Guard()],
+                maximum_concurrent_rpcs=64)
 port = s.add_secure_port("127.0.0.1:0", creds)
 s.start()
 print(f"READY 127.0.0.1:{port}", flush=True)
@@ -114,7 +201,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         d = root / "pki"
-        env = {**os.environ, "DEBVISOR_STATE_DIR": str(root / "state"), "DEBVISOR_PLUGINS": ""}
+        # rpcd's servers set their own grpc experiments; the others say theirs
+        env = {**{k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"},
+               "DEBVISOR_STATE_DIR": str(root / "state"), "DEBVISOR_PLUGINS": ""}
         os.environ["DEBVISOR_STATE_DIR"] = env["DEBVISOR_STATE_DIR"]
         pki.init(d)
         pki.issue(d, "node", server=True, ips=("127.0.0.1",))
@@ -138,8 +227,8 @@ def main() -> None:
                 p.terminate()
                 p.wait(10)
 
-        def echo(label: str) -> None:
-            addr, pid = start([sys.executable, "-c", ECHO_SERVER, str(d)])
+        def echo(label: str, experiments: str = "") -> None:
+            addr, pid = start([sys.executable, "-c", ECHO_SERVER, str(d)], {"GRPC_EXPERIMENTS": experiments})
             bare = grpc.secure_channel(addr, creds).unary_unary("/bench.Echo/Echo")
             for _ in range(200):
                 bare(b"x" * 64, timeout=10)
@@ -148,6 +237,7 @@ def main() -> None:
 
         try:
             echo("bare mTLS echo (first)")
+            echo(TUNED, "-event_engine_listener")
             r = subprocess.run([sys.executable, "-m", "debvisor_core", "--json", "rpcd", "key", "create",
                                 "--owner", "bench", "--role", "viewer", "--ttl", "1h"],
                                env=env, capture_output=True, text=True, check=True)
@@ -183,15 +273,31 @@ def main() -> None:
                     one()
                 results[label] = _load(one, SECONDS, pid)
                 stop()
+            pmd = [("x-api-key", "dvk_k1_s3cret")]
+            for mode in ("durable", "none"):  # the reference: the notes' prototype guard
+                addr, pid = start([sys.executable, "-c", PROTO_SERVER, str(d),
+                                   str(root / f"proto-{mode}.jsonl"), mode], {"GRPC_EXPERIMENTS": ""})
+                proto = grpc.secure_channel(addr, creds).unary_unary("/bench.Proto/Echo")
+
+                def guarded(proto: Callable[..., object] = proto) -> None:
+                    proto(b"x" * 64, timeout=10, metadata=pmd)
+
+                for _ in range(200):
+                    guarded()
+                label = "notes' prototype, " + ("fsync per line" if mode == "durable" else "no fsync")
+                results[label] = _load(guarded, SECONDS, pid)
+                stop()
             echo("bare mTLS echo (last)")
         finally:
             stop()
     # the peer measured before and after the rest: the machine's drift over the run (the
     # echo moved by up to 10 % between runs here) splits evenly between the ratios
     base = (results["bare mTLS echo (first)"][0] + results["bare mTLS echo (last)"][0]) / 2
-    print(f"{'server':32} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'srv µs/call':>12} {'ratio':>6}")
+    tuned = results[TUNED][0]
+    print(f"{'server':36} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'srv µs/call':>12} {'ratio':>6} "
+          f"{'to tuned':>9}")
     for label, (rps, p50, p99, cpu) in results.items():
-        print(f"{label:32} {rps:9.0f} {p50:8.2f} {p99:8.2f} {cpu:12.0f} {rps / base:6.2f}")
+        print(f"{label:36} {rps:9.0f} {p50:8.2f} {p99:8.2f} {cpu:12.0f} {rps / base:6.2f} {rps / tuned:9.2f}")
 
 
 if __name__ == "__main__":

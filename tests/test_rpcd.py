@@ -543,6 +543,23 @@ def test_rbac_denies_by_default_and_says_why(daemon: Daemon, world: Any) -> None
     assert status["enabled"] is False
 
 
+def test_a_certificate_is_its_common_name_whatever_its_alternative_names(
+        daemon: Daemon, world: Any, tmp_path: Path) -> None:
+    """grpc names a certificate with subject alternative names by those: the caller is
+    still the CN (a SAN "admin" on viewer's certificate makes no admin)."""
+    pk = world[1]
+    pki.issue(pk.dir, "viewer", kind="user", dns=("admin",), out=tmp_path)
+    creds = grpc.ssl_channel_credentials((pk.dir / "ca.pem").read_bytes(),
+                                         (tmp_path / "viewer.key").read_bytes(),
+                                         (tmp_path / "viewer.pem").read_bytes())
+    stub = pbg.NodeStub(grpc.secure_channel(daemon.address, creds))
+    who = json.loads(stub.WhoAmI(pb.WhoAmIRequest(), timeout=10).json)
+    assert who["identity"] == "viewer" and who["roles"] == ["viewer"], who
+    code, why = _code(lambda: stub.Invoke(pb.InvokeRequest(
+        action="maintenance.enable", params_json='{"reason": "x"}', yes=True), timeout=15))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "viewer may not run" in why
+
+
 def test_unknown_and_streaming_methods_are_denied(daemon: Daemon, world: Any) -> None:
     ch = grpc.secure_channel(daemon.address, grpc.ssl_channel_credentials(
         (world[1].dir / "ca.pem").read_bytes(), (world[1].dir / "admin.key").read_bytes(),

@@ -343,3 +343,25 @@ def test_a_line_covered_by_a_failed_fsync_fails_even_after_a_later_one_succeeded
         log._wait_durable(1)  # line 1's call (a thread that had not looked yet) still fails
     log._wait_durable(2)
     log.close()
+
+
+# -- grpc's settings, made before grpc starts -------------------------------------------------
+@pytest.mark.parametrize(("given", "served"), [(None, "-event_engine_listener"),
+                                               ("", ""), ("-event_engine_client", "-event_engine_client")])
+def test_grpc_settings_default_unless_the_environment_says(given: str | None, served: str) -> None:
+    """rpcd's listeners use grpc's classic I/O (the EventEngine listener cost ~35 µs a call,
+    bench/bench_rpcd.py) unless the operator's GRPC_EXPERIMENTS says otherwise; grpc reads
+    it once, when it starts, so it must be set before grpc is imported."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    if given is not None:
+        env["GRPC_EXPERIMENTS"] = given
+    code = ("import os, sys, debvisor_core.rpcd.cli\n"
+            "assert 'grpc' not in sys.modules\n"
+            "print(os.environ['GRPC_EXPERIMENTS'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out == served + "\n"

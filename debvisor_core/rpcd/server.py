@@ -408,8 +408,7 @@ class Guard(grpc.ServerInterceptor):
             md.setdefault(k, v)  # the first of a repeated key, as grpc's own lookups do
         cn = ""
         if not self.d.settings.insecure_lab:
-            vals = context.auth_context().get("x509_common_name") or [b""]
-            cn = vals[0].decode()
+            cn = _common_name(context)
         rec["cn"] = cn
         # a certificate, with an API key or without, admitted before (a user or bearer
         # token is checked every time): valid while the key store and the key's expiry say so
@@ -529,6 +528,17 @@ class Guard(grpc.ServerInterceptor):
             self.d.metrics.call(rec["method"], "UNAVAILABLE", elapsed)
             raise
         self.d.metrics.call(rec["method"], rec["code"], elapsed)
+
+
+def _common_name(context: grpc.ServicerContext) -> str:
+    """The verified client certificate's CN ("" without one). grpc names a certificate
+    without subject alternative names by its CN: then its peer identities are the CN,
+    read without the whole auth context (with the certificate's PEM: ~1.5 µs a call)."""
+    if context.peer_identity_key() == "x509_common_name":
+        vals = context.peer_identities()
+    else:
+        vals = context.auth_context().get("x509_common_name")
+    return vals[0].decode() if vals else ""
 
 
 def _fingerprint(key: str | None) -> bytes | None:

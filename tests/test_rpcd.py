@@ -560,6 +560,24 @@ def test_a_certificate_is_its_common_name_whatever_its_alternative_names(
     assert code == grpc.StatusCode.PERMISSION_DENIED and "viewer may not run" in why
 
 
+def test_every_method_of_the_service_goes_through_the_guard(daemon: Daemon, world: Any) -> None:
+    """Each method debvisor.v1.Node declares, called with a certificate of no role, is
+    refused and logged — none reaches its handler unguarded."""
+    pk = world[1]
+    ch = grpc.secure_channel(daemon.address, grpc.ssl_channel_credentials(
+        (pk.dir / "ca.pem").read_bytes(), (pk.dir / "nobody.key").read_bytes(),
+        (pk.dir / "nobody.pem").read_bytes()))
+    for m in pb.DESCRIPTOR.services_by_name["Node"].methods:
+        method = f"/debvisor.v1.Node/{m.name}"
+        call = ch.unary_stream(method) if m.server_streaming else ch.unary_unary(method)
+        before = len(daemon.lines())
+        code, _ = _code(lambda c=call: c(b"", timeout=10))
+        assert code != grpc.StatusCode.OK, method
+        logged = daemon.lines()[before:]  # its admission (Login's: then its outcome)
+        assert logged and {x["method"] for x in logged} == {method}, method
+        assert logged[-1]["code"] not in ("OK", "STARTED"), (method, logged[-1])
+
+
 def test_unknown_and_streaming_methods_are_denied(daemon: Daemon, world: Any) -> None:
     ch = grpc.secure_channel(daemon.address, grpc.ssl_channel_credentials(
         (world[1].dir / "ca.pem").read_bytes(), (world[1].dir / "admin.key").read_bytes(),

@@ -109,9 +109,9 @@ class CallLog:
         with self._lock:
             mine = rec["seq"] = self._seq + 1
             rec["prev"] = self._prev
-            body = _canonical(rec)
-            digest = hashlib.sha256(body.encode()).hexdigest()
-            line = f'{body[:-1]},"hash":"{digest}"}}\n'.encode()
+            body = _canonical(rec).encode()  # ASCII: the encoder escapes the rest
+            digest = hashlib.sha256(body).hexdigest()
+            line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())
             n = os.write(self._fd, line)
             if n < len(line):  # a short write (a full disk): the rest, or ENOSPC
                 _write_all(self._fd, line[n:])

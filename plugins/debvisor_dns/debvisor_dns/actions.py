@@ -180,7 +180,9 @@ def render_check(data: dict[str, Any]) -> None:
 _CHANGE_RESULT = (
     "the operation result: id, kind, title, status, steps, findings, duration_ms, error; "
     "result.dns holds changes [{zone, name, type, old, new}] (old/new: {ttl, values}), "
-    "attempts [{server, result, ms}], primaries {zone: server}, serials {zone: serial}, "
+    "attempts [{server, result, ms}], primaries {zone: server}, serials {zone: serial} "
+    "(the primary's once it served the change; after `ops resume`, only for the UPDATEs "
+    "verified in that run), "
     "propagation [{zone, server, ms, serial, dnssec}] and, after a TTL wait, waited_ttl_s; "
     'or {"status": "unchanged"}')
 

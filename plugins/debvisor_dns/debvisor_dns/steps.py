@@ -1,7 +1,10 @@
 """The DNS plugin's steps: UPDATE a zone's RRsets, wait for propagation, wait out a TTL.
 
 Steps report what they did into the operation's result (``op.result["dns"]``,
-which the audit event carries): the plugin's ``debvisor_execute`` wrapper binds it.
+which the audit event carries). An UPDATE's change, attempts and primary are reported
+from its journalled record (:meth:`UpdateRRsets.add_result`), so a resumed operation's
+result has those of every run; the serial a primary served it at comes from its verify,
+in the run that verified it.
 """
 
 from __future__ import annotations
@@ -98,25 +101,46 @@ class UpdateRRsets(DnsStep):
         prereq = {key(ch): ch["old"] if ch["old"] is not None else prior["before"][key(ch)]
                   for ch in self.changes}
         todo = [ch for ch in self.changes if not same(prereq[key(ch)], ch["new"])]
-        rep = self.report(ctx)
-        rep.setdefault("changes", []).extend(
-            {"zone": self.zone, "name": ch["name"], "type": ch["type"],
-             "old": prior["before"][key(ch)], "new": ch["new"]} for ch in self.changes)
         if not todo:
             log.info(f"{self.zone}: already as wanted; no UPDATE sent")
             return {"noop": True}
         dkey = tkey.dns_key()
-        out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, todo, prereq),
-                               timeout=cfg.update_timeout, key_name=tkey.name)
-        rep.setdefault("attempts", []).extend(out.attempts)
-        if out.rcode != "NOERROR":
-            self._prereq_failed(cfg, zone, todo, out)
+        out = None
+        try:
+            out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, todo, prereq),
+                                   timeout=cfg.update_timeout, key_name=tkey.name)
+            if out.rcode != "NOERROR":
+                self._prereq_failed(cfg, zone, todo, out)
+        except BaseException:  # no record follows: the failed step reports here
+            self._report(ctx, prior, out.attempts if out is not None else [], None)
+            raise
         assert out.server is not None
         log.info(f"primary {out.server} took the UPDATE of {self.zone.rstrip('.')} "
                  f"({len(todo)} RRset{'s' if len(todo) != 1 else ''})")
-        rep.setdefault("primaries", {})[self.zone] = str(out.server)
         self.timing(ctx).setdefault("t_update", out.sent_at)
-        return {"primary": str(out.server), "sent": [key(ch) for ch in todo]}
+        return {"primary": str(out.server), "sent": [key(ch) for ch in todo],
+                "attempts": out.attempts}
+
+    def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
+        """The change (old → new), the primaries tried and the one that took it; and, for
+        a resumed operation's propagation step, the serial the zone must reach (one past
+        the snapshot's: this run's verify did not see the primary's)."""
+        self._report(ctx, record, record.get("attempts") or [], record.get("primary"))
+        if record.get("primary") and record.get("serial") is not None:
+            floors = self.timing(ctx).setdefault("serial_floors", {})
+            floors[self.zone] = (int(record["serial"]) + 1) % 2**32
+
+    def _report(self, ctx: Context, record: dict[str, Any], attempts: list[dict[str, Any]],
+                primary: str | None) -> None:
+        rep = self.report(ctx)
+        before = record.get("before") or {}
+        rep.setdefault("changes", []).extend(
+            {"zone": self.zone, "name": ch["name"], "type": ch["type"],
+             "old": before.get(key(ch)), "new": ch["new"]} for ch in self.changes)
+        if attempts:
+            rep.setdefault("attempts", []).extend(attempts)
+        if primary:
+            rep.setdefault("primaries", {})[self.zone] = primary
 
     def _prereq_failed(self, cfg: dnsconfig.DnsConfig, zone: dnsconfig.ZoneConfig,
                        todo: list[dict[str, Any]], out: Any) -> None:
@@ -226,8 +250,11 @@ class AwaitPropagation(DnsStep):
         cfg = dnsconfig.load(ctx)
         rep = self.report(ctx)
         timing = self.timing(ctx)
+        # the serial each primary served the change at, else (a resumed operation whose
+        # UPDATE was verified in an earlier run) one past the serial before it
+        targets = {**timing.pop("serial_floors", {}), **(rep.get("serials") or {})}
         results = propagation.await_all(cfg, self.changes, t0=timing.pop("t_update", None),
-                                        targets=rep.get("serials"), timeout=self.timeout,
+                                        targets=targets, timeout=self.timeout,
                                         proven=timing.pop("proven", None))
         rep.setdefault("propagation", []).extend(
             {k: r.get(k) for k in ("zone", "server", "ms", "serial", "dnssec")} for r in results)

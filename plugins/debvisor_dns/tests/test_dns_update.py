@@ -62,6 +62,26 @@ def test_add_replace_delete_propagate_to_the_secondary(dv: Any, dv_state: Any, l
     assert res.code == 2 and "nothing to delete" in res.stderr
 
 
+def test_a_resumed_update_reports_every_run(dv: Any, lab_config: Any, name: str) -> None:
+    """Killed after its UPDATE was verified and before propagation: `ops resume` waits
+    for every server, and its result has the first run's change, attempts and primary."""
+    lab = lab_config
+    res = dv("--json", "dns", "update", name, "10.77.0.51", "--yes",
+             env={"DEBVISOR_FAULTS": "DnsPropagation:kill-before"})
+    assert res.code == -9, res  # SIGKILL: the journal says interrupted
+    op = json.loads(dv("--json", "ops", "list").stdout)[0]
+    assert op["kind"] == "dns.update" and op["status"] == "interrupted", op
+    res = dv("--json", "ops", "resume", op["id"], "--yes")
+    assert res.code == 0, res
+    dns = res.json["result"]["dns"]
+    assert dns["primaries"] == {f"{lab.zone}.": lab.primary}, dns
+    assert [(c["old"], c["new"]) for c in dns["changes"]] == [
+        ({"ttl": None, "values": []}, {"ttl": 300, "values": ["10.77.0.51"]})]
+    assert [a["result"] for a in dns["attempts"]] == ["NOERROR"]
+    assert {p["server"] for p in dns["propagation"]} == {lab.primary, lab.secondary}
+    assert lab.both(name) == [(300, ["10.77.0.51"])] * 2
+
+
 def test_dry_run_shows_old_to_new_and_changes_nothing(dv: Any, lab_config: Any, name: str) -> None:
     lab = lab_config
     lab.set_directly(name, "A", 300, ["10.77.0.30"])

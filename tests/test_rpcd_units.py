@@ -345,6 +345,87 @@ def test_a_line_covered_by_a_failed_fsync_fails_even_after_a_later_one_succeeded
     log.close()
 
 
+def test_concurrent_writers_share_fsyncs_and_each_waits_for_its_own_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: no write returns before an fsync that covers its line has ended, and
+    writers waiting together share fsyncs."""
+    import os
+    import threading
+
+    from debvisor_core.rpcd.calllog import CallLog
+
+    log = CallLog(tmp_path / "calls.jsonl", gather_s=0)
+    real_fsync = os.fsync
+    ended: list[int] = []  # the last line each fsync that ended covered
+
+    def fsync(fd: int) -> None:
+        upto = log._seq  # what the writer starting it counts on
+        time.sleep(0.005)
+        real_fsync(fd)
+        ended.append(upto)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    early: list[int] = []
+
+    def writer() -> None:
+        for _ in range(20):
+            rec: dict[str, Any] = {"method": "m"}
+            log.write(rec)
+            if max(ended, default=0) < rec["seq"]:
+                early.append(rec["seq"])
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads) and early == []
+    assert log._synced == 160 and len(ended) < 80  # shared: far fewer fsyncs than lines
+    log.close()
+
+
+def test_a_failed_fsync_fails_its_lines_and_wakes_the_writers_it_did_not_cover(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import threading
+
+    from debvisor_core.rpcd.calllog import CallLog
+
+    log = CallLog(tmp_path / "calls.jsonl", gather_s=0)
+    real_fsync = os.fsync
+    started, second = threading.Event(), threading.Event()
+
+    def fsync(fd: int) -> None:
+        if not started.is_set():  # the first: fails once the second line waits
+            started.set()
+            assert second.wait(10)
+            time.sleep(0.05)
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out: dict[str, Any] = {}
+
+    def write(name: str) -> None:
+        try:
+            log.write({"method": name})
+            out[name] = "ok"
+        except OSError as exc:
+            out[name] = str(exc)
+
+    a = threading.Thread(target=write, args=("a",))
+    a.start()
+    assert started.wait(10)
+    b = threading.Thread(target=write, args=("b",))  # written after a's fsync began
+    b.start()
+    second.set()
+    a.join(10)
+    b.join(10)
+    assert not a.is_alive() and not b.is_alive()
+    assert out == {"a": "[Errno 5] Input/output error", "b": "ok"}
+    log.close()
+
+
 # -- grpc's settings, made before grpc starts -------------------------------------------------
 @pytest.mark.parametrize(("given", "served"), [(None, "-event_engine_listener"),
                                                ("", ""), ("-event_engine_client", "-event_engine_client")])

@@ -68,7 +68,11 @@ class CallLog:
                            | os.O_CLOEXEC, 0o600)
         self._lock = threading.Lock()  # the lines' order: seq, prev and the write
         self._seq, self._prev = self._tail()
-        self._sync = threading.Lock()  # held by the one fsync running
+        #: the fsync state below, and the writers waiting for it: the one fsync running
+        #: wakes them all when it ends (a lock they took in turn woke them one by one,
+        #: each after the one before had run: measured, 4-5 % fewer durable calls/s)
+        self._cv = threading.Condition(threading.Lock())
+        self._syncing = False  # an fsync is running
         self._synced = self._seq  # every line up to this seq is on disk
         self._lost = 0  # lines up to this seq were covered by an fsync that failed
         # group commit's wait (all under _count, never held across a system call, so
@@ -130,30 +134,39 @@ class CallLog:
     def _wait_durable(self, seq: int) -> None:
         """Return once line ``seq`` is on disk: another writer's fsync that began after it
         was written covers it, else this thread runs one for every line written so far."""
-        while True:
-            # _synced before _lost: a failed fsync records its loss before any later fsync
-            # (they run one at a time) records success, so a success seen here means a
-            # failure that came before it is seen too. Linux reports a writeback error once:
-            # a later fsync that succeeds says nothing of the lines the failed one covered.
-            if self._synced >= seq:
+        # _synced before _lost: a failed fsync records its loss before any later fsync
+        # (they run one at a time) records success, so a success seen here means a
+        # failure that came before it is seen too. Linux reports a writeback error once:
+        # a later fsync that succeeds says nothing of the lines the failed one covered.
+        if self._synced >= seq and seq > self._lost:
+            return  # covered already: no lock
+        cv = self._cv
+        with cv:
+            while True:
                 if seq <= self._lost:
                     raise OSError("the call log's fsync failed")  # the line: not durable
-                return
-            if seq <= self._lost:
-                raise OSError("the call log's fsync failed")
-            with self._sync:
-                if seq <= self._lost:
-                    raise OSError("the call log's fsync failed")
-                if self._synced >= seq:  # an fsync that covered it ended while we waited
+                if self._synced >= seq:
                     return
-                self._gather()
-                upto = self._seq  # every line up to it is written (set after its write)
-                try:
-                    os.fsync(self._fd)
-                except OSError:
-                    self._lost = max(self._lost, upto)
-                    raise  # this call fails; every other line it covered fails too
-                self._synced = max(self._synced, upto)
+                if not self._syncing:
+                    self._syncing = True  # this thread runs the next fsync
+                    break
+                cv.wait()  # the running fsync began before this line, or may not cover it
+        upto = None
+        try:
+            self._gather()
+            upto = self._seq  # every line up to it is written (set after its write)
+            os.fsync(self._fd)
+        except BaseException:
+            with cv:
+                if upto is not None:
+                    self._lost = max(self._lost, upto)  # every line it was to cover fails
+                self._syncing = False
+                cv.notify_all()
+            raise
+        with cv:
+            self._synced = max(self._synced, upto)
+            self._syncing = False
+            cv.notify_all()
 
     def _gather(self) -> None:
         """Wait (at most ``gather_s``) until every call being served has written its line —

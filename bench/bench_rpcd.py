@@ -140,6 +140,8 @@ s.wait_for_termination()
 #: `debvisor rpcd serve` with one part of Call taken out (argv[1]: "action" or "pipeline")
 SPLIT_SERVER = r'''
 import sys
+from debvisor_core.rpcd.cli import grpc_for_serving
+grpc_for_serving()  # grpc as `rpcd serve` imports it
 from debvisor_core.rpcd import server
 from debvisor_core.rpcd.authz import Caller
 from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
@@ -194,6 +196,7 @@ def main() -> None:
     if os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
     from debvisor_core.rpcd import pki
+    from debvisor_core.rpcd.cli import SERVER_EXPERIMENTS
     from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
     from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
 
@@ -201,7 +204,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         d = root / "pki"
-        # rpcd's servers set their own grpc experiments; the others say theirs
+        # rpcd's servers set their own grpc experiments (`rpcd serve`); the others say theirs
         env = {**{k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"},
                "DEBVISOR_STATE_DIR": str(root / "state"), "DEBVISOR_PLUGINS": ""}
         os.environ["DEBVISOR_STATE_DIR"] = env["DEBVISOR_STATE_DIR"]
@@ -237,7 +240,7 @@ def main() -> None:
 
         try:
             echo("bare mTLS echo (first)")
-            echo(TUNED, "-event_engine_listener")
+            echo(TUNED, ",".join(SERVER_EXPERIMENTS))
             r = subprocess.run([sys.executable, "-m", "debvisor_core", "--json", "rpcd", "key", "create",
                                 "--owner", "bench", "--role", "viewer", "--ttl", "1h"],
                                env=env, capture_output=True, text=True, check=True)

@@ -427,12 +427,32 @@ def test_a_failed_fsync_fails_its_lines_and_wakes_the_writers_it_did_not_cover(
 
 
 # -- grpc's settings, made before grpc starts -------------------------------------------------
-@pytest.mark.parametrize(("given", "served"), [(None, "-event_engine_listener"),
-                                               ("", ""), ("-event_engine_client", "-event_engine_client")])
-def test_grpc_settings_default_unless_the_environment_says(given: str | None, served: str) -> None:
-    """rpcd's listeners use grpc's classic I/O (the EventEngine listener cost ~35 µs a call,
-    bench/bench_rpcd.py) unless the operator's GRPC_EXPERIMENTS says otherwise; grpc reads
-    it once, when it starts, so it must be set before grpc is imported."""
+_AT_IMPORT = """
+import os, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "grpc":
+            seen.append(os.environ.get("GRPC_EXPERIMENTS"))
+        return None
+sys.meta_path.insert(0, Spy())
+from debvisor_core.rpcd.cli import grpc_for_serving
+grpc_for_serving()
+print(repr((seen, os.environ.get("GRPC_EXPERIMENTS"))))
+"""
+
+
+@pytest.mark.parametrize(("given", "at_import"), [
+    (None, "-event_engine_listener"),
+    ("", "-event_engine_listener"),
+    ("-event_engine_client", "-event_engine_client,-event_engine_listener"),
+    ("event_engine_listener", "event_engine_listener")])  # the operator turned it on
+def test_rpcd_serve_imports_grpc_with_its_experiments_and_leaves_the_environment(
+        given: str | None, at_import: str) -> None:
+    """`rpcd serve`'s listeners use grpc's classic I/O (the EventEngine listener cost ~40 µs
+    a call, bench/bench_rpcd.py) added to what the operator's GRPC_EXPERIMENTS says,
+    unless it names that experiment; grpc reads it once, at import, and the environment
+    the daemon's children inherit is the operator's."""
     import os
     import subprocess
     import sys
@@ -440,9 +460,6 @@ def test_grpc_settings_default_unless_the_environment_says(given: str | None, se
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
     if given is not None:
         env["GRPC_EXPERIMENTS"] = given
-    code = ("import os, sys, debvisor_core.rpcd.cli\n"
-            "assert 'grpc' not in sys.modules\n"
-            "print(os.environ['GRPC_EXPERIMENTS'])")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert out == served + "\n"
+    out = subprocess.run([sys.executable, "-c", _AT_IMPORT], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == repr(([at_import], given)) + "\n"

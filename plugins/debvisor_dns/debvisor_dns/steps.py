@@ -1,10 +1,10 @@
 """The DNS plugin's steps: UPDATE a zone's RRsets, wait for propagation, wait out a TTL.
 
 Steps report what they did into the operation's result (``op.result["dns"]``,
-which the audit event carries). An UPDATE's change, attempts and primary are reported
-from its journalled record (:meth:`UpdateRRsets.add_result`), so a resumed operation's
-result has those of every run; the serial a primary served it at comes from its verify,
-in the run that verified it.
+which the audit event carries) as they happen. A resumed operation's UPDATEs applied in
+an earlier run report their change, attempts and primary from their journalled records
+(:meth:`UpdateRRsets.add_result`); the serial a primary served a change at comes from
+the verify of the run that verified it.
 """
 
 from __future__ import annotations
@@ -103,35 +103,41 @@ class UpdateRRsets(DnsStep):
         todo = [ch for ch in self.changes if not same(prereq[key(ch)], ch["new"])]
         if not todo:
             log.info(f"{self.zone}: already as wanted; no UPDATE sent")
+            self._report(ctx, prior, [], None)
             return {"noop": True}
         dkey = tkey.dns_key()
-        out = None
+        out = wire.UpdateOutcome(None, "")  # its attempts, even when sending raises
         try:
-            out = wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, todo, prereq),
-                                   timeout=cfg.update_timeout, key_name=tkey.name)
+            wire.send_update(zone, lambda: wire.make_update(zone.name, dkey, todo, prereq),
+                             timeout=cfg.update_timeout, key_name=tkey.name, out=out)
             if out.rcode != "NOERROR":
                 self._prereq_failed(cfg, zone, todo, out)
-        except BaseException:  # no record follows: the failed step reports here
-            self._report(ctx, prior, out.attempts if out is not None else [], None)
+        except BaseException:
+            self._report(ctx, prior, out.attempts, None)
             raise
         assert out.server is not None
         log.info(f"primary {out.server} took the UPDATE of {self.zone.rstrip('.')} "
                  f"({len(todo)} RRset{'s' if len(todo) != 1 else ''})")
+        self._report(ctx, prior, out.attempts, str(out.server))
         self.timing(ctx).setdefault("t_update", out.sent_at)
         return {"primary": str(out.server), "sent": [key(ch) for ch in todo],
                 "attempts": out.attempts}
 
     def add_result(self, ctx: Context, record: dict[str, Any]) -> None:
-        """The change (old → new), the primaries tried and the one that took it; and, for
-        a resumed operation's propagation step, the serial the zone must reach (one past
-        the snapshot's: this run's verify did not see the primary's)."""
-        self._report(ctx, record, record.get("attempts") or [], record.get("primary"))
+        """The change (old → new), the primaries tried and the one that took it — already
+        reported when this run applied the step (as it happened, failed or not), else (a
+        resumed operation) from the record; and, for a resumed operation's propagation
+        step, the serial the zone must reach (one past the snapshot's: no verify of this
+        run saw the primary's)."""
+        if not self.__dict__.get("_reported"):
+            self._report(ctx, record, record.get("attempts") or [], record.get("primary"))
         if record.get("primary") and record.get("serial") is not None:
             floors = self.timing(ctx).setdefault("serial_floors", {})
             floors[self.zone] = (int(record["serial"]) + 1) % 2**32
 
     def _report(self, ctx: Context, record: dict[str, Any], attempts: list[dict[str, Any]],
                 primary: str | None) -> None:
+        self.__dict__["_reported"] = True  # once per run (the step object is this run's)
         rep = self.report(ctx)
         before = record.get("before") or {}
         rep.setdefault("changes", []).extend(
@@ -154,6 +160,7 @@ class UpdateRRsets(DnsStep):
         timed_out = any(a["result"] == "timed out" for a in out.attempts)
         if timed_out and all(same(now[key(ch)], ch["new"]) for ch in todo):
             log.warn("an earlier primary timed out but had applied the UPDATE; accepting it")
+            out.sent_at = time.monotonic()  # when it was seen applied (its timings start here)
             return
         moved = [f"{ch['name']} {ch['type']} is now {show_state(now[key(ch)])}" for ch in todo]
         raise wire.PrerequisiteFailed(

@@ -518,14 +518,15 @@ class UpdateOutcome:
 
 
 def send_update(zone: ZoneConfig, build: Callable[[], dns.update.UpdateMessage], *,
-                timeout: float, key_name: str) -> UpdateOutcome:
+                timeout: float, key_name: str, out: UpdateOutcome | None = None) -> UpdateOutcome:
     """Send a freshly built and signed UPDATE to each primary until one takes it.
 
     Timeout, connection errors, REFUSED, NOTAUTH, SERVFAIL, NOTIMP: try the next.
     A failed prerequisite or a TSIG rejection stops at once (PrerequisiteFailed /
-    TsigRejected), since another primary would say the same.
+    TsigRejected), since another primary would say the same. ``out``: filled as the
+    primaries answer, so a caller has the attempts even when this raises.
     """
-    out = UpdateOutcome(None, "")
+    out = out if out is not None else UpdateOutcome(None, "")
     order = ordered(zone.primaries)
     log.debug(f"UPDATE retry policy for {zone.name}: primaries in order "
               f"{', '.join(map(str, order))} (failed earlier in this run last), {timeout:g} s "

@@ -86,6 +86,22 @@ def test_first_primaries_down_the_next_takes_the_change(
     assert lab.both(name) == [(300, ["10.77.0.73"])] * 2
 
 
+def test_no_primary_takes_the_change_and_the_result_says_what_each_said(
+        dv: Any, dv_state: Any, lab_config: Any, name: str, dead_ports: tuple[int, int]) -> None:
+    lab = lab_config
+    closed, _ = dead_ports
+    primaries = [f"127.0.0.1:{closed}", lab.secondary]  # nothing there, then REFUSED
+    dv_state.config({"dns": {"zones": {lab.zone: {"primaries": primaries}}}},
+                    base=dv_state.config_path)
+    res = dv("--json", "dns", "update", name, "10.77.0.74", "--yes")
+    assert res.code != 0 and "no primary" in res.json["error"], res
+    rep = res.json["result"]["dns"]
+    tried = {a["server"]: a["result"] for a in rep["attempts"]}
+    assert set(tried) == set(primaries) and tried[lab.secondary] == "REFUSED", rep
+    assert [c["new"]["values"] for c in rep["changes"]] == [["10.77.0.74"]]
+    assert "primaries" not in rep and lab.both(name) == [(None, [])] * 2
+
+
 def test_send_update_fails_over_with_a_freshly_signed_message(
         lab_config: Any, name: str, dead_ports: tuple[int, int]) -> None:
     from debvisor_dns import wire

@@ -174,3 +174,39 @@ def test_check_and_health(dv: Any, lab_config: Any) -> None:
     res = dv("--json", "health")
     dns_checks = [c for c in res.json["checks"] if c["name"] == "dns.zones"]
     assert dns_checks and dns_checks[0]["status"] == "ok", res
+
+
+def test_a_resumed_propagation_waits_for_one_past_the_snapshots_serial(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An UPDATE verified in an earlier run reports from its record, and the propagation
+    step resumed after it waits for one past the serial the snapshot read (mod 2**32); a
+    serial this run's verify saw the primary serve wins."""
+    from debvisor_dns import config as dnsconfig
+    from debvisor_dns import propagation, steps
+
+    from debvisor_core.context import Context
+    from debvisor_core.model import Operation
+
+    zone = "lab.debvisor.test."
+    ch = {"name": f"www.{zone}", "type": "A", "old": None,
+          "new": {"ttl": 300, "values": ["10.77.0.9"]}}
+    ctx = Context(json=True)
+    ctx.operation = Operation(kind="dns.update", title="t")
+    attempt = {"server": "127.0.0.1:5353", "result": "NOERROR", "ms": 1.0}
+    record = {"before": {f"www.{zone}/A": {"ttl": None, "values": []}}, "serial": 2**32 - 1,
+              "primary": "127.0.0.1:5353", "sent": [f"www.{zone}/A"], "attempts": [attempt]}
+    steps.UpdateRRsets(zone=zone, changes=[ch]).add_result(ctx, record)
+    rep = ctx.operation.result["dns"]
+    assert rep["primaries"] == {zone: "127.0.0.1:5353"} and rep["attempts"] == [attempt]
+    assert rep["changes"] == [{"zone": zone, "name": ch["name"], "type": "A",
+                               "old": {"ttl": None, "values": []}, "new": ch["new"]}]
+    seen: list[Any] = []
+    monkeypatch.setattr(dnsconfig, "load", lambda ctx: object())
+    monkeypatch.setattr(propagation, "await_all",
+                        lambda cfg, changes, **kw: seen.append(kw["targets"]) or [])
+    steps.AwaitPropagation(changes=[{**ch, "zone": zone}]).apply(ctx, {})
+    assert seen == [{zone: 0}]
+    steps.UpdateRRsets(zone=zone, changes=[ch]).add_result(ctx, record)
+    rep["serials"] = {zone: 7}  # what a verify of this run saw the primary serve
+    steps.AwaitPropagation(changes=[{**ch, "zone": zone}]).apply(ctx, {})
+    assert seen[-1] == {zone: 7}

@@ -106,6 +106,8 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
     Config ([rpcd] in debvisor.toml): listen, ca, cert, key, metrics_listen, rate, burst,
     default_deadline_s, max_operation_s, max_concurrent, max_message_bytes, jwks_file,
     jwt_issuer, jwt_audience, proxies, [rpcd.identities], [rpcd.roles.NAME].
+    Environment: GRPC_EXPERIMENTS, to which it adds -event_engine_listener (grpc's classic
+    I/O for accepted connections: ~30 % more calls/s) unless it names that experiment.
     \b
     Examples:
       debvisor rpcd serve

@@ -19,7 +19,7 @@ from debvisor_core.engine import Step
 from debvisor_core.errors import StepFailed
 
 from . import config as dnsconfig
-from .records import describe_change, key, same, show_state
+from .records import describe_change, key, same, show_state, state
 
 
 class DnsStep(Step):
@@ -38,6 +38,27 @@ class DnsStep(Step):
         scratch: dict[str, Any] = op.scratch if op is not None else self.__dict__.setdefault("_scratch", {})
         out: dict[str, Any] = scratch.setdefault("dns-timing", {})
         return out
+
+
+def _journalled_state(v: Any) -> dict[str, Any] | None:
+    """An RRset state read back from a journal (a file: data), or None if it is not one."""
+    if not isinstance(v, dict) or not isinstance(v.get("values"), list) or \
+            not all(isinstance(x, str) for x in v["values"]) or \
+            not (v.get("ttl") is None or type(v.get("ttl")) is int):
+        return None
+    return state(v.get("ttl"), v["values"])
+
+
+#: an attempt's fields as ``wire.send_update`` records them
+_ATTEMPT: dict[str, tuple[type, ...]] = {"server": (str,), "result": (str,), "ms": (int, float)}
+
+
+def _journalled_attempts(v: Any) -> list[dict[str, Any]]:
+    """The well-formed attempts of a journalled list (at most 64), with their fields only."""
+    if not isinstance(v, list):
+        return []
+    return [{k: a[k] for k in _ATTEMPT} for a in v[:64] if isinstance(a, dict)
+            and all(type(a.get(k)) in types for k, types in _ATTEMPT.items())]
 
 
 def _summary(changes: list[dict[str, Any]], zone: str | None, limit: int = 3) -> str:
@@ -103,7 +124,7 @@ class UpdateRRsets(DnsStep):
         todo = [ch for ch in self.changes if not same(prereq[key(ch)], ch["new"])]
         if not todo:
             log.info(f"{self.zone}: already as wanted; no UPDATE sent")
-            self._report(ctx, prior, [], None)
+            self._report(ctx, prior["before"], [], None)
             return {"noop": True}
         dkey = tkey.dns_key()
         out = wire.UpdateOutcome(None, "")  # its attempts, even when sending raises
@@ -113,12 +134,12 @@ class UpdateRRsets(DnsStep):
             if out.rcode != "NOERROR":
                 self._prereq_failed(cfg, zone, todo, out)
         except BaseException:
-            self._report(ctx, prior, out.attempts, None)
+            self._report(ctx, prior["before"], out.attempts, None)
             raise
         assert out.server is not None
         log.info(f"primary {out.server} took the UPDATE of {self.zone.rstrip('.')} "
                  f"({len(todo)} RRset{'s' if len(todo) != 1 else ''})")
-        self._report(ctx, prior, out.attempts, str(out.server))
+        self._report(ctx, prior["before"], out.attempts, str(out.server))
         self.timing(ctx).setdefault("t_update", out.sent_at)
         return {"primary": str(out.server), "sent": [key(ch) for ch in todo],
                 "attempts": out.attempts}
@@ -129,17 +150,23 @@ class UpdateRRsets(DnsStep):
         resumed operation) from the record; and, for a resumed operation's propagation
         step, the serial the zone must reach (one past the snapshot's: no verify of this
         run saw the primary's)."""
+        # the record comes from the journal (on resume): only what has the right shape
+        primary = record.get("primary")
+        primary = primary if isinstance(primary, str) and 0 < len(primary) <= 300 else None
         if not self.__dict__.get("_reported"):
-            self._report(ctx, record, record.get("attempts") or [], record.get("primary"))
-        if record.get("primary") and record.get("serial") is not None:
+            before = record.get("before")
+            before = {k: _journalled_state(v) for k, v in before.items()} \
+                if isinstance(before, dict) else {}
+            self._report(ctx, before, _journalled_attempts(record.get("attempts")), primary)
+        serial = record.get("serial")
+        if primary and type(serial) is int and 0 <= serial < 2**32:
             floors = self.timing(ctx).setdefault("serial_floors", {})
-            floors[self.zone] = (int(record["serial"]) + 1) % 2**32
+            floors[self.zone] = (serial + 1) % 2**32
 
-    def _report(self, ctx: Context, record: dict[str, Any], attempts: list[dict[str, Any]],
+    def _report(self, ctx: Context, before: dict[str, Any], attempts: list[dict[str, Any]],
                 primary: str | None) -> None:
         self.__dict__["_reported"] = True  # once per run (the step object is this run's)
         rep = self.report(ctx)
-        before = record.get("before") or {}
         rep.setdefault("changes", []).extend(
             {"zone": self.zone, "name": ch["name"], "type": ch["type"],
              "old": before.get(key(ch)), "new": ch["new"]} for ch in self.changes)

@@ -476,3 +476,42 @@ def test_undo_whose_propagation_times_out_is_rollback_incomplete(
     assert lab.served(lab.primary, name) == (None, [])  # the primary did restore
     assert relay.addr in res.stderr and "10.77.0.94" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+# -- a journalled UPDATE record read back on `ops resume` ---------------------------------------
+_ZONE = "lab.debvisor.test."
+_CHANGE = {"name": f"www.{_ZONE}", "type": "A", "old": None,
+           "new": {"ttl": 300, "values": ["10.77.0.9"]}}
+_GOOD_ATTEMPT = {"server": "127.0.0.1:5353", "result": "NOERROR", "ms": 1.5}
+
+
+@pytest.mark.parametrize("record", [
+    {"before": [], "attempts": "x", "primary": 5, "serial": "abc"},
+    {"before": {f"www.{_ZONE}/A": "absent"}, "attempts": [1, None, []], "primary": ["p"],
+     "serial": 2**40},
+    {"before": {f"www.{_ZONE}/A": {"ttl": "300", "values": [1]}}, "primary": "x" * 10_000,
+     "serial": True, "attempts": [{"server": {"nested": 1}, "result": "NOERROR", "ms": 1},
+                                  {"server": "s", "result": "NOERROR", "ms": False},
+                                  {**_GOOD_ATTEMPT, "secret": "hunter2"}] + [_GOOD_ATTEMPT] * 100},
+])
+def test_a_hostile_journal_record_reports_only_what_is_well_formed(record: dict[str, Any]) -> None:
+    """A journal is a file (data): a resumed UPDATE's record of the wrong shape neither
+    breaks the resume nor carries anything but well-formed fields into the result (and
+    the audit event that holds it), nor sets a serial to wait for."""
+    import json
+
+    from debvisor_dns import steps
+
+    from debvisor_core.context import Context
+    from debvisor_core.model import Operation
+
+    ctx = Context(json=True)
+    ctx.operation = Operation(kind="dns.update", title="t")
+    steps.UpdateRRsets(zone=_ZONE, changes=[_CHANGE]).add_result(ctx, record)
+    rep = ctx.operation.result["dns"]
+    assert rep["changes"] == [{"zone": _ZONE, "name": _CHANGE["name"], "type": "A", "old": None,
+                               "new": _CHANGE["new"]}]
+    assert "primaries" not in rep and "secret" not in json.dumps(rep)
+    assert rep.get("attempts", []) == [_GOOD_ATTEMPT] * len(rep.get("attempts", []))
+    assert len(rep.get("attempts", [])) <= 64
+    assert ctx.operation.scratch.get("dns-timing", {}).get("serial_floors") is None

@@ -66,15 +66,12 @@ class GrpcTransport:
         if "--origin" in rest[:2]:
             rest = rest[2:]
         query = False
-        if rest[:1] == ["--yes"] and rest[1:3] == ["upgrade", "reboot"] or \
-                rest[:2] == ["upgrade", "status"]:  # the reboot step's two commands
-            reboot = rest[0] == "--yes"
-            opts = _upgrade_options(rest[3:] if reboot else rest[2:], reboot)
-            if opts is None:
-                return 2, "", f"[ERROR] the grpc transport cannot run `{' '.join(rest)[:80]}`"
-            action, params, yes = f"upgrade.{'reboot' if reboot else 'status'}", json.dumps(opts), \
-                reboot
-            origin, query = "", not reboot
+        reboot = rest[:3] == ["--yes", "upgrade", "reboot"]  # the reboot step's two commands
+        opts = _upgrade_options(rest[3:], True) if reboot else \
+            _upgrade_options(rest[2:], False) if rest[:2] == ["upgrade", "status"] else None
+        if opts is not None:
+            action = "upgrade.reboot" if reboot else "upgrade.status"
+            params, yes, origin, query = json.dumps(opts), reboot, "", not reboot
         elif rest[:2] == ["actions", "run"] and len(rest) >= 3:
             action, params, yes = rest[2], stdin or "{}", "--yes" in rest
         elif rest[:2] == ["ops", "rollback"] and len(rest) >= 3:

@@ -463,3 +463,19 @@ def test_rpcd_serve_imports_grpc_with_its_experiments_and_leaves_the_environment
     out = subprocess.run([sys.executable, "-c", _AT_IMPORT], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out == repr(([at_import], given)) + "\n"
+
+
+@pytest.mark.parametrize("args", [["upgrade", "status", "--bogus"], ["upgrade", "reboot"],
+                                  ["--yes", "upgrade", "reboot", "--if-needed", "x"],
+                                  ["upgrade", "status", "--for-operation", "--if-needed"],
+                                  ["nope"]])
+def test_the_grpc_transport_refuses_what_it_cannot_map_before_calling(args: list[str]) -> None:
+    """Anything but the step's own commands is exit 2 — no call reaches the node."""
+    from debvisor_core.rpcd.transport import GrpcTransport
+
+    class NoClient:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the node was called: {name}")
+
+    code, out, err = GrpcTransport("node1", NoClient()).run(args, None, 5)  # type: ignore[arg-type]
+    assert (code, out) == (2, "") and err.startswith("[ERROR] the grpc transport cannot run")

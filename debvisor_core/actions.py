@@ -334,7 +334,7 @@ def run(ctx: Context, action: Action, params: dict[str, Any]) -> Any:
     if ctx.target is None:
         ctx.target = action.target(params) if action.params else {}
     opts = ctx.op_options
-    if not action.journalled and (opts.dry_run or opts.check):
+    if (opts.dry_run or opts.check) and not action.journalled:
         flag = "--dry-run" if opts.dry_run else "--check"
         what = "only reads" if action.query is not None else "is not a journalled operation"
         raise BadInput(f"{action.path} {what}: it has no {flag}")

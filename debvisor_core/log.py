@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 _state: dict[str, object] = {"verbose": False, "file": None}
-_sink: contextvars.ContextVar[Callable[[str, str], None] | None] = contextvars.ContextVar(
-    "debvisor_log_sink", default=None)
+#: this context's run UI (``ui.active()``) and where its lines go (None: stderr), in one
+#: variable: the daemon binds a UI for every query it answers (``ui.RunUI.bound``)
+_bound: contextvars.ContextVar[tuple[object, Callable[[str, str], None] | None]] = \
+    contextvars.ContextVar("debvisor_log_bound", default=(None, None))
 
 
 def configure(*, verbose: bool = False, log_file: str | None = None) -> None:
@@ -33,15 +35,15 @@ def verbose() -> bool:
 @contextlib.contextmanager
 def bound(sink: Callable[[str, str], None]) -> Iterator[None]:
     """Send this context's lines to ``sink(level, message)`` instead of stderr."""
-    token = _sink.set(sink)
+    token = _bound.set((_bound.get()[0], sink))
     try:
         yield
     finally:
-        _sink.reset(token)
+        _bound.reset(token)
 
 
 def _emit(level: str, msg: str) -> None:
-    sink = _sink.get()
+    sink = _bound.get()[1]
     line = f"[{level}] {msg}"
     if sink is not None:
         sink(level, msg)

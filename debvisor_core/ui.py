@@ -13,22 +13,20 @@ current invocation (a context variable: threads of one daemon do not mix).
 
 from __future__ import annotations
 
-import contextvars
 import json
 import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from . import log
-from .log import _sink as _log_sink
+from .log import _bound
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Finding
 
-_active: contextvars.ContextVar[RunUI | None] = contextvars.ContextVar("debvisor_ui", default=None)
 
 
 class RunUI:
@@ -71,24 +69,22 @@ class RunUI:
 
 class _Bound(AbstractContextManager["RunUI"]):
     """:meth:`RunUI.bound`: ``ui`` active, and ``sink`` taking the log lines when given
-    (:func:`log.bound`'s context variable). A class rather than generators: the daemon
-    binds a UI for every call it answers."""
+    (else they go where they went: stderr, or an outer :func:`log.bound`'s sink). One
+    context variable, set once (:data:`log._bound`); a class rather than a generator:
+    the daemon binds a UI for every query it answers."""
 
-    __slots__ = ("_ui", "_sink", "_tokens")
+    __slots__ = ("_ui", "_sink", "_token")
 
     def __init__(self, ui: RunUI, sink: Callable[[str, str], None] | None) -> None:
         self._ui, self._sink = ui, sink
 
     def __enter__(self) -> RunUI:
         sink = self._sink
-        self._tokens = (_active.set(self._ui), None if sink is None else _log_sink.set(sink))
+        self._token = _bound.set((self._ui, _bound.get()[1] if sink is None else sink))
         return self._ui
 
     def __exit__(self, *exc: object) -> None:
-        ui_token, sink_token = self._tokens
-        if sink_token is not None:
-            _log_sink.reset(sink_token)
-        _active.reset(ui_token)
+        _bound.reset(self._token)
 
 
 class TerminalUI(RunUI):
@@ -189,12 +185,13 @@ class RecordingUI(JsonEventsUI):
     """Keeps events in ``self.events_seen``; ``answers`` answers every question."""
 
     def __init__(self, *, answers: bool | None = None) -> None:
-        super().__init__(stream=None, answers=answers)
+        # no stream and no lock: the daemon makes one for every query it answers, and a
+        # list's append is atomic (threads of one run may emit at once)
+        self.answers = answers
         self.events_seen: list[dict[str, Any]] = []
 
     def emit(self, event: str, **data: Any) -> None:
-        with self._lock:
-            self.events_seen.append({"event": event, **data})
+        self.events_seen.append({"event": event, **data})
 
     def of(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events_seen if e["event"] == event]
@@ -202,4 +199,4 @@ class RecordingUI(JsonEventsUI):
 
 def active() -> RunUI | None:
     """The UI bound to the current invocation, if any."""
-    return _active.get()
+    return cast("RunUI | None", _bound.get()[0])

@@ -272,6 +272,38 @@ def test_the_daemon_uses_the_context_it_is_given(tmp_path: Path,
         d.calllog.close()
 
 
+def test_an_in_process_run_context_reads_as_a_context_made_the_usual_way(tmp_path: Path) -> None:
+    """The daemon's run context sets only what differs from the class defaults: every
+    field must read as the dataclass would have made it (a new field with a factory
+    would be missing)."""
+    import dataclasses
+
+    from debvisor_core.context import Context, Env
+    from debvisor_core.rpcd.server import _run_context
+    from debvisor_core.ui import RecordingUI
+
+    env, ui = Env(), RecordingUI()
+    lean = _run_context(tmp_path, None)(env=env, argv=["debvisor-rpcd", "x.y"], _ui=ui)
+    usual = Context(json=True, env=env, argv=["debvisor-rpcd", "x.y"], _ui=ui)
+    for f in dataclasses.fields(Context):
+        assert getattr(lean, f.name) == getattr(usual, f.name), f.name
+    other = _run_context(tmp_path, None)(env=env, argv=[], _ui=ui)
+    lean.op_options.dry_run, lean.target = True, {"vm": "a"}
+    assert other.op_options.dry_run is False and other.target is None  # nothing shared
+    assert lean.state_dir == tmp_path and lean.ui is ui
+
+
+def test_the_token_bucket_keeps_its_tokens_when_calls_read_the_clock_out_of_order() -> None:
+    from debvisor_core.rpcd.authz import Bucket
+
+    b = Bucket(rate=1.0, burst=2.0)
+    assert b.take("a", 100.0) == 0.0 and b.take("a", 100.0) == 0.0
+    assert b.take("a", 99.5) == pytest.approx(1.0)  # read the clock first, came in last
+    assert b.take("a", 100.5) == pytest.approx(0.5)  # not lost: half a token since 100.0
+    assert b.take("a", 101.0) == 0.0
+    assert b.take("b", 101.0) == 0.0  # each identity its own
+
+
 def test_maintenance_status_in_the_daemon_reads_the_file_only_when_it_changed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from debvisor_core.builtin import maintenance

@@ -128,22 +128,33 @@ class Bucket:
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
-        self._state: dict[str, tuple[float, float]] = {}
+        #: identity -> [tokens, when last refilled]: updated in place (no tuple per call)
+        self._state: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, who: str) -> float:
-        """0 when a call may go, else the seconds until one may."""
-        if self.rate <= 0:
+    def take(self, who: str, now: float | None = None) -> float:
+        """0 when a call may go, else the seconds until one may; ``now``: the caller's
+        ``time.monotonic()``, when it has read it already."""
+        rate = self.rate
+        if rate <= 0:
             return 0.0
-        now = time.monotonic()
+        if now is None:
+            now = time.monotonic()
         with self._lock:
-            tokens, last = self._state.get(who, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            st = self._state.get(who)
+            if st is None:
+                st = self._state[who] = [self.burst, now]
+            tokens = st[0]
+            if now > st[1]:  # another call may have read the clock later and come first
+                tokens += (now - st[1]) * rate
+                if tokens > self.burst:
+                    tokens = self.burst
+                st[1] = now
             if tokens >= 1:
-                self._state[who] = (tokens - 1, now)
+                st[0] = tokens - 1
                 return 0.0
-            self._state[who] = (tokens, now)
-            return (1 - tokens) / self.rate
+            st[0] = tokens
+            return (1 - tokens) / rate
 
 
 class JwtVerifier:

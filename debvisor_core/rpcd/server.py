@@ -47,7 +47,7 @@ from .. import actions as _actions
 from .. import log
 from ..actions import Outcome
 from ..audit import caller_env
-from ..context import Context
+from ..context import Context, OpOptions
 from ..errors import BadInput, DebvisorError
 from ..output import report
 from ..settings import Section
@@ -64,9 +64,10 @@ if TYPE_CHECKING:  # pragma: no cover
 SERVICE = "debvisor.v1.Node"
 CALL = f"/{SERVICE}/Call"
 LOGIN = f"/{SERVICE}/Login"
-_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("rpcd_caller", default=None)
-#: the call-log record of the call being served (a handler adds the reason it denies)
-_record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("rpcd_rec", default=None)
+#: the caller of the call being served and its call-log record (a handler adds to it:
+#: what it ran, the reason it denies); one variable, set once a call
+_call: contextvars.ContextVar[tuple[Caller, dict[str, Any]] | None] = \
+    contextvars.ContextVar("rpcd_call", default=None)
 #: methods anyone with a valid TLS connection may call (probes); mTLS still applies
 UNAUTHENTICATED_OK = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
 #: methods every authenticated caller may reach without a role: Login and Logout are about
@@ -184,9 +185,11 @@ class Metrics:
         self.health = Gauge("debvisor_health_check", "Health check state (0 ok, 1 warn, 2 crit)",
                             ["check"], registry=self.registry)
 
-    def call(self, method: str, code: str, elapsed: float | None = None) -> None:
-        """Count a call (its method served, so the labels stay few) and its latency."""
-        self._new_calls.append((method, code, elapsed, time.time()))
+    def call(self, method: str, code: str, elapsed: float | None = None,
+             when: float | None = None) -> None:
+        """Count a call (its method served, so the labels stay few) and its latency;
+        ``when``: its ``time.time()``, when the caller has read it already."""
+        self._new_calls.append((method, code, elapsed, time.time() if when is None else when))
         if len(self._new_calls) > _TALLY_AT:
             self._tally()
 
@@ -348,7 +351,7 @@ class Guard(grpc.ServerInterceptor):
             raise
         finally:
             calllog.enter()
-            _caller.reset(token)
+            _call.reset(token)
             rec.pop("params", None)  # in the admission's line
             self._finish(rec, t0)
 
@@ -365,7 +368,7 @@ class Guard(grpc.ServerInterceptor):
             self._finish(rec, t0)  # the call failed whatever the log says
             raise
         finally:
-            _caller.reset(token)
+            _call.reset(token)
         code = context.code()
         rec["code"] = code.name if code else "OK"
         self._finish(rec, t0, context)  # blocking: a line that cannot be written fails it
@@ -435,7 +438,7 @@ class Guard(grpc.ServerInterceptor):
                         self._admitted.clear()
                     self._admitted[known] = (version, expires, caller, label)
         if caller is not None:
-            wait = self.d.bucket.take(caller.identity)
+            wait = self.d.bucket.take(caller.identity, t0)
             if wait:
                 context.set_trailing_metadata((("retry-after-ms", str(int(wait * 1000) + 1)),))
                 caller, code, why = None, grpc.StatusCode.RESOURCE_EXHAUSTED, \
@@ -456,8 +459,7 @@ class Guard(grpc.ServerInterceptor):
                 rec["force_maintenance"] = True
             rec["code"] = "STARTED"
             self.d.record(rec, context)  # blocking: no record, no call
-        _record.set(rec)
-        return t0, rec, _caller.set(caller)
+        return t0, rec, _call.set((caller, rec))
 
     def _authenticate(self, method: str, md: dict[str, str], cn: str
                       ) -> tuple[Caller | None, grpc.StatusCode | None, str, float | None]:
@@ -527,7 +529,7 @@ class Guard(grpc.ServerInterceptor):
         except Exception:  # the line was not written: the call is refused (UNAVAILABLE)
             self.d.metrics.call(rec["method"], "UNAVAILABLE", elapsed)
             raise
-        self.d.metrics.call(rec["method"], rec["code"], elapsed)
+        self.d.metrics.call(rec["method"], rec["code"], elapsed, rec["time"])
 
 
 def _common_name(context: grpc.ServicerContext) -> str:
@@ -547,10 +549,16 @@ def _fingerprint(key: str | None) -> bytes | None:
 
 
 def caller() -> Caller:
-    c = _caller.get()
+    c = _call.get()
     if c is None:  # the guard sets it for every served method
         raise RuntimeError("no caller")
-    return c
+    return c[0]
+
+
+def _record() -> dict[str, Any] | None:
+    """The call-log record of the call being served (None outside a call)."""
+    c = _call.get()
+    return None if c is None else c[1]
 
 
 def _drain(proc: subprocess.Popen[str], label: str) -> None:
@@ -605,9 +613,9 @@ class Node(pbg.NodeServicer):
              ) -> tuple[list[dict[str, Any]], int, Any]:
         """Run a read-only ``action`` in this process on a recording UI: (its events, ending
         with "exit"; the exit code; the result)."""
-        ctx = self.d.run_context(json=True, env=self.d.env, argv=["debvisor-rpcd", action.path])
         ui = RecordingUI()
-        ctx.ui = ui
+        ctx = self.d.run_context(json=True, env=self.d.env, argv=["debvisor-rpcd", action.path],
+                                 _ui=ui)
         code, data = 0, None
         with ui.bound():  # the run's log lines, errors and exit event: the CLI's, as events
             try:
@@ -630,7 +638,7 @@ class Node(pbg.NodeServicer):
         aborted: no such action, a state change asked of Call (FAILED_PRECONDITION), bad
         parameters, dry run or check of an action that has none, a bad origin
         (INVALID_ARGUMENT), an action the caller may not run (PERMISSION_DENIED)."""
-        rec = _record.get() if queries_only else None  # Call logs what it ran at the end
+        rec = _record() if queries_only else None  # Call logs what it ran at the end
         if rec is not None:
             rec["action"] = request.action[:80]
         action = self.d.actions().get(request.action)
@@ -713,7 +721,7 @@ class Node(pbg.NodeServicer):
         t0 = time.monotonic()
         events, code, _ = self._run(action, checked)
         self.d.metrics.op(action.path, code)
-        rec = _record.get()
+        rec = _record()
         if rec is not None:
             rec["exit"] = code
         if time.monotonic() - t0 > budget:
@@ -847,7 +855,7 @@ class Node(pbg.NodeServicer):
     def Login(self, request: Any, context: grpc.ServicerContext) -> Any:
         from .users import check_password
 
-        d, rec = self.d, _record.get()
+        d, rec = self.d, _record()
         unauth = grpc.StatusCode.UNAUTHENTICATED
         if request.oidc_id_token:
             verifier = d.oidc
@@ -894,7 +902,7 @@ class Node(pbg.NodeServicer):
         from .events import checked
 
         who, d = caller(), self.d
-        rec = _record.get()
+        rec = _record()
         if rec is not None:
             rec["event"] = request.kind[:40]
         if who.cert_cn not in d.policy.proxies:
@@ -949,9 +957,17 @@ def _run_context(state_dir: Path, hook: Any) -> type[Context]:
     """A Context for the daemon's in-process runs whose state directory and plugin hooks
     are the daemon's, read once when it loaded its actions: like the API-key store's place
     and the actions it serves, they are fixed for its life (asking again per call re-read
-    the environment, parsed a path and checked the plugin selection: ~9 µs of a query)."""
+    the environment, parsed a path and checked the plugin selection: ~9 µs of a query).
+    It sets only what differs from the class defaults (the dataclass's ``__init__`` stores
+    all 15 fields: a query's costliest object in the daemon, measured)."""
 
     class RunContext(Context):
+        def __init__(self, *, env: Any, argv: list[str], _ui: Any, json: bool = True) -> None:
+            # every other field keeps its class-level default (immutable: False, None,
+            # ()) until a run sets it on the instance
+            self.json, self.argv, self.env, self._ui = json, argv, env, _ui
+            self.op_options = OpOptions()
+
         @property
         def state_dir(self) -> Path:
             return state_dir
@@ -1087,7 +1103,7 @@ class Daemon:
 
     def denied(self, context: grpc.ServicerContext, why: str) -> None:
         """Refuse the call being served (PERMISSION_DENIED); the guard logs it with ``why``."""
-        rec = _record.get()
+        rec = _record()
         if rec is not None:
             rec["why"] = why
         context.abort(grpc.StatusCode.PERMISSION_DENIED, why)

@@ -639,20 +639,22 @@ class Node(pbg.NodeServicer):
         parameters, dry run or check of an action that has none, a bad origin
         (INVALID_ARGUMENT), an action the caller may not run (PERMISSION_DENIED)."""
         rec = _record() if queries_only else None  # Call logs what it ran at the end
+        name, raw = request.action, request.params_json  # each read makes a new str
         if rec is not None:
-            rec["action"] = request.action[:80]
-        action = self.d.actions().get(request.action)
+            rec["action"] = name[:80]
+        action = self.d.actions().get(name)
         if action is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"no action {request.action[:80]!r} is installed; see ListActions")
+                          f"no action {name[:80]!r} is installed; see ListActions")
         assert action is not None
-        if queries_only and action.changes_state:
+        changes = action.changes_state
+        if queries_only and changes:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           f"{action.path} changes state: Call runs only queries; run it with "
                           "Invoke, which streams its progress")
         params: Any = None
         try:
-            params = json.loads(request.params_json) if request.params_json else {}
+            params = json.loads(raw) if raw else {}
             if not isinstance(params, dict):
                 raise ValueError("not an object")
             checked = action.validate(params)
@@ -662,8 +664,8 @@ class Node(pbg.NodeServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
         finally:
             if rec is not None:
-                rec["params"] = self.d.redacted(action, params, request.params_json)
-        if not self.d.policy.allowed(who, action.path, read_only=not action.changes_state):
+                rec["params"] = self.d.redacted(action, params, raw)
+        if not self.d.policy.allowed(who, action.path, read_only=not changes):
             self.d.denied(context, f"{who.identity} may not run {action.path}")
         if (request.dry_run or request.check) and not action.journalled:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,

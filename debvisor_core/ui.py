@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .model import Finding
 
 
-
 class RunUI:
     """The interface (and the terminal's behaviour where nothing else is said)."""
 
@@ -71,7 +70,9 @@ class _Bound(AbstractContextManager["RunUI"]):
     """:meth:`RunUI.bound`: ``ui`` active, and ``sink`` taking the log lines when given
     (else they go where they went: stderr, or an outer :func:`log.bound`'s sink). One
     context variable, set once (:data:`log._bound`); a class rather than a generator:
-    the daemon binds a UI for every query it answers."""
+    the daemon binds a UI for every query it answers. Bindings must nest (leave the
+    innermost first), as ``with`` blocks do: the variable holds the UI and the sink
+    together, so leaving an outer one first would bring back a UI that has ended."""
 
     __slots__ = ("_ui", "_sink", "_token")
 
@@ -185,8 +186,9 @@ class RecordingUI(JsonEventsUI):
     """Keeps events in ``self.events_seen``; ``answers`` answers every question."""
 
     def __init__(self, *, answers: bool | None = None) -> None:
-        # no stream and no lock: the daemon makes one for every query it answers, and a
-        # list's append is atomic (threads of one run may emit at once)
+        # no stream and no lock (JsonEventsUI.emit is never called on it): the daemon
+        # makes one for every query it answers, and a list's append is atomic (threads
+        # of one run may emit at once)
         self.answers = answers
         self.events_seen: list[dict[str, Any]] = []
 

@@ -282,6 +282,7 @@ def test_an_in_process_run_context_reads_as_a_context_made_the_usual_way(tmp_pat
     from debvisor_core.rpcd.server import _run_context
     from debvisor_core.ui import RecordingUI
 
+    assert "__post_init__" not in vars(Context)  # the lean __init__ would skip it
     env, ui = Env(), RecordingUI()
     lean = _run_context(tmp_path, None)(env=env, argv=["debvisor-rpcd", "x.y"], _ui=ui)
     usual = Context(json=True, env=env, argv=["debvisor-rpcd", "x.y"], _ui=ui)

@@ -961,7 +961,9 @@ def _run_context(state_dir: Path, hook: Any) -> type[Context]:
     and the actions it serves, they are fixed for its life (asking again per call re-read
     the environment, parsed a path and checked the plugin selection: ~9 µs of a query).
     It sets only what differs from the class defaults (the dataclass's ``__init__`` stores
-    all 15 fields: a query's costliest object in the daemon, measured)."""
+    all 15 fields: a query's costliest object in the daemon, measured), so
+    ``dataclasses.replace`` does not work on it, and a ``__post_init__`` that ``Context``
+    might get would not run (a test says so)."""
 
     class RunContext(Context):
         def __init__(self, *, env: Any, argv: list[str], _ui: Any, json: bool = True) -> None:

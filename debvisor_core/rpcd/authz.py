@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,14 +131,12 @@ class Bucket:
         self._state: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, who: str, now: float | None = None) -> float:
+    def take(self, who: str, now: float) -> float:
         """0 when a call may go, else the seconds until one may; ``now``: the caller's
-        ``time.monotonic()``, when it has read it already."""
+        ``time.monotonic()`` (the guard's, read as it admits the call)."""
         rate = self.rate
         if rate <= 0:
             return 0.0
-        if now is None:
-            now = time.monotonic()
         with self._lock:
             st = self._state.get(who)
             if st is None:

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import hmac
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import ssl
@@ -28,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from debvisor_core.rpcd import pki
+from debvisor_core.rpcd import ADMITTED, pki
 from debvisor_core.rpcd.v1 import debvisor_pb2 as pb
 from debvisor_core.rpcd.v1 import debvisor_pb2_grpc as pbg
 
@@ -241,6 +245,13 @@ def test_list_actions_comes_from_the_declarations(daemon: Daemon, world: Any) ->
     mig = by["hv.migrate"]
     assert mig.changes_state and json.loads(mig.schema_json)["required"] == ["vm", "target"]
     assert not by["ops.list"].changes_state
+    # a secret parameter is marked as one: in secret_params and in its schema
+    peek = by["rpcdtest.peek"]
+    assert list(peek.secret_params) == ["token"] and list(by["ops.list"].secret_params) == []
+    props = json.loads(peek.schema_json)["properties"]
+    assert (props["token"].get("x-secret"), props["token"].get("writeOnly")) == (True, True)
+    assert "x-secret" not in props["name"] and "writeOnly" not in props["name"]
+    assert json.loads(peek.describe_json)["secret_params"] == ["token"]
 
 
 def test_invoke_a_query_and_a_journalled_operation(daemon: Daemon, world: Any) -> None:
@@ -283,6 +294,40 @@ def test_invoke_a_query_and_a_journalled_operation(daemon: Daemon, world: Any) -
     assert evs[-1]["code"] == 0, evs
     shown = json.loads(stub.ListOperations(pb.ListOperationsRequest(id=op["id"]), timeout=30).json)
     assert shown["status"] == "rolled-back"
+
+
+def test_audit_events_streams_the_chain_in_order(daemon: Daemon, world: Any) -> None:
+    """AuditEvents streams the node's audit chain, oldest first, to a role that may read it
+    (the viewer's): the state changes just made are at its end, attributed to their caller;
+    ``since`` keeps only what came after; VerifyAudit says the chain holds."""
+    pk = world[1]
+    admin, viewer = _stub(daemon, pk, "admin"), _stub(daemon, pk, "viewer")
+    for req in (pb.InvokeRequest(action="maintenance.enable", yes=True,
+                                 params_json='{"reason": "audit stream"}'),
+                pb.InvokeRequest(action="maintenance.disable", yes=True)):
+        assert _events(admin.Invoke(req, timeout=60))[-1] == {"event": "exit", "code": 0}
+    before = len(daemon.lines())
+    streamed = list(viewer.AuditEvents(pb.AuditEventsRequest(), timeout=30))
+    chain = _audit(daemon)
+    assert {e.event for e in streamed} == {"audit"}
+    assert [json.loads(e.json) for e in streamed] == chain  # all of it, in the chain's order
+    assert [(r["argv"][-3], r["result"], r["caller"]) for r in chain[-2:]] == \
+        [("maintenance.enable", "enabled", "admin"), ("maintenance.disable", "disabled", "admin")]
+    assert chain[-2]["details"]["reason"] == "audit stream"
+    assert chain[-2]["seq"] + 1 == chain[-1]["seq"]
+    ae = "/debvisor.v1.Node/AuditEvents"
+    assert [(x["method"], x["code"], x["caller"]) for x in _since(daemon, before)] == \
+        [(ae, "STARTED", "viewer"), (ae, "OK", "viewer")]
+
+    def since(when: str) -> list[dict[str, Any]]:
+        return _events(viewer.AuditEvents(pb.AuditEventsRequest(since=when), timeout=30))
+
+    last = chain[-1]["time"]
+    assert since(last) == [r for r in chain if r["time"] >= last] and since(last)[-1] == chain[-1]
+    assert since("2999-01-01") == []
+    assert _code(lambda: since("yesterday"))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    verified = json.loads(viewer.VerifyAudit(pb.VerifyAuditRequest(), timeout=30).json)
+    assert (verified["ok"], verified["lines"]) == (True, len(chain)), verified
 
 
 def test_bad_requests_are_invalid_argument_and_the_cli_says_the_same(daemon: Daemon,
@@ -515,7 +560,26 @@ def _last_denial(d: Daemon) -> dict[str, Any]:
     return next(x for x in reversed(d.lines()) if x["code"] not in ("OK", "STARTED"))
 
 
+def _refused(d: Daemon, before: int, method: str, code: grpc.StatusCode, cn: str
+             ) -> dict[str, Any]:
+    """The one line of a call refused at admission (nothing ran: no second line), checked
+    for its method, code and certificate, without a caller: none was identified."""
+    (line,) = _since(d, before)
+    assert (line["method"], line["code"], line["cn"]) == (method, code.name, cn), line
+    assert "caller" not in line and line["peer"].startswith("ipv4:127.0.0.1:"), line
+    assert {"time", "seq", "prev", "hash", "why"} <= set(line), line
+    return line
+
+
+INVOKE = "/debvisor.v1.Node/Invoke"
+
+
 def test_tls_failures_never_reach_a_handler(daemon: Daemon, world: Any) -> None:
+    """No client certificate, one from another CA, an expired one, a server the client does
+    not trust: grpc core fails the TLS handshake (require_client_authentication) before any
+    HTTP/2 stream exists, so no Python code of the daemon — interceptor or handler — runs
+    and no call-log line can be written; the client sees UNAVAILABLE. That no line appears
+    is asserted: a handshake failure that reached the guard would show here."""
     pk = world[1]
     before = len(daemon.lines())
     for stub in (_stub(daemon, pk, None),                       # no client certificate
@@ -591,6 +655,33 @@ def test_unknown_and_streaming_methods_are_denied(daemon: Daemon, world: Any) ->
         assert _last_denial(daemon)["method"] == method
 
 
+def test_streaming_methods_without_credentials_are_refused_and_logged(daemon: Daemon,
+                                                                     world: Any) -> None:
+    """A server-streaming method is admitted like a unary one: refused before its first
+    event, with its line — a certificate of no role, a proxy without its user's token, a
+    bad API key or bearer token."""
+    pk = world[1]
+    nobody, panel = _stub(daemon, pk, "nobody"), _stub(daemon, pk, "panel")
+    denied, unauth = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
+    calls: list[tuple[str, Any]] = [
+        (INVOKE, lambda s, md: s.Invoke(pb.InvokeRequest(action="ops.list"), timeout=15, metadata=md)),
+        ("/debvisor.v1.Node/AuditEvents",
+         lambda s, md: s.AuditEvents(pb.AuditEventsRequest(), timeout=15, metadata=md)),
+        ("/debvisor.v1.Node/RollbackOperation", lambda s, md: s.RollbackOperation(
+            pb.RollbackRequest(id="20260101-000000-abcdef"), timeout=15, metadata=md))]
+    for method, call in calls:
+        for stub, md, code, cn, why in (
+                (nobody, None, denied, "nobody", "nobody has no role here"),
+                (panel, None, unauth, "panel", "panel is a proxy: it must forward its user's token"),
+                (nobody, [("x-api-key", "dvk_zzzzzzzz." + "d" * 27)], unauth, "nobody",
+                 "unknown API key"),
+                (panel, [("authorization", f"Bearer {_token(pk, exp=-120)}")], unauth, "panel",
+                 "bad token: Signature has expired")):
+            before = len(daemon.lines())
+            assert _code(lambda s=stub, m=md, c=call: c(s, m)) == (code, why), (method, why)
+            assert _refused(daemon, before, method, code, cn)["why"] == why
+
+
 def test_api_keys_authenticate_and_only_narrow(daemon: Daemon, world: Any) -> None:
     pk = world[1]
     made = _dv(daemon.state, "--json", "rpcd", "key", "create", "--owner", "admin", "--role",
@@ -598,6 +689,14 @@ def test_api_keys_authenticate_and_only_narrow(daemon: Daemon, world: Any) -> No
     assert made.returncode == 0, made.stderr
     rec = json.loads(made.stdout)
     key = rec["key"]
+    secret = key.split(".", 1)[1]
+    # the store keeps HMAC-SHA256(server key, secret), never the secret
+    stored = (daemon.state / "rpcd" / "api-keys.json").read_text()
+    assert secret not in stored and key not in stored
+    server_key = (daemon.state / "keys" / "rpcd-api.key").read_bytes().strip()
+    mac = json.loads(stored)[rec["id"]]["mac"]
+    assert re.fullmatch(r"[0-9a-f]{64}", mac), mac
+    assert mac == hmac.new(server_key, secret.encode(), hashlib.sha256).hexdigest()
     admin = _stub(daemon, pk, "admin")
     md = [("x-api-key", key)]
     assert _code(_ops_list(admin, md))[0] == grpc.StatusCode.OK
@@ -606,19 +705,32 @@ def test_api_keys_authenticate_and_only_narrow(daemon: Daemon, world: Any) -> No
                                            timeout=15, metadata=md))
     assert code == grpc.StatusCode.PERMISSION_DENIED  # admin's key is a viewer's key
     assert _last_denial(daemon)["caller"] == f"admin key={rec['id']}"
+    before = len(daemon.lines())
     code, why = _code(_ops_list(_stub(daemon, pk, "viewer"), md))
     assert (code, why) == (grpc.StatusCode.PERMISSION_DENIED,
                            f"API key {rec['id']} belongs to another identity")
-    for bad, reason in ((key[:-1] + ("A" if key[-1] != "A" else "B"), "wrong API key secret"),
-                        ("dvk_zzzzzzzz." + "a" * 27, "unknown API key"), ("garbage", "malformed API key")):
-        assert _code(_ops_list(admin, [("x-api-key", bad)])) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+    assert _refused(daemon, before, INVOKE, code, "viewer")["why"] == why
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+
+    def refused(presented: str, reason: str) -> None:
+        """Refused with ``reason``, in one line that names it but not the key."""
+        before = len(daemon.lines())
+        assert _code(_ops_list(admin, [("x-api-key", presented)])) == (unauth, reason)
+        assert _refused(daemon, before, INVOKE, unauth, "admin")["why"] == reason
+        assert presented.rpartition(".")[2] not in daemon.calllog.read_text()
+
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for bad, reason in ((wrong, "wrong API key secret"),
+                        ("dvk_zzzzzzzz." + "b" * 27, "unknown API key"),
+                        ("garbage-" + "c" * 20, "malformed API key")):
+        refused(bad, reason)
     short = json.loads(_dv(daemon.state, "--json", "rpcd", "key", "create", "--owner", "admin",
                            "--role", "admin", "--ttl", "1s", config=daemon.config).stdout)
     time.sleep(1.2)  # the key's lifetime, not a wait for the daemon
-    assert _code(_ops_list(admin, [("x-api-key", short["key"])])) == (
-        grpc.StatusCode.UNAUTHENTICATED, "API key expired")
+    refused(short["key"], "API key expired")
     assert _dv(daemon.state, "rpcd", "key", "revoke", rec["id"], config=daemon.config).returncode == 0
-    assert _code(_ops_list(admin, md)) == (grpc.StatusCode.UNAUTHENTICATED, "API key revoked")
+    refused(key, "API key revoked")
+    assert secret not in daemon.calllog.read_text()
     listed = json.loads(_dv(daemon.state, "--json", "rpcd", "key", "list", config=daemon.config).stdout)
     assert key not in json.dumps(listed) and all("mac" not in r for r in listed)
 
@@ -626,9 +738,11 @@ def test_api_keys_authenticate_and_only_narrow(daemon: Daemon, world: Any) -> No
 def test_bearer_tokens_and_the_proxy(daemon: Daemon, world: Any) -> None:
     pk = world[1]
     panel = _stub(daemon, pk, "panel")
+    unauth = grpc.StatusCode.UNAUTHENTICATED
+    before = len(daemon.lines())
     code, why = _code(_ops_list(panel))
-    assert (code, why) == (grpc.StatusCode.UNAUTHENTICATED,
-                           "panel is a proxy: it must forward its user's token")
+    assert (code, why) == (unauth, "panel is a proxy: it must forward its user's token")
+    assert _refused(daemon, before, INVOKE, unauth, "panel")["why"] == why
     ok = [("authorization", f"Bearer {_token(pk)}")]
     who = json.loads(panel.WhoAmI(pb.WhoAmIRequest(), timeout=10, metadata=ok).json)
     assert (who["identity"], who["via"], who["roles"]) == ("alice", "panel", ["operator"])
@@ -638,16 +752,23 @@ def test_bearer_tokens_and_the_proxy(daemon: Daemon, world: Any) -> None:
     assert _code(lambda: panel.Invoke(pb.InvokeRequest(action="maintenance.enable",
                                                        params_json='{"reason": "b"}', yes=True),
                                       timeout=15, metadata=bob))[0] == grpc.StatusCode.PERMISSION_DENIED
+    now = int(time.time())
+    none = jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUD, "exp": now + 60},
+                      None, algorithm="none")  # type: ignore[arg-type]  # the attack itself
+    no_exp = jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUD, "iat": now}, pk.jwk_key,
+                        algorithm="ES256", headers={"kid": "k1"})  # signed, but never expires
     for tok, reason in ((_token(pk, key=pk.other_key), "Signature verification failed"),
                         (_token(pk, aud="someone-else"), "Audience doesn't match"),
                         (_token(pk, exp=-120), "Signature has expired"),
-                        (_token(pk, iss="https://evil.invalid"), "Invalid issuer")):
+                        (_token(pk, iss="https://evil.invalid"), "Invalid issuer"),
+                        (none, "The specified alg value is not allowed"),
+                        (no_exp, 'Token is missing the "exp" claim')):
+        before = len(daemon.lines())
         code, why = _code(_ops_list(panel, [("authorization", f"Bearer {tok}")]))
-        assert code == grpc.StatusCode.UNAUTHENTICATED and reason in why, (reason, why)
-    none = jwt.encode({"sub": "alice", "iss": ISSUER, "aud": AUD, "exp": int(time.time()) + 60},
-                      None, algorithm="none")  # type: ignore[arg-type]  # the attack itself
-    assert _code(_ops_list(panel, [("authorization", f"Bearer {none}")]))[0] == \
-        grpc.StatusCode.UNAUTHENTICATED
+        assert code == unauth and reason in why, (reason, why)
+        assert _refused(daemon, before, INVOKE, unauth, "panel")["why"] == why
+        logged = daemon.calllog.read_text()
+        assert tok not in logged and tok.rsplit(".", 2)[-2] not in logged  # nor its claims
 
 
 def _login(stub: pbg.NodeStub, user: str = "carol", password: str = PASSWORD) -> Any:
@@ -1026,8 +1147,80 @@ def test_rate_limit_per_identity(world: Any) -> None:
             in text
         assert 'debvisor_rpcd_operations_total{action="maintenance.status",exit="0"} 2.0' in text
         assert 'debvisor_rpcd_call_seconds_count{method="/debvisor.v1.Node/Call"} 2.0' in text
+        # no Health call was made: the scrape ran the checks (it shows every one of them)
+        checks = json.loads(_dv(d.state, "--json", "health", config=d.config).stdout)["checks"]
+        assert checks and all(f'debvisor_health_check{{check="{c["name"]}"}}' in text
+                              for c in checks), text[-3000:]
     finally:
         d.stop()
+
+
+def test_a_request_over_max_message_bytes_is_refused_by_grpc(world: Any) -> None:
+    """[rpcd] max_message_bytes bounds a request: grpc refuses a larger one
+    (RESOURCE_EXHAUSTED) while reading it, before any handler runs (so the guard writes no
+    line), and the daemon goes on serving."""
+    d = _start(world[0], "small", max_message_bytes=1024)
+    try:
+        stub = _stub(d, world[1])
+        big = pb.InvokeRequest(action="rpcdtest.peek", params_json=json.dumps({"name": "x" * 2048}))
+        before = len(d.lines())
+        for call in (lambda: stub.Call(big, timeout=15), lambda: stub.Invoke(big, timeout=15)):
+            code, why = _code(call)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in why, why
+        assert len(d.lines()) == before
+        fits = pb.InvokeRequest(action="rpcdtest.peek", params_json=json.dumps({"name": "x" * 900}))
+        got = stub.Call(fits, timeout=15)
+        assert got.code == 0 and json.loads(got.events[-1].json)["result"]["name"] == "x" * 900
+        assert _events(stub.Invoke(fits, timeout=15))[-1] == {"event": "exit", "code": 0}
+        assert [x["code"] for x in _since(d, before)] == ["OK", "STARTED", "OK"]
+    finally:
+        d.stop()
+
+
+def test_calls_beyond_max_concurrent_are_refused_by_grpc(
+        world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[rpcd] max_concurrent: while that many calls are being served (here one: an operation
+    held at its first step by the fault plugin's hang), grpc refuses the next call
+    (RESOURCE_EXHAUSTED) before the guard sees it — no line; once the held call ends
+    (cancelled: its operation is stopped), calls are served again."""
+    root, pk = world
+    ready = tmp_path / "hung"
+    monkeypatch.setenv("DEBVISOR_FAULTS", "1:hang")  # the node's step 1 hangs once applied
+    monkeypatch.setenv("DEBVISOR_FAULT_READY", str(ready))
+    (tmp_path / "state").mkdir()
+    d = _start(root, "one", state=tmp_path / "state", max_concurrent=1)
+    stub = _stub(d, pk)
+    held = stub.Invoke(pb.InvokeRequest(action="example.note.add", yes=True,
+                                        params_json='{"name": "held", "text": "x"}'), timeout=120)
+    try:
+        assert dict(held.initial_metadata()).get(ADMITTED) == "1"  # its handler is running
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # ... and its operation is at the hung step
+            assert time.monotonic() < deadline and d.proc.poll() is None
+            time.sleep(0.05)
+        before = len(d.lines())
+        limit = (grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+        for call in (lambda: stub.WhoAmI(pb.WhoAmIRequest(), timeout=10), _ops_list(stub),
+                     lambda: stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=10)):
+            assert _code(call) == limit
+        assert len(d.lines()) == before  # refused before the guard: nothing to log
+        held.cancel()
+        deadline = time.monotonic() + 60
+        while (code := _code(lambda: stub.WhoAmI(pb.WhoAmIRequest(), timeout=10))[0]) != \
+                grpc.StatusCode.OK:
+            assert code == limit[0] and time.monotonic() < deadline, code
+            time.sleep(0.05)  # the cancelled operation stopping: its handler ends with it
+        # the held call's two lines: its admission, and its end, which says it was cancelled
+        ends = [x for x in d.lines() if x["method"] == INVOKE]
+        assert [x["code"] for x in ends] == ["STARTED", "CANCELLED"], ends
+    finally:
+        held.cancel()
+        d.stop()
+        if ready.exists():  # the hung action (its own session), if it outlived its call
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(ready.read_text())
+                if b"debvisor_core" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_an_unwritable_call_log_blocks_every_call(world: Any) -> None:
@@ -1055,7 +1248,10 @@ def test_an_unwritable_call_log_blocks_every_call(world: Any) -> None:
         d.stop()
 
 
-def test_a_query_longer_than_the_default_deadline_is_refused(world: Any) -> None:
+def test_every_call_has_a_deadline(world: Any) -> None:
+    """[rpcd] default_deadline_s holds every call that runs in the daemon — a query through
+    Call or Invoke, and every other method (the guard's) — its answer refused once it is
+    over; a state change runs in its own process, to max_operation_s."""
     d = _start(world[0], "deadline", default_deadline_s=1e-6)  # every query outlasts it
     try:
         stub = _stub(d, world[1])
@@ -1063,6 +1259,53 @@ def test_a_query_longer_than_the_default_deadline_is_refused(world: Any) -> None
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert why == "maintenance.status ran longer than the call's deadline (1e-06 s)"
         assert (d.lines()[-1]["code"], d.lines()[-1]["exit"]) == ("DEADLINE_EXCEEDED", 0)
+        sent: list[Any] = []
+        code, why = _code(lambda: sent.extend(stub.Invoke(pb.InvokeRequest(
+            action="maintenance.status"), timeout=15)))
+        assert (code, why, sent) == (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                     "maintenance.status ran longer than the call's deadline "
+                                     "(1e-06 s)", [])  # none of its events left
+        assert (d.lines()[-1]["method"], d.lines()[-1]["code"], d.lines()[-1]["exit"]) == \
+            (INVOKE, "DEADLINE_EXCEEDED", 0)
+        for method, call in (("WhoAmI", lambda: stub.WhoAmI(pb.WhoAmIRequest(), timeout=15)),
+                             ("ListOperations",
+                              lambda: stub.ListOperations(pb.ListOperationsRequest(), timeout=15)),
+                             ("Health", lambda: stub.Health(pb.HealthRequest(), timeout=30))):
+            assert _code(call) == (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   f"{method} ran longer than the call's deadline (1e-06 s)")
+            assert (d.lines()[-1]["method"], d.lines()[-1]["code"]) == \
+                (f"/debvisor.v1.Node/{method}", "DEADLINE_EXCEEDED")
+        # a state change (its dry run here) is a process of its own: max_operation_s holds it
+        events = _events(stub.Invoke(pb.InvokeRequest(
+            action="example.note.add", params_json='{"name": "dl", "text": "x"}', dry_run=True),
+            timeout=60))
+        assert events[-1]["event"] == "exit" and events[-1]["code"] == 0, events
+        assert (d.lines()[-1]["code"], d.lines()[-1]["exit"]) == ("OK", 0)
+    finally:
+        d.stop()
+
+
+def test_serve_takes_its_config_file(world: Any, tmp_path: Path) -> None:
+    """`rpcd serve --config FILE`, as the unit starts it (no DEBVISOR_CONFIG)."""
+    root, pk = world
+    config = _config(root, "own-config")
+    env = {k: v for k, v in _env(DEBVISOR_STATE_DIR=str(root / "state")).items()
+           if k != "DEBVISOR_CONFIG"}
+    bad = subprocess.run([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--config",
+                          str(tmp_path / "none.toml")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "debvisor_core", "rpcd", "serve", "--config",
+                             str(config), "--call-log", str(tmp_path / "calls.jsonl")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    d = Daemon(proc, line.split()[1] if line.startswith("READY ") else "", root / "state", config,
+               tmp_path / "calls.jsonl")
+    try:
+        assert line.startswith("READY "), proc.stderr.read() if proc.stderr else ""
+        who = json.loads(_stub(d, pk, "viewer").WhoAmI(pb.WhoAmIRequest(), timeout=15).json)
+        assert who["roles"] == ["viewer"]  # [rpcd.identities] of that file
     finally:
         d.stop()
 
@@ -1158,3 +1401,105 @@ def test_the_grpc_transport_says_255_only_for_a_node_lost_mid_call(
         if ready.exists():  # the node's hung action (its own session): gone with the node
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(ready.read_text()), signal.SIGKILL)
+
+
+def _executor(sock: Path, env: dict[str, str], config: Path, err: Path) -> subprocess.Popen[bytes]:
+    """`rpcd exec-serve` as its socket unit starts it: systemd's own socket activation
+    (``systemd-socket-activate``: LISTEN_FDS, fd 3), which starts it on the first call."""
+    tool = shutil.which("systemd-socket-activate")
+    assert tool, "systemd-socket-activate (package systemd) is not installed"
+    passed = [f"-E{k}={v}" for k, v in env.items() if k.isidentifier()]
+    proc = subprocess.Popen([tool, "-l", str(sock), *passed, sys.executable, "-m", "debvisor_core",
+                             "rpcd", "exec-serve", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=err.open("w"))
+    deadline = time.monotonic() + 30
+    while not sock.is_socket():  # it listens (the program starts on the first connection)
+        assert proc.poll() is None and time.monotonic() < deadline, err.read_text()
+        time.sleep(0.02)
+    return proc
+
+
+def test_state_changes_run_in_the_executor_when_rpcd_names_one(world: Any, tmp_path: Path) -> None:
+    """rpcd sandboxed hands its state changes to the executor (`rpcd exec-serve`, socket
+    activated): they run there, audited with the caller rpcd sealed; a cancelled call stops
+    the run there (rolled back); a query still runs in rpcd; the executor refuses any run
+    rpcd would not ask for."""
+    root, pk = world
+    state, sock, err = tmp_path / "state", tmp_path / "exec.sock", tmp_path / "exec.log"
+    state.mkdir()
+    ready = tmp_path / "hung"
+    env = _env(DEBVISOR_STATE_DIR=str(state), DEBVISOR_FAULTS="WriteNote:hang",
+               DEBVISOR_FAULT_READY=str(ready))  # the executor's: only the note's write hangs
+    ex = _executor(sock, env, _config(root, "exec"), err)
+    d = _start(root, "exec", "--exec-socket", str(sock), state=state)
+    try:
+        stub = _stub(d, pk)
+        held = stub.Invoke(pb.InvokeRequest(action="example.note.add", yes=True,
+                                            params_json='{"name": "held", "text": "x"}'), timeout=120)
+        deadline = time.monotonic() + 60
+        while not ready.exists():  # its first step is applied, in a run of the executor's
+            assert time.monotonic() < deadline and ex.poll() is None and not held.done()
+            time.sleep(0.05)
+        held.cancel()
+        deadline = time.monotonic() + 60
+        while "example.note.add - --yes for admin: exit" not in err.read_text():
+            assert time.monotonic() < deadline and ex.poll() is None, err.read_text()
+            time.sleep(0.05)
+        assert "note.add - --yes for admin: exit 4" in err.read_text()  # stopped, step undone
+        assert not list(state.rglob("notes/held*"))
+        deadline = time.monotonic() + 30
+        while d.lines()[-1]["method"] != INVOKE or d.lines()[-1]["code"] == "STARTED":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert d.lines()[-1]["code"] == "CANCELLED"
+        events = _events(stub.Invoke(pb.InvokeRequest(
+            action="maintenance.enable", params_json='{"reason": "by the executor"}', yes=True),
+            timeout=60))
+        assert events[-1]["event"] == "exit" and events[-1]["code"] == 0, events
+        status = json.loads(_dv(state, "--json", "maintenance", "status").stdout)
+        assert (status["enabled"], status["reason"]) == (True, "by the executor")
+        run = [a for a in _audit(d) if "maintenance.enable" in a.get("argv", [])]
+        assert run and run[-1]["caller"] == "admin", run  # sealed by rpcd, checked by the run
+        assert (d.lines()[-1]["method"], d.lines()[-1]["code"], d.lines()[-1]["exit"]) == \
+            (INVOKE, "OK", 0)
+        assert "rpcd-exec: actions run maintenance.enable - --yes for admin: exit 0" in err.read_text()
+        # a query is not a state change: rpcd runs it itself
+        assert stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=15).code == 0
+        # the executor runs only what rpcd asks for, and answers one sentence otherwise
+        for request, why in (({"argv": ["rpcd", "serve"], "stdin": ""}, "runs only `actions run"),
+                             ({"argv": ["actions", "run", "maintenance.enable", "-", "--rm"]},
+                              "flags must be among"),
+                             ({"argv": ["ops", "rollback", "../x"]}, "operation id"),
+                             ("not json", "")):
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(sock))
+                s.sendall((json.dumps(request) if isinstance(request, dict) else request).encode()
+                          + b"\n")
+                answer = json.loads(s.makefile().readline())
+            assert answer["exit_code"] == 2 and why in answer["stderr"], answer
+    finally:
+        d.stop()
+        ex.terminate()
+        ex.wait(30)
+        if ready.exists():  # the hung run (its own session), if it outlived its call
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(ready.read_text())
+                if b"debvisor_core" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_without_its_executor_rpcd_runs_no_state_change(world: Any, tmp_path: Path) -> None:
+    root, pk = world
+    (tmp_path / "state").mkdir()
+    d = _start(root, "noexec", "--exec-socket", str(tmp_path / "none.sock"), state=tmp_path / "state")
+    try:
+        stub = _stub(d, pk)
+        code, why = _code(lambda: _events(stub.Invoke(pb.InvokeRequest(
+            action="maintenance.enable", params_json='{"reason": "x"}', yes=True), timeout=15)))
+        assert code == grpc.StatusCode.UNAVAILABLE and "does not answer" in why and \
+            "nothing was run" in why, why
+        status = json.loads(_dv(tmp_path / "state", "--json", "maintenance", "status").stdout)
+        assert status["enabled"] is False
+        assert stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=15).code == 0
+    finally:
+        d.stop()

@@ -96,9 +96,14 @@ def pki_dir(ctx: Context, given: str | None = None) -> Path:
               help="Plain text on a loopback address, for the lab only (no TLS, no certificates).")
 @click.option("--call-log", type=click.Path(dir_okay=False),
               help="The call log (default LOG_DIR/rpcd-calls.jsonl).")
+@click.option("--exec-socket", metavar="PATH",
+              help="Run state changes through the executor on this socket (`rpcd exec-serve`; "
+                   "default [rpcd] exec_socket, else as children of the daemon).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="The config file to serve (as the global --config; the actions' runs read it).")
 @pass_ctx
 def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure_lab: bool,
-          call_log: str | None) -> None:
+          call_log: str | None, exec_socket: str | None, config_file: str | None) -> None:
     """Serve debvisor.v1 in the foreground (what debvisor-rpcd.service runs) until SIGTERM;
     SIGHUP reloads the certificates without dropping the service.
 
@@ -110,14 +115,16 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
     I/O for accepted connections: ~30 % more calls/s) unless it names that experiment.
     \b
     Examples:
-      debvisor rpcd serve
-      debvisor --config /etc/debvisor/debvisor.toml rpcd serve --listen [::]:7443
+      debvisor rpcd serve --config /etc/debvisor/debvisor.toml
+      debvisor rpcd serve --listen [::]:7443 --metrics-listen 127.0.0.1:9443
     """
+    _use_config(ctx, config_file)
     grpc_for_serving()
     from .server import Daemon, Settings
 
     settings = Settings.from_context(ctx, listen=listen, insecure_lab=insecure_lab,
-                                     metrics_listen=metrics_listen, call_log=call_log)
+                                     metrics_listen=metrics_listen, call_log=call_log,
+                                     exec_socket=exec_socket)
     daemon = Daemon(settings, ctx)
 
     def ready(port: int) -> None:
@@ -128,6 +135,45 @@ def serve(ctx: Context, listen: str | None, metrics_listen: str | None, insecure
         print(f"READY {host}:{port}", flush=True)
 
     daemon.serve(ready)
+
+
+def _use_config(ctx: Context, config_file: str | None) -> None:
+    """A command's own ``--config``: the same as the global one (read now: one clear
+    error if it is bad)."""
+    if config_file:
+        ctx.config_file = ctx.env.config_file = config_file
+        ctx.env.config = None
+        ctx.config  # noqa: B018
+
+
+@rpcd.command("exec-serve")
+@click.option("--socket", "path", metavar="PATH",
+              help="Listen here (mode 0600) instead of on the socket systemd passes.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="The config file the runs read (as the global --config).")
+@pass_ctx
+def exec_serve(ctx: Context, path: str | None, config_file: str | None) -> None:
+    """Run debvisor-rpcd's state changes outside its sandbox, in the foreground (what
+    debvisor-rpcd-exec.service runs, started by its socket): one run per connection, only
+    for root, only `actions run ACTION -` and `ops rollback ID`, each audited by the
+    engine with the caller rpcd sealed. Until SIGTERM, which stops the runs still going
+    as Ctrl-C does (they roll back).
+
+    \b
+    Examples:
+      debvisor rpcd exec-serve --config /etc/debvisor/debvisor.toml     # from its socket unit
+      debvisor rpcd exec-serve --socket /run/debvisor-rpcd/exec.sock    # by hand
+      debvisor rpcd serve --exec-socket /run/debvisor-rpcd/exec.sock    # rpcd uses it
+    """
+    from .executor import serve as serve_exec
+
+    _use_config(ctx, config_file)
+    conf = ctx.config_file or os.environ.get("DEBVISOR_CONFIG")
+
+    def ready() -> None:
+        print(f"READY {path or 'fd 3'}", flush=True)
+
+    serve_exec(path, conf, ready)
 
 
 @rpcd.command("call")

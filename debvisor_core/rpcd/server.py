@@ -2,13 +2,13 @@
 
 A sync ``grpc.server`` (measured here: 1.6× less CPU per call than grpc.aio) with:
 
-- mTLS on the one port (client certificates from the cluster CA), reloaded on SIGHUP or
-  when the files change, without dropping the service; plain text only with
+- mTLS on the one port (client certificates from the cluster CA), reloaded on SIGHUP
+  without dropping the service; plain text only with
   ``--insecure-lab`` on a loopback address;
 - a guard (:class:`Guard`) around every handler kind it serves — unary and server
   streaming — that denies any other kind and any method it does not know: identity from
   the certificate, an OAuth2 bearer token or an API key (:mod:`.authz`), RBAC, a token
-  bucket per identity, a default deadline, and a blocking call log (:mod:`.calllog`);
+  bucket per identity, a deadline on every call, and a blocking call log (:mod:`.calllog`);
 - the declared actions: read-only ones run in the daemon (a thread, a recording UI),
   state changes in a child ``debvisor --events actions run`` process — the CLI's engine,
   preflight, rollback and audit, cancelled like Ctrl-C when the call is. ``Invoke``
@@ -29,8 +29,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from bisect import bisect_left
@@ -76,6 +74,10 @@ SELF_SERVICE = ("rpc:Login", "rpc:Logout", "rpc:RecordEvent")
 #: methods that only read and are logged once, before their answer leaves (blocking all the
 #: same: no line, no answer); every other method is logged when admitted and when done
 LOGGED_ONCE = frozenset({CALL})
+#: methods that keep their own deadline (Call's is :meth:`Node.Call`'s): a state change runs
+#: at most ``max_operation_s``, stopped like Ctrl-C, a query ``default_deadline_s``; the
+#: guard holds every other method to ``default_deadline_s``
+OWN_DEADLINE = frozenset({f"/{SERVICE}/Invoke", f"/{SERVICE}/RollbackOperation"})
 #: the metrics' method label of a call to a method that is not served (the call log has it)
 NOT_SERVED = "(not served)"
 
@@ -93,6 +95,8 @@ class Settings:
     insecure_lab: bool = False
     metrics_listen: str = ""
     call_log: str = ""
+    #: the executor's socket (:mod:`.executor`): state changes run there, not as children
+    exec_socket: str = ""
     durable_log: bool = True
     max_workers: int = 32
     max_concurrent: int = 64
@@ -113,7 +117,7 @@ class Settings:
     #: roles, identities and proxies (``[rpcd.roles.NAME]``, ``[rpcd.identities]``, ``proxies``)
     policy: Policy = field(default_factory=Policy)
 
-    _STRINGS = ("listen", "ca", "cert", "key", "metrics_listen", "call_log", "jwks_file",
+    _STRINGS = ("listen", "ca", "cert", "key", "metrics_listen", "call_log", "exec_socket", "jwks_file",
                 "jwt_issuer", "jwt_audience", "oidc_jwks_file", "oidc_issuer", "oidc_audience",
                 "oidc_username_claim")
     #: name, default, minimum, maximum (whole numbers)
@@ -158,6 +162,8 @@ _BOUNDS = (.005, .01, .025, .05, .075, .1, .25, .5, .75, 1.0, 2.5, 5.0, 7.5, 10.
 
 #: calls counted but not yet tallied, at most (then the call that adds one tallies them)
 _TALLY_AT = 4096
+#: seconds a scrape shows the health checks' last states before running them again
+HEALTH_TTL = 30.0
 
 
 class Metrics:
@@ -166,7 +172,8 @@ class Metrics:
     tallied into plain numbers when scraped or when the queue is long, and made into
     metric families (prometheus-client's, the same series) when scraped: updating
     prometheus-client's labelled children cost ~4 µs of every call. The health gauge is
-    prometheus-client's own."""
+    prometheus-client's own, set by every ``Health`` call and, when a scrape finds it older
+    than :data:`HEALTH_TTL`, by running the checks then (``health_source``)."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Gauge
@@ -184,6 +191,16 @@ class Metrics:
         self.registry.register(self)
         self.health = Gauge("debvisor_health_check", "Health check state (0 ok, 1 warn, 2 crit)",
                             ["check"], registry=self.registry)
+        #: runs the health checks (and sets the gauge): the daemon's
+        self.health_source: Callable[[], Any] | None = None
+        self.health_at = float("-inf")  # time.monotonic() of the gauge's last setting
+
+    def health_states(self, data: Any) -> None:
+        """Set the gauge from ``health.run``'s result."""
+        for c in (data or {}).get("checks", []) if isinstance(data, dict) else []:
+            self.health.labels(c.get("name", "?")).set(
+                {"ok": 0, "warn": 1}.get(c.get("status", ""), 2))
+        self.health_at = time.monotonic()
 
     def call(self, method: str, code: str, elapsed: float | None = None,
              when: float | None = None) -> None:
@@ -230,6 +247,8 @@ class Metrics:
         from prometheus_client.utils import floatToGoString
 
         created = bool(getattr(pm, "_use_created", True))  # PROMETHEUS_DISABLE_CREATED_SERIES
+        if self.health_source is not None and time.monotonic() - self.health_at > HEALTH_TTL:
+            self.health_source()  # the gauge collects after this collector (registered first)
         self._tally()
         with self._lock:
             calls = [(k, list(v)) for k, v in self._calls.items()]
@@ -313,12 +332,17 @@ class Guard(grpc.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(once, handler.request_deserializer,
                                                        handler.response_serializer)
+        own = method in OWN_DEADLINE  # else default_deadline_s, read when the call ends
+        name = method.rsplit("/", 1)[1]
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                with self._served(method, perm, request, context):
-                    return inner(request, context)
+                with self._served(method, perm, request, context) as t0:
+                    response = inner(request, context)
+                    if not own:  # a handler here cannot be stopped: its answer can
+                        in_time(context, t0, self.d.settings.default_deadline_s, name)
+                    return response
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
                                                        handler.response_serializer)
@@ -326,8 +350,13 @@ class Guard(grpc.ServerInterceptor):
             inner_s = handler.unary_stream
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with self._served(method, perm, request, context):
-                    yield from inner_s(request, context)
+                with self._served(method, perm, request, context) as t0:
+                    if own:
+                        yield from inner_s(request, context)
+                        return
+                    for message in inner_s(request, context):  # none leaves after the deadline
+                        in_time(context, t0, self.d.settings.default_deadline_s, name)
+                        yield message
 
             return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
                                                         handler.response_serializer)
@@ -335,16 +364,20 @@ class Guard(grpc.ServerInterceptor):
 
     @contextlib.contextmanager
     def _served(self, method: str, perm: str, request: Any,
-                context: grpc.ServicerContext) -> Iterator[None]:
-        """Admit the call (or abort it; logged), log it, run the handler, log its outcome
-        and duration. The call log's fsyncs wait for its last line only once the handler
-        (a stream, maybe for hours) is done (:class:`_Pool`)."""
+                context: grpc.ServicerContext) -> Iterator[float]:
+        """Admit the call (or abort it; logged), log it, run the handler (given the
+        admission's ``time.monotonic()``), log its outcome and duration. The call log's
+        fsyncs wait for its last line only once the handler (a stream, maybe for hours) is
+        done (:class:`_Pool`)."""
         t0, rec, token = self._admit(method, perm, request, context, log_start=True)
         calllog = self.d.calllog
         calllog.leave()  # not waited for while the handler runs (a stream: maybe hours)
         try:
-            yield
+            yield t0
             rec["code"] = context.code().name if context.code() else "OK"
+        except GeneratorExit:  # a stream closed before its end: the client cancelled it
+            rec["code"] = "CANCELLED"
+            raise
         except Exception as exc:
             rec["code"] = getattr(context.code(), "name", None) or "INTERNAL"
             rec.setdefault("error", str(exc)[:300])
@@ -548,6 +581,21 @@ def _fingerprint(key: str | None) -> bytes | None:
     return None if key is None else hashlib.sha256(key.encode()).digest()
 
 
+def budget(context: grpc.ServicerContext, limit: float) -> float:
+    """The seconds a call may run: the client's deadline, at most ``limit``."""
+    remaining = context.time_remaining()
+    return limit if remaining is None else min(remaining, limit)
+
+
+def in_time(context: grpc.ServicerContext, t0: float, limit: float, what: str) -> None:
+    """Abort the call (DEADLINE_EXCEEDED) if it has run longer than :func:`budget` since
+    ``t0`` (``time.monotonic()``)."""
+    allowed = budget(context, limit)
+    if time.monotonic() - t0 > allowed:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                      f"{what} ran longer than the call's deadline ({allowed:.3g} s)")
+
+
 def caller() -> Caller:
     c = _call.get()
     if c is None:  # the guard sets it for every served method
@@ -559,28 +607,6 @@ def _record() -> dict[str, Any] | None:
     """The call-log record of the call being served (None outside a call)."""
     c = _call.get()
     return None if c is None else c[1]
-
-
-def _drain(proc: subprocess.Popen[str], label: str) -> None:
-    """Read a stopped call's child to its end: its rollback (a migration going back can take
-    minutes) must never block on a full pipe nor be killed halfway. Its outcome is logged."""
-    def discard(stream: Any) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for _ in stream:
-                pass
-
-    errors = threading.Thread(target=discard, args=(proc.stderr,), daemon=True)
-    errors.start()
-    said = ""
-    with contextlib.suppress(OSError, ValueError):
-        for line in proc.stdout or ():
-            if '"event": "exit"' in line:
-                with contextlib.suppress(ValueError, AttributeError):
-                    said = str(json.loads(line).get("message") or "")[:300]
-    errors.join()
-    code = proc.wait()
-    log.info(f"rpcd: {label}: the stopped action ended with exit code {code}"
-             + (f": {said}" if said else ""))
 
 
 #: JSON of events: json.dumps(default=str), its encoder made once
@@ -703,9 +729,14 @@ class Node(pbg.NodeServicer):
         # admitted: say so at once (a client that started a long action learns now that it
         # was not refused, long before the action's first event)
         context.send_initial_metadata(((ADMITTED, "1"),))
-        if not action.changes_state:
+        if not action.changes_state:  # a query: Call's deadline, its events once it is in time
+            t0 = time.monotonic()
             events, code, _ = self._run(action, checked)
             self.d.metrics.op(action.path, code)
+            rec = _record()
+            if rec is not None:
+                rec["exit"] = code
+            in_time(context, t0, self.d.settings.default_deadline_s, action.path)
             for ev in events:
                 yield _event(ev.pop("event"), **ev)
             context.set_trailing_metadata((("exit-code", str(code)),))
@@ -719,16 +750,13 @@ class Node(pbg.NodeServicer):
     def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
         who = caller()
         action, _, checked = self._checked(request, context, who, queries_only=True)
-        budget = min(context.time_remaining(), self.d.settings.default_deadline_s)
         t0 = time.monotonic()
         events, code, _ = self._run(action, checked)
         self.d.metrics.op(action.path, code)
         rec = _record()
         if rec is not None:
             rec["exit"] = code
-        if time.monotonic() - t0 > budget:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                          f"{action.path} ran longer than the call's deadline ({budget:.3g} s)")
+        in_time(context, t0, self.d.settings.default_deadline_s, action.path)
         end = events.pop()  # the exit event: its code, message and hint are fields
         message = end.get("message") or ""
         if code and not message:  # an internal error: its last error line
@@ -742,35 +770,42 @@ class Node(pbg.NodeServicer):
 
     def _child(self, args: list[str], stdin: str, who: Caller, context: grpc.ServicerContext,
                label: str) -> Iterator[Any]:
-        """Run ``debvisor --events ARGS`` (the CLI's engine) and stream its events; a
-        cancelled call or an exceeded deadline stops it like Ctrl-C (SIGTERM: roll back)."""
-        env = dict(os.environ)
-        env.update(caller_env(who.label()))  # sealed: audited as `caller`, not claimed
-        if self.d.config_file:
-            env["DEBVISOR_CONFIG"] = self.d.config_file
-        proc = subprocess.Popen(  # noqa: S603 - an argv list, parameters on stdin
-            [sys.executable, "-m", "debvisor_core", "--events", *args], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            start_new_session=True)
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
+        """Run ``debvisor --events ARGS`` (the CLI's engine) and stream its events: through
+        the executor when ``exec_socket`` names one (:mod:`.executor`), else as a child of
+        this process. A cancelled call or an exceeded deadline stops it like Ctrl-C (it
+        rolls back)."""
+        from .executor import ExecutorRun, LocalRun
+
+        sealed = caller_env(who.label())  # audited as `caller`, not claimed
+        run: ExecutorRun | LocalRun
+        if self.d.settings.exec_socket:
+            try:
+                run = ExecutorRun(self.d.settings.exec_socket, args, stdin, sealed)
+            except OSError as exc:
+                log.error(f"rpcd: {label}: {exc}")
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              f"{exc}; nothing was run (systemctl status debvisor-rpcd-exec.socket)")
+        else:
+            env = {**os.environ, **sealed}
+            if self.d.config_file:
+                env["DEBVISOR_CONFIG"] = self.d.config_file
+            run = LocalRun(args, stdin, env)
+
+        done = threading.Event()  # the run ended: nothing to stop when the call does
 
         def stop() -> None:
-            if proc.poll() is None:
+            if not done.is_set():
                 log.warn(f"rpcd: {label}: the call ended (cancelled or deadline); stopping it")
-                proc.send_signal(signal.SIGTERM)
+                run.stop()
 
         context.add_callback(stop)
-        remaining = context.time_remaining()  # the client's deadline; the longest one allowed
-        limit = self.d.settings.max_operation_s if remaining is None else \
-            min(remaining, self.d.settings.max_operation_s)
-        timer = threading.Timer(max(limit, 0.1), stop)
+        # the client's deadline, at most max_operation_s
+        timer = threading.Timer(max(budget(context, self.d.settings.max_operation_s), 0.1), stop)
         timer.daemon = True
         timer.start()
         exit_seen = False
         try:
-            for line in proc.stdout:
+            for line in run.lines():
                 try:
                     ev = json.loads(line)
                 except ValueError:
@@ -779,14 +814,12 @@ class Node(pbg.NodeServicer):
                     continue
                 exit_seen = exit_seen or ev.get("event") == "exit"
                 yield pb.Event(event=str(ev.get("event", "")), json=line.rstrip("\n"))
-            code = proc.wait()
+            code, err = run.finish()
+            done.set()
         finally:
             timer.cancel()
-            if proc.poll() is None:  # the call ended first (cancelled): the child rolls back
-                proc.send_signal(signal.SIGTERM)
-                threading.Thread(target=_drain, args=(proc, label), daemon=True,
-                                 name=f"rpcd-drain-{proc.pid}").start()
-        err = proc.stderr.read() if proc.stderr else ""
+            if not done.is_set():  # the call ended first (cancelled): the run rolls back
+                run.abandon()
         if code and not exit_seen:  # it failed before its events started (its stderr says why)
             last = [ln for ln in err.splitlines() if ln.startswith("[ERROR]")]
             message = last[-1][8:] if last else f"{label} exited with {code}"
@@ -795,13 +828,14 @@ class Node(pbg.NodeServicer):
         elif not exit_seen:
             yield _event("exit", code=code)
         self.d.metrics.op(label, code)
+        rec = _record()
+        if rec is not None:
+            rec["exit"] = code
         context.set_trailing_metadata((("exit-code", str(code)),))
 
     def Health(self, request: Any, context: grpc.ServicerContext) -> Any:
         events, code, data = self._inprocess("health.run", {})
-        for c in (data or {}).get("checks", []) if isinstance(data, dict) else []:
-            self.d.metrics.health.labels(c.get("name", "?")).set(
-                {"ok": 0, "warn": 1}.get(c.get("status", ""), 2))
+        self.d.metrics.health_states(data)
         return pb.JsonResponse(json=json.dumps(data, default=str), code=code)
 
     def ListOperations(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -1182,6 +1216,9 @@ class Daemon:
         server.start()
         s = self.settings
         if s.metrics_listen:  # with rpcd's own certificate, unless it has none (lab)
+            node = Node(self)
+            self.metrics.health_source = lambda: self.metrics.health_states(
+                node._inprocess("health.run", {})[2])
             tls = not s.insecure_lab
             self.metrics.serve(s.metrics_listen, s.cert if tls else "", s.key if tls else "")
         if ready:

@@ -508,7 +508,9 @@ def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, wor
                          (["--events", "rpcdtest", "peek", "n3"], "Call"),
                          (["--events", "ops", "show", "20260101-000000-abcdef"], "Call"),
                          (["--events", "hv", "register", "test", "--owner", "ops", "--dry-run"],
-                          "Invoke")):
+                          "Invoke"),
+                         (["audit", "verify"], "Call"),
+                         (["--json", "audit", "show", "--limit", "2"], "Call")):
         before = len(daemon.lines())
         remote = _dv(here, "--remote", "node1", *args, config=cfg)
         # a query goes through the unary Call, a state change through Invoke's stream
@@ -527,7 +529,7 @@ def test_remote_runs_any_declared_command_like_the_local_one(daemon: Daemon, wor
     assert not (here / "journal").exists()  # nothing ran here
     # what cannot go through the daemon is refused before anything runs: exit 2, one line
     for args, why in ((["rpcd", "serve"], "`rpcd serve` is not one"),
-                      (["audit", "verify"], "--remote runs declared actions"),
+                      (["actions", "list"], "--remote runs declared actions"),
                       (["ops", "list", "--limit", "many"], "many"),
                       (["hv", "register", "test", "--rollback"], "--rollback does not go through")):
         res = _dv(here, "--remote", "node1", *args, config=cfg)

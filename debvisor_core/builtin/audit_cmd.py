@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .. import audit, hookimpl
-from ..commands import json_option, pass_ctx
+from ..actions import Action, Outcome, Param, attach
 from ..context import Context
 from ..errors import BadInput
 from ..output import iso_utc
@@ -40,60 +40,65 @@ def _since(value: str | None) -> str | None:
     return value
 
 
-@audit_group.command("show")
-@click.option("--since", help="Only events after this: 30m, 2h, 7d, or an ISO date/time.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
-              help="At most this many (newest).")
-@json_option
-@pass_ctx
-def show(ctx: Context, since: str | None, limit: int) -> None:
-    """Show recent audit events.
-
-    \b
-    Example:
-      debvisor audit show --since 1d --json
-    """
-    cutoff = _since(since)
+def _show(ctx: Context, p: dict[str, Any]) -> list[dict[str, Any]]:
+    cutoff = _since(p["since"])
     events = [e for e in audit.read(audit.log_path(ctx)) if not cutoff or e.get("time", "") >= cutoff]
-    events = events[-limit:]
-
-    def human(rows: list[dict[str, Any]]) -> None:
-        for e in rows:
-            user = e.get("user", {})
-            who = str(user.get("name", "?"))
-            if user.get("sudo_user"):
-                who += f" (sudo {user['sudo_user']})"
-            elif user.get("claimed_sudo_user"):
-                who += f" (claims sudo {user['claimed_sudo_user']}, unverified)"
-            what = " ".join(x for x in (e.get("plugin"), e.get("action")) if x) or "-"
-            op = f" op={e['operation']}" if e.get("operation") else ""
-            print(f"{e.get('time')} {e.get('host')} {who} {what} -> {e.get('result')}{op}")
-        if not rows:
-            print("no audit events")
-
-    ctx.emit(events, human)
+    return events[-p["limit"]:]
 
 
-@audit_group.command("verify")
-@json_option
-@pass_ctx
-def verify(ctx: Context) -> None:
-    """Check the hash chain and its sealed head; exit 1 naming the first problem.
+def _render_show(rows: list[dict[str, Any]]) -> None:
+    for e in rows:
+        user = e.get("user", {})
+        who = str(user.get("name", "?"))
+        if user.get("sudo_user"):
+            who += f" (sudo {user['sudo_user']})"
+        elif user.get("claimed_sudo_user"):
+            who += f" (claims sudo {user['claimed_sudo_user']}, unverified)"
+        what = " ".join(x for x in (e.get("plugin"), e.get("action")) if x) or "-"
+        op = f" op={e['operation']}" if e.get("operation") else ""
+        print(f"{e.get('time')} {e.get('host')} {who} {what} -> {e.get('result')}{op}")
+    if not rows:
+        print("no audit events")
 
-    Detected: an edited, deleted or reordered line, lines deleted at the end, a deleted
-    log, a rewritten head, a fresh chain replacing the old one. Needs the audit key
-    (STATE/keys/audit.key), so run it as root.
 
-    \b
-    Example:
-      debvisor audit verify && echo intact
-    """
+def _verify(ctx: Context, p: dict[str, Any]) -> Any:
     path = audit.log_path(ctx)
     ok, msg, n = audit.verify(path)
-    ctx.emit({"ok": ok, "message": msg, "lines": n, "path": str(path)},
-             f"{path}: {msg}" if ok else f"{path}: TAMPERED — {msg}")
-    if not ok:
-        raise click.exceptions.Exit(1)
+    data = {"ok": ok, "message": msg, "lines": n, "path": str(path)}
+    return data if ok else Outcome(data, 1)
+
+
+def _render_verify(r: dict[str, Any]) -> None:
+    print(f"{r['path']}: {r['message']}" if r["ok"] else f"{r['path']}: TAMPERED — {r['message']}")
+
+
+ACTIONS = [
+    Action("audit.show", "Show recent audit events", privilege="none", query=_show,
+           render=_render_show,
+           params=(Param("since", "Only events after this: 30m, 2h, 7d, or an ISO date/time.",
+                         default=None),
+                   Param("limit", "At most this many (newest).", type="int", default=50,
+                         minimum=1)),
+           result="a list of audit events (time, host, user, plugin, action, result, operation, "
+                  "caller, details, seq, prev, hash)",
+           examples=("debvisor audit show --since 1d --json",
+                     "debvisor --remote node2 audit show --since 2h")),
+    Action("audit.verify", "Check the hash chain and its sealed head; exit 1 naming the first "
+                           "problem",
+           description="Detected: an edited, deleted or reordered line, lines deleted at the "
+                       "end, a deleted log, a rewritten head, a fresh chain replacing the old "
+                       "one. Needs the audit key (STATE/keys/audit.key), so run it as root.",
+           privilege="root", query=_verify, render=_render_verify,
+           result="{ok, message, lines, path}",
+           examples=("debvisor audit verify && echo intact",
+                     "debvisor --remote node2 audit verify")),
+]
+attach(audit_group, ACTIONS)
+
+
+@hookimpl
+def debvisor_actions() -> list[Action]:
+    return ACTIONS
 
 
 @hookimpl

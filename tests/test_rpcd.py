@@ -969,14 +969,25 @@ def test_record_event_takes_only_known_kinds_and_bounded_fields(daemon: Daemon, 
 
 
 def test_a_session_expires_when_idle(world: Any) -> None:
-    d = _start(world[0], "idle", session_ttl=1.0)
+    """A user token lives session_ttl after its last use (activity renews it), never longer
+    than session_max after the login. The sleeps are the scenario's idle and busy times."""
+    d = _start(world[0], "idle", session_ttl=1.0, session_max=3.0)
     try:
         panel = _stub(d, world[1], "panel")
         token = _login(panel).token
-        assert _code(_who(panel, token))[0] == grpc.StatusCode.OK
-        time.sleep(1.5)  # idle longer than the session's 1 s: the scenario, not a wait for luck
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:  # busy for twice the idle limit: still valid
+            assert _code(_who(panel, token))[0] == grpc.StatusCode.OK
+            time.sleep(0.3)
+        time.sleep(1.5)  # idle longer than the session's 1 s
         code, why = _code(_who(panel, token))
         assert code == grpc.StatusCode.UNAUTHENTICATED and "log in again" in why
+        t1 = time.monotonic()
+        token = _login(panel).token
+        while (code := _code(_who(panel, token))[0]) == grpc.StatusCode.OK:
+            assert time.monotonic() - t1 < 5.0, "activity renewed the session past session_max"
+            time.sleep(0.3)
+        assert code == grpc.StatusCode.UNAUTHENTICATED and time.monotonic() - t1 >= 3.0
     finally:
         d.stop()
 

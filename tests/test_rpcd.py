@@ -1488,7 +1488,9 @@ def test_state_changes_run_in_the_executor_when_rpcd_names_one(world: Any, tmp_p
                 s.connect(str(sock))
                 s.sendall((json.dumps(request) if isinstance(request, dict) else request).encode()
                           + b"\n")
-                answer = json.loads(s.makefile().readline())
+                line = s.makefile().readline()
+            assert line.startswith("\0"), line  # the executor's own line (no JSON line's)
+            answer = json.loads(line[1:])
             assert answer["exit_code"] == 2 and why in answer["stderr"], answer
     finally:
         d.stop()
@@ -1502,15 +1504,36 @@ def test_state_changes_run_in_the_executor_when_rpcd_names_one(world: Any, tmp_p
 
 
 def test_without_its_executor_rpcd_runs_no_state_change(world: Any, tmp_path: Path) -> None:
+    """No executor on the socket, or one that takes the connection and never the run (a
+    socket unit whose service cannot start): UNAVAILABLE, nothing run, nothing run here."""
     root, pk = world
     (tmp_path / "state").mkdir()
-    d = _start(root, "noexec", "--exec-socket", str(tmp_path / "none.sock"), state=tmp_path / "state")
+    sock = tmp_path / "exec.sock"
+    d = _start(root, "noexec", "--exec-socket", str(sock), state=tmp_path / "state")
+    stub = _stub(d, pk)
+
+    def enable() -> Any:
+        return _events(stub.Invoke(pb.InvokeRequest(
+            action="maintenance.enable", params_json='{"reason": "x"}', yes=True), timeout=15))
+
     try:
-        stub = _stub(d, pk)
-        code, why = _code(lambda: _events(stub.Invoke(pb.InvokeRequest(
-            action="maintenance.enable", params_json='{"reason": "x"}', yes=True), timeout=15)))
-        assert code == grpc.StatusCode.UNAVAILABLE and "does not answer" in why and \
+        code, why = _code(enable)
+        assert code == grpc.StatusCode.UNAVAILABLE and "did not take the run" in why and \
             "nothing was run" in why, why
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(sock))
+            listener.listen(4)
+
+            def close_one() -> None:
+                conn, _ = listener.accept()
+                conn.close()
+
+            closer = threading.Thread(target=close_one)
+            closer.start()
+            code, why = _code(enable)
+            closer.join(30)
+        assert code == grpc.StatusCode.UNAVAILABLE and "did not take the run" in why and \
+            "nothing was run" in why, why  # the connection closed (reset): no "accepted"
         status = json.loads(_dv(tmp_path / "state", "--json", "maintenance", "status").stdout)
         assert status["enabled"] is False
         assert stub.Call(pb.InvokeRequest(action="maintenance.status"), timeout=15).code == 0

@@ -13,9 +13,13 @@ as in the lab.
 Protocol, one connection per run: rpcd sends one JSON line ``{"argv": [...], "stdin":
 "...", "caller": LABEL, "seal": SEAL}`` (the caller sealed by :func:`..audit.caller_env`,
 checked again by the child), then nothing; closing its side cancels the run (the child gets
-SIGTERM, as on Ctrl-C, and rolls back). The executor answers the child's event lines
+SIGTERM, as on Ctrl-C, and rolls back). The executor answers ``NUL accepted`` once the run
+has started (rpcd waits :data:`ACCEPT_TIMEOUT` for it: a socket unit accepts connections
+even when its service cannot start, and then nothing was run), the child's event lines
 (``debvisor --events ARGV``, the CLI's engine, audit and journal), then
-``{"exit_code": N, "stderr": TAIL}``. It runs only the two shapes rpcd sends —
+``NUL {"exit_code": N, "stderr": TAIL}`` — or only that last line for a request it
+refuses. Its own lines start with a NUL, which no JSON line does. It runs only the two
+shapes rpcd sends —
 ``[--origin OPID.STEP] actions run ACTION - [FLAGS]`` and ``ops rollback ID [FLAGS]`` —
 and only for a peer running as root (or as itself).
 """
@@ -33,6 +37,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +48,16 @@ from ..errors import BadInput
 #: the flags rpcd passes with a run (``Invoke``'s and ``RollbackOperation``'s)
 FLAGS = frozenset({"--dry-run", "--check", "--yes", "--force-maintenance"})
 _ACTION = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+")
-#: the request line's largest size (parameters included): rpcd's own message limit is less
-MAX_REQUEST = 4 << 20
+#: the request line's largest size (the parameters, JSON in JSON): well above rpcd's
+#: default message limit (1 MiB)
+MAX_REQUEST = 64 << 20
+#: seconds rpcd waits for the executor to accept a run
+ACCEPT_TIMEOUT = 30.0
+#: seconds the executor waits, when stopped, for the runs still going to roll back (its
+#: unit's TimeoutStopSec is longer: KillMode=mixed kills the rest once it exits)
+STOP_WAIT = 280.0
+ACCEPTED = b"\0accepted\n"
+_END = "\0"
 
 
 def checked_argv(argv: Any) -> list[str]:
@@ -134,28 +147,43 @@ def _drain(proc: subprocess.Popen[str], label: str) -> None:
 
 
 class ExecutorRun:
-    """The same run, made by the executor listening on ``path``."""
+    """The same run, made by the executor listening on ``path``: OSError (nothing was run)
+    unless the executor accepts it, or refuses it with its reason, within
+    :data:`ACCEPT_TIMEOUT`."""
 
     def __init__(self, path: str, argv: list[str], stdin: str, caller: dict[str, str]) -> None:
+        self._end: dict[str, Any] | None = None
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            self.sock.settimeout(ACCEPT_TIMEOUT)
             self.sock.connect(path)
-        except OSError as exc:
+            request = {"argv": argv, "stdin": stdin, "caller": caller.get("DEBVISOR_CALLER", ""),
+                       "seal": caller.get("DEBVISOR_CALLER_SEAL", "")}
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+            self._file = self.sock.makefile("r", encoding="utf-8", newline="\n")
+            first = self._file.readline()
+            if first.startswith(_END + "{"):  # refused (its reason), before anything ran
+                self._end = json.loads(first[1:])
+            elif first.encode() != ACCEPTED:
+                raise OSError("it closed the connection" if not first else "it answered garbage")
+            self.sock.settimeout(None)
+        except (OSError, ValueError) as exc:
             self.sock.close()
-            raise OSError(f"the executor ({path}) does not answer: {exc.strerror or exc}") from None
-        request = {"argv": argv, "stdin": stdin, "caller": caller.get("DEBVISOR_CALLER", ""),
-                   "seal": caller.get("DEBVISOR_CALLER_SEAL", "")}
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
-        self._file = self.sock.makefile("r", encoding="utf-8", newline="\n")
-        self._end: dict[str, Any] | None = None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "timed out"
+            raise OSError(f"the executor ({path}) did not take the run: {why}") from None
 
     def lines(self) -> Iterator[str]:
-        for line in self._file:
-            if line.startswith('{"exit_code"'):
-                with contextlib.suppress(ValueError):
-                    self._end = json.loads(line)
-                return
-            yield line
+        if self._end is not None:
+            return
+        try:
+            for line in self._file:
+                if line.startswith(_END):
+                    with contextlib.suppress(ValueError):
+                        self._end = json.loads(line[1:])
+                    return
+                yield line
+        except OSError as exc:  # the executor went away mid-run: finish() says so
+            log.error(f"rpcd: the executor's connection broke: {exc}")
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -164,7 +192,8 @@ class ExecutorRun:
     def finish(self) -> tuple[int, str]:
         self.abandon()
         if self._end is None:
-            return 1, "[ERROR] the executor ended the run without its exit code"
+            return 1, ("[ERROR] the executor's connection ended before the run did; see "
+                       "`debvisor ops list` on the node")
         return int(self._end.get("exit_code", 1)), str(self._end.get("stderr", ""))
 
     def abandon(self) -> None:
@@ -189,7 +218,10 @@ class _Handler(socketserver.StreamRequestHandler):
             self._end(2, "[ERROR] only root may ask the executor for a run")
             return
         try:
-            req = json.loads(self.rfile.readline(MAX_REQUEST) or b"null")
+            raw = self.rfile.readline(MAX_REQUEST + 1)
+            if not raw.endswith(b"\n"):
+                raise BadInput(f"the request must be one line of at most {MAX_REQUEST} bytes")
+            req = json.loads(raw)
             if not isinstance(req, dict) or not isinstance(req.get("stdin", ""), str):
                 raise BadInput("the request must be a JSON object with argv and stdin")
             argv = checked_argv(req.get("argv"))
@@ -203,18 +235,23 @@ class _Handler(socketserver.StreamRequestHandler):
         log.info(f"rpcd-exec: {' '.join(argv[:5])} for {caller or '?'}")
         run = LocalRun(argv, str(req.get("stdin", "")), env)
         self.server.runs.add(run)
+        gone = False
+        try:
+            self.wfile.write(ACCEPTED)
+        except OSError:
+            gone = True  # rpcd went away at once: the watch below stops the run
         def watch() -> None:  # rpcd closing its side (the call cancelled, rpcd gone) stops it
             with contextlib.suppress(OSError, ValueError):
                 self.rfile.read(1)
             run.stop()
 
         threading.Thread(target=watch, daemon=True).start()
-        gone = False
         try:
             for line in run.lines():
                 if not gone:
                     try:
-                        self.wfile.write(line.encode())
+                        self.wfile.write(line.encode() if line.endswith("\n") else
+                                         line.encode() + b"\n")
                     except OSError:
                         gone = True  # go on reading: the run rolls back until it exits
             code, err = run.finish()
@@ -226,7 +263,8 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _end(self, code: int, stderr: str) -> None:
         with contextlib.suppress(OSError):
-            self.wfile.write(json.dumps({"exit_code": code, "stderr": stderr}).encode() + b"\n")
+            self.wfile.write(b"\0" + json.dumps({"exit_code": code, "stderr": stderr}).encode()
+                             + b"\n")
 
 
 class Executor(socketserver.ThreadingUnixStreamServer):
@@ -280,9 +318,11 @@ def serve(path: str | None, config_file: str | None, ready: Any = None) -> None:
     try:
         server.serve_forever()
     finally:
-        for run in list(server.runs):
+        runs = list(server.runs)
+        for run in runs:
             run.stop()
-        for run in list(server.runs):
+        until = time.monotonic() + STOP_WAIT
+        for run in runs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                run.proc.wait(60)
+                run.proc.wait(max(until - time.monotonic(), 0))
         server.server_close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ def _start(lctx: LabContext) -> dict[str, Any]:
     except ImportError:
         raise proc.LabError("grpcio is not installed (debvisor-core[rpcd])") from None
     nodes = _nodes(lctx)
+    clash = sorted(set(nodes) & {"ca", "node", *(u for u, _ in _USERS)})
+    if clash:  # their certificates would be the lab CA's own files
+        raise proc.LabError(f"lab node names {', '.join(clash)} are taken by the lab's CA files")
     kept = lctx.dir / "fragment.json"
     pids = [proc.read_pid(p) for p in _pidfiles(lctx)]
     if kept.exists() and pids and all(p and proc.alive(p) for p in pids):
@@ -93,11 +97,12 @@ def _start(lctx: LabContext) -> dict[str, Any]:
                          "client": {"address": f"127.0.0.1:{port}", **client},
                          "nodes": {n: {"address": f"127.0.0.1:{p}"} for n, p in ports.items()}},
                 "lab": {"env": {"DEBVISOR_RPCD": f"127.0.0.1:{port}", **{
-                    f"DEBVISOR_RPCD_{n.upper().replace('-', '_')}": f"127.0.0.1:{p}"
+                    f"DEBVISOR_RPCD_{re.sub(r'[^A-Z0-9]', '_', n.upper())}": f"127.0.0.1:{p}"
                     for n, p in ports.items()}}}}
     try:
-        # the lab's: its services, and rpcd
-        _serve(lctx, "rpcd", merge(copy.deepcopy(lctx.config), fragment), None)
+        # the lab's: its services, and rpcd (this fragment's, not an earlier start's)
+        base = {k: v for k, v in copy.deepcopy(lctx.config).items() if k != "rpcd"}
+        _serve(lctx, "rpcd", merge(base, fragment), None)
         for node, p in ports.items():  # a node's: its own libvirtd, state and call log
             mine = copy.deepcopy(lctx.config)
             mine.setdefault("hv", {})["nodes"] = {node: copy.deepcopy(nodes[node])}

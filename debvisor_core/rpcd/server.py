@@ -75,9 +75,13 @@ SELF_SERVICE = ("rpc:Login", "rpc:Logout", "rpc:RecordEvent")
 #: same: no line, no answer); every other method is logged when admitted and when done
 LOGGED_ONCE = frozenset({CALL})
 #: methods that keep their own deadline (Call's is :meth:`Node.Call`'s): a state change runs
-#: at most ``max_operation_s``, stopped like Ctrl-C, a query ``default_deadline_s``; the
-#: guard holds every other method to ``default_deadline_s``
+#: at most ``max_operation_s``, stopped like Ctrl-C, a query ``default_deadline_s``. The
+#: guard holds the others to ``default_deadline_s`` — :data:`LONG_READS` to
+#: ``max_operation_s`` — except :data:`SELF_SERVICE`, whose answer says what was done
+#: (a session made or ended, an event written): never refused once it is
 OWN_DEADLINE = frozenset({f"/{SERVICE}/Invoke", f"/{SERVICE}/RollbackOperation"})
+#: reads that may take long on a big node (the whole audit chain)
+LONG_READS = frozenset({f"/{SERVICE}/AuditEvents", f"/{SERVICE}/VerifyAudit"})
 #: the metrics' method label of a call to a method that is not served (the call log has it)
 NOT_SERVED = "(not served)"
 
@@ -194,6 +198,7 @@ class Metrics:
         #: runs the health checks (and sets the gauge): the daemon's
         self.health_source: Callable[[], Any] | None = None
         self.health_at = float("-inf")  # time.monotonic() of the gauge's last setting
+        self._health_running = threading.Lock()
 
     def health_states(self, data: Any) -> None:
         """Set the gauge from ``health.run``'s result."""
@@ -247,8 +252,12 @@ class Metrics:
         from prometheus_client.utils import floatToGoString
 
         created = bool(getattr(pm, "_use_created", True))  # PROMETHEUS_DISABLE_CREATED_SERIES
-        if self.health_source is not None and time.monotonic() - self.health_at > HEALTH_TTL:
-            self.health_source()  # the gauge collects after this collector (registered first)
+        if self.health_source is not None and time.monotonic() - self.health_at > HEALTH_TTL \
+                and self._health_running.acquire(blocking=False):  # one run for concurrent scrapes
+            try:
+                self.health_source()  # the gauge collects after this collector (registered first)
+            finally:
+                self._health_running.release()
         self._tally()
         with self._lock:
             calls = [(k, list(v)) for k, v in self._calls.items()]
@@ -332,16 +341,24 @@ class Guard(grpc.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(once, handler.request_deserializer,
                                                        handler.response_serializer)
-        own = method in OWN_DEADLINE  # else default_deadline_s, read when the call ends
+        own = method in OWN_DEADLINE or perm in SELF_SERVICE
+        long = method in LONG_READS
         name = method.rsplit("/", 1)[1]
+
+        def limit() -> float:  # read per call: a unit test's daemon has no settings
+            s = self.d.settings
+            return s.max_operation_s if long else s.default_deadline_s
+
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                with self._served(method, perm, request, context) as t0:
+                with self._served(method, perm, request, context):
+                    if own:
+                        return inner(request, context)
+                    end = deadline(context, limit())
                     response = inner(request, context)
-                    if not own:  # a handler here cannot be stopped: its answer can
-                        in_time(context, t0, self.d.settings.default_deadline_s, name)
+                    in_time(context, end, name)  # a handler here cannot be stopped: its answer can
                     return response
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer,
@@ -350,12 +367,13 @@ class Guard(grpc.ServerInterceptor):
             inner_s = handler.unary_stream
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with self._served(method, perm, request, context) as t0:
+                with self._served(method, perm, request, context):
                     if own:
                         yield from inner_s(request, context)
                         return
+                    end = deadline(context, limit())
                     for message in inner_s(request, context):  # none leaves after the deadline
-                        in_time(context, t0, self.d.settings.default_deadline_s, name)
+                        in_time(context, end, name)
                         yield message
 
             return grpc.unary_stream_rpc_method_handler(stream, handler.request_deserializer,
@@ -364,19 +382,18 @@ class Guard(grpc.ServerInterceptor):
 
     @contextlib.contextmanager
     def _served(self, method: str, perm: str, request: Any,
-                context: grpc.ServicerContext) -> Iterator[float]:
-        """Admit the call (or abort it; logged), log it, run the handler (given the
-        admission's ``time.monotonic()``), log its outcome and duration. The call log's
-        fsyncs wait for its last line only once the handler (a stream, maybe for hours) is
-        done (:class:`_Pool`)."""
+                context: grpc.ServicerContext) -> Iterator[None]:
+        """Admit the call (or abort it; logged), log it, run the handler, log its outcome
+        and duration. The call log's fsyncs wait for its last line only once the handler
+        (a stream, maybe for hours) is done (:class:`_Pool`)."""
         t0, rec, token = self._admit(method, perm, request, context, log_start=True)
         calllog = self.d.calllog
         calllog.leave()  # not waited for while the handler runs (a stream: maybe hours)
         try:
-            yield t0
+            yield
             rec["code"] = context.code().name if context.code() else "OK"
-        except GeneratorExit:  # a stream closed before its end: the client cancelled it
-            rec["code"] = "CANCELLED"
+        except GeneratorExit:  # a stream closed before its end: cancelled, or out of time
+            rec["code"] = "DEADLINE_EXCEEDED" if context.time_remaining() <= 0 else "CANCELLED"
             raise
         except Exception as exc:
             rec["code"] = getattr(context.code(), "name", None) or "INTERNAL"
@@ -581,19 +598,19 @@ def _fingerprint(key: str | None) -> bytes | None:
     return None if key is None else hashlib.sha256(key.encode()).digest()
 
 
-def budget(context: grpc.ServicerContext, limit: float) -> float:
-    """The seconds a call may run: the client's deadline, at most ``limit``."""
-    remaining = context.time_remaining()
-    return limit if remaining is None else min(remaining, limit)
+def deadline(context: grpc.ServicerContext, limit: float) -> tuple[float, float]:
+    """(The ``time.monotonic()`` by which the call must be answered, the seconds that gives
+    it): the client's deadline as it stands now, at most ``limit`` seconds (grpc's
+    ``time_remaining`` is a number for every call: very large without a deadline)."""
+    allowed = min(context.time_remaining(), limit)
+    return time.monotonic() + allowed, allowed
 
 
-def in_time(context: grpc.ServicerContext, t0: float, limit: float, what: str) -> None:
-    """Abort the call (DEADLINE_EXCEEDED) if it has run longer than :func:`budget` since
-    ``t0`` (``time.monotonic()``)."""
-    allowed = budget(context, limit)
-    if time.monotonic() - t0 > allowed:
+def in_time(context: grpc.ServicerContext, end: tuple[float, float], what: str) -> None:
+    """Abort the call (DEADLINE_EXCEEDED) if it is past ``end`` (:func:`deadline`'s)."""
+    if time.monotonic() > end[0]:
         context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                      f"{what} ran longer than the call's deadline ({allowed:.3g} s)")
+                      f"{what} ran longer than the call's deadline ({end[1]:.3g} s)")
 
 
 def caller() -> Caller:
@@ -730,13 +747,13 @@ class Node(pbg.NodeServicer):
         # was not refused, long before the action's first event)
         context.send_initial_metadata(((ADMITTED, "1"),))
         if not action.changes_state:  # a query: Call's deadline, its events once it is in time
-            t0 = time.monotonic()
+            end = deadline(context, self.d.settings.default_deadline_s)
             events, code, _ = self._run(action, checked)
             self.d.metrics.op(action.path, code)
             rec = _record()
             if rec is not None:
                 rec["exit"] = code
-            in_time(context, t0, self.d.settings.default_deadline_s, action.path)
+            in_time(context, end, action.path)
             for ev in events:
                 yield _event(ev.pop("event"), **ev)
             context.set_trailing_metadata((("exit-code", str(code)),))
@@ -750,13 +767,13 @@ class Node(pbg.NodeServicer):
     def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
         who = caller()
         action, _, checked = self._checked(request, context, who, queries_only=True)
-        t0 = time.monotonic()
+        due = deadline(context, self.d.settings.default_deadline_s)
         events, code, _ = self._run(action, checked)
         self.d.metrics.op(action.path, code)
         rec = _record()
         if rec is not None:
             rec["exit"] = code
-        in_time(context, t0, self.d.settings.default_deadline_s, action.path)
+        in_time(context, due, action.path)
         end = events.pop()  # the exit event: its code, message and hint are fields
         message = end.get("message") or ""
         if code and not message:  # an internal error: its last error line
@@ -798,9 +815,10 @@ class Node(pbg.NodeServicer):
                 log.warn(f"rpcd: {label}: the call ended (cancelled or deadline); stopping it")
                 run.stop()
 
-        context.add_callback(stop)
+        if not context.add_callback(stop):  # the call ended already
+            stop()
         # the client's deadline, at most max_operation_s
-        timer = threading.Timer(max(budget(context, self.d.settings.max_operation_s), 0.1), stop)
+        timer = threading.Timer(max(deadline(context, self.d.settings.max_operation_s)[1], 0.1), stop)
         timer.daemon = True
         timer.start()
         exit_seen = False

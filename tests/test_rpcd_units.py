@@ -512,3 +512,37 @@ def test_the_grpc_transport_refuses_what_it_cannot_map_before_calling(args: list
 
     code, out, err = GrpcTransport("node1", NoClient()).run(args, None, 5)  # type: ignore[arg-type]
     assert (code, out) == (2, "") and err.startswith("[ERROR] the grpc transport cannot run")
+
+
+def test_a_call_has_the_deadline_it_was_given_when_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget is what the client's deadline left when the call started, at most the
+    limit: read at the end (what grpc's time_remaining says then), a call that used 1.2 s
+    of its 2 s was refused as over a 0.8 s deadline."""
+    import types
+
+    from debvisor_core.rpcd import server
+
+    now = [100.0]
+    monkeypatch.setattr(server, "time", types.SimpleNamespace(monotonic=lambda: now[0], time=time.time))
+
+    class Ctx:
+        aborted: tuple[Any, str] | None = None
+
+        def time_remaining(self) -> float:
+            return max(2.0 - (now[0] - 100.0), 0.0)  # the client asked for 2 s
+
+        def abort(self, code: Any, why: str) -> None:
+            self.aborted = (code, why)
+            raise RuntimeError(why)
+
+    ctx = Ctx()
+    end = server.deadline(ctx, 60.0)  # type: ignore[arg-type]
+    now[0] += 1.2
+    server.in_time(ctx, end, "q")  # type: ignore[arg-type]
+    assert ctx.aborted is None
+    now[0] += 1.0
+    with pytest.raises(RuntimeError):
+        server.in_time(ctx, end, "q")  # type: ignore[arg-type]
+    assert ctx.aborted == (grpc.StatusCode.DEADLINE_EXCEEDED, "q ran longer than the call's deadline (2 s)")
+    now[0] = 100.0
+    assert server.deadline(ctx, 0.5)[1] == 0.5  # the limit, when the client gives more

@@ -91,8 +91,8 @@ class LocalRun:
     """``debvisor --events ARGV`` as a child of this process (its own session), the
     parameters on stdin."""
 
-    def __init__(self, argv: list[str], stdin: str, env: dict[str, str]) -> None:
-        self.label = " ".join(argv[:4])
+    def __init__(self, argv: list[str], stdin: str, env: dict[str, str], label: str = "") -> None:
+        self.label = label or " ".join(argv[:4])
         self.proc = subprocess.Popen(  # noqa: S603 - an argv list, parameters on stdin
             [sys.executable, "-m", "debvisor_core", "--events", *argv], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -102,8 +102,11 @@ class LocalRun:
         self.proc.stdin.close()
 
     def lines(self) -> Iterator[str]:
+        """Its stdout's lines: the pipe itself, not a generator over it — closing a
+        generator that delegates (``yield from``) closes the pipe, and a run that can no
+        longer write its events fails in the middle of its rollback."""
         assert self.proc.stdout is not None
-        yield from self.proc.stdout
+        return iter(self.proc.stdout)
 
     def stop(self) -> None:
         """As Ctrl-C: the run rolls back what it did."""

@@ -806,7 +806,7 @@ class Node(pbg.NodeServicer):
             env = {**os.environ, **sealed}
             if self.d.config_file:
                 env["DEBVISOR_CONFIG"] = self.d.config_file
-            run = LocalRun(args, stdin, env)
+            run = LocalRun(args, stdin, env, label)
 
         done = threading.Event()  # the run ended: nothing to stop when the call does
 

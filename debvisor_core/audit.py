@@ -454,10 +454,14 @@ def _caller_seal(label: str) -> str | None:
     return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
 
 
+#: the variables :func:`caller_env` sets (what a process handing on a run may pass on)
+CALLER_VARS = ("DEBVISOR_CALLER", "DEBVISOR_CALLER_SEAL")
+
+
 def caller_env(label: str) -> dict[str, str]:
     """The environment that tells a child ``debvisor`` which rpcd caller it runs for,
     sealed so that the child can tell it from a variable anyone could set."""
-    return {"DEBVISOR_CALLER": label, "DEBVISOR_CALLER_SEAL": _caller_seal(label) or ""}
+    return dict(zip(CALLER_VARS, (label, _caller_seal(label) or ""), strict=True))
 
 
 def rpc_caller() -> dict[str, str]:

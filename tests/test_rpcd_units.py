@@ -33,6 +33,7 @@ class _Daemon:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.metrics = _Metrics()
+        self.settings = Settings()
 
     def record(self, rec: dict[str, Any], context: Any = None) -> None:
         self.records.append(rec)

@@ -11,7 +11,7 @@ socket unit) over a UNIX socket only root may open, when ``[rpcd] exec_socket`` 
 as in the lab.
 
 Protocol, one connection per run: rpcd sends one JSON line ``{"argv": [...], "stdin":
-"...", "caller": LABEL, "seal": SEAL}`` (the caller sealed by :func:`..audit.caller_env`,
+"...", "env": CALLER}`` (the variables of :func:`..audit.caller_env`: the caller, sealed,
 checked again by the child), then nothing; closing its side cancels the run (the child gets
 SIGTERM, as on Ctrl-C, and rolls back). The executor answers ``NUL accepted`` once the run
 has started (rpcd waits :data:`ACCEPT_TIMEOUT` for it: a socket unit accepts connections
@@ -89,10 +89,17 @@ def checked_argv(argv: Any) -> list[str]:
 
 class LocalRun:
     """``debvisor --events ARGV`` as a child of this process (its own session), the
-    parameters on stdin."""
+    parameters on stdin, for the caller ``caller`` (:func:`..audit.caller_env`'s variables)
+    and on ``config_file`` when given."""
 
-    def __init__(self, argv: list[str], stdin: str, env: dict[str, str], label: str = "") -> None:
+    def __init__(self, argv: list[str], stdin: str, caller: dict[str, Any],
+                 config_file: str | None, label: str = "") -> None:
+        from ..audit import CALLER_VARS
+
         self.label = label or " ".join(argv[:4])
+        env = {**os.environ, **{k: str(caller.get(k, ""))[:512] for k in CALLER_VARS}}
+        if config_file:
+            env["DEBVISOR_CONFIG"] = config_file
         self.proc = subprocess.Popen(  # noqa: S603 - an argv list, parameters on stdin
             [sys.executable, "-m", "debvisor_core", "--events", *argv], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -160,8 +167,7 @@ class ExecutorRun:
         try:
             self.sock.settimeout(ACCEPT_TIMEOUT)
             self.sock.connect(path)
-            request = {"argv": argv, "stdin": stdin, "caller": caller.get("DEBVISOR_CALLER", ""),
-                       "seal": caller.get("DEBVISOR_CALLER_SEAL", "")}
+            request = {"argv": argv, "stdin": stdin, "env": caller}
             self.sock.sendall(json.dumps(request).encode() + b"\n")
             self._file = self.sock.makefile("r", encoding="utf-8", newline="\n")
             first = self._file.readline()
@@ -231,12 +237,11 @@ class _Handler(socketserver.StreamRequestHandler):
         except (ValueError, BadInput) as exc:
             self._end(2, f"[ERROR] {getattr(exc, 'message', None) or exc}")
             return
-        caller = str(req.get("caller") or "")[:200]
-        env = {**os.environ, "DEBVISOR_CALLER": caller, "DEBVISOR_CALLER_SEAL": str(req.get("seal") or "")}
-        if self.server.config_file:
-            env["DEBVISOR_CONFIG"] = self.server.config_file
-        log.info(f"rpcd-exec: {' '.join(argv[:5])} for {caller or '?'}")
-        run = LocalRun(argv, str(req.get("stdin", "")), env)
+        given = req.get("env")
+        caller: dict[str, Any] = given if isinstance(given, dict) else {}
+        who = str(caller.get("DEBVISOR_CALLER") or "?")[:200]
+        log.info(f"rpcd-exec: {' '.join(argv[:5])} for {who}")
+        run = LocalRun(argv, str(req.get("stdin", "")), caller, self.server.config_file)
         self.server.runs.add(run)
         gone = False
         try:
@@ -260,14 +265,13 @@ class _Handler(socketserver.StreamRequestHandler):
             code, err = run.finish()
         finally:
             self.server.runs.discard(run)
-        log.info(f"rpcd-exec: {' '.join(argv[:5])} for {caller or '?'}: exit {code}")
+        log.info(f"rpcd-exec: {' '.join(argv[:5])} for {who}: exit {code}")
         if not gone:
             self._end(code, err[-4000:])
 
     def _end(self, code: int, stderr: str) -> None:
         with contextlib.suppress(OSError):
-            self.wfile.write(b"\0" + json.dumps({"exit_code": code, "stderr": stderr}).encode()
-                             + b"\n")
+            self.wfile.write(f'{_END}{json.dumps({"exit_code": code, "stderr": stderr})}\n'.encode())
 
 
 class Executor(socketserver.ThreadingUnixStreamServer):

@@ -127,7 +127,7 @@ def _status(lctx: LabContext) -> dict[str, Any]:
         return {"running": bool(pid and proc.alive(pid)), "pid": pid}
 
     out = running(lctx.dir / "rpcd.pid")
-    nodes = {p.stem[5:]: running(p) for p in _pidfiles(lctx)[1:]}
+    nodes = {p.stem.removeprefix("rpcd-"): running(p) for p in _pidfiles(lctx)[1:]}
     if nodes:
         out["nodes"] = nodes
         out["running"] = out["running"] and all(n["running"] for n in nodes.values())

@@ -342,12 +342,9 @@ class Guard(grpc.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(once, handler.request_deserializer,
                                                        handler.response_serializer)
         own = method in OWN_DEADLINE or perm in SELF_SERVICE
-        long = method in LONG_READS
+        s = self.d.settings
+        limit = s.max_operation_s if method in LONG_READS else s.default_deadline_s
         name = method.rsplit("/", 1)[1]
-
-        def limit() -> float:  # read per call: a unit test's daemon has no settings
-            s = self.d.settings
-            return s.max_operation_s if long else s.default_deadline_s
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
@@ -356,7 +353,7 @@ class Guard(grpc.ServerInterceptor):
                 with self._served(method, perm, request, context):
                     if own:
                         return inner(request, context)
-                    end = deadline(context, limit())
+                    end = deadline(context, limit)
                     response = inner(request, context)
                     in_time(context, end, name)  # a handler here cannot be stopped: its answer can
                     return response
@@ -371,7 +368,7 @@ class Guard(grpc.ServerInterceptor):
                     if own:
                         yield from inner_s(request, context)
                         return
-                    end = deadline(context, limit())
+                    end = deadline(context, limit)
                     for message in inner_s(request, context):  # none leaves after the deadline
                         in_time(context, end, name)
                         yield message
@@ -675,6 +672,23 @@ class Node(pbg.NodeServicer):
             ui.emit("exit", code=code)
         return ui.events_seen, code, data
 
+    def _query(self, action: Action, checked: dict[str, Any], context: grpc.ServicerContext
+               ) -> tuple[list[dict[str, Any]], int]:
+        """Run the query ``action`` here within the call's deadline (else the call is
+        aborted): its events, ending with "exit", and its exit code."""
+        due = deadline(context, self.d.settings.default_deadline_s)
+        events, code, _ = self._run(action, checked)
+        self._ran(action.path, code)
+        in_time(context, due, action.path)
+        return events, code
+
+    def _ran(self, path: str, code: int) -> None:
+        """Count the action that ran, and put its exit code in the call's log line."""
+        self.d.metrics.op(path, code)
+        rec = _record()
+        if rec is not None:
+            rec["exit"] = code
+
     def _checked(self, request: Any, context: grpc.ServicerContext, who: Caller, *,
                  queries_only: bool = False) -> tuple[Action, dict[str, Any], dict[str, Any]]:
         """The request's action, its parameters as sent and as validated — or the call
@@ -747,13 +761,7 @@ class Node(pbg.NodeServicer):
         # was not refused, long before the action's first event)
         context.send_initial_metadata(((ADMITTED, "1"),))
         if not action.changes_state:  # a query: Call's deadline, its events once it is in time
-            end = deadline(context, self.d.settings.default_deadline_s)
-            events, code, _ = self._run(action, checked)
-            self.d.metrics.op(action.path, code)
-            rec = _record()
-            if rec is not None:
-                rec["exit"] = code
-            in_time(context, end, action.path)
+            events, code = self._query(action, checked, context)
             for ev in events:
                 yield _event(ev.pop("event"), **ev)
             context.set_trailing_metadata((("exit-code", str(code)),))
@@ -767,13 +775,7 @@ class Node(pbg.NodeServicer):
     def Call(self, request: Any, context: grpc.ServicerContext) -> Any:
         who = caller()
         action, _, checked = self._checked(request, context, who, queries_only=True)
-        due = deadline(context, self.d.settings.default_deadline_s)
-        events, code, _ = self._run(action, checked)
-        self.d.metrics.op(action.path, code)
-        rec = _record()
-        if rec is not None:
-            rec["exit"] = code
-        in_time(context, due, action.path)
+        events, code = self._query(action, checked, context)
         end = events.pop()  # the exit event: its code, message and hint are fields
         message = end.get("message") or ""
         if code and not message:  # an internal error: its last error line
@@ -803,10 +805,7 @@ class Node(pbg.NodeServicer):
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               f"{exc}; nothing was run (systemctl status debvisor-rpcd-exec.socket)")
         else:
-            env = {**os.environ, **sealed}
-            if self.d.config_file:
-                env["DEBVISOR_CONFIG"] = self.d.config_file
-            run = LocalRun(args, stdin, env, label)
+            run = LocalRun(args, stdin, sealed, self.d.config_file, label)
 
         done = threading.Event()  # the run ended: nothing to stop when the call does
 
@@ -845,10 +844,7 @@ class Node(pbg.NodeServicer):
             yield _event("exit", code=code, message=message)
         elif not exit_seen:
             yield _event("exit", code=code)
-        self.d.metrics.op(label, code)
-        rec = _record()
-        if rec is not None:
-            rec["exit"] = code
+        self._ran(label, code)
         context.set_trailing_metadata((("exit-code", str(code)),))
 
     def Health(self, request: Any, context: grpc.ServicerContext) -> Any:

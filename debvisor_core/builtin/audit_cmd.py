@@ -30,8 +30,8 @@ def _since(value: str | None) -> str | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1:] in units and value[:-1].isdigit():
-        t = time.time() - int(value[:-1]) * units[value[-1]]
-        return iso_utc(t)
+        back, now = int(value[:-1]) * units[value[-1]], time.time()
+        return iso_utc(now - back if back < now else 0.0)  # older than the epoch: everything
     try:
         time.strptime(value[:19], "%Y-%m-%dT%H:%M:%S" if "T" in value else "%Y-%m-%d")
     except ValueError:

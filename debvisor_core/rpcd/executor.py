@@ -268,6 +268,8 @@ class _Handler(socketserver.StreamRequestHandler):
         log.info(f"rpcd-exec: {' '.join(argv[:5])} for {who}: exit {code}")
         if not gone:
             self._end(code, err[-4000:])
+        with contextlib.suppress(OSError):  # ends the watch's read (finish() would wait on it)
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _end(self, code: int, stderr: str) -> None:
         with contextlib.suppress(OSError):
